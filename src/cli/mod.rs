@@ -1,0 +1,33 @@
+//! The commands behind `btic`'s subcommands: each takes parsed arguments, prints for a
+//! person (or as JSON), and returns a `CliError` carrying the exit code.
+
+mod check;
+
+pub use check::check;
+
+/// A command's failure: a one-line reason and the process exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit code (2 for bad configuration or usage, 1 otherwise).
+    pub code: u8,
+    /// One line, printed after `btic: ` on stderr.
+    pub message: String,
+}
+
+impl CliError {
+    /// A bad pipeline file or bad arguments (exit 2).
+    pub fn config(message: impl Into<String>) -> Self {
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Anything else (exit 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}

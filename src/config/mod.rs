@@ -1,0 +1,522 @@
+//! Pipeline files (`pipelines/*.toml`): the model, loading, validation and secrets.
+//!
+//! Loading is two steps. `parse` reads the TOML into `raw` structs (serde,
+//! `deny_unknown_fields`) and `validate` turns them into the domain types below without
+//! doing any IO, collecting every problem it finds. Each problem is a `ConfigError` that
+//! names the file, the line and column, and the key path
+//! (`schedule[1].transfer[0].destination`). Secrets are only references until
+//! `Config::resolve_secrets` reads them; connectivity is `btic check`'s business.
+
+mod locate;
+mod raw;
+pub mod secret;
+pub mod units;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveTime, Utc};
+
+pub use locate::Position;
+pub use secret::{Secret, SecretError, SecretSource};
+
+/// A validated pipeline file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub source: PathBuf,
+    /// Where the sled database and spool files live.
+    pub state_dir: PathBuf,
+    /// Where a watermark starts the first time.
+    pub start_from: StartFrom,
+    /// The metrics, health and admin listener.
+    pub metrics: MetricsConfig,
+    /// Windowing and retry settings shared by all transfers.
+    pub pipeline: PipelineConfig,
+    /// The appliances to read from.
+    pub sites: Vec<Site>,
+    /// Where data goes.
+    pub destinations: Vec<Destination>,
+    /// When transfers run.
+    pub schedules: Vec<Schedule>,
+    /// Things that work but deserve a look (plain-text secrets, plain HTTP).
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Where a watermark starts when there is none yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// This long before appliance-now.
+    Ago(Duration),
+    /// A fixed instant.
+    At(DateTime<Utc>),
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz` and the admin API. Default `127.0.0.1:9464`.
+    pub listen: SocketAddr,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Each window starts this much before the watermark. Default 15 minutes.
+    pub overlap: Duration,
+    /// A window ends this much before appliance-now. Default 2 minutes.
+    pub settle_lag: Duration,
+    /// Longest single report request. Default 1 hour.
+    pub max_window: Duration,
+    /// A report body larger than this makes the window split in half. Default 64 MiB.
+    pub max_body_bytes: u64,
+    /// In-progress sessions are re-fetched until they end or are this old. Default 1 day.
+    pub in_progress_max_age: Duration,
+    /// Retry budget for retryable failures.
+    pub retry: RetryPolicy,
+}
+
+/// `[pipeline].retry`: exponential backoff between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts before an item goes to the dead letter. Default 10.
+    pub max_attempts: u32,
+    /// First delay. Default 1 second.
+    pub initial: Duration,
+    /// Longest delay. Default 5 minutes.
+    pub max_interval: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempt + 1`, after `attempt` failures (1-based):
+    /// `initial * 2^(attempt-1)`, capped at `max_interval`.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.initial.saturating_mul(factor).min(self.max_interval)
+    }
+}
+
+/// `[[site]]`: one B Series Appliance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Unique name used by schedules, metrics and state.
+    pub name: String,
+    /// `host` or `host:port`, no scheme.
+    pub host: String,
+    /// The API account's client id.
+    pub client_id: String,
+    /// The API account's client secret.
+    pub client_secret: SecretSource,
+    /// An extra trusted CA (PEM), on top of the system's web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP instead of HTTPS (test rigs only; warned).
+    pub insecure_http: bool,
+    /// Password sent with `/api/backup`, when set.
+    pub backup_password: Option<SecretSource>,
+    /// Requests per second to this site. Default 10.
+    pub requests_per_second: f64,
+    /// Requests in flight at once to this site. Default 1.
+    pub max_in_flight: usize,
+    /// Whole-request timeout. Default 5 minutes.
+    pub timeout: Duration,
+}
+
+impl Site {
+    /// `https://host` (or `http://` with `insecure_http`).
+    pub fn base_url(&self) -> String {
+        let scheme = if self.insecure_http { "http" } else { "https" };
+        format!("{scheme}://{}", self.host)
+    }
+
+    /// The host name without a port: `%SUPPORT_SITE_HOST%` and the SQL `host_name`.
+    pub fn host_name(&self) -> &str {
+        host_without_port(&self.host)
+    }
+}
+
+/// `support.example.com:8443` -> `support.example.com`; `[::1]:8443` -> `[::1]`.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.split(':').next().unwrap_or(host)
+}
+
+/// `[[destination]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Unique name used by schedules, queues, metrics and the dead letter.
+    pub name: String,
+    /// What it is and its settings.
+    pub kind: DestinationKind,
+}
+
+/// The destination types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    /// A directory tree.
+    Files(FilesDestination),
+    /// A SQL database.
+    Sql(SqlDestination),
+}
+
+impl Destination {
+    /// The `type` key's value.
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            DestinationKind::Files(_) => "files",
+            DestinationKind::Sql(sql) => sql.dialect.type_name(),
+        }
+    }
+
+    /// Whether this is a `files` destination (the only kind that takes recordings and backups).
+    pub fn is_files(&self) -> bool {
+        matches!(self.kind, DestinationKind::Files(_))
+    }
+}
+
+/// A `type = "files"` destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesDestination {
+    /// Root directory; nothing is ever written outside it.
+    pub directory: PathBuf,
+    /// The Integration Client's name format; `None` means the default per data kind.
+    pub file_name_format: Option<FileNameFormat>,
+    /// What to do when the name exists.
+    pub on_conflict: OnConflict,
+    /// Backups kept per site; `None` keeps all.
+    pub retention_count: Option<u32>,
+    /// Session data as the appliance's XML or as `inspect` JSON.
+    pub format: SessionFormat,
+}
+
+/// `on_conflict`, the Integration Client's "File Name Conflict Handling".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Insert the smallest number before the last period that makes the name unique.
+    AppendNumber,
+    /// Replace the existing file.
+    Overwrite,
+    /// Keep the existing file, write nothing.
+    Skip,
+}
+
+/// `format` of session data files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionFormat {
+    /// The appliance's own `<session>` element.
+    Xml,
+    /// The `btic inspect` JSON object.
+    Json,
+}
+
+/// A validated `file_name_format`: literal text and the Integration Client's replacement values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileNameFormat {
+    /// The format as written.
+    pub text: String,
+    /// The format cut into literal text and replacement values.
+    pub parts: Vec<NamePart>,
+}
+
+/// A piece of a `FileNameFormat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamePart {
+    /// Text copied as it is.
+    Literal(String),
+    /// A `%TOKEN%`.
+    Token(NameToken),
+}
+
+/// The Integration Client's special replacement values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameToken {
+    /// `%LSEQ%`
+    Lseq,
+    /// `%LSID%`
+    Lsid,
+    /// `%EXTERNAL_KEY%`
+    ExternalKey,
+    /// `%SESSION_TYPE%`
+    SessionType,
+    /// `%SUPPORT_SITE_HOST%`
+    SupportSiteHost,
+    /// `%INSTANCE%`
+    Instance,
+    /// `%EXTENSION%`
+    Extension,
+}
+
+impl NameToken {
+    /// All tokens with their names, as written between percent signs.
+    pub const ALL: [(NameToken, &'static str); 7] = [
+        (NameToken::Lseq, "LSEQ"),
+        (NameToken::Lsid, "LSID"),
+        (NameToken::ExternalKey, "EXTERNAL_KEY"),
+        (NameToken::SessionType, "SESSION_TYPE"),
+        (NameToken::SupportSiteHost, "SUPPORT_SITE_HOST"),
+        (NameToken::Instance, "INSTANCE"),
+        (NameToken::Extension, "EXTENSION"),
+    ];
+}
+
+impl FileNameFormat {
+    /// Parses a format; the error names the offending token.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('%') {
+            if open > 0 {
+                parts.push(NamePart::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('%') else {
+                return Err(format!(
+                    "unmatched \"%\" in \"{text}\"; replacement values are written %NAME%"
+                ));
+            };
+            let name = &after[..close];
+            let token = NameToken::ALL
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(t, _)| *t)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown replacement value \"%{name}%\"; use one of %LSEQ% %LSID% %EXTERNAL_KEY% %SESSION_TYPE% %SUPPORT_SITE_HOST% %INSTANCE% %EXTENSION%"
+                    )
+                })?;
+            parts.push(NamePart::Token(token));
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(NamePart::Literal(rest.to_string()));
+        }
+        if parts.is_empty() {
+            return Err("the file name format is empty".into());
+        }
+        Ok(FileNameFormat {
+            text: text.to_string(),
+            parts,
+        })
+    }
+}
+
+/// A SQL destination of any dialect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlDestination {
+    /// Which database.
+    pub dialect: SqlDialect,
+    /// How to reach it.
+    pub connection: SqlConnection,
+    /// Write `system_information` rows. Default false.
+    pub store_system_information: bool,
+    /// Sessions per transaction. Default 500.
+    pub batch_size: usize,
+}
+
+/// The SQL dialects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlDialect {
+    /// Microsoft SQL Server (tiberius).
+    SqlServer,
+    /// PostgreSQL (tokio-postgres).
+    Postgres,
+    /// SQLite (rusqlite).
+    Sqlite,
+}
+
+impl SqlDialect {
+    /// The `type` key's value.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            SqlDialect::SqlServer => "sqlserver",
+            SqlDialect::Postgres => "postgres",
+            SqlDialect::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// How a SQL destination is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlConnection {
+    /// A URL (PostgreSQL) or ADO connection string (SQL Server); may hold a password.
+    Url(SecretSource),
+    /// A SQLite database file.
+    Path(PathBuf),
+}
+
+/// `[[schedule]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Unique name used by metrics and state.
+    pub name: String,
+    /// Period between runs, 1 minute to 7 days.
+    pub every: Duration,
+    /// Time of day (UTC) for whole-day periods.
+    pub at: Option<NaiveTime>,
+    /// What each run moves.
+    pub transfers: Vec<Transfer>,
+}
+
+/// `[[schedule.transfer]]`: data kinds from one site to one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// A `[[site]]` name.
+    pub site: String,
+    /// A `[[destination]]` name.
+    pub destination: String,
+    /// What to move.
+    pub data: Vec<DataKind>,
+    /// Also pull sessions still in progress and re-fetch them until they end.
+    pub include_in_progress: bool,
+}
+
+/// The kinds of data the appliance offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataKind {
+    /// Support session reports.
+    Sessions,
+    /// Screen, Show My Screen and command shell recordings of support sessions.
+    Recordings,
+    /// Presentation session reports.
+    Presentations,
+    /// Presentation recordings.
+    PresentationRecordings,
+    /// Site configuration backups (`.nsb`).
+    Backups,
+}
+
+impl DataKind {
+    /// All kinds in the order the file lists them.
+    pub const ALL: [DataKind; 5] = [
+        DataKind::Sessions,
+        DataKind::Recordings,
+        DataKind::Presentations,
+        DataKind::PresentationRecordings,
+        DataKind::Backups,
+    ];
+
+    /// The name written in `data = [...]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Sessions => "sessions",
+            DataKind::Recordings => "recordings",
+            DataKind::Presentations => "presentations",
+            DataKind::PresentationRecordings => "presentation_recordings",
+            DataKind::Backups => "backups",
+        }
+    }
+
+    /// Parses a `data` entry.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Whether only `files` destinations can take this kind.
+    pub fn needs_files_destination(self) -> bool {
+        matches!(
+            self,
+            DataKind::Recordings | DataKind::PresentationRecordings | DataKind::Backups
+        )
+    }
+}
+
+impl fmt::Display for DataKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem in a pipeline file, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Line and column of the key or value.
+    pub position: Position,
+    /// Key path such as `schedule[1].transfer[0].destination`; empty for the whole file.
+    pub key: String,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: ",
+            self.file.display(),
+            self.position.line,
+            self.position.column
+        )?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a pipeline file. No secret is read and nothing is contacted.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                position: Position { line: 1, column: 1 },
+                key: String::new(),
+                message: format!("cannot read the pipeline file: {e}"),
+            }])
+        })?;
+        Self::from_toml(path, &src)
+    }
+
+    /// Validates pipeline text as if read from `path`.
+    pub fn from_toml(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
+        validate::parse_and_validate(path, src)
+    }
+
+    /// Reads every secret the file references; the errors name the key, never a value.
+    pub fn resolve_secrets(&self) -> Result<ResolvedSecrets, ConfigErrors> {
+        validate::resolve_secrets(self)
+    }
+
+    /// The site with this name.
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+
+    /// The destination with this name.
+    pub fn destination(&self, name: &str) -> Option<&Destination> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+}
+
+/// Secrets read from their sources, by site and destination name.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedSecrets {
+    /// `client_secret` per site.
+    pub client_secrets: std::collections::BTreeMap<String, Secret>,
+    /// `backup_password` per site that has one.
+    pub backup_passwords: std::collections::BTreeMap<String, Secret>,
+    /// `url` per SQL destination that has one.
+    pub urls: std::collections::BTreeMap<String, Secret>,
+}

@@ -1,0 +1,114 @@
+//! The pipeline file exactly as written: serde structs that mirror the TOML, with
+//! `deny_unknown_fields` everywhere. Nothing here is checked beyond its TOML type;
+//! `validate` turns these into the domain types of `config`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub state_dir: String,
+    pub start_from: Option<String>,
+    pub metrics: Option<RawMetrics>,
+    pub pipeline: Option<RawPipeline>,
+    #[serde(default)]
+    pub site: Vec<RawSite>,
+    #[serde(default)]
+    pub destination: Vec<RawDestination>,
+    #[serde(default)]
+    pub schedule: Vec<RawSchedule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPipeline {
+    pub overlap: Option<String>,
+    pub settle_lag: Option<String>,
+    pub max_window: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub in_progress_max_age: Option<String>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub max_attempts: Option<i64>,
+    pub initial: Option<String>,
+    pub max_interval: Option<String>,
+}
+
+/// A secret as written: a plain string, `{ env = "NAME" }` or `{ file = "PATH" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSecret {
+    Plain(String),
+    Env { env: String },
+    File { file: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSite {
+    pub name: String,
+    pub host: String,
+    pub client_id: String,
+    pub client_secret: RawSecret,
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub insecure_http: bool,
+    pub backup_password: Option<RawSecret>,
+    pub requests_per_second: Option<f64>,
+    pub max_in_flight: Option<i64>,
+    pub timeout: Option<String>,
+}
+
+/// One `[[destination]]`. Flat on purpose: every type's keys are optional here and
+/// `validate` reports a key that does not belong to the chosen type with its location,
+/// which an internally tagged serde enum cannot do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDestination {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    // files
+    pub directory: Option<String>,
+    pub file_name_format: Option<String>,
+    pub on_conflict: Option<String>,
+    pub retention_count: Option<i64>,
+    pub format: Option<String>,
+    // sqlserver / postgres
+    pub url: Option<RawSecret>,
+    // sqlite
+    pub path: Option<String>,
+    // all SQL types
+    pub store_system_information: Option<bool>,
+    pub batch_size: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchedule {
+    pub name: String,
+    pub every: String,
+    pub at: Option<String>,
+    #[serde(default)]
+    pub transfer: Vec<RawTransfer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTransfer {
+    pub site: String,
+    pub destination: String,
+    pub data: Vec<String>,
+    #[serde(default)]
+    pub include_in_progress: bool,
+}

@@ -1,0 +1,295 @@
+//! Typed session records shared by parse and deliver.
+//!
+//! One `Session` is one `<session>` element of a `SupportSession` report: every field the
+//! Integration Client's tables need, plus what the XML carries beyond them, so nothing is
+//! lost on the way to a destination. Values are kept as the appliance wrote them (trimmed);
+//! the literal `Unknown` stays `Unknown`. Identifiers (`gsnumber`, `id`) are text because
+//! appliances have been seen writing non-numeric ones. Times are UTC instants taken from
+//! the `timestamp` attribute.
+//!
+//! The types derive serde for two uses: the `btic inspect` JSON (field names are a
+//! documented contract) and postcard-encoded queue items. postcard encodes fields by
+//! position, so no `skip_serializing_if` or untagged enums here.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One support session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Session {
+    /// The session's unique id (`lsid` attribute), usually 32 hex digits.
+    pub lsid: String,
+    /// `session_type`, normally `support`.
+    pub session_type: String,
+    /// `lseq`: an incrementing number, neither unique nor strictly increasing.
+    pub lseq: Option<i64>,
+    /// `start_time`.
+    pub start_time: Option<DateTime<Utc>>,
+    /// `end_time`; `None` while the session is in progress (or closed abnormally).
+    pub end_time: Option<DateTime<Utc>>,
+    /// `duration` as written (`HH:MM:SS`).
+    pub duration: Option<String>,
+    /// `public_site`.
+    pub public_site: Option<PublicSite>,
+    /// `external_key`.
+    pub external_key: Option<String>,
+    /// `jump_group` (Jump sessions).
+    pub jump_group: Option<JumpGroup>,
+    /// `custom_attributes`.
+    pub custom_attributes: Vec<CustomAttribute>,
+    /// `session_chat_view_url`.
+    pub chat_view_url: Option<String>,
+    /// `session_chat_download_url`.
+    pub chat_download_url: Option<String>,
+    /// `session_recording_view_url`; present only if the screen was recorded.
+    pub recording_view_url: Option<String>,
+    /// `session_recording_download_url`; present only if the screen was recorded.
+    pub recording_download_url: Option<String>,
+    /// `command_shell_recordings`: one per shell, instances from 0.
+    pub command_shell_recordings: Vec<RecordingLink>,
+    /// `show_my_screen_recordings`: one per Show My Screen run, instances from 0.
+    pub show_my_screen_recordings: Vec<RecordingLink>,
+    /// `file_transfer_count`.
+    pub file_transfer_count: Option<u32>,
+    /// `file_move_count`.
+    pub file_move_count: Option<u32>,
+    /// `file_delete_count`.
+    pub file_delete_count: Option<u32>,
+    /// `primary_customer`.
+    pub primary_customer: Option<Party>,
+    /// `primary_rep`.
+    pub primary_rep: Option<Party>,
+    /// `customer_list`.
+    pub customers: Vec<Customer>,
+    /// `rep_list`.
+    pub representatives: Vec<Representative>,
+    /// `team_list`.
+    pub teams: Vec<Team>,
+    /// `session_details`: events in document order (their position identifies them).
+    pub events: Vec<Event>,
+}
+
+impl Session {
+    /// Whether the session has ended (has an end time).
+    pub fn is_closed(&self) -> bool {
+        self.end_time.is_some()
+    }
+
+    /// Whether a screen recording exists for this session.
+    pub fn has_screen_recording(&self) -> bool {
+        self.recording_download_url.is_some() || self.recording_view_url.is_some()
+    }
+}
+
+/// `public_site`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PublicSite {
+    /// `id` attribute.
+    pub id: Option<String>,
+    /// The site's name (`Default` unless set).
+    pub name: String,
+}
+
+/// `jump_group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JumpGroup {
+    /// `id` attribute: unique per type.
+    pub id: Option<String>,
+    /// `type` attribute: `shared` or `personal`.
+    pub kind: Option<String>,
+    /// The group's name.
+    pub name: String,
+}
+
+/// `custom_attribute`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CustomAttribute {
+    /// `display_name` attribute.
+    pub display_name: String,
+    /// `code_name` attribute.
+    pub code_name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// A recording the appliance offers for download (`command_shell_recording` and the like).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RecordingLink {
+    /// `instance` attribute, 0-based.
+    pub instance: u32,
+    /// `download_url`.
+    pub download_url: Option<String>,
+    /// `view_url`.
+    pub view_url: Option<String>,
+}
+
+/// Someone named by reference: `primary_customer`, `primary_rep`, an event's
+/// `performed_by` or `destination`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Party {
+    /// `type` attribute: `system`, `customer` or `representative` (events only).
+    pub kind: Option<String>,
+    /// `gsnumber` attribute.
+    pub gsnumber: Option<String>,
+    /// `id` attribute (representatives).
+    pub id: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+/// `customer` in `customer_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Customer {
+    /// `gsnumber` attribute.
+    pub gsnumber: Option<String>,
+    /// `username`.
+    pub username: Option<String>,
+    /// `public_ip`, possibly with a port (`203.0.113.10:50522`, `[2001:db8::1]:56722`).
+    pub public_ip: Option<String>,
+    /// `private_ip`.
+    pub private_ip: Option<String>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `os`.
+    pub os: Option<String>,
+    /// `primary_cust` (1 or 0).
+    pub primary: Option<bool>,
+    /// `rpat` support flag when written (1 or 0).
+    pub rpat: Option<bool>,
+    /// `info/name`: the name given in the issue submission form.
+    pub name: Option<String>,
+    /// `info/company`.
+    pub company: Option<String>,
+    /// `info/company_code`.
+    pub company_code: Option<String>,
+    /// `info/issue`.
+    pub issue: Option<String>,
+    /// `info/details`: the issue description.
+    pub details: Option<String>,
+}
+
+/// `representative` in `rep_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Representative {
+    /// `gsnumber` attribute.
+    pub gsnumber: Option<String>,
+    /// `id` attribute: the user id.
+    pub id: Option<String>,
+    /// `username`.
+    pub username: Option<String>,
+    /// `display_name`.
+    pub display_name: Option<String>,
+    /// `public_display_name`.
+    pub public_display_name: Option<String>,
+    /// `private_display_name`.
+    pub private_display_name: Option<String>,
+    /// `display_number`.
+    pub display_number: Option<String>,
+    /// `public_ip`.
+    pub public_ip: Option<String>,
+    /// `private_ip`.
+    pub private_ip: Option<String>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `os`.
+    pub os: Option<String>,
+    /// `session_owner` (1 or 0).
+    pub session_owner: Option<bool>,
+    /// `primary_rep` (1 or 0).
+    pub primary: Option<bool>,
+    /// `seconds_involved`.
+    pub seconds_involved: Option<i64>,
+    /// `invited` (1 or 0).
+    pub invited: Option<bool>,
+}
+
+/// `team` in `team_list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Team {
+    /// `id` attribute.
+    pub id: Option<String>,
+    /// The team's display name.
+    pub name: String,
+    /// `primary` flag (1 or 0): the last team the session was transferred to.
+    pub primary: Option<bool>,
+}
+
+/// `event` in `session_details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Event {
+    /// `timestamp` attribute.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// `event_type` attribute (an open list: Session Start, Chat Message, ...).
+    pub event_type: String,
+    /// `performed_by`.
+    pub performed_by: Option<Party>,
+    /// `destination`.
+    pub destination: Option<Party>,
+    /// `data/value` pairs in document order.
+    pub data: Vec<DataValue>,
+    /// `body`: chat or note text.
+    pub body: Option<String>,
+    /// `encoded_body`, base64-decoded (present when the text has characters XML cannot carry).
+    pub encoded_body: Option<String>,
+    /// `filename`.
+    pub filename: Option<String>,
+    /// `filesize`.
+    pub filesize: Option<String>,
+    /// `files/file`.
+    pub files: Vec<TransferredFile>,
+    /// `system_information/category`.
+    pub system_information: Vec<SystemInfoCategory>,
+}
+
+/// `data/value` of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DataValue {
+    /// `name` attribute.
+    pub name: String,
+    /// `value` attribute.
+    pub value: String,
+}
+
+/// `files/file` of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TransferredFile {
+    /// The file's name.
+    pub name: String,
+    /// Its size when given.
+    pub size: Option<String>,
+}
+
+/// `system_information/category`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SystemInfoCategory {
+    /// `name` attribute (General, Memory, Drives, ...).
+    pub name: String,
+    /// `description/field`: the column headers, as (name attribute, text).
+    pub columns: Vec<DataValue>,
+    /// `data/row`: each row's fields as (name attribute, trimmed text).
+    pub rows: Vec<Vec<DataValue>>,
+}
+
+/// One row of a `SupportSessionListing` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SessionSummary {
+    /// `lsid` attribute.
+    pub lsid: String,
+    /// `has_recording` attribute.
+    pub has_recording: bool,
+    /// External key when present.
+    pub external_key: Option<String>,
+}
+
+/// `get_api_info`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ApiInfo {
+    /// `api_version`.
+    pub api_version: Option<String>,
+    /// `company_name`.
+    pub company_name: Option<String>,
+    /// `timestamp`: the appliance's clock when it answered.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// `perm_*` elements and their values as written (`1`, `0`, `full_support`, ...).
+    pub permissions: Vec<DataValue>,
+}
