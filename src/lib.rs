@@ -4,4 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fetch;
+pub mod metrics;
 pub mod model;
+pub mod pipeline;

@@ -1,0 +1,394 @@
+//! Every metric name and label key in one place, the Prometheus exporter, and the
+//! `/metrics`, `/healthz` and `/readyz` endpoints.
+//!
+//! The rest of the code calls the small functions below (once per batch, not per row);
+//! nothing else spells a metric name. Names follow Prometheus practice: `btic_` prefix,
+//! base units (`_seconds`, `_bytes`), `_total` for counters, bounded label values (site,
+//! destination, schedule and queue names come from the pipeline file).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Report requests to appliances, by `site`, `report`, `outcome`.
+pub const FETCH_REQUESTS: &str = "btic_fetch_requests_total";
+/// Duration of report requests, by `site`, `report`.
+pub const FETCH_DURATION: &str = "btic_fetch_duration_seconds";
+/// Bytes downloaded from appliances, by `site`, `kind`.
+pub const DOWNLOADED_BYTES: &str = "btic_downloaded_bytes_total";
+/// Items taken into a stage, by `stage`.
+pub const STAGE_ITEMS_IN: &str = "btic_stage_items_in_total";
+/// Items handed on by a stage, by `stage`.
+pub const STAGE_ITEMS_OUT: &str = "btic_stage_items_out_total";
+/// Failures in a stage, by `stage`.
+pub const STAGE_ERRORS: &str = "btic_stage_errors_total";
+/// Time spent on one item in a stage, by `stage`.
+pub const STAGE_DURATION: &str = "btic_stage_duration_seconds";
+/// Sessions parsed from report bodies, by `site`.
+pub const SESSIONS_PARSED: &str = "btic_sessions_parsed_total";
+/// Report bodies or sessions that failed to parse, by `site`.
+pub const PARSE_ERRORS: &str = "btic_parse_errors_total";
+/// Deliveries, by `destination`, `outcome` (`ok`, `retry`, `dead_letter`).
+pub const DELIVERIES: &str = "btic_deliveries_total";
+/// Duration of one delivery batch, by `destination`.
+pub const DELIVERY_DURATION: &str = "btic_delivery_duration_seconds";
+/// Retries scheduled, by `stage`.
+pub const RETRIES: &str = "btic_retries_total";
+/// Items waiting in a queue, by `queue`.
+pub const QUEUE_DEPTH: &str = "btic_queue_depth";
+/// Age of the oldest item in a queue, by `queue`.
+pub const QUEUE_OLDEST_AGE: &str = "btic_queue_oldest_age_seconds";
+/// Items in the dead letter, by `destination` (or `stage` when not a delivery).
+pub const DEAD_LETTERS: &str = "btic_dead_letter_items";
+/// Watermark in appliance time (UNIX seconds), by `site`, `kind`.
+pub const WATERMARK: &str = "btic_watermark_timestamp_seconds";
+/// Appliance-now minus the watermark, by `site`, `kind`.
+pub const WATERMARK_LAG: &str = "btic_watermark_lag_seconds";
+/// Appliance clock minus host clock, by `site`.
+pub const CLOCK_SKEW: &str = "btic_appliance_clock_skew_seconds";
+/// Last successful run of a schedule (UNIX seconds), by `schedule`.
+pub const SCHEDULE_LAST_SUCCESS: &str = "btic_schedule_last_success_timestamp_seconds";
+/// Always 1, with the `version` label.
+pub const BUILD_INFO: &str = "btic_build_info";
+
+/// Label keys.
+pub mod label {
+    /// A `[[site]]` name.
+    pub const SITE: &str = "site";
+    /// A report type (`SupportSession`, ...).
+    pub const REPORT: &str = "report";
+    /// How a call ended.
+    pub const OUTCOME: &str = "outcome";
+    /// A data kind (`sessions`, `recordings`, ...).
+    pub const KIND: &str = "kind";
+    /// `fetch`, `parse`, `download` or `deliver`.
+    pub const STAGE: &str = "stage";
+    /// A `[[destination]]` name.
+    pub const DESTINATION: &str = "destination";
+    /// A queue name.
+    pub const QUEUE: &str = "queue";
+    /// A `[[schedule]]` name.
+    pub const SCHEDULE: &str = "schedule";
+    /// The btic version.
+    pub const VERSION: &str = "version";
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls return the same handle) and
+/// describes every metric so `promtool check metrics` accepts the output.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist in tests that embed btic; the handle still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            gauge!(BUILD_INFO, label::VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        FETCH_REQUESTS,
+        "Report and download requests to appliances."
+    );
+    describe_histogram!(
+        FETCH_DURATION,
+        Unit::Seconds,
+        "Duration of requests to appliances."
+    );
+    describe_counter!(
+        DOWNLOADED_BYTES,
+        Unit::Bytes,
+        "Bytes downloaded from appliances."
+    );
+    describe_counter!(STAGE_ITEMS_IN, "Items taken into a stage.");
+    describe_counter!(STAGE_ITEMS_OUT, "Items handed on by a stage.");
+    describe_counter!(STAGE_ERRORS, "Failures in a stage.");
+    describe_histogram!(
+        STAGE_DURATION,
+        Unit::Seconds,
+        "Time spent on one item in a stage."
+    );
+    describe_counter!(SESSIONS_PARSED, "Sessions parsed from report bodies.");
+    describe_counter!(
+        PARSE_ERRORS,
+        "Report bodies or sessions that failed to parse."
+    );
+    describe_counter!(
+        DELIVERIES,
+        "Items delivered, retried or dead-lettered per destination."
+    );
+    describe_histogram!(
+        DELIVERY_DURATION,
+        Unit::Seconds,
+        "Duration of one delivery batch."
+    );
+    describe_counter!(RETRIES, "Retries scheduled after retryable failures.");
+    describe_gauge!(QUEUE_DEPTH, "Items waiting in a queue.");
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest item in a queue."
+    );
+    describe_gauge!(DEAD_LETTERS, "Items in the dead letter.");
+    describe_gauge!(
+        WATERMARK,
+        Unit::Seconds,
+        "Watermark in appliance time (UNIX seconds)."
+    );
+    describe_gauge!(
+        WATERMARK_LAG,
+        Unit::Seconds,
+        "Appliance-now minus the watermark."
+    );
+    describe_gauge!(
+        CLOCK_SKEW,
+        Unit::Seconds,
+        "Appliance clock minus host clock."
+    );
+    describe_gauge!(
+        SCHEDULE_LAST_SUCCESS,
+        Unit::Seconds,
+        "Last successful run of a schedule (UNIX seconds)."
+    );
+    describe_gauge!(BUILD_INFO, "Build information; always 1.");
+}
+
+/// One request to an appliance finished.
+pub fn fetch_request(site: &str, report: &str, outcome: &str, elapsed: Duration) {
+    counter!(FETCH_REQUESTS, label::SITE => site.to_string(), label::REPORT => report.to_string(), label::OUTCOME => outcome.to_string()).increment(1);
+    histogram!(FETCH_DURATION, label::SITE => site.to_string(), label::REPORT => report.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Bytes of one kind of data arrived from a site.
+pub fn downloaded_bytes(site: &str, kind: &str, bytes: u64) {
+    counter!(DOWNLOADED_BYTES, label::SITE => site.to_string(), label::KIND => kind.to_string())
+        .increment(bytes);
+}
+
+/// A stage took `items_in` items and handed on `items_out`, in `elapsed`.
+pub fn stage_progress(stage: &str, items_in: u64, items_out: u64, elapsed: Duration) {
+    counter!(STAGE_ITEMS_IN, label::STAGE => stage.to_string()).increment(items_in);
+    counter!(STAGE_ITEMS_OUT, label::STAGE => stage.to_string()).increment(items_out);
+    histogram!(STAGE_DURATION, label::STAGE => stage.to_string()).record(elapsed.as_secs_f64());
+}
+
+/// A stage failed on an item.
+pub fn stage_error(stage: &str) {
+    counter!(STAGE_ERRORS, label::STAGE => stage.to_string()).increment(1);
+}
+
+/// Sessions parsed and parse failures of one body.
+pub fn parsed(site: &str, sessions: u64, errors: u64) {
+    counter!(SESSIONS_PARSED, label::SITE => site.to_string()).increment(sessions);
+    if errors > 0 {
+        counter!(PARSE_ERRORS, label::SITE => site.to_string()).increment(errors);
+    }
+}
+
+/// A delivery batch ended: `items` items with `outcome`.
+pub fn delivered(destination: &str, outcome: &str, items: u64, elapsed: Duration) {
+    counter!(DELIVERIES, label::DESTINATION => destination.to_string(), label::OUTCOME => outcome.to_string())
+        .increment(items);
+    histogram!(DELIVERY_DURATION, label::DESTINATION => destination.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A retry was scheduled in a stage.
+pub fn retried(stage: &str) {
+    counter!(RETRIES, label::STAGE => stage.to_string()).increment(1);
+}
+
+/// Depth and oldest-item age of a queue.
+pub fn queue_state(queue: &str, depth: u64, oldest_age: Option<Duration>) {
+    gauge!(QUEUE_DEPTH, label::QUEUE => queue.to_string()).set(depth as f64);
+    gauge!(QUEUE_OLDEST_AGE, label::QUEUE => queue.to_string())
+        .set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+}
+
+/// Items in the dead letter for one destination (or stage).
+pub fn dead_letters(destination: &str, items: u64) {
+    gauge!(DEAD_LETTERS, label::DESTINATION => destination.to_string()).set(items as f64);
+}
+
+/// A watermark moved: its appliance-time value and its lag behind appliance-now.
+pub fn watermark(site: &str, kind: &str, at_unix: i64, lag: Duration) {
+    gauge!(WATERMARK, label::SITE => site.to_string(), label::KIND => kind.to_string())
+        .set(at_unix as f64);
+    gauge!(WATERMARK_LAG, label::SITE => site.to_string(), label::KIND => kind.to_string())
+        .set(lag.as_secs_f64());
+}
+
+/// The measured appliance clock skew of a site, in seconds (appliance minus host).
+pub fn clock_skew(site: &str, skew_seconds: f64) {
+    gauge!(CLOCK_SKEW, label::SITE => site.to_string()).set(skew_seconds);
+}
+
+/// A schedule completed a successful run.
+pub fn schedule_succeeded(schedule: &str, at_unix: i64) {
+    gauge!(SCHEDULE_LAST_SUCCESS, label::SCHEDULE => schedule.to_string()).set(at_unix as f64);
+}
+
+/// Liveness and readiness of the daemon, shared by the stages and the HTTP endpoints.
+#[derive(Debug)]
+pub struct Health {
+    ready: AtomicBool,
+    stall_after: Duration,
+    stages: Mutex<BTreeMap<String, StageHealth>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StageHealth {
+    pending: bool,
+    last_progress: Instant,
+}
+
+impl Health {
+    /// Not ready; a stage with pending work and no progress for `stall_after` is unhealthy.
+    pub fn new(stall_after: Duration) -> Self {
+        Health {
+            ready: AtomicBool::new(false),
+            stall_after,
+            stages: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Ready (started) or not (starting, draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// A stage finished an item (or found nothing to do).
+    pub fn progress(&self, stage: &str, pending: bool) {
+        let mut stages = self.stages.lock().expect("health lock");
+        stages.insert(
+            stage.to_string(),
+            StageHealth {
+                pending,
+                last_progress: Instant::now(),
+            },
+        );
+    }
+
+    /// A stage has work waiting (without having made progress).
+    pub fn pending(&self, stage: &str) {
+        let mut stages = self.stages.lock().expect("health lock");
+        stages
+            .entry(stage.to_string())
+            .and_modify(|s| s.pending = true)
+            .or_insert(StageHealth {
+                pending: true,
+                last_progress: Instant::now(),
+            });
+    }
+
+    /// Stages with pending work and no progress for longer than `stall_after`.
+    pub fn stalled(&self) -> Vec<String> {
+        let stages = self.stages.lock().expect("health lock");
+        stages
+            .iter()
+            .filter(|(_, s)| s.pending && s.last_progress.elapsed() > self.stall_after)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz`; the daemon merges its admin API into this router.
+pub fn router(handle: PrometheusHandle, health: Arc<Health>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn healthz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let stalled = health.stalled();
+    if stalled.is_empty() {
+        (StatusCode::OK, "ok\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stalled: {}\n", stalled.join(", ")),
+        )
+    }
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_with_pending_work_and_no_progress_is_stalled() {
+        let health = Health::new(Duration::ZERO);
+        health.progress("parse", false);
+        health.pending("deliver");
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(health.stalled(), vec!["deliver".to_string()]);
+        health.progress("deliver", false);
+        assert!(health.stalled().is_empty());
+    }
+
+    #[test]
+    fn the_exporter_renders_described_metrics() {
+        let handle = install();
+        queue_state("fetched", 3, Some(Duration::from_secs(2)));
+        let text = handle.render();
+        assert!(
+            text.contains("# HELP btic_queue_depth Items waiting in a queue."),
+            "{text}"
+        );
+        assert!(
+            text.contains("btic_queue_depth{queue=\"fetched\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("btic_build_info{version="), "{text}");
+    }
+}

@@ -1,0 +1,3 @@
+//! The daemon: schedules, stage workers, shutdown and backfill.
+
+pub mod schedule;
