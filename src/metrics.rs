@@ -62,6 +62,30 @@ pub const SCHEDULE_LAST_SUCCESS: &str = "btic_schedule_last_success_timestamp_se
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "btic_build_info";
 
+/// Every metric name above.
+pub const ALL: [&str; 20] = [
+    FETCH_REQUESTS,
+    FETCH_DURATION,
+    DOWNLOADED_BYTES,
+    STAGE_ITEMS_IN,
+    STAGE_ITEMS_OUT,
+    STAGE_ERRORS,
+    STAGE_DURATION,
+    SESSIONS_PARSED,
+    PARSE_ERRORS,
+    DELIVERIES,
+    DELIVERY_DURATION,
+    RETRIES,
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE,
+    DEAD_LETTERS,
+    WATERMARK,
+    WATERMARK_LAG,
+    CLOCK_SKEW,
+    SCHEDULE_LAST_SUCCESS,
+    BUILD_INFO,
+];
+
 /// Label keys.
 pub mod label {
     /// A `[[site]]` name.
@@ -374,6 +398,28 @@ mod tests {
         assert_eq!(health.stalled(), vec!["deliver".to_string()]);
         health.progress("deliver", false);
         assert!(health.stalled().is_empty());
+    }
+
+    #[test]
+    fn the_dashboard_and_alerts_query_only_metrics_btic_exports() {
+        for file in [
+            "deploy/grafana-dashboard.json",
+            "deploy/prometheus-rules.yml",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut seen = 0;
+            for (i, _) in text.match_indices("btic_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(ALL.contains(&base), "{file} queries unknown metric {name}");
+                seen += 1;
+            }
+            assert!(seen > 5, "{file} names only {seen} metrics");
+        }
     }
 
     #[test]
