@@ -8,3 +8,4 @@ pub mod fetch;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod queue;

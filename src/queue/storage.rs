@@ -1,0 +1,765 @@
+//! Every sled call of the crate. Synchronous: the async `Queue` runs these on tokio's
+//! blocking pool and the flusher runs `Store::flush` on its own thread.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+use sled::{IVec, Tree};
+
+use super::codec::{
+    self, DeadRecord, FORMAT_VERSION, ItemRecord, Slot, back_position, front_position, item_key,
+    item_prefix, queue_prefix, read_u64, ready_prefix, slot_key, waiting_prefix,
+};
+use super::{DeadLetterFilter, QueueError};
+
+/// Key in `meta` holding the storage format version byte.
+const META_FORMAT: &[u8] = b"format";
+/// Prefix in `meta` of the per-queue depth counters (`d` + queue name -> u64 BE).
+const META_DEPTH: &[u8] = b"d";
+/// Dead letters moved back or purged per transaction, so one replay of everything
+/// never builds one huge transaction in memory.
+const CHUNK: usize = 256;
+
+/// A change to the state area inside a transaction.
+pub(crate) type StateChange = (String, Option<Vec<u8>>);
+
+/// The open database and its four trees.
+#[derive(Debug)]
+pub(crate) struct Store {
+    db: sled::Db,
+    items: Tree,
+    dead: Tree,
+    state: Tree,
+    meta: Tree,
+}
+
+/// The four trees as seen inside one transaction.
+struct Tx<'a> {
+    items: &'a TransactionalTree,
+    dead: &'a TransactionalTree,
+    state: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<QueueError>>;
+
+/// What `Store::next_ready` found at the head of a queue.
+#[derive(Debug)]
+pub(crate) enum Candidate {
+    /// A well-formed item.
+    Item { id: u64, record: ItemRecord },
+    /// An item whose record does not decode: it has to go to the dead letter raw.
+    Broken {
+        id: u64,
+        raw: Vec<u8>,
+        error: QueueError,
+    },
+}
+
+/// One item as `Store::verify` hands it to the caller's hook.
+#[derive(Debug)]
+pub(crate) struct Visit<'a> {
+    pub queue: &'a str,
+    pub dead: bool,
+    pub id: u64,
+    pub payload: &'a [u8],
+}
+
+fn place(queue: &str) -> String {
+    format!("queue {queue:?}")
+}
+
+fn storage(action: impl Into<String>) -> impl FnOnce(sled::Error) -> QueueError {
+    let action = action.into();
+    move |source| QueueError::Storage { action, source }
+}
+
+fn tx_error(action: impl Into<String>) -> impl FnOnce(TransactionError<QueueError>) -> QueueError {
+    let action = action.into();
+    move |error| match error {
+        TransactionError::Abort(inner) => inner,
+        TransactionError::Storage(source) => QueueError::Storage { action, source },
+    }
+}
+
+fn abort<T>(error: QueueError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+fn depth_key(queue: &str) -> Vec<u8> {
+    let mut key = META_DEPTH.to_vec();
+    key.extend_from_slice(queue.as_bytes());
+    key
+}
+
+fn decode_item(queue: &str, id: u64, bytes: &[u8]) -> Result<ItemRecord, QueueError> {
+    codec::decode(bytes, || place(queue), || format!("item {id}"))
+}
+
+fn decode_dead(id: u64, bytes: &[u8]) -> Result<DeadRecord, QueueError> {
+    codec::decode(bytes, || "dead letter".to_owned(), || format!("item {id}"))
+}
+
+impl Tx<'_> {
+    /// Removes an item and its index entry; the caller adjusts the depth.
+    fn take_item(&self, queue: &str, id: u64) -> TxResult<ItemRecord> {
+        let Some(bytes) = self.items.get(item_key(queue, id))? else {
+            return abort(QueueError::ItemGone {
+                queue: queue.to_owned(),
+                id,
+            });
+        };
+        let record = match decode_item(queue, id, &bytes) {
+            Ok(record) => record,
+            Err(error) => return abort(error),
+        };
+        self.items.remove(item_key(queue, id))?;
+        self.items.remove(slot_key(queue, id, record.slot))?;
+        Ok(record)
+    }
+
+    /// Writes an item record and its index entry; the caller adjusts the depth.
+    fn put_item(&self, queue: &str, id: u64, record: &ItemRecord) -> TxResult<()> {
+        let bytes = match codec::encode(record, &format!("item {id} of {}", place(queue))) {
+            Ok(bytes) => bytes,
+            Err(error) => return abort(error),
+        };
+        self.items.insert(item_key(queue, id), bytes)?;
+        self.items
+            .insert(slot_key(queue, id, record.slot), id.to_be_bytes().to_vec())?;
+        Ok(())
+    }
+
+    /// Pushes a fresh item to the back of `queue`, returning its new id.
+    fn push(&self, queue: &str, payload: &[u8], now_ms: u64) -> TxResult<u64> {
+        let id = self.items.generate_id()?;
+        let record = ItemRecord {
+            first_seen_ms: now_ms,
+            attempts: 0,
+            slot: Slot::Ready(back_position(id)),
+            first_error: None,
+            last_error: None,
+            last_tried_ms: None,
+            payload: payload.to_vec(),
+        };
+        self.put_item(queue, id, &record)?;
+        Ok(id)
+    }
+
+    fn adjust_depths(&self, deltas: &BTreeMap<&str, i64>) -> TxResult<()> {
+        for (queue, delta) in deltas {
+            if *delta == 0 {
+                continue;
+            }
+            let key = depth_key(queue);
+            let old = self
+                .meta
+                .get(&key)?
+                .and_then(|v| read_u64(&v, 0))
+                .unwrap_or(0);
+            let new = (old as i64 + delta).max(0) as u64;
+            if new == 0 {
+                self.meta.remove(key)?;
+            } else {
+                self.meta.insert(key, new.to_be_bytes().to_vec())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. sled's own periodic flusher is off:
+    /// every fsync comes from `Store::flush`, called by the group-commit flusher.
+    pub(crate) fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Store, QueueError> {
+        let open_error = |source| QueueError::Open {
+            path: dir.to_owned(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(open_error)?;
+        let tree = |name: &str| db.open_tree(name).map_err(open_error);
+        let store = Store {
+            items: tree("items")?,
+            dead: tree("dead")?,
+            state: tree("state")?,
+            meta: tree("meta")?,
+            db: db.clone(),
+        };
+        match store.meta.get(META_FORMAT).map_err(open_error)? {
+            None => {
+                store
+                    .meta
+                    .insert(META_FORMAT, vec![FORMAT_VERSION])
+                    .map_err(open_error)?;
+                store.db.flush().map_err(open_error)?;
+            }
+            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(QueueError::UnknownVersion {
+                    place: "queue database".to_owned(),
+                    key: "format".to_owned(),
+                    version: v.first().copied().unwrap_or(0),
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    /// Makes everything written so far durable (fsync).
+    pub(crate) fn flush(&self) -> Result<(), QueueError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(storage("flushing queue database"))
+    }
+
+    /// Runs `body` as one serializable transaction over all four trees.
+    fn transact<A>(
+        &self,
+        action: &str,
+        body: impl Fn(&Tx<'_>) -> TxResult<A>,
+    ) -> Result<A, QueueError> {
+        (&self.items, &self.dead, &self.state, &self.meta)
+            .transaction(|(items, dead, state, meta)| {
+                body(&Tx {
+                    items,
+                    dead,
+                    state,
+                    meta,
+                })
+            })
+            .map_err(tx_error(action))
+    }
+
+    /// Removes the `consumed` items and applies pushes and state changes, atomically.
+    /// Returns the ids of the pushed items, in push order.
+    pub(crate) fn apply(
+        &self,
+        consumed: &[(String, u64)],
+        pushes: &[(String, Vec<u8>)],
+        state: &[StateChange],
+        now_ms: u64,
+    ) -> Result<Vec<u64>, QueueError> {
+        let action = match consumed {
+            [] => format!("pushing {} items", pushes.len()),
+            [(queue, id)] => format!("handing off item {id} from {}", place(queue)),
+            _ => format!("handing off {} items", consumed.len()),
+        };
+        self.transact(&action, |tx| {
+            let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
+            for (queue, id) in consumed {
+                tx.take_item(queue, *id)?;
+                *deltas.entry(queue).or_default() -= 1;
+            }
+            let mut ids = Vec::with_capacity(pushes.len());
+            for (queue, payload) in pushes {
+                ids.push(tx.push(queue, payload, now_ms)?);
+                *deltas.entry(queue).or_default() += 1;
+            }
+            for (key, value) in state {
+                match value {
+                    Some(bytes) => tx.state.insert(key.as_bytes(), bytes.clone())?,
+                    None => tx.state.remove(key.as_bytes())?,
+                };
+            }
+            tx.adjust_depths(&deltas)?;
+            Ok(ids)
+        })
+    }
+
+    /// Finds the next item to work on in `queue`, skipping ids for which `skip` says
+    /// yes (items claimed by other workers): first the waiting item that has been due
+    /// the longest, then the front of the ready index.
+    pub(crate) fn next_ready(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        skip: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<Candidate>, QueueError> {
+        let reading = || storage(format!("reading {}", place(queue)));
+        let waiting = waiting_prefix(queue);
+        for entry in self.items.scan_prefix(&waiting) {
+            let (key, _) = entry.map_err(reading())?;
+            let (Some(due), Some(id)) = (
+                read_u64(&key, waiting.len()),
+                read_u64(&key, waiting.len() + 8),
+            ) else {
+                continue;
+            };
+            if due > now_ms {
+                break;
+            }
+            if skip(id) {
+                continue;
+            }
+            if let Some(found) = self.candidate(queue, id)? {
+                return Ok(Some(found));
+            }
+        }
+        for entry in self.items.scan_prefix(ready_prefix(queue)) {
+            let (_, value) = entry.map_err(reading())?;
+            let Some(id) = read_u64(&value, 0) else {
+                continue;
+            };
+            if skip(id) {
+                continue;
+            }
+            if let Some(found) = self.candidate(queue, id)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    fn candidate(&self, queue: &str, id: u64) -> Result<Option<Candidate>, QueueError> {
+        let bytes = self
+            .items
+            .get(item_key(queue, id))
+            .map_err(storage(format!("reading item {id} of {}", place(queue))))?;
+        // Gone between reading the index and the record: handed off meanwhile.
+        let Some(bytes) = bytes else { return Ok(None) };
+        Ok(Some(match decode_item(queue, id, &bytes) {
+            Ok(record) => Candidate::Item { id, record },
+            Err(error) => Candidate::Broken {
+                id,
+                raw: bytes.to_vec(),
+                error,
+            },
+        }))
+    }
+
+    /// The due time (ms) of the earliest waiting item in `queue` not skipped.
+    pub(crate) fn next_due(
+        &self,
+        queue: &str,
+        skip: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<u64>, QueueError> {
+        let waiting = waiting_prefix(queue);
+        for entry in self.items.scan_prefix(&waiting) {
+            let (key, _) = entry.map_err(storage(format!("reading {}", place(queue))))?;
+            if let (Some(due), Some(id)) = (
+                read_u64(&key, waiting.len()),
+                read_u64(&key, waiting.len() + 8),
+            ) && !skip(id)
+            {
+                return Ok(Some(due));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a failed attempt and moves the item to the waiting index until `due_ms`.
+    pub(crate) fn retry_later(
+        &self,
+        queue: &str,
+        id: u64,
+        error: &str,
+        due_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), QueueError> {
+        self.transact(
+            &format!("scheduling a retry of item {id} in {}", place(queue)),
+            |tx| {
+                let mut record = tx.take_item(queue, id)?;
+                record.attempts = record.attempts.saturating_add(1);
+                record.first_error.get_or_insert_with(|| error.to_owned());
+                record.last_error = Some(error.to_owned());
+                record.last_tried_ms = Some(now_ms);
+                record.slot = Slot::Waiting(due_ms);
+                tx.put_item(queue, id, &record)
+            },
+        )
+    }
+
+    /// Moves an item to the dead letter, keeping its history.
+    pub(crate) fn dead_letter(
+        &self,
+        queue: &str,
+        id: u64,
+        reason: &str,
+        metadata: &[(String, String)],
+        now_ms: u64,
+    ) -> Result<(), QueueError> {
+        self.transact(
+            &format!("dead-lettering item {id} of {}", place(queue)),
+            |tx| {
+                let record = tx.take_item(queue, id)?;
+                let dead = DeadRecord {
+                    queue: queue.to_owned(),
+                    attempts: record.attempts.saturating_add(1),
+                    first_seen_ms: record.first_seen_ms,
+                    last_tried_ms: now_ms,
+                    first_error: record.first_error.unwrap_or_else(|| reason.to_owned()),
+                    last_error: reason.to_owned(),
+                    metadata: metadata.to_vec(),
+                    payload: record.payload,
+                };
+                let bytes = match codec::encode(&dead, &format!("dead letter {id}")) {
+                    Ok(bytes) => bytes,
+                    Err(error) => return abort(error),
+                };
+                tx.dead.insert(id.to_be_bytes().to_vec(), bytes)?;
+                tx.adjust_depths(&BTreeMap::from([(queue, -1)]))
+            },
+        )
+    }
+
+    /// Moves an item whose record does not decode to the dead letter, raw bytes as its
+    /// payload, removing whatever index entry points at it.
+    pub(crate) fn bury_broken(
+        &self,
+        queue: &str,
+        id: u64,
+        raw: &[u8],
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<(), QueueError> {
+        let index_keys = self.index_keys_of(queue, id)?;
+        self.transact(
+            &format!("dead-lettering broken item {id} of {}", place(queue)),
+            |tx| {
+                if tx.items.remove(item_key(queue, id))?.is_none() {
+                    return abort(QueueError::ItemGone {
+                        queue: queue.to_owned(),
+                        id,
+                    });
+                }
+                for key in &index_keys {
+                    tx.items.remove(key.as_ref())?;
+                }
+                let dead = DeadRecord {
+                    queue: queue.to_owned(),
+                    attempts: 1,
+                    first_seen_ms: now_ms,
+                    last_tried_ms: now_ms,
+                    first_error: reason.to_owned(),
+                    last_error: reason.to_owned(),
+                    metadata: vec![("raw_record".to_owned(), "true".to_owned())],
+                    payload: raw.to_vec(),
+                };
+                let bytes = match codec::encode(&dead, &format!("dead letter {id}")) {
+                    Ok(bytes) => bytes,
+                    Err(error) => return abort(error),
+                };
+                tx.dead.insert(id.to_be_bytes().to_vec(), bytes)?;
+                tx.adjust_depths(&BTreeMap::from([(queue, -1)]))
+            },
+        )
+    }
+
+    /// The index keys (ready or waiting) that point at item `id`, found by scanning.
+    fn index_keys_of(&self, queue: &str, id: u64) -> Result<Vec<IVec>, QueueError> {
+        let mut keys = Vec::new();
+        let waiting = waiting_prefix(queue);
+        for prefix in [ready_prefix(queue), waiting.clone()] {
+            for entry in self.items.scan_prefix(&prefix) {
+                let (key, value) = entry.map_err(storage(format!("reading {}", place(queue))))?;
+                let points_at = if prefix == waiting {
+                    read_u64(&key, waiting.len() + 8)
+                } else {
+                    read_u64(&value, 0)
+                };
+                if points_at == Some(id) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Dead letters matching `filter`, in id order, decoded.
+    pub(crate) fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<(u64, DeadRecord)>, QueueError> {
+        let mut found = Vec::new();
+        if let DeadLetterFilter::Id(id) = filter {
+            if let Some(record) = self.dead_letter_record(id.0)? {
+                found.push((id.0, record));
+            }
+            return Ok(found);
+        }
+        for entry in self.dead.iter() {
+            let (key, value) = entry.map_err(storage("reading the dead letter"))?;
+            let Some(id) = read_u64(&key, 0) else {
+                continue;
+            };
+            let record = decode_dead(id, &value)?;
+            if filter.matches(&record.queue) {
+                found.push((id, record));
+            }
+        }
+        Ok(found)
+    }
+
+    /// One dead letter, if there is one with this id.
+    pub(crate) fn dead_letter_record(&self, id: u64) -> Result<Option<DeadRecord>, QueueError> {
+        let value = self
+            .dead
+            .get(id.to_be_bytes())
+            .map_err(storage(format!("reading dead letter {id}")))?;
+        value.map(|v| decode_dead(id, &v)).transpose()
+    }
+
+    /// Ids of dead letters matching `filter`, ascending, without decoding payloads twice.
+    fn dead_letter_ids(&self, filter: &DeadLetterFilter) -> Result<Vec<u64>, QueueError> {
+        Ok(self
+            .dead_letters(filter)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Moves matching dead letters back to the front of their queues, attempts reset,
+    /// in chunks of one transaction each. Returns the queues that received items and how
+    /// many each.
+    pub(crate) fn replay(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<BTreeMap<String, u64>, QueueError> {
+        let mut ids = self.dead_letter_ids(filter)?;
+        // Walk from the highest id down: every item replayed later lands further in
+        // front, so after the last chunk the lowest id is at the very front and the
+        // replayed items keep their original order.
+        ids.reverse();
+        let mut moved: BTreeMap<String, u64> = BTreeMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let chunk_moved = self.transact("replaying dead letters", |tx| {
+                let mut queues: Vec<String> = Vec::new();
+                for id in chunk {
+                    let Some(bytes) = tx.dead.remove(id.to_be_bytes().to_vec())? else {
+                        continue; // purged meanwhile
+                    };
+                    let dead = match decode_dead(*id, &bytes) {
+                        Ok(dead) => dead,
+                        Err(error) => return abort(error),
+                    };
+                    let fresh = tx.items.generate_id()?;
+                    let record = ItemRecord {
+                        first_seen_ms: dead.first_seen_ms,
+                        attempts: 0,
+                        slot: Slot::Ready(front_position(fresh)),
+                        first_error: None,
+                        last_error: None,
+                        last_tried_ms: None,
+                        payload: dead.payload,
+                    };
+                    tx.put_item(&dead.queue, *id, &record)?;
+                    queues.push(dead.queue);
+                }
+                let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
+                for queue in &queues {
+                    *deltas.entry(queue.as_str()).or_default() += 1;
+                }
+                tx.adjust_depths(&deltas)?;
+                Ok(queues)
+            })?;
+            for queue in chunk_moved {
+                *moved.entry(queue).or_default() += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Deletes matching dead letters for good. Returns how many.
+    pub(crate) fn purge(&self, filter: &DeadLetterFilter) -> Result<u64, QueueError> {
+        let ids = self.dead_letter_ids(filter)?;
+        let mut purged = 0;
+        for chunk in ids.chunks(CHUNK) {
+            purged += self.transact("purging dead letters", |tx| {
+                let mut n = 0;
+                for id in chunk {
+                    if tx.dead.remove(id.to_be_bytes().to_vec())?.is_some() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })?;
+        }
+        Ok(purged)
+    }
+
+    /// Items in `queue` (kept as a counter, updated in every transaction).
+    pub(crate) fn depth(&self, queue: &str) -> Result<u64, QueueError> {
+        let value = self
+            .meta
+            .get(depth_key(queue))
+            .map_err(storage(format!("reading the depth of {}", place(queue))))?;
+        Ok(value.and_then(|v| read_u64(&v, 0)).unwrap_or(0))
+    }
+
+    /// Every queue that holds items, with its depth.
+    pub(crate) fn queues(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        let mut queues = Vec::new();
+        for entry in self.meta.scan_prefix(META_DEPTH) {
+            let (key, value) = entry.map_err(storage("reading queue depths"))?;
+            let name = String::from_utf8_lossy(&key[META_DEPTH.len()..]).into_owned();
+            queues.push((name, read_u64(&value, 0).unwrap_or(0)));
+        }
+        Ok(queues)
+    }
+
+    /// When the item that entered `queue` first (lowest id) did so, in ms.
+    pub(crate) fn oldest_first_seen(&self, queue: &str) -> Result<Option<u64>, QueueError> {
+        let first = self
+            .items
+            .scan_prefix(item_prefix(queue))
+            .next()
+            .transpose()
+            .map_err(storage(format!("reading {}", place(queue))))?;
+        let Some((key, value)) = first else {
+            return Ok(None);
+        };
+        let id = read_u64(&key, item_prefix(queue).len()).unwrap_or(0);
+        Ok(Some(decode_item(queue, id, &value)?.first_seen_ms))
+    }
+
+    /// A state value's bytes (version byte included).
+    pub(crate) fn state_get(&self, key: &str) -> Result<Option<IVec>, QueueError> {
+        self.state
+            .get(key.as_bytes())
+            .map_err(storage(format!("reading state key {key:?}")))
+    }
+
+    /// State entries whose key starts with `prefix`, in key order.
+    pub(crate) fn state_scan(&self, prefix: &str) -> Result<Vec<(String, IVec)>, QueueError> {
+        let mut entries = Vec::new();
+        for entry in self.state.scan_prefix(prefix.as_bytes()) {
+            let (key, value) = entry.map_err(storage(format!("reading state under {prefix:?}")))?;
+            entries.push((String::from_utf8_lossy(&key).into_owned(), value));
+        }
+        Ok(entries)
+    }
+
+    /// Walks every stored value, checking structure and decoding, and hands every item
+    /// (queued or dead) to `visit`. Returns the problems found.
+    pub(crate) fn verify(
+        &self,
+        visit: &mut dyn FnMut(&Visit<'_>) -> Result<(), String>,
+    ) -> Result<(u64, u64, Vec<String>), QueueError> {
+        let mut problems = Vec::new();
+        let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+        let mut items_seen = 0;
+        for entry in self.items.iter() {
+            let (key, value) = entry.map_err(storage("reading queue items"))?;
+            let Some((queue, tag, rest)) = split_items_key(&key) else {
+                problems.push(format!("items key {key:?} does not parse"));
+                continue;
+            };
+            match (tag, read_u64(rest, 0)) {
+                (b'i', Some(id)) if rest.len() == 8 => {
+                    items_seen += 1;
+                    *counted.entry(queue.clone()).or_default() += 1;
+                    let record = match decode_item(&queue, id, &value) {
+                        Ok(record) => record,
+                        Err(error) => {
+                            problems.push(error.to_string());
+                            continue;
+                        }
+                    };
+                    let index = slot_key(&queue, id, record.slot);
+                    let points_back = self
+                        .items
+                        .get(&index)
+                        .map_err(storage("reading queue index"))?
+                        .is_some_and(|v| read_u64(&v, 0) == Some(id));
+                    if !points_back {
+                        problems.push(format!("item {id} of {} has no index entry", place(&queue)));
+                    }
+                    let visited = Visit {
+                        queue: &queue,
+                        dead: false,
+                        id,
+                        payload: &record.payload,
+                    };
+                    if let Err(problem) = visit(&visited) {
+                        problems.push(format!("item {id} of {}: {problem}", place(&queue)));
+                    }
+                }
+                (b'r' | b'w', Some(_)) => {
+                    let id = read_u64(&value, 0).unwrap_or(u64::MAX);
+                    let record = self
+                        .items
+                        .get(item_key(&queue, id))
+                        .map_err(storage("reading queue items"))?;
+                    let matches = record
+                        .and_then(|bytes| decode_item(&queue, id, &bytes).ok())
+                        .is_some_and(|r| slot_key(&queue, id, r.slot) == key.as_ref());
+                    if !matches {
+                        problems.push(format!(
+                            "index entry {key:?} of {} points at no item",
+                            place(&queue)
+                        ));
+                    }
+                }
+                _ => problems.push(format!("items key {key:?} does not parse")),
+            }
+        }
+        for (queue, depth) in self.queues()? {
+            let found = counted.remove(&queue).unwrap_or(0);
+            if found != depth {
+                problems.push(format!(
+                    "{} counts {depth} items but holds {found}",
+                    place(&queue)
+                ));
+            }
+        }
+        for (queue, found) in counted {
+            problems.push(format!(
+                "{} counts 0 items but holds {found}",
+                place(&queue)
+            ));
+        }
+        let mut dead_seen = 0;
+        for entry in self.dead.iter() {
+            let (key, value) = entry.map_err(storage("reading the dead letter"))?;
+            dead_seen += 1;
+            let Some(id) = read_u64(&key, 0) else {
+                problems.push(format!("dead letter key {key:?} does not parse"));
+                continue;
+            };
+            match decode_dead(id, &value) {
+                Ok(record) => {
+                    let visited = Visit {
+                        queue: &record.queue,
+                        dead: true,
+                        id,
+                        payload: &record.payload,
+                    };
+                    if let Err(problem) = visit(&visited) {
+                        problems.push(format!("dead letter {id}: {problem}"));
+                    }
+                }
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        for entry in self.state.iter() {
+            let (key, value) = entry.map_err(storage("reading state"))?;
+            if value.first() != Some(&FORMAT_VERSION) {
+                problems.push(format!(
+                    "state key {:?} has unknown format version {:?}",
+                    String::from_utf8_lossy(&key),
+                    value.first()
+                ));
+            }
+        }
+        Ok((items_seen, dead_seen, problems))
+    }
+}
+
+/// Splits an `items` key into queue name, tag byte and the rest.
+fn split_items_key(key: &[u8]) -> Option<(String, u8, &[u8])> {
+    let len = u16::from_be_bytes(key.get(..2)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(key.get(2..2 + len)?).ok()?;
+    let tag = *key.get(2 + len)?;
+    debug_assert_eq!(queue_prefix(name).len(), 2 + len);
+    Some((name.to_owned(), tag, &key[3 + len..]))
+}

@@ -1,0 +1,389 @@
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Job {
+    name: String,
+    size: u64,
+}
+
+fn job(name: &str) -> Job {
+    Job {
+        name: name.to_owned(),
+        size: name.len() as u64,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path().join("queue")).unwrap();
+    (dir, queue)
+}
+
+async fn take(queue: &Queue, name: &str) -> Claimed<Job> {
+    queue
+        .next_ready(name)
+        .await
+        .unwrap()
+        .expect("an item is ready")
+}
+
+async fn names(queue: &Queue, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut held = Vec::new();
+    while let Some(claimed) = queue.next_ready::<Job>(name).await.unwrap() {
+        out.push(claimed.item.name.clone());
+        held.push(claimed);
+    }
+    out
+}
+
+#[tokio::test]
+async fn items_come_out_in_push_order() {
+    let (_dir, queue) = open();
+    queue.push("fetched", &job("a")).await.unwrap();
+    queue
+        .push_many("fetched", &[job("b"), job("c")])
+        .await
+        .unwrap();
+    assert_eq!(names(&queue, "fetched").await, ["a", "b", "c"]);
+    assert!(queue.next_ready::<Job>("other").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn hand_off_moves_the_item_and_writes_state_in_one_step() {
+    let (_dir, queue) = open();
+    queue.push("fetched", &job("a")).await.unwrap();
+    let claimed = take(&queue, "fetched").await;
+    let mut changes = Changes::new();
+    changes
+        .push("deliver/db", &job("a1"))
+        .unwrap()
+        .push("deliver/files", &job("a2"))
+        .unwrap()
+        .put_state("watermark/support", &42u64)
+        .unwrap();
+    let ids = queue.hand_off(claimed.ticket, changes).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    assert_eq!(queue.depth("fetched").await.unwrap(), 0);
+    assert_eq!(queue.depth("deliver/db").await.unwrap(), 1);
+    assert_eq!(names(&queue, "deliver/files").await, ["a2"]);
+    assert_eq!(
+        queue.state_get::<u64>("watermark/support").await.unwrap(),
+        Some(42)
+    );
+}
+
+#[tokio::test]
+async fn handing_off_an_item_twice_fails_and_changes_nothing() {
+    let (_dir, queue) = open();
+    queue.push("fetched", &job("a")).await.unwrap();
+    let first = take(&queue, "fetched").await;
+    // A forged second ticket for the same item, as a replayed admin command might hold.
+    let second = Ticket {
+        queue: "fetched".to_owned(),
+        id: first.id(),
+        attempts: 0,
+        first_seen: SystemTime::now(),
+        last_error: None,
+        _claim: Claim {
+            claims: Arc::default(),
+            id: first.id().0,
+            notify: Arc::default(),
+        },
+    };
+    queue.hand_off(first.ticket, Changes::new()).await.unwrap();
+    let mut changes = Changes::new();
+    changes.push("next", &job("dup")).unwrap();
+    let err = queue.hand_off(second, changes).await.unwrap_err();
+    assert!(matches!(err, QueueError::ItemGone { .. }), "{err}");
+    assert_eq!(queue.depth("next").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn retry_later_counts_attempts_keeps_errors_and_delays_the_item() {
+    let (_dir, queue) = open();
+    queue.push("q", &job("a")).await.unwrap();
+    let claimed = take(&queue, "q").await;
+    queue
+        .retry_later(claimed.ticket, "HTTP 503", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(queue.next_ready::<Job>("q").await.unwrap().is_none());
+    let later = SystemTime::now() + Duration::from_secs(61);
+    let again: Claimed<Job> = queue.next_ready_at("q", later).await.unwrap().unwrap();
+    assert_eq!(again.attempts(), 1);
+    assert_eq!(again.ticket.last_error(), Some("HTTP 503"));
+    queue
+        .retry_later(again.ticket, "timeout", Duration::ZERO)
+        .await
+        .unwrap();
+    let third = take(&queue, "q").await;
+    assert_eq!(third.attempts(), 2);
+    queue
+        .dead_letter(third.ticket, "still failing", &[("stage", "deliver")])
+        .await
+        .unwrap();
+    let letters = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.queue, "q");
+    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.first_error, "HTTP 503");
+    assert_eq!(letter.last_error, "still failing");
+    assert_eq!(
+        letter.metadata,
+        [("stage".to_owned(), "deliver".to_owned())]
+    );
+    assert!(letter.first_seen <= letter.last_tried);
+    assert_eq!(queue.depth("q").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_due_retry_goes_before_fresh_items() {
+    let (_dir, queue) = open();
+    queue.push_many("q", &[job("a"), job("b")]).await.unwrap();
+    let a = take(&queue, "q").await;
+    queue
+        .retry_later(a.ticket, "busy", Duration::ZERO)
+        .await
+        .unwrap();
+    queue.push("q", &job("c")).await.unwrap();
+    assert_eq!(names(&queue, "q").await, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn replay_puts_dead_letters_back_in_front_in_their_order_with_attempts_reset() {
+    let (_dir, queue) = open();
+    queue
+        .push_many("q", &[job("a"), job("b"), job("c"), job("d")])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let claimed = take(&queue, "q").await;
+        queue.dead_letter(claimed.ticket, "bad", &[]).await.unwrap();
+    }
+    queue.push("other", &job("x")).await.unwrap();
+    let x = take(&queue, "other").await;
+    queue.dead_letter(x.ticket, "bad", &[]).await.unwrap();
+
+    let replayed = queue
+        .replay(DeadLetterFilter::Queue("q".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(replayed, 2);
+    let first = take(&queue, "q").await;
+    assert_eq!(first.item.name, "a");
+    assert_eq!(first.attempts(), 0);
+    drop(first);
+    assert_eq!(names(&queue, "q").await, ["a", "b", "c", "d"]);
+    let left = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].queue, "other");
+}
+
+#[tokio::test]
+async fn replay_and_show_by_id_and_purge() {
+    let (_dir, queue) = open();
+    let ids = queue.push_many("q", &[job("a"), job("b")]).await.unwrap();
+    for _ in 0..2 {
+        let claimed = take(&queue, "q").await;
+        queue.dead_letter(claimed.ticket, "bad", &[]).await.unwrap();
+    }
+    let shown = queue.dead_letter_show(ids[1]).await.unwrap();
+    assert_eq!(shown.decode::<Job>().unwrap(), job("b"));
+    assert_eq!(queue.replay(DeadLetterFilter::Id(ids[1])).await.unwrap(), 1);
+    let err = queue
+        .replay(DeadLetterFilter::Id(ids[1]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::DeadLetterNotFound { .. }),
+        "{err}"
+    );
+    assert_eq!(names(&queue, "q").await, ["b"]);
+    assert_eq!(queue.purge(DeadLetterFilter::All).await.unwrap(), 1);
+    assert!(
+        queue
+            .dead_letters(DeadLetterFilter::All)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        queue.dead_letter_show(ids[0]).await,
+        Err(QueueError::DeadLetterNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn depth_and_oldest_age_follow_the_queue() {
+    let (_dir, queue) = open();
+    assert_eq!(queue.depth("q").await.unwrap(), 0);
+    assert_eq!(queue.oldest_age("q").await.unwrap(), None);
+    queue.push_many("q", &[job("a"), job("b")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    queue.push("q", &job("c")).await.unwrap();
+    assert_eq!(queue.depth("q").await.unwrap(), 3);
+    let age = queue.oldest_age("q").await.unwrap().unwrap();
+    assert!(age >= Duration::from_millis(20), "{age:?}");
+    let listed = queue.queues().await.unwrap();
+    assert_eq!(
+        listed,
+        [QueueDepth {
+            name: "q".to_owned(),
+            depth: 3
+        }]
+    );
+}
+
+#[tokio::test]
+async fn two_workers_never_get_the_same_item_and_a_dropped_ticket_releases_it() {
+    let (_dir, queue) = open();
+    queue.push_many("q", &[job("a"), job("b")]).await.unwrap();
+    let first = take(&queue, "q").await;
+    let second = take(&queue, "q").await;
+    assert_ne!(first.id(), second.id());
+    assert!(queue.next_ready::<Job>("q").await.unwrap().is_none());
+    drop(first);
+    assert_eq!(take(&queue, "q").await.item.name, "a");
+}
+
+#[tokio::test]
+async fn wait_ready_wakes_up_when_an_item_is_pushed() {
+    let (_dir, queue) = open();
+    let waiter = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.wait_ready::<Job>("q").await.map(|c| c.item) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    queue.push("q", &job("a")).await.unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(item, job("a"));
+}
+
+#[tokio::test]
+async fn wait_ready_wakes_up_when_a_retry_falls_due() {
+    let (_dir, queue) = open();
+    queue.push("q", &job("a")).await.unwrap();
+    let claimed = take(&queue, "q").await;
+    queue
+        .retry_later(claimed.ticket, "busy", Duration::from_millis(100))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), queue.wait_ready::<Job>("q"))
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(got.attempts(), 1);
+}
+
+#[tokio::test]
+async fn an_item_of_the_wrong_type_goes_to_the_dead_letter_and_does_not_block_the_queue() {
+    let (_dir, queue) = open();
+    queue.push("q", &"just a string".to_owned()).await.unwrap();
+    queue.push("q", &job("good")).await.unwrap();
+    let got = take(&queue, "q").await;
+    assert_eq!(got.item, job("good"));
+    let letters = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]
+            .last_error
+            .starts_with("decoding queue \"q\" key item"),
+        "{}",
+        letters[0].last_error
+    );
+}
+
+#[tokio::test]
+async fn state_records_round_trip_and_a_wrong_type_is_an_error_naming_the_key() {
+    let (_dir, queue) = open();
+    queue
+        .state_put("run/nightly", &(7u32, "ok".to_owned()))
+        .await
+        .unwrap();
+    queue
+        .state_put("run/hourly", &(1u32, "ok".to_owned()))
+        .await
+        .unwrap();
+    queue.state_put("watermark/a", &5u64).await.unwrap();
+    let runs: Vec<(String, (u32, String))> = queue.state_list("run/").await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].0, "run/hourly");
+    let err = queue.state_get::<Job>("watermark/a").await.unwrap_err();
+    assert!(err.to_string().contains("key watermark/a"), "{err}");
+    queue.state_delete("watermark/a").await.unwrap();
+    assert_eq!(queue.state_get::<u64>("watermark/a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn everything_survives_a_clean_reopen_and_ids_keep_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue");
+    let queue = Queue::open(&path).unwrap();
+    let ids = queue.push_many("q", &[job("a"), job("b")]).await.unwrap();
+    let a = take(&queue, "q").await;
+    queue.dead_letter(a.ticket, "bad", &[]).await.unwrap();
+    queue.state_put("k", &1u8).await.unwrap();
+    queue.close().await.unwrap();
+
+    let queue = Queue::open(&path).unwrap();
+    assert_eq!(names(&queue, "q").await, ["b"]);
+    assert_eq!(
+        queue
+            .dead_letters(DeadLetterFilter::All)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(queue.state_get::<u8>("k").await.unwrap(), Some(1));
+    let next = queue.push("q", &job("c")).await.unwrap();
+    assert!(next > ids[1]);
+    assert!(queue.verify(|_| Ok(())).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn verify_counts_items_and_reports_what_the_hook_finds() {
+    let (_dir, queue) = open();
+    queue
+        .push_many("q", &[job("a"), job("missing")])
+        .await
+        .unwrap();
+    let a = take(&queue, "q").await;
+    queue.dead_letter(a.ticket, "bad", &[]).await.unwrap();
+    let report = queue
+        .verify(|entry| {
+            let item: Job = entry.decode().map_err(|e| e.to_string())?;
+            if item.name == "missing" {
+                Err("spool file missing".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.items, 1);
+    assert_eq!(report.dead_letters, 1);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("spool file missing"));
+}
+
+#[tokio::test]
+async fn bad_queue_names_are_refused() {
+    let (_dir, queue) = open();
+    assert!(matches!(
+        queue.push("", &1u8).await,
+        Err(QueueError::InvalidName { .. })
+    ));
+}
