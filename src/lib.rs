@@ -5,6 +5,7 @@
 pub mod appliance;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod fetch;
 pub mod metrics;
 pub mod model;
