@@ -1,0 +1,3 @@
+//! Destinations: where data is written.
+
+pub mod files;
