@@ -585,3 +585,75 @@ fn permission_denied_is_retryable_with_a_clear_message() {
     assert!(err.to_string().contains("permission denied"), "{err}");
     assert!(staging_is_empty(dir.path()));
 }
+
+fn pipeline_with_files_destination(dir: &Path, archive: &Path) -> PathBuf {
+    let text = format!(
+        r#"state_dir = "{state}"
+[[site]]
+name = "s"
+host = "support.example.com"
+client_id = "id"
+client_secret = {{ env = "BTIC_TEST_UNSET_SECRET" }}
+[[destination]]
+name = "archive"
+type = "files"
+directory = "{archive}"
+[[schedule]]
+name = "hourly"
+every = "1h"
+[[schedule.transfer]]
+site = "s"
+destination = "archive"
+data = ["sessions"]
+"#,
+        state = dir.join("state").display(),
+        archive = archive.display()
+    );
+    let path = dir.join("pipeline.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_online_reports_whether_each_files_destination_is_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = pipeline_with_files_destination(dir.path(), &archive);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_btic"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "destination archive: {} is writable",
+            archive.display()
+        )),
+        "{stdout}"
+    );
+    assert!(archive.is_dir());
+    assert_eq!(
+        fs::read_dir(&archive).unwrap().count(),
+        1,
+        "only the staging directory"
+    );
+
+    let missing = dir.path().join("no/such/archive");
+    let config = pipeline_with_files_destination(dir.path(), &missing);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_btic"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: destination archive: destination directory"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("files destination is not writable"),
+        "{stderr}"
+    );
+}
