@@ -11,6 +11,7 @@ use crate::config::{
     Config, DestinationKind, SessionFormat, SqlConnection, StartFrom,
     secret::redact_connection_string,
 };
+use crate::deliver::files::FilesSink;
 
 /// Runs `btic check`. Without `offline`, also contacts every site and destination.
 pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
@@ -29,8 +30,9 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
         }
     };
     if !offline {
+        probe_files_destinations(&config)?;
         return Err(CliError::config(
-            "connectivity checks of sites and destinations are not part of this build yet; run `btic check --offline` to validate the file",
+            "connectivity checks of sites and SQL destinations are not part of this build yet; run `btic check --offline` to validate the file",
         ));
     }
     // Offline, a secret that cannot be read yet (an env var set only on the server) is
@@ -43,6 +45,34 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
         println!("{}", summary_json(&config, &warnings));
     } else {
         print!("{}", summary_text(&config, &warnings));
+    }
+    Ok(())
+}
+
+/// Writes and removes a probe file in every `files` destination; prints one line each.
+fn probe_files_destinations(config: &Config) -> Result<(), CliError> {
+    let mut failed = 0;
+    for d in &config.destinations {
+        let DestinationKind::Files(files) = &d.kind else {
+            continue;
+        };
+        match FilesSink::open(files).and_then(|sink| sink.probe()) {
+            Ok(()) => println!(
+                "destination {}: {} is writable",
+                d.name,
+                files.directory.display()
+            ),
+            Err(e) => {
+                eprintln!("error: destination {}: {e}", d.name);
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::failed(format!(
+            "{failed} files destination{} not writable",
+            if failed == 1 { " is" } else { "s are" }
+        )));
     }
     Ok(())
 }
