@@ -5,3 +5,5 @@
 pub mod cli;
 pub mod config;
 pub mod model;
+pub mod parse;
+pub mod simulator;
