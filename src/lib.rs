@@ -6,4 +6,5 @@ pub mod appliance;
 pub mod cli;
 pub mod config;
 pub mod model;
+pub mod parse;
 pub mod simulator;

@@ -42,7 +42,7 @@ enum Command {
         json: bool,
     },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
-    Simulate(cli::SimulateArgs),
+    Simulate(Box<cli::SimulateArgs>),
 }
 
 fn init_logging(format: LogFormat) {

@@ -92,9 +92,15 @@ pub struct SimulateArgs {
 }
 
 fn parse_namespace(text: &str) -> Result<Namespace, String> {
-    Namespace::parse(text).ok_or_else(|| {
-        format!("unknown namespace \"{text}\"; use bomgar, beyondtrust, sra or none")
-    })
+    match text {
+        "bomgar" => Ok(Namespace::Bomgar),
+        "beyondtrust" => Ok(Namespace::BeyondTrust),
+        "sra" => Ok(Namespace::Sra),
+        "none" => Ok(Namespace::None),
+        _ => Err(format!(
+            "unknown namespace \"{text}\"; use bomgar, beyondtrust, sra or none"
+        )),
+    }
 }
 
 impl SimulateArgs {
