@@ -41,6 +41,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
+    Simulate(Box<cli::SimulateArgs>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             offline,
             json,
         } => cli::check(&config, offline, json),
+        Command::Simulate(args) => cli::simulate(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -378,10 +378,9 @@ impl ApplianceClient {
         let body = fetched
             .body
             .ok_or_else(|| bad("the appliance answered \"no data\"".into()))?;
-        let bytes = tokio::fs::read(&body.path).await;
+        let info = answer::api_info_in(&body.path).await;
         let _ = tokio::fs::remove_file(&body.path).await;
-        let bytes = bytes.map_err(|e| bad(format!("reading the spooled answer: {e}")))?;
-        let info = answer::parse_api_info(&bytes).map_err(bad)?;
+        let info = info.map_err(bad)?;
         if let Some(timestamp) = info.timestamp {
             let appliance = timestamp + TimeDelta::milliseconds(500);
             // The timestamp is whole seconds: the true reading lies in [t, t+1), so half a
@@ -476,32 +475,36 @@ impl ApplianceClient {
         if looks_like_xml && (!call.download || attempt.content_disposition.is_none()) {
             match answer::error_in(&attempt.body.path).await {
                 Ok(None) => {}
-                Ok(Some(message)) => {
+                Ok(Some(error)) => {
                     let _ = tokio::fs::remove_file(&attempt.body.path).await;
-                    if answer::means_no_data(&message) {
-                        return Ok(Fetched {
+                    let site = self.inner.site.clone();
+                    let what = call.what;
+                    let message = error.message;
+                    return match answer::meaning_of(error.kind) {
+                        answer::ErrorMeaning::NoData => Ok(Fetched {
                             body: None,
                             extension: "xml".into(),
                             status: attempt.status,
                             attempts,
                             elapsed: started.elapsed(),
                             answered_at: attempt.answered_at,
-                        });
-                    }
-                    let site = self.inner.site.clone();
-                    return Err(if answer::means_expired(&message) {
-                        ApplianceError::RecordingExpired {
+                        }),
+                        answer::ErrorMeaning::Expired => Err(ApplianceError::RecordingExpired {
                             site,
-                            what: call.what,
+                            what,
                             message,
-                        }
-                    } else {
-                        ApplianceError::ErrorBody {
+                        }),
+                        answer::ErrorMeaning::LoginFailed => Err(ApplianceError::Credentials {
                             site,
-                            what: call.what,
+                            client_id: self.inner.client_id.clone(),
+                            reason: format!("{what} answered \"{message}\""),
+                        }),
+                        answer::ErrorMeaning::Other => Err(ApplianceError::ErrorBody {
+                            site,
+                            what,
                             message,
-                        }
-                    });
+                        }),
+                    };
                 }
                 Err(reason) if !call.download => {
                     let _ = tokio::fs::remove_file(&attempt.body.path).await;

@@ -375,7 +375,9 @@ pub struct Transfer {
 }
 
 /// The kinds of data the appliance offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum DataKind {
     /// Support session reports.
     Sessions,

@@ -1,4 +1,298 @@
 //! The fetch stage: plans report windows from watermarks (in appliance time), runs the
-//! requests and spools the bodies for the parse stage.
+//! requests through the appliance client, and hands each spooled body to the parse stage
+//! in the same queue transaction that advances the watermark past its window
+//! (invariant 2). A window whose body is larger than `max_body_bytes`, or that times out,
+//! is split in halves and fetched again.
 
 pub mod plan;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::appliance::{self, ApplianceClient, ApplianceError, Fetched, WindowBy};
+use crate::config::{PipelineConfig, Site, StartFrom};
+use crate::metrics;
+use crate::pipeline::items::{FETCHED, FetchedBody, Lane, Routes};
+use crate::queue::{Changes, Queue, QueueError};
+use plan::{Window, plan_windows};
+
+/// The report types btic reads sessions from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Report {
+    /// `SupportSession`: support sessions (and, through them, their recordings).
+    SupportSession,
+    /// `PresentationSession`: presentations.
+    PresentationSession,
+}
+
+impl Report {
+    /// The `generate_report` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Report::SupportSession => "SupportSession",
+            Report::PresentationSession => "PresentationSession",
+        }
+    }
+}
+
+/// The state key of the live watermark of (site, report).
+pub fn watermark_key(site: &str, report: Report) -> String {
+    format!("watermark/{site}/{}", report.as_str())
+}
+
+/// The state key of a site's last measured clock skew.
+pub fn skew_key(site: &str) -> String {
+    format!("skew/{site}")
+}
+
+/// A site's clock as last measured, kept so `status` can show it without a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkewRecord {
+    /// Appliance clock minus host clock, in milliseconds.
+    pub skew_ms: i64,
+    /// When it was measured (host clock, UNIX seconds).
+    pub measured_at: i64,
+}
+
+/// Why a fetch did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The appliance could not answer (after the client's own retries).
+    #[error(transparent)]
+    Appliance(#[from] ApplianceError),
+    /// The queue could not record the result.
+    #[error("recording fetched bodies: {0}")]
+    Queue(#[from] QueueError),
+}
+
+impl FetchError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Appliance(e) => e.is_retryable(),
+            FetchError::Queue(_) => true,
+        }
+    }
+}
+
+/// What one fetch run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchSummary {
+    /// Bodies handed to the parse stage.
+    pub bodies: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Windows fetched (after splitting).
+    pub windows: u64,
+    /// The watermark after the run, if it moved.
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// Fetches the reports of one site.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    site: Site,
+    client: ApplianceClient,
+    queue: Queue,
+    pipeline: PipelineConfig,
+    start_from: StartFrom,
+}
+
+impl Fetcher {
+    /// A fetcher for `site` that writes to `queue`.
+    pub fn new(
+        site: Site,
+        client: ApplianceClient,
+        queue: Queue,
+        pipeline: PipelineConfig,
+        start_from: StartFrom,
+    ) -> Fetcher {
+        Fetcher {
+            site,
+            client,
+            queue,
+            pipeline,
+            start_from,
+        }
+    }
+
+    /// The site's client (shared with the download stage, so limits are shared too).
+    pub fn client(&self) -> &ApplianceClient {
+        &self.client
+    }
+
+    /// Reads the appliance's clock (`get_api_info`) and records the skew.
+    pub async fn measure_skew(&self) -> Result<TimeDelta, FetchError> {
+        let started = std::time::Instant::now();
+        let outcome = self.client.api_info().await;
+        metrics::fetch_request(
+            &self.site.name,
+            "get_api_info",
+            outcome_label(&outcome),
+            started.elapsed(),
+        );
+        outcome?;
+        let skew = self.client.skew().unwrap_or_default();
+        metrics::clock_skew(&self.site.name, skew.num_milliseconds() as f64 / 1000.0);
+        self.queue
+            .state_put(
+                &skew_key(&self.site.name),
+                &SkewRecord {
+                    skew_ms: skew.num_milliseconds(),
+                    measured_at: Utc::now().timestamp(),
+                },
+            )
+            .await?;
+        Ok(skew)
+    }
+
+    /// Fetches every closed session since the live watermark of `report`, up to
+    /// appliance-now minus the settle lag, and moves the watermark with each body.
+    pub async fn fetch_live(
+        &self,
+        report: Report,
+        routes: &Routes,
+    ) -> Result<FetchSummary, FetchError> {
+        self.measure_skew().await?;
+        let key = watermark_key(&self.site.name, report);
+        let watermark: Option<i64> = self.queue.state_get(&key).await?;
+        let watermark = watermark.and_then(|t| DateTime::from_timestamp(t, 0));
+        let now = self.client.appliance_now();
+        let windows = plan_windows(watermark, self.start_from, now, &self.pipeline);
+        let mut summary = FetchSummary::default();
+        for window in windows {
+            self.fetch_window(report, window, routes, &Lane::Live, &key, &mut summary)
+                .await?;
+            if let Some(w) = summary.watermark {
+                let lag = (self.client.appliance_now() - w).to_std().unwrap_or_default();
+                metrics::watermark(&self.site.name, report.as_str(), w.timestamp(), lag);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Fetches `window` (split as needed) and records each piece in the queue together
+    /// with `progress_key` set to the piece's end: the live watermark or a backfill's
+    /// progress.
+    pub async fn fetch_window(
+        &self,
+        report: Report,
+        window: Window,
+        routes: &Routes,
+        lane: &Lane,
+        progress_key: &str,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        // Depth-first over halves keeps the pieces in time order, so the progress key
+        // only ever moves forward.
+        let mut pending = vec![window];
+        while let Some(w) = pending.pop() {
+            match self.request(report, w).await {
+                Ok(fetched)
+                    if fetched.bytes() > self.pipeline.max_body_bytes && w.split().is_some() =>
+                {
+                    if let Some(body) = &fetched.body {
+                        let _ = std::fs::remove_file(&body.path);
+                    }
+                    let (a, b) = w.split().expect("checked above");
+                    tracing::info!(
+                        site = %self.site.name,
+                        bytes = fetched.bytes(),
+                        "report body larger than max_body_bytes; splitting the window"
+                    );
+                    pending.push(b);
+                    pending.push(a);
+                }
+                Ok(fetched) => {
+                    self.record(report, w, fetched, routes, lane, progress_key, summary)
+                        .await?;
+                }
+                Err(ApplianceError::Timeout { .. }) if w.split().is_some() => {
+                    let (a, b) = w.split().expect("checked above");
+                    tracing::warn!(site = %self.site.name, "report request timed out; splitting the window");
+                    pending.push(b);
+                    pending.push(a);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn request(&self, report: Report, w: Window) -> Result<Fetched, ApplianceError> {
+        let window = appliance::Window {
+            by: WindowBy::End,
+            from: w.start,
+            duration: Duration::from_secs(w.duration_secs()),
+        };
+        let started = std::time::Instant::now();
+        let outcome = match report {
+            Report::SupportSession => self.client.support_sessions(window).await,
+            Report::PresentationSession => self.client.presentation_sessions(window).await,
+        };
+        metrics::fetch_request(
+            &self.site.name,
+            report.as_str(),
+            outcome_label(&outcome),
+            started.elapsed(),
+        );
+        if let Ok(f) = &outcome {
+            metrics::downloaded_bytes(&self.site.name, report.as_str(), f.bytes());
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        report: Report,
+        w: Window,
+        fetched: Fetched,
+        routes: &Routes,
+        lane: &Lane,
+        progress_key: &str,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let mut changes = Changes::new();
+        changes.put_state(progress_key, &w.end.timestamp())?;
+        if let Some(body) = &fetched.body {
+            let item = FetchedBody {
+                site: self.site.name.clone(),
+                host: self.site.host_name().to_string(),
+                request: format!(
+                    "{} end_time={} duration={}",
+                    report.as_str(),
+                    w.start.timestamp(),
+                    w.duration_secs()
+                ),
+                body: body.path.clone(),
+                bytes: body.bytes,
+                routes: routes.clone(),
+                lane: lane.clone(),
+            };
+            changes.push(FETCHED, &item)?;
+            summary.bodies += 1;
+            summary.bytes += body.bytes;
+        }
+        if let Err(e) = self.queue.commit(changes).await {
+            // Not recorded, so nobody will read the spool file.
+            if let Some(body) = &fetched.body {
+                let _ = std::fs::remove_file(&body.path);
+            }
+            return Err(e.into());
+        }
+        summary.windows += 1;
+        summary.watermark = Some(w.end);
+        Ok(())
+    }
+}
+
+fn outcome_label<T>(outcome: &Result<T, ApplianceError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(e) if e.is_retryable() => "retryable_error",
+        Err(_) => "error",
+    }
+}

@@ -1,3 +1,4 @@
 //! The daemon: schedules, stage workers, shutdown and backfill.
 
+pub mod items;
 pub mod schedule;

@@ -8,7 +8,9 @@
 
 pub mod catalog;
 pub mod content;
+pub mod render;
 mod server;
+pub mod sessions;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub use content::Namespace;
+pub use render::Namespace;
 pub use server::Stats;
 
 /// How often each fault is injected into `/api/*` answers (0.0 ..= 1.0 each).
@@ -90,7 +92,7 @@ impl Default for Options {
             seed: 1,
             sessions_per_day: 200,
             days: 2,
-            namespace: Namespace::Beyondtrust,
+            namespace: Namespace::BeyondTrust,
             client_id: "demo".into(),
             client_secret: "demo-secret".into(),
             token_ttl: Duration::from_secs(3600),

@@ -18,7 +18,8 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::catalog::{self, Catalog, MAX_LENGTH_SECONDS, Slot};
-use super::content::{self, Namespace};
+use super::content;
+use super::render::Namespace;
 use super::{Faults, Options, skewed};
 
 /// The appliance keeps at most this many live tokens per API account.
@@ -118,7 +119,7 @@ async fn close_connection(mut response: Response) -> Response {
     response
 }
 
-fn xml(body: String) -> Response {
+fn xml(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=UTF-8")], body).into_response()
 }
 
@@ -234,7 +235,7 @@ fn draw_fault(state: &State) -> Option<Fault> {
 /// An answer before faults: a complete text, or a generated stream of known length.
 enum Answer {
     Ready(Response),
-    Text(String),
+    Text(Vec<u8>),
     Stream {
         headers: Vec<(header::HeaderName, String)>,
         length: u64,

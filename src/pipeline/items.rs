@@ -1,0 +1,281 @@
+//! What travels through the queues. Every type here is postcard-encoded by `queue`, so
+//! fields are positional: add new fields at the end and bump nothing else.
+//!
+//! | queue                 | item           | producer              | consumer       |
+//! |-----------------------|----------------|-----------------------|----------------|
+//! | `fetched`             | `FetchedBody`  | fetch                 | parse          |
+//! | `download/<site>`     | `DownloadTask` | parse, scheduler      | download       |
+//! | `deliver/<dest>`      | `DeliverItem`  | parse, download       | deliver        |
+//! | `rejected`            | `Rejected`     | parse                 | moved at once to the dead letter |
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::deliver::files::{RecordingKind as FileRecordingKind, SessionNaming};
+use crate::model::Session;
+
+/// The queue of spooled report bodies.
+pub const FETCHED: &str = "fetched";
+/// The queue of bad sessions on their way to the dead letter.
+pub const REJECTED: &str = "rejected";
+
+/// The delivery queue of a destination.
+pub fn deliver_queue(destination: &str) -> String {
+    format!("deliver/{destination}")
+}
+
+/// The download queue of a site.
+pub fn download_queue(site: &str) -> String {
+    format!("download/{site}")
+}
+
+/// Which lane an item travels in: the daemon's live schedules, or one backfill job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lane {
+    /// Planned by a schedule from the live watermark.
+    Live,
+    /// Enqueued by the backfill job with this id.
+    Backfill(String),
+}
+
+/// Where the sessions of one body go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    /// Destinations that take the session data.
+    pub sessions: Vec<String>,
+    /// `files` destinations that take the session's recordings.
+    pub recordings: Vec<String>,
+}
+
+/// A report body on disk, waiting to be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedBody {
+    /// The `[[site]]` it came from.
+    pub site: String,
+    /// The site's host name without a port (`host_name`, `%SUPPORT_SITE_HOST%`).
+    pub host: String,
+    /// The report and window, for messages (`SupportSession end_time=... duration=...`).
+    pub request: String,
+    /// The spool file.
+    pub body: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Where its sessions go.
+    pub routes: Routes,
+    /// The lane it travels in.
+    pub lane: Lane,
+}
+
+/// The recordings a session can have, as a queue item carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recording {
+    /// The screen recording.
+    Screen,
+    /// Show My Screen, by instance.
+    ShowMyScreen(u32),
+    /// A command shell, by instance.
+    CommandShell(u32),
+    /// A presentation's recording.
+    Presentation,
+}
+
+impl Recording {
+    /// Every recording `session` says exists.
+    pub fn of(session: &Session) -> Vec<Recording> {
+        let mut out = Vec::new();
+        if session.has_screen_recording() {
+            out.push(Recording::Screen);
+        }
+        out.extend(
+            session
+                .show_my_screen_recordings
+                .iter()
+                .map(|r| Recording::ShowMyScreen(r.instance)),
+        );
+        out.extend(
+            session
+                .command_shell_recordings
+                .iter()
+                .map(|r| Recording::CommandShell(r.instance)),
+        );
+        out
+    }
+
+    /// The appliance client's name for it.
+    pub fn for_appliance(self) -> crate::appliance::RecordingKind {
+        use crate::appliance::RecordingKind as A;
+        match self {
+            Recording::Screen => A::Screen,
+            Recording::ShowMyScreen(_) => A::ShowMyScreen,
+            Recording::CommandShell(i) => A::CommandShell(i),
+            Recording::Presentation => A::Presentation,
+        }
+    }
+
+    /// The instance the appliance is asked for (command shells and Show My Screen).
+    pub fn instance(self) -> Option<u32> {
+        match self {
+            Recording::ShowMyScreen(i) | Recording::CommandShell(i) => Some(i),
+            Recording::Screen | Recording::Presentation => None,
+        }
+    }
+
+    /// The files destination's name for it.
+    pub fn for_files(self) -> FileRecordingKind {
+        match self {
+            Recording::Screen => FileRecordingKind::Screen,
+            Recording::ShowMyScreen(instance) => FileRecordingKind::ShowMyScreen { instance },
+            Recording::CommandShell(instance) => FileRecordingKind::CommandShell { instance },
+            Recording::Presentation => FileRecordingKind::Presentation,
+        }
+    }
+
+    /// A short name for messages and metrics.
+    pub fn label(self) -> String {
+        match self {
+            Recording::Screen => "screen".into(),
+            Recording::ShowMyScreen(i) => format!("show_my_screen/{i}"),
+            Recording::CommandShell(i) => format!("command_shell/{i}"),
+            Recording::Presentation => "presentation".into(),
+        }
+    }
+}
+
+/// The session values file names use, as a queue item carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Naming {
+    /// Host name without a port.
+    pub host: String,
+    /// LSID.
+    pub lsid: String,
+    /// LSEQ.
+    pub lseq: Option<i64>,
+    /// External key.
+    pub external_key: Option<String>,
+    /// Session type.
+    pub session_type: String,
+}
+
+impl Naming {
+    /// The naming values of `session` from `host`.
+    pub fn of(host: &str, session: &Session) -> Naming {
+        Naming {
+            host: host.to_string(),
+            lsid: session.lsid.clone(),
+            lseq: session.lseq,
+            external_key: session.external_key.clone(),
+            session_type: session.session_type.clone(),
+        }
+    }
+
+    /// The files destination's type.
+    pub fn for_files(&self) -> SessionNaming {
+        SessionNaming {
+            host: self.host.clone(),
+            lsid: self.lsid.clone(),
+            lseq: self.lseq,
+            external_key: self.external_key.clone(),
+            session_type: self.session_type.clone(),
+        }
+    }
+}
+
+/// Something to download from a site before it can be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownloadTask {
+    /// One recording of one session.
+    Recording {
+        /// The `[[site]]`.
+        site: String,
+        /// The session's naming values.
+        naming: Naming,
+        /// Which recording.
+        recording: Recording,
+        /// `files` destinations that take it.
+        destinations: Vec<String>,
+    },
+    /// The site's configuration backup.
+    Backup {
+        /// The `[[site]]`.
+        site: String,
+        /// The site's host name without a port.
+        host: String,
+        /// `files` destinations that take it.
+        destinations: Vec<String>,
+    },
+}
+
+/// One thing for one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliverItem {
+    /// A session's data.
+    Session {
+        /// The `[[site]]`.
+        site: String,
+        /// `host_name`.
+        host: String,
+        /// The session.
+        session: Box<Session>,
+        /// Its `<session>` element as the appliance wrote it.
+        raw: Vec<u8>,
+        /// The report root's default namespace, if any.
+        namespace: Option<String>,
+    },
+    /// A recording on disk (this item owns the spool file).
+    Recording {
+        /// The `[[site]]`.
+        site: String,
+        /// The session's naming values.
+        naming: Naming,
+        /// Which recording.
+        recording: Recording,
+        /// `flv`, `mp4`, `bin`.
+        extension: String,
+        /// The spool file.
+        spool: PathBuf,
+    },
+    /// A site backup on disk (this item owns the spool file).
+    Backup {
+        /// The `[[site]]`.
+        site: String,
+        /// The site's host name without a port.
+        host: String,
+        /// The spool file.
+        spool: PathBuf,
+    },
+}
+
+impl DeliverItem {
+    /// The spool file this item owns, if any.
+    pub fn spool(&self) -> Option<&PathBuf> {
+        match self {
+            DeliverItem::Session { .. } => None,
+            DeliverItem::Recording { spool, .. } | DeliverItem::Backup { spool, .. } => Some(spool),
+        }
+    }
+
+    /// A short description for messages (`session 3f2c…`, `recording screen of 3f2c…`).
+    pub fn describe(&self) -> String {
+        match self {
+            DeliverItem::Session { session, .. } => format!("session {}", session.lsid),
+            DeliverItem::Recording {
+                naming, recording, ..
+            } => format!("recording {} of session {}", recording.label(), naming.lsid),
+            DeliverItem::Backup { site, .. } => format!("backup of site {site:?}"),
+        }
+    }
+}
+
+/// A session the parser could not read, on its way to the dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The `[[site]]`.
+    pub site: String,
+    /// Why.
+    pub reason: String,
+    /// The request whose body held it.
+    pub request: String,
+    /// The session's bytes as written, when known.
+    pub raw: Vec<u8>,
+}
