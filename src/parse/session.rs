@@ -44,7 +44,7 @@ pub struct ParsedSession {
 pub struct SessionReader<R> {
     pull: Pull<R>,
     last_lsid: Option<String>,
-    seen_root: bool,
+    root: Option<String>,
     done: bool,
 }
 
@@ -54,7 +54,7 @@ impl<R: BufRead> SessionReader<R> {
         SessionReader {
             pull: Pull::new(body),
             last_lsid: None,
-            seen_root: false,
+            root: None,
             done: false,
         }
     }
@@ -64,6 +64,11 @@ impl<R: BufRead> SessionReader<R> {
     pub fn with_session_limit(mut self, bytes: u64) -> Self {
         self.pull.set_record_limit(bytes);
         self
+    }
+
+    /// Local name of the root element, once read (`session_list` for session data).
+    pub fn root_name(&self) -> Option<&str> {
+        self.root.as_deref()
     }
 
     /// The LSID of the last session read successfully.
@@ -88,6 +93,10 @@ impl<R: BufRead> SessionReader<R> {
             ..Session::default()
         };
         let mut problems = Problems::default();
+        if session.lsid.is_empty() {
+            // The LSID is the session's identity downstream (the idempotency key).
+            problems.record("session@lsid", "", "expected a session id");
+        }
         if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
             return Err(self.fatal(fault));
         }
@@ -137,7 +146,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                 Tok::Open(name) => {
                     let depth = self.pull.depth();
                     if depth == 1 {
-                        self.seen_root = true;
+                        self.root = Some(self.pull.local_name().to_string());
                     }
                     match name {
                         Name::Session if depth <= 2 => return Some(self.session()),
@@ -162,7 +171,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                         let fault = self.pull.eof_fault();
                         return Some(Err(self.fatal(fault)));
                     }
-                    if !self.seen_root {
+                    if self.root.is_none() {
                         let fault = Fault {
                             offset: self.pull.event_start(),
                             reason: "body has no root element".into(),
