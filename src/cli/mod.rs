@@ -6,6 +6,9 @@ mod simulate;
 
 pub use check::check;
 pub use simulate::{SimulateArgs, simulate};
+mod inspect;
+
+pub use inspect::inspect;
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

@@ -166,7 +166,9 @@ impl Fetcher {
             self.fetch_window(report, window, routes, &Lane::Live, &key, &mut summary)
                 .await?;
             if let Some(w) = summary.watermark {
-                let lag = (self.client.appliance_now() - w).to_std().unwrap_or_default();
+                let lag = (self.client.appliance_now() - w)
+                    .to_std()
+                    .unwrap_or_default();
                 metrics::watermark(&self.site.name, report.as_str(), w.timestamp(), lag);
             }
         }
