@@ -41,6 +41,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon: schedules, stages, metrics endpoint and admin API.
+    Run {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the simulator and the demo pipeline into ./btic-demo/ (embedded defaults).
+    Demo,
+    /// Show watermarks, clock skew, queue depths, dead letters and last runs.
+    Status {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters back to their queues.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Replay {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only dead letters of this destination.
+        #[arg(long)]
+        destination: Option<String>,
+        /// One dead letter.
+        #[arg(long)]
+        id: Option<u64>,
+        /// Every dead letter (of `--destination` when given).
+        #[arg(long)]
+        all: bool,
+    },
+    /// List or show dead letters.
+    DeadLetter {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
     Simulate(Box<cli::SimulateArgs>),
     /// Print the sessions of saved SupportSession XML bodies as JSON lines.
@@ -48,6 +86,27 @@ enum Command {
         /// The XML files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// One line per dead letter.
+    List {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter with its payload, as JSON.
+    Show {
+        /// The dead letter's id.
+        id: u64,
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -72,6 +131,19 @@ fn main() -> ExitCode {
             offline,
             json,
         } => cli::check(&config, offline, json),
+        Command::Run { config } => cli::run(&config),
+        Command::Demo => cli::demo(),
+        Command::Status { config, json } => cli::status(&config, json),
+        Command::Replay {
+            config,
+            destination,
+            id,
+            all: _,
+        } => cli::replay(&config, id, destination),
+        Command::DeadLetter { command } => match command {
+            DeadLetterCommand::List { config, json } => cli::dead_letter_list(&config, json),
+            DeadLetterCommand::Show { id, config } => cli::dead_letter_show(&config, id),
+        },
         Command::Simulate(args) => cli::simulate(&args),
         Command::Inspect { files } => cli::inspect(&files),
     };

@@ -2,13 +2,16 @@
 //! person (or as JSON), and returns a `CliError` carrying the exit code.
 
 mod check;
+mod daemon;
+mod inspect;
 mod simulate;
+mod state;
 
 pub use check::check;
-pub use simulate::{SimulateArgs, simulate};
-mod inspect;
-
+pub use daemon::{demo, run};
 pub use inspect::inspect;
+pub use simulate::{SimulateArgs, simulate};
+pub use state::{dead_letter_list, dead_letter_show, replay, status};
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

@@ -1,4 +1,11 @@
 //! The daemon: schedules, stage workers, shutdown and backfill.
 
+pub mod admin;
+pub mod daemon;
+pub mod deliver_worker;
+pub mod download_worker;
 pub mod items;
+pub mod parse_worker;
 pub mod schedule;
+pub mod scheduler;
+pub mod status;

@@ -1,0 +1,345 @@
+//! The admin API, served by the daemon on its metrics listener when that listens on
+//! loopback: `status`, `replay` and `dead-letter` reach the daemon through it while it
+//! holds the queue database. `Admin` is the one interface those commands use: it talks
+//! to a running daemon when one answers, and opens the state directory itself when not.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::items::{DeliverItem, DownloadTask, FetchedBody, Rejected};
+use super::status::Status;
+use crate::config::Config;
+use crate::queue::{DeadLetter, DeadLetterFilter, DeadLetterItem, ItemId, Queue, QueueError};
+
+/// What `btic replay` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    /// One dead letter, or all (within `destination`) when `None`.
+    pub id: Option<u64>,
+    /// Only dead letters of this destination.
+    pub destination: Option<String>,
+}
+
+/// A failed admin operation.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The queue database failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The daemon answered with an error.
+    #[error("the running daemon answered: {0}")]
+    Daemon(String),
+    /// Talking to the daemon failed.
+    #[error("talking to the running daemon at {addr}: {reason}")]
+    Http {
+        /// Its admin address.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Neither a daemon answered nor could the state directory be opened.
+    #[error(
+        "opening the state directory {dir}: {reason} (if btic run holds it, its admin API at {addr} did not answer)"
+    )]
+    Unreachable {
+        /// The state directory.
+        dir: String,
+        /// The daemon's admin address.
+        addr: SocketAddr,
+        /// Why opening failed.
+        reason: String,
+    },
+}
+
+/// The queue directory under a state directory.
+pub fn queue_dir(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("queue")
+}
+
+/// A dead letter as the API and the CLI show it.
+pub fn letter_json(letter: &DeadLetter) -> Value {
+    let time = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
+    json!({
+        "id": letter.id.0,
+        "queue": letter.queue,
+        "attempts": letter.attempts,
+        "first_error": letter.first_error,
+        "last_error": letter.last_error,
+        "first_seen": time(letter.first_seen),
+        "last_tried": time(letter.last_tried),
+        "metadata": letter.metadata.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "payload_bytes": letter.payload_bytes,
+    })
+}
+
+/// A dead letter with what its payload holds, decoded by the queue it came from.
+pub fn item_json(item: &DeadLetterItem) -> Value {
+    let queue = item.letter.queue.as_str();
+    let payload = if queue.starts_with("deliver/") {
+        item.decode::<DeliverItem>().map(|d| match d {
+            DeliverItem::Session {
+                site,
+                host,
+                session,
+                raw,
+                ..
+            } => json!({"kind": "session", "site": site, "host": host, "lsid": session.lsid,
+                        "end_time": session.end_time, "xml": String::from_utf8_lossy(&raw)}),
+            DeliverItem::Recording {
+                site,
+                naming,
+                recording,
+                spool,
+                ..
+            } => json!({"kind": "recording", "site": site, "lsid": naming.lsid,
+                        "recording": recording.label(), "spool": spool}),
+            DeliverItem::Backup { site, spool, .. } => {
+                json!({"kind": "backup", "site": site, "spool": spool})
+            }
+        })
+    } else if queue.starts_with("download/") {
+        item.decode::<DownloadTask>().map(|d| match d {
+            DownloadTask::Recording {
+                site,
+                naming,
+                recording,
+                destinations,
+            } => json!({"kind": "recording download", "site": site, "lsid": naming.lsid,
+                        "recording": recording.label(), "destinations": destinations}),
+            DownloadTask::Backup {
+                site, destinations, ..
+            } => {
+                json!({"kind": "backup download", "site": site, "destinations": destinations})
+            }
+        })
+    } else if queue == super::items::FETCHED {
+        item.decode::<FetchedBody>().map(|f| {
+            json!({"kind": "report body", "site": f.site, "request": f.request,
+                   "body": f.body, "bytes": f.bytes})
+        })
+    } else if queue == super::items::REJECTED {
+        item.decode::<Rejected>().map(|r| {
+            json!({"kind": "rejected session", "site": r.site, "request": r.request,
+                   "xml": String::from_utf8_lossy(&r.raw)})
+        })
+    } else {
+        Ok(json!({"kind": "unknown"}))
+    };
+    let mut out = letter_json(&item.letter);
+    out["payload"] = payload.unwrap_or_else(|e| json!({"error": e.to_string()}));
+    out
+}
+
+fn filter(request: &ReplayRequest) -> DeadLetterFilter {
+    match (request.id, &request.destination) {
+        (Some(id), _) => DeadLetterFilter::Id(ItemId(id)),
+        (None, Some(d)) => DeadLetterFilter::Queue(super::items::deliver_queue(d)),
+        (None, None) => DeadLetterFilter::All,
+    }
+}
+
+/// Replays dead letters; with both an id and a destination, the id must belong to it.
+pub async fn replay(queue: &Queue, request: &ReplayRequest) -> Result<u64, QueueError> {
+    if let (Some(id), Some(d)) = (request.id, &request.destination) {
+        let item = queue.dead_letter_show(ItemId(id)).await?;
+        if item.letter.queue != super::items::deliver_queue(d) {
+            return Ok(0);
+        }
+    }
+    queue.replay(filter(request)).await
+}
+
+#[derive(Clone)]
+struct AdminState {
+    queue: Queue,
+    config: Arc<Config>,
+}
+
+/// The admin routes, to be merged into the metrics router.
+pub fn router(queue: Queue, config: Arc<Config>) -> Router {
+    Router::new()
+        .route("/admin/status", get(status_handler))
+        .route("/admin/dead-letters", get(list_handler))
+        .route("/admin/dead-letters/{id}", get(show_handler))
+        .route("/admin/replay", post(replay_handler))
+        .with_state(AdminState { queue, config })
+}
+
+fn failure(e: impl std::fmt::Display, code: StatusCode) -> Response {
+    (code, e.to_string()).into_response()
+}
+
+async fn status_handler(State(s): State<AdminState>) -> Response {
+    match Status::gather(&s.config, &s.queue, true).await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn list_handler(State(s): State<AdminState>) -> Response {
+    match s.queue.dead_letters(DeadLetterFilter::All).await {
+        Ok(list) => axum::Json(list.iter().map(letter_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn show_handler(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
+    match s.queue.dead_letter_show(ItemId(id)).await {
+        Ok(item) => axum::Json(item_json(&item)).into_response(),
+        Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn replay_handler(
+    State(s): State<AdminState>,
+    axum::Json(request): axum::Json<ReplayRequest>,
+) -> Response {
+    match replay(&s.queue, &request).await {
+        Ok(n) => axum::Json(json!({ "replayed": n })).into_response(),
+        Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// How the commands reach the state: the daemon's API, or the queue database itself.
+#[derive(Debug)]
+pub enum Admin {
+    /// A running daemon answers at this address.
+    Daemon(SocketAddr, reqwest::Client),
+    /// No daemon: the state directory is open in this process.
+    Direct(Queue, Arc<Config>),
+}
+
+impl Admin {
+    /// Asks the daemon first; opens the state directory if none answers.
+    pub async fn connect(config: Arc<Config>) -> Result<Admin, AdminError> {
+        let addr = config.metrics.listen;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| AdminError::Http {
+                addr,
+                reason: e.to_string(),
+            })?;
+        if addr.ip().is_loopback() {
+            let probe = client
+                .get(format!("http://{addr}/admin/status"))
+                .send()
+                .await;
+            if matches!(&probe, Ok(r) if r.status().is_success()) {
+                return Ok(Admin::Daemon(addr, client));
+            }
+        }
+        let dir = queue_dir(&config);
+        let queue = Queue::open(&dir).map_err(|e| AdminError::Unreachable {
+            dir: config.state_dir.display().to_string(),
+            addr,
+            reason: e.to_string(),
+        })?;
+        Ok(Admin::Direct(queue, config))
+    }
+
+    async fn get(
+        addr: &SocketAddr,
+        client: &reqwest::Client,
+        path: &str,
+    ) -> Result<Value, AdminError> {
+        let http = |e: reqwest::Error| AdminError::Http {
+            addr: *addr,
+            reason: e.to_string(),
+        };
+        let response = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .map_err(http)?;
+        if !response.status().is_success() {
+            return Err(AdminError::Daemon(
+                response.text().await.unwrap_or_default(),
+            ));
+        }
+        response.json().await.map_err(http)
+    }
+
+    /// The status.
+    pub async fn status(&self) -> Result<Status, AdminError> {
+        match self {
+            Admin::Direct(queue, config) => Ok(Status::gather(config, queue, false).await?),
+            Admin::Daemon(addr, client) => {
+                serde_json::from_value(Self::get(addr, client, "/admin/status").await?)
+                    .map_err(|e| AdminError::Daemon(e.to_string()))
+            }
+        }
+    }
+
+    /// Every dead letter, as JSON objects.
+    pub async fn dead_letters(&self) -> Result<Vec<Value>, AdminError> {
+        match self {
+            Admin::Direct(queue, _) => Ok(queue
+                .dead_letters(DeadLetterFilter::All)
+                .await?
+                .iter()
+                .map(letter_json)
+                .collect()),
+            Admin::Daemon(addr, client) => {
+                serde_json::from_value(Self::get(addr, client, "/admin/dead-letters").await?)
+                    .map_err(|e| AdminError::Daemon(e.to_string()))
+            }
+        }
+    }
+
+    /// One dead letter with its payload.
+    pub async fn dead_letter(&self, id: u64) -> Result<Value, AdminError> {
+        match self {
+            Admin::Direct(queue, _) => Ok(item_json(&queue.dead_letter_show(ItemId(id)).await?)),
+            Admin::Daemon(addr, client) => {
+                Self::get(addr, client, &format!("/admin/dead-letters/{id}")).await
+            }
+        }
+    }
+
+    /// Moves dead letters back to their queues; returns how many.
+    pub async fn replay(&self, request: &ReplayRequest) -> Result<u64, AdminError> {
+        match self {
+            Admin::Direct(queue, _) => Ok(replay(queue, request).await?),
+            Admin::Daemon(addr, client) => {
+                let http = |e: reqwest::Error| AdminError::Http {
+                    addr: *addr,
+                    reason: e.to_string(),
+                };
+                let response = client
+                    .post(format!("http://{addr}/admin/replay"))
+                    .json(request)
+                    .send()
+                    .await
+                    .map_err(http)?;
+                if !response.status().is_success() {
+                    return Err(AdminError::Daemon(
+                        response.text().await.unwrap_or_default(),
+                    ));
+                }
+                let v: Value = response.json().await.map_err(http)?;
+                Ok(v["replayed"].as_u64().unwrap_or(0))
+            }
+        }
+    }
+
+    /// Closes the state directory (flushing) when it was opened here.
+    pub async fn close(self) -> Result<(), AdminError> {
+        if let Admin::Direct(queue, _) = self {
+            queue.close().await?;
+        }
+        Ok(())
+    }
+}

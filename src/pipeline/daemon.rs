@@ -1,0 +1,303 @@
+//! `btic run`: opens the state directory, starts one task per stage worker, the
+//! scheduler, the gauge updater and the metrics/admin listener, and stops them all when
+//! the shutdown token fires.
+//!
+//! Tasks and what bounds them: one parse worker; one deliver worker per destination; one
+//! download worker per site; one scheduler; one gauge updater; one HTTP server. Each ends
+//! when `shutdown` is cancelled, after finishing the item it holds (its hand-off either
+//! happens whole or not at all), and the daemon waits for them at most `DRAIN` before it
+//! flushes the queue and returns. Nothing here buffers items in memory: every hand-over
+//! between stages goes through the queue on disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::admin::{self, queue_dir};
+use super::deliver_worker::DeliverWorker;
+use super::download_worker::DownloadWorker;
+use super::items::{DeliverItem, DownloadTask, FETCHED, FetchedBody};
+use super::parse_worker;
+use super::scheduler::{Reachability, Scheduler};
+use crate::appliance::{ApplianceClient, ClientOptions};
+use crate::config::{Config, DataKind};
+use crate::fetch::Fetcher;
+use crate::metrics::{self, Health};
+use crate::queue::{DeadLetterFilter, Queue};
+
+/// How long stage workers get to finish their items after shutdown is asked for.
+pub const DRAIN: Duration = Duration::from_secs(8);
+/// A stage with work waiting and no progress for this long makes `/healthz` fail.
+const STALL_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pipeline file's secrets could not be read.
+    #[error("{0}")]
+    Secrets(String),
+    /// The state directory could not be prepared.
+    #[error("preparing the state directory {path}: {reason}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The metrics listener could not be opened.
+    #[error("listening on {addr} for metrics: {reason}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A site's client could not be set up.
+    #[error(transparent)]
+    Appliance(#[from] crate::appliance::ApplianceError),
+}
+
+/// The spool directory under a state directory.
+pub fn spool_dir(config: &Config) -> PathBuf {
+    config.state_dir.join("spool")
+}
+
+/// Runs the daemon until `shutdown` fires. `ready` is called once it serves.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let secrets = config
+        .resolve_secrets()
+        .map_err(|e| RunError::Secrets(e.to_string()))?;
+    let state_err = |path: &Path, reason: String| RunError::StateDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let spool = spool_dir(&config);
+    std::fs::create_dir_all(&spool).map_err(|e| state_err(&spool, e.to_string()))?;
+    let queue =
+        Queue::open(queue_dir(&config)).map_err(|e| state_err(&config.state_dir, e.to_string()))?;
+    sweep_spool(&queue, &spool).await;
+
+    let handle = metrics::install();
+    let health = Arc::new(Health::new(STALL_AFTER));
+    let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .map_err(|e| RunError::Listen {
+            addr: config.metrics.listen,
+            reason: e.to_string(),
+        })?;
+    let mut router = metrics::router(handle, health.clone());
+    if config.metrics.listen.ip().is_loopback() {
+        router = router.merge(admin::router(queue.clone(), config.clone()));
+    } else {
+        tracing::warn!(
+            "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
+        );
+    }
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        })
+    };
+
+    for t in config.schedules.iter().flat_map(|s| &s.transfers) {
+        if t.data.iter().any(|k| {
+            matches!(
+                k,
+                DataKind::Presentations | DataKind::PresentationRecordings
+            )
+        }) {
+            tracing::warn!(
+                site = %t.site,
+                destination = %t.destination,
+                "presentations and presentation recordings are not exported yet; this transfer's other data kinds are"
+            );
+        }
+    }
+
+    let stages = CancellationToken::new();
+    let reachability = Arc::new(Reachability::default());
+    let mut tasks = JoinSet::new();
+    let mut fetchers = BTreeMap::new();
+    for site in &config.sites {
+        let secret = secrets
+            .client_secrets
+            .get(&site.name)
+            .cloned()
+            .ok_or_else(|| {
+                RunError::Secrets(format!("no client secret for site {:?}", site.name))
+            })?;
+        let options = ClientOptions {
+            retry: config.pipeline.retry,
+            ..ClientOptions::default()
+        };
+        let client = ApplianceClient::with_options(
+            site,
+            secret,
+            secrets.backup_passwords.get(&site.name).cloned(),
+            &spool,
+            options,
+        )?;
+        fetchers.insert(
+            site.name.clone(),
+            Fetcher::new(
+                site.clone(),
+                client.clone(),
+                queue.clone(),
+                config.pipeline.clone(),
+                config.start_from,
+            ),
+        );
+        let worker = DownloadWorker {
+            site: site.name.clone(),
+            client,
+            queue: queue.clone(),
+            retry: config.pipeline.retry,
+            health: health.clone(),
+        };
+        tasks.spawn(worker.run(stages.clone()));
+    }
+    for destination in &config.destinations {
+        let worker = DeliverWorker {
+            destination: destination.clone(),
+            url: secrets.urls.get(&destination.name).cloned(),
+            queue: queue.clone(),
+            retry: config.pipeline.retry,
+            health: health.clone(),
+            reachability: reachability.clone(),
+        };
+        // Each destination's worker runs on a thread of its own (driving the runtime's
+        // IO from there): a slow or stuck database blocks nobody else, and database
+        // drivers' futures need not be `Send`.
+        let runtime = tokio::runtime::Handle::current();
+        let stop = stages.clone();
+        tasks.spawn_blocking(move || runtime.block_on(worker.run(stop)));
+    }
+    tasks.spawn(parse_worker::run(
+        queue.clone(),
+        stages.clone(),
+        health.clone(),
+    ));
+    tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
+    tasks.spawn(update_gauges(queue.clone(), health.clone(), stages.clone()));
+    let scheduler = Scheduler {
+        config: config.clone(),
+        fetchers,
+        queue: queue.clone(),
+        reachability,
+    };
+    tasks.spawn(scheduler.run(stages.clone()));
+
+    health.set_ready(true);
+    tracing::info!(
+        sites = config.sites.len(),
+        destinations = config.destinations.len(),
+        schedules = config.schedules.len(),
+        metrics = %config.metrics.listen,
+        "btic is running"
+    );
+    shutdown.cancelled().await;
+
+    tracing::info!("shutting down: finishing the items in hand");
+    health.set_ready(false);
+    stages.cancel();
+    let drained =
+        tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "stage workers still busy after {DRAIN:?}; their items stay queued and are redone at the next start"
+        );
+        tasks.abort_all();
+    }
+    server_stop.cancel();
+    let _ = server.await;
+    if let Err(e) = queue.close().await {
+        tracing::error!("flushing the queue at shutdown: {e}");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Publishes queue depths, oldest ages and dead-letter counts every few seconds.
+async fn update_gauges(queue: Queue, health: Arc<Health>, shutdown: CancellationToken) {
+    loop {
+        if let Ok(queues) = queue.queues().await {
+            for q in queues {
+                let oldest = queue.oldest_age(&q.name).await.ok().flatten();
+                metrics::queue_state(&q.name, q.depth, oldest);
+                if q.depth > 0 {
+                    health.pending(&q.name);
+                }
+            }
+        }
+        if let Ok(letters) = queue.dead_letters(DeadLetterFilter::All).await {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            for l in letters {
+                let key = l
+                    .queue
+                    .strip_prefix("deliver/")
+                    .map_or(l.queue.clone(), str::to_string);
+                *counts.entry(key).or_default() += 1;
+            }
+            for (destination, n) in counts {
+                metrics::dead_letters(&destination, n);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Removes spool files no queue item or dead letter refers to: left behind by a crash
+/// between a hand-off and the file's removal, or by a download that was never recorded.
+async fn sweep_spool(queue: &Queue, spool: &Path) {
+    let referenced = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let seen = referenced.clone();
+    let report = queue
+        .verify(move |entry| {
+            let path = if entry.queue == FETCHED {
+                entry.decode::<FetchedBody>().ok().map(|f| f.body)
+            } else if entry.queue.starts_with("deliver/") {
+                entry
+                    .decode::<DeliverItem>()
+                    .ok()
+                    .and_then(|d| d.spool().cloned())
+            } else {
+                let _ = entry.decode::<DownloadTask>();
+                None
+            };
+            if let Some(p) = path {
+                seen.lock().expect("sweep lock").insert(p);
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = report {
+        tracing::warn!("checking the queue before sweeping the spool: {e}");
+        return;
+    }
+    let referenced = referenced.lock().expect("sweep lock").clone();
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_file() && !referenced.contains(&path) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed spool files no queue item refers to");
+    }
+}

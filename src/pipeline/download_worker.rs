@@ -1,0 +1,201 @@
+//! The download stage: one worker per site takes recording and backup tasks from
+//! `download/<site>`, streams each file to the spool through the site's client (so the
+//! site's rate limits cover reports and downloads together), and hands one
+//! `deliver/<destination>` item per files destination on in the same transaction that
+//! removes the task. Each destination gets its own spool file (a hard link where the
+//! file system allows), because a delivery consumes its spool file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::items::{DeliverItem, DownloadTask, deliver_queue, download_queue};
+use crate::appliance::{ApplianceClient, ApplianceError, Fetched};
+use crate::config::RetryPolicy;
+use crate::metrics::{self, Health};
+use crate::queue::{Changes, Claimed, Queue};
+
+/// Everything a download worker needs.
+#[derive(Debug, Clone)]
+pub struct DownloadWorker {
+    /// The site's name.
+    pub site: String,
+    /// The site's client (shared with the fetch stage).
+    pub client: ApplianceClient,
+    /// The shared queue.
+    pub queue: Queue,
+    /// The retry budget.
+    pub retry: RetryPolicy,
+    /// Liveness of the stages.
+    pub health: Arc<Health>,
+}
+
+impl DownloadWorker {
+    /// Runs until `shutdown`; a download in progress when it fires is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let queue_name = download_queue(&self.site);
+        let stage = format!("download/{}", self.site);
+        loop {
+            let claimed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = self.queue.wait_ready::<DownloadTask>(&queue_name) => c,
+            };
+            let claimed = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{stage}: reading the queue: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            self.health.pending(&stage);
+            self.download_one(claimed).await;
+            self.health.progress(&stage, false);
+        }
+    }
+
+    async fn download_one(&self, claimed: Claimed<DownloadTask>) {
+        let Claimed { item, ticket } = claimed;
+        let started = Instant::now();
+        let (what, kind, outcome) = match &item {
+            DownloadTask::Recording {
+                naming, recording, ..
+            } => (
+                format!("recording {} of session {}", recording.label(), naming.lsid),
+                "recordings",
+                self.client
+                    .recording(recording.for_appliance(), &naming.lsid)
+                    .await,
+            ),
+            DownloadTask::Backup { .. } => {
+                ("backup".to_string(), "backups", self.client.backup().await)
+            }
+        };
+        metrics::fetch_request(
+            &self.site,
+            kind,
+            if outcome.is_ok() { "ok" } else { "error" },
+            started.elapsed(),
+        );
+        let fetched = match outcome {
+            Ok(f) => f,
+            Err(e) => return self.failed(ticket, &what, e).await,
+        };
+        metrics::downloaded_bytes(&self.site, kind, fetched.bytes());
+        let (changes, spools) = match outputs(&item, &fetched) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(site = %self.site, "{what}: preparing spool files: {e}");
+                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &[]);
+                let attempts = ticket.attempts() + 1;
+                let delay = self.retry.delay_after(attempts);
+                let _ = self.queue.retry_later(ticket, &e.to_string(), delay).await;
+                return;
+            }
+        };
+        let pushed = spools.len() as u64;
+        match self.queue.hand_off(ticket, changes).await {
+            Ok(_) => {
+                // The per-destination links hold the data now.
+                if let Some(body) = &fetched.body
+                    && !spools.contains(&body.path)
+                {
+                    let _ = std::fs::remove_file(&body.path);
+                }
+                metrics::stage_progress("download", 1, pushed, started.elapsed());
+            }
+            Err(e) => {
+                tracing::error!(site = %self.site, "{what}: recording the download: {e}");
+                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &spools);
+            }
+        }
+    }
+
+    async fn failed(&self, ticket: crate::queue::Ticket, what: &str, e: ApplianceError) {
+        metrics::stage_error("download");
+        let attempts = ticket.attempts() + 1;
+        let reason = format!("{what}: {e}");
+        let outcome = if e.is_retryable() && attempts < self.retry.max_attempts {
+            let delay = e
+                .retry_after()
+                .unwrap_or_else(|| self.retry.delay_after(attempts));
+            tracing::warn!(site = %self.site, attempts, "{reason}; retrying in {delay:?}");
+            metrics::retried("download");
+            self.queue.retry_later(ticket, &reason, delay).await
+        } else {
+            tracing::error!(site = %self.site, attempts, "moved to the dead letter: {reason}");
+            self.queue
+                .dead_letter(
+                    ticket,
+                    &reason,
+                    &[("stage", "download"), ("site", &self.site)],
+                )
+                .await
+        };
+        if let Err(e) = outcome {
+            tracing::error!(site = %self.site, "recording a failed download: {e}");
+        }
+    }
+}
+
+/// The deliver items for a finished download, and the spool files they own.
+fn outputs(task: &DownloadTask, fetched: &Fetched) -> std::io::Result<(Changes, Vec<PathBuf>)> {
+    let mut changes = Changes::new();
+    let mut spools = Vec::new();
+    // "No data": nothing to deliver, the task is done.
+    let Some(body) = &fetched.body else {
+        return Ok((changes, spools));
+    };
+    let destinations = match task {
+        DownloadTask::Recording { destinations, .. }
+        | DownloadTask::Backup { destinations, .. } => destinations,
+    };
+    for (i, destination) in destinations.iter().enumerate() {
+        let spool = if i == 0 {
+            body.path.clone()
+        } else {
+            let copy = body.path.with_extension(format!("{i}.part"));
+            link_or_copy(&body.path, &copy)?;
+            copy
+        };
+        let item = match task {
+            DownloadTask::Recording {
+                site,
+                naming,
+                recording,
+                ..
+            } => DeliverItem::Recording {
+                site: site.clone(),
+                naming: naming.clone(),
+                recording: *recording,
+                extension: fetched.extension.clone(),
+                spool: spool.clone(),
+            },
+            DownloadTask::Backup { site, host, .. } => DeliverItem::Backup {
+                site: site.clone(),
+                host: host.clone(),
+                spool: spool.clone(),
+            },
+        };
+        changes
+            .push(&deliver_queue(destination), &item)
+            .map_err(std::io::Error::other)?;
+        spools.push(spool);
+    }
+    Ok((changes, spools))
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::copy(from, to).map(drop),
+    }
+}
+
+fn remove_all(body: Option<&Path>, spools: &[PathBuf]) {
+    for p in body.into_iter().chain(spools.iter().map(PathBuf::as_path)) {
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -1,0 +1,283 @@
+//! The parse stage: takes a spooled report body from `fetched`, streams its sessions and
+//! hands them on — one `deliver/<destination>` item per session and destination, one
+//! `download/<site>` task per recording a files destination wants — in chunks, each
+//! chunk in one queue transaction with the count of sessions handed on so far. After a
+//! crash the body is parsed again and the sessions already handed on are skipped, so
+//! nothing is enqueued twice. A malformed body goes to the dead letter with its byte
+//! offset once the sessions before the fault are handed on; a single bad session goes to
+//! the dead letter alone (through the `rejected` queue).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::items::{
+    DeliverItem, DownloadTask, FETCHED, FetchedBody, Naming, REJECTED, Recording, Rejected,
+    deliver_queue, download_queue,
+};
+use crate::metrics;
+use crate::parse::{ParseError, ParsedSession, SessionReader, root_namespace};
+use crate::queue::{Changes, Claimed, Queue, QueueError};
+
+/// Sessions per transaction.
+const CHUNK_SESSIONS: usize = 200;
+/// Raw bytes per transaction (whichever limit comes first).
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// What the reading thread sends: sessions (or bad ones) in order, then how it ended.
+enum Chunk {
+    Sessions(Vec<Result<ParsedSession, ParseError>>),
+    /// The body cannot be read on (malformed, or the spool file is unreadable).
+    Fatal(String),
+}
+
+/// Runs the parse stage until `shutdown`.
+pub async fn run(
+    queue: Queue,
+    shutdown: CancellationToken,
+    health: std::sync::Arc<metrics::Health>,
+) {
+    loop {
+        let claimed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = queue.wait_ready::<FetchedBody>(FETCHED) => c,
+        };
+        match claimed {
+            Ok(claimed) => {
+                health.pending("parse");
+                if let Err(e) = parse_one(&queue, claimed).await {
+                    metrics::stage_error("parse");
+                    tracing::error!("parse stage: {e}");
+                    // The item stays in its queue; wait a moment before trying again.
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                health.progress("parse", false);
+            }
+            Err(e) => {
+                tracing::error!("parse stage: reading the fetched queue: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The state key that counts the sessions of queue item `id` already handed on.
+fn progress_key(id: crate::queue::ItemId) -> String {
+    format!("parse/{id}")
+}
+
+async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), QueueError> {
+    let started = Instant::now();
+    let Claimed { item, ticket } = claimed;
+    let key = progress_key(ticket.id());
+    let done: u64 = queue.state_get(&key).await?.unwrap_or(0);
+    let namespace = File::open(&item.body)
+        .ok()
+        .and_then(|f| root_namespace(BufReader::new(f)));
+
+    // The reading thread parses ahead by at most one chunk (the channel holds one).
+    let (tx, mut rx) = mpsc::channel(1);
+    let path = item.body.clone();
+    let reader = tokio::task::spawn_blocking(move || read_chunks(path, done, tx));
+
+    let mut handed_on = done;
+    let mut fatal = None;
+    let (mut parsed, mut bad, mut pushed) = (0u64, 0u64, 0u64);
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Chunk::Sessions(sessions) => {
+                let mut changes = Changes::new();
+                handed_on += sessions.len() as u64;
+                for outcome in sessions {
+                    match outcome {
+                        Ok(s) => {
+                            parsed += 1;
+                            pushed += route(&mut changes, &item, s, namespace.as_deref())?;
+                        }
+                        Err(e) => {
+                            bad += 1;
+                            let raw = match &e {
+                                ParseError::BadValue { raw, .. } => raw.clone(),
+                                _ => Vec::new(),
+                            };
+                            changes.push(
+                                REJECTED,
+                                &Rejected {
+                                    site: item.site.clone(),
+                                    reason: e.to_string(),
+                                    request: item.request.clone(),
+                                    raw,
+                                },
+                            )?;
+                        }
+                    }
+                }
+                changes.put_state(&key, &handed_on)?;
+                queue.commit(changes).await?;
+            }
+            Chunk::Fatal(reason) => fatal = Some(reason),
+        }
+    }
+    // The thread ends when it has sent everything; a panic there is a bug worth a log.
+    if let Err(e) = reader.await {
+        tracing::error!("parse stage: the reading thread failed: {e}");
+        fatal.get_or_insert_with(|| format!("the reading thread failed: {e}"));
+    }
+    metrics::parsed(&item.site, parsed, bad + u64::from(fatal.is_some()));
+    match fatal {
+        Some(reason) => {
+            tracing::error!(
+                site = %item.site,
+                request = %item.request,
+                body = %item.body.display(),
+                "report body moved to the dead letter: {reason}"
+            );
+            // The body file stays: the dead letter refers to it and a replay reads it.
+            queue
+                .dead_letter(
+                    ticket,
+                    &reason,
+                    &[
+                        ("stage", "parse"),
+                        ("site", &item.site),
+                        ("request", &item.request),
+                        ("body", &item.body.display().to_string()),
+                    ],
+                )
+                .await?;
+        }
+        None => {
+            let mut changes = Changes::new();
+            changes.delete_state(&key);
+            queue.hand_off(ticket, changes).await?;
+            if let Err(e) = std::fs::remove_file(&item.body) {
+                tracing::warn!("removing spool file {}: {e}", item.body.display());
+            }
+        }
+    }
+    metrics::stage_progress("parse", 1, pushed, started.elapsed());
+    Ok(())
+}
+
+/// Adds the queue items for one session; returns how many.
+fn route(
+    changes: &mut Changes,
+    item: &FetchedBody,
+    parsed: ParsedSession,
+    namespace: Option<&str>,
+) -> Result<u64, QueueError> {
+    let mut count = 0;
+    let session = parsed.session;
+    if session.is_closed() && !item.routes.recordings.is_empty() {
+        for recording in Recording::of(&session) {
+            changes.push(
+                &download_queue(&item.site),
+                &DownloadTask::Recording {
+                    site: item.site.clone(),
+                    naming: Naming::of(&item.host, &session),
+                    recording,
+                    destinations: item.routes.recordings.clone(),
+                },
+            )?;
+            count += 1;
+        }
+    }
+    let session = Box::new(session);
+    for destination in &item.routes.sessions {
+        changes.push(
+            &deliver_queue(destination),
+            &DeliverItem::Session {
+                site: item.site.clone(),
+                host: item.host.clone(),
+                session: session.clone(),
+                raw: parsed.raw.clone(),
+                namespace: namespace.map(str::to_string),
+            },
+        )?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Runs on a blocking thread: parses `path`, skips the first `skip` sessions (handed on
+/// before a restart), and sends the rest in chunks.
+fn read_chunks(path: PathBuf, skip: u64, tx: mpsc::Sender<Chunk>) {
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tx.blocking_send(Chunk::Fatal(format!(
+                "opening spool file {}: {e}",
+                path.display()
+            )));
+            return;
+        }
+    };
+    let mut reader = SessionReader::new(BufReader::with_capacity(256 << 10, file));
+    let mut index = 0u64;
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for outcome in reader.by_ref() {
+        if let Err(e) = &outcome
+            && e.is_fatal()
+        {
+            if !chunk.is_empty() && tx.blocking_send(Chunk::Sessions(chunk)).is_err() {
+                return;
+            }
+            let _ = tx.blocking_send(Chunk::Fatal(e.to_string()));
+            return;
+        }
+        index += 1;
+        if index <= skip {
+            continue;
+        }
+        chunk_bytes += outcome.as_ref().map_or(0, |s| s.raw.len());
+        chunk.push(outcome);
+        if chunk.len() >= CHUNK_SESSIONS || chunk_bytes >= CHUNK_BYTES {
+            if tx
+                .blocking_send(Chunk::Sessions(std::mem::take(&mut chunk)))
+                .is_err()
+            {
+                return;
+            }
+            chunk_bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Chunk::Sessions(chunk));
+    }
+}
+
+/// Moves every `rejected` session to the dead letter, until `shutdown`.
+pub async fn run_rejected(queue: Queue, shutdown: CancellationToken) {
+    loop {
+        let claimed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = queue.wait_ready::<Rejected>(REJECTED) => c,
+        };
+        let outcome = match claimed {
+            Ok(Claimed { item, ticket }) => {
+                tracing::error!(site = %item.site, request = %item.request, "session moved to the dead letter: {}", item.reason);
+                queue
+                    .dead_letter(
+                        ticket,
+                        &item.reason,
+                        &[
+                            ("stage", "parse"),
+                            ("site", &item.site),
+                            ("request", &item.request),
+                        ],
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::error!("moving a rejected session to the dead letter: {e}");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}

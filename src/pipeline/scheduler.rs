@@ -1,0 +1,218 @@
+//! The scheduler: every second it looks for due schedules and runs them. A run fetches
+//! every (site, report) its transfers name, from the live watermark up to appliance-now
+//! minus the settle lag, and enqueues the backups they ask for. A (site, report) has one
+//! watermark, so its sessions go to every destination that any schedule's transfer names
+//! for it, whichever schedule ran. A run that could not reach the appliance or a
+//! destination is not a successful run: `last_success` stays, and the schedule is tried
+//! again after a backoff (never later than its period).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::items::{DownloadTask, Routes, download_queue};
+use super::schedule::is_due;
+use super::status::{ScheduleRun, schedule_key};
+use crate::config::{Config, DataKind, Schedule};
+use crate::fetch::{Fetcher, Report};
+use crate::metrics;
+use crate::queue::Queue;
+
+/// Whether each destination could be reached lately (`None`: yes), as the deliver
+/// workers see it.
+#[derive(Debug, Default)]
+pub struct Reachability {
+    errors: Mutex<BTreeMap<String, String>>,
+}
+
+impl Reachability {
+    /// Records the outcome of reaching `destination`.
+    pub fn set(&self, destination: &str, error: Option<String>) {
+        let mut errors = self.errors.lock().expect("reachability lock");
+        match error {
+            Some(e) => errors.insert(destination.to_string(), e),
+            None => errors.remove(destination),
+        };
+    }
+
+    /// The last error reaching `destination`, if it is unreachable.
+    pub fn error(&self, destination: &str) -> Option<String> {
+        self.errors
+            .lock()
+            .expect("reachability lock")
+            .get(destination)
+            .cloned()
+    }
+}
+
+/// The routes of (site, report) over all schedules.
+pub fn routes_for(config: &Config, site: &str, report: Report) -> Routes {
+    let (data, recordings) = match report {
+        Report::SupportSession => (DataKind::Sessions, DataKind::Recordings),
+        Report::PresentationSession => (DataKind::Presentations, DataKind::PresentationRecordings),
+    };
+    let mut routes = Routes::default();
+    for t in config.schedules.iter().flat_map(|s| &s.transfers) {
+        if t.site != site {
+            continue;
+        }
+        if t.data.contains(&data) && !routes.sessions.contains(&t.destination) {
+            routes.sessions.push(t.destination.clone());
+        }
+        if t.data.contains(&recordings) && !routes.recordings.contains(&t.destination) {
+            routes.recordings.push(t.destination.clone());
+        }
+    }
+    routes
+}
+
+/// Runs schedules until `shutdown`.
+#[derive(Debug)]
+pub struct Scheduler {
+    /// The pipeline file.
+    pub config: Arc<Config>,
+    /// One fetcher per site.
+    pub fetchers: BTreeMap<String, Fetcher>,
+    /// The shared queue.
+    pub queue: Queue,
+    /// Destinations' reachability, from the deliver workers.
+    pub reachability: Arc<Reachability>,
+}
+
+impl Scheduler {
+    /// Checks for due schedules every second until `shutdown`. A run in progress when
+    /// it fires stops between two windows (each window is handed off whole).
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            for schedule in &self.config.schedules {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let key = schedule_key(&schedule.name);
+                let run: ScheduleRun = match self.queue.state_get(&key).await {
+                    Ok(r) => r.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::error!("scheduler: reading {key}: {e}");
+                        continue;
+                    }
+                };
+                if !self.due(schedule, &run) {
+                    continue;
+                }
+                let started = Utc::now().timestamp();
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    o = self.run_schedule(schedule) => o,
+                };
+                let mut next = run.clone();
+                next.last_attempt = Some(started);
+                match outcome {
+                    Ok(()) => {
+                        next.last_success = Some(started);
+                        next.outcome = "ok".into();
+                        next.failures = 0;
+                        metrics::schedule_succeeded(&schedule.name, started);
+                        tracing::info!(schedule = %schedule.name, "schedule ran");
+                    }
+                    Err(e) => {
+                        next.outcome = e.clone();
+                        next.failures += 1;
+                        tracing::warn!(schedule = %schedule.name, "schedule run incomplete: {e}");
+                    }
+                }
+                if let Err(e) = self.queue.state_put(&key, &next).await {
+                    tracing::error!("scheduler: recording the run of {:?}: {e}", schedule.name);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    fn due(&self, schedule: &Schedule, run: &ScheduleRun) -> bool {
+        let now = Utc::now();
+        let last_success = run
+            .last_success
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+        if !is_due(schedule, last_success, now) {
+            return false;
+        }
+        // After failures, wait a backoff (at most the period) before trying again.
+        match (run.failures, run.last_attempt) {
+            (0, _) | (_, None) => true,
+            (failures, Some(last)) => {
+                let wait = self
+                    .config
+                    .pipeline
+                    .retry
+                    .delay_after(failures)
+                    .min(schedule.every);
+                now.timestamp() >= last + wait.as_secs() as i64
+            }
+        }
+    }
+
+    async fn run_schedule(&self, schedule: &Schedule) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let mut reports = BTreeSet::new();
+        let mut backups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for t in &schedule.transfers {
+            for kind in &t.data {
+                match kind {
+                    DataKind::Sessions | DataKind::Recordings => {
+                        reports.insert((t.site.as_str(), Report::SupportSession));
+                    }
+                    DataKind::Presentations | DataKind::PresentationRecordings => {
+                        // Presentation reports are not exported yet (see README).
+                    }
+                    DataKind::Backups => backups
+                        .entry(t.site.as_str())
+                        .or_default()
+                        .push(t.destination.clone()),
+                }
+            }
+            if let Some(e) = self.reachability.error(&t.destination) {
+                problems.push(format!("destination {:?} unreachable: {e}", t.destination));
+            }
+        }
+        for (site, report) in reports {
+            let Some(fetcher) = self.fetchers.get(site) else {
+                continue;
+            };
+            let routes = routes_for(&self.config, site, report);
+            match fetcher.fetch_live(report, &routes).await {
+                Ok(summary) => tracing::debug!(
+                    site,
+                    bodies = summary.bodies,
+                    bytes = summary.bytes,
+                    windows = summary.windows,
+                    "fetched"
+                ),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        for (site, destinations) in backups {
+            let Some(config_site) = self.config.site(site) else {
+                continue;
+            };
+            let task = DownloadTask::Backup {
+                site: site.to_string(),
+                host: config_site.host_name().to_string(),
+                destinations,
+            };
+            if let Err(e) = self.queue.push(&download_queue(site), &task).await {
+                problems.push(format!("enqueuing the backup of site {site:?}: {e}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
