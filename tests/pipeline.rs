@@ -1,0 +1,347 @@
+//! The whole pipeline as operators run it: `btic simulate` and `btic run` as child
+//! processes, real PostgreSQL, SQLite and files. The oracle everywhere: the
+//! destinations hold exactly the simulator's ground truth, each session once, and the
+//! files carry the simulator's content digest.
+
+mod rig;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rig::{Daemon, Pg, Sim, eventually, free_port, json_files, other_files, pipeline, sqlite_lsids};
+
+const SIM_ARGS: &[&str] = &["--days", "1", "--sessions-per-day", "150", "--recording-bytes", "4096"];
+
+fn files_destination(dir: &Path, name: &str) -> String {
+    format!(
+        "[[destination]]\nname = \"{name}\"\ntype = \"files\"\ndirectory = \"{}\"\nformat = \"json\"\n",
+        dir.join(name).display()
+    )
+}
+
+fn sqlite_destination(dir: &Path) -> String {
+    format!(
+        "[[destination]]\nname = \"lite\"\ntype = \"sqlite\"\npath = \"{}\"\nstore_system_information = true\n",
+        dir.join("btic.sqlite").display()
+    )
+}
+
+fn postgres_destination(pg: &Pg) -> String {
+    format!(
+        "[[destination]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{}\"\nstore_system_information = true\n",
+        pg.url
+    )
+}
+
+fn transfer(destination: &str, data: &str) -> String {
+    format!("[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"{destination}\"\ndata = {data}\n")
+}
+
+/// Waits until the files destination `archive` holds every session of `truth` with its
+/// digest; panics with the difference otherwise.
+async fn wait_for_files(dir: &Path, truth: &std::collections::BTreeMap<String, String>, log: &Path) {
+    let ok = eventually(Duration::from_secs(120), async || {
+        let (files, _) = json_files(&dir.join("archive"));
+        truth.iter().all(|(lsid, digest)| files.get(lsid) == Some(digest))
+    })
+    .await;
+    if !ok {
+        let (files, _) = json_files(&dir.join("archive"));
+        let missing: Vec<_> = truth.keys().filter(|l| !files.contains_key(*l)).take(5).collect();
+        let wrong: Vec<_> = truth
+            .iter()
+            .filter(|(l, d)| files.get(*l).is_some_and(|f| f != *d))
+            .map(|(l, _)| l)
+            .take(5)
+            .collect();
+        panic!(
+            "files destination lacks the truth: {} of {} missing (e.g. {missing:?}), wrong digest {wrong:?}\nlog:\n{}",
+            truth.keys().filter(|l| !files.contains_key(*l)).count(),
+            truth.len(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// The closed sessions at the end must include everything a destination holds.
+async fn assert_nothing_extra(sim: &Sim, held: impl Iterator<Item = String>) {
+    let (_, all_closed) = sim.truth(None).await;
+    let extra: Vec<String> = held.filter(|l| !all_closed.contains_key(l)).collect();
+    assert!(extra.is_empty(), "sessions not in the ground truth: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_the_ground_truth_to_postgres_sqlite_and_files_at_once() {
+    let Some(pg) = Pg::create("the_daemon_delivers_the_ground_truth").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let destinations = [
+        postgres_destination(&pg),
+        sqlite_destination(dir.path()),
+        files_destination(dir.path(), "archive"),
+    ]
+    .join("\n");
+    let transfers = [
+        transfer("pg", "[\"sessions\"]"),
+        transfer("lite", "[\"sessions\"]"),
+        transfer("archive", "[\"sessions\", \"recordings\"]"),
+    ]
+    .join("");
+    let config = pipeline(dir.path(), &sim, free_port(), &destinations, &transfers);
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    assert!(truth.len() > 100, "the simulator should have history: {}", truth.len());
+    wait_for_files(dir.path(), &truth, &log).await;
+    let sqlite = dir.path().join("btic.sqlite");
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            let rows = sqlite_lsids(&sqlite);
+            truth.keys().all(|l| rows.contains_key(l))
+        })
+        .await,
+        "sqlite lacks sessions"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            let rows = pg.lsids().await;
+            truth.keys().all(|l| rows.contains_key(l))
+        })
+        .await,
+        "postgres lacks sessions"
+    );
+    // Recordings: every recording-bearing closed session has at least one file.
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            let (files, _) = other_files(&dir.path().join("archive"));
+            files.iter().any(|f| f.ends_with(".flv") || f.ends_with(".mp4"))
+        })
+        .await,
+        "no recordings arrived"
+    );
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+
+    let sqlite_rows = sqlite_lsids(&sqlite);
+    let pg_rows = pg.lsids().await;
+    assert!(sqlite_rows.values().all(|n| *n == 1));
+    assert!(pg_rows.values().all(|n| *n == 1));
+    let (files, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty(), "numbered duplicates: {numbered:?}");
+    let (_, numbered) = other_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty(), "numbered duplicate recordings: {numbered:?}");
+    assert_nothing_extra(&sim, sqlite_rows.into_keys()).await;
+    assert_nothing_extra(&sim, pg_rows.into_keys()).await;
+    assert_nothing_extra(&sim, files.into_keys()).await;
+    pg.drop_now().await;
+}
+
+async fn skewed_run(skew: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = SIM_ARGS.to_vec();
+    args.extend(["--skew", skew]);
+    let sim = Sim::start(dir.path(), &args);
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &files_destination(dir.path(), "archive"),
+        &transfer("archive", "[\"sessions\"]"),
+    );
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    wait_for_files(dir.path(), &truth, &log).await;
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let (files, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty());
+    assert_nothing_extra(&sim, files.into_keys()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliance_clock_two_hours_behind_loses_nothing_and_fetches_nothing_from_the_future() {
+    skewed_run("-7200").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliance_clock_two_hours_ahead_loses_nothing() {
+    skewed_run("7200").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = SIM_ARGS.to_vec();
+    args.extend([
+        "--fault-5xx", "0.05", "--fault-429", "0.05", "--fault-reset", "0.05",
+        "--fault-truncate", "0.05",
+    ]);
+    let sim = Sim::start(dir.path(), &args);
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &files_destination(dir.path(), "archive"),
+        &transfer("archive", "[\"sessions\", \"recordings\"]"),
+    );
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    wait_for_files(dir.path(), &truth, &log).await;
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let status = rig::btic()
+        .args(["dead-letter", "list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let letters: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(letters.as_array().map(Vec::len), Some(0), "dead letters: {letters}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
+    let Some(pg) = Pg::create("replay_delivers_dead_letters_once").await else {
+        return;
+    };
+    // Make the destination refuse every session: the schema exists (btic's own), with
+    // a constraint nothing satisfies.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::start(dir.path(), &["--days", "1", "--sessions-per-day", "10"]);
+        let config = pipeline(dir.path(), &sim, free_port(), &postgres_destination(&pg), &transfer("pg", "[\"sessions\"]"));
+        let out = rig::btic().args(["check", "--config"]).arg(&config).env("BTIC_TEST_SECRET", "demo-secret").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let client = pg.client().await;
+    client
+        .batch_execute("ALTER TABLE session ADD CONSTRAINT refuse_all CHECK (lsid = 'none')")
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let port = free_port();
+    let config = pipeline(dir.path(), &sim, port, &postgres_destination(&pg), &transfer("pg", "[\"sessions\"]"));
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    let list = || {
+        let out = rig::btic()
+            .args(["dead-letter", "list", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(90), async || {
+            list().as_array().is_some_and(|a| a.len() >= truth.len())
+        })
+        .await,
+        "sessions did not reach the dead letter: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(pg.lsids().await.is_empty());
+
+    client
+        .batch_execute("ALTER TABLE session DROP CONSTRAINT refuse_all")
+        .await
+        .unwrap();
+    // Through the running daemon's admin API.
+    let out = rig::btic()
+        .args(["replay", "--all", "--destination", "pg", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("replayed "));
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            let rows = pg.lsids().await;
+            truth.keys().all(|l| rows.contains_key(l))
+        })
+        .await,
+        "replayed sessions did not arrive"
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(pg.lsids().await.values().all(|n| *n == 1));
+    assert_eq!(list().as_array().map(Vec::len), Some(0));
+    pg.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_is_back() {
+    let Some(pg) = Pg::create("a_postgres_outage_keeps_the_backlog").await else {
+        return;
+    };
+    let admin = pg.client().await;
+    drop(admin);
+    let block = |allow: bool| {
+        let name = pg.name.clone();
+        async move {
+            let (client, connection) = tokio_postgres::connect(
+                "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                ))
+                .await
+                .unwrap();
+        }
+    };
+    block(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let config = pipeline(dir.path(), &sim, free_port(), &postgres_destination(&pg), &transfer("pg", "[\"sessions\"]"));
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    // The backlog builds up on disk while the database refuses connections.
+    let status = || {
+        let out = rig::btic().args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            status()["queues"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|q| q["name"] == "deliver/pg" && q["depth"].as_u64().unwrap_or(0) as usize >= truth.len())
+        })
+        .await,
+        "the backlog did not build up: {}",
+        status()
+    );
+    block(true).await;
+    assert!(
+        eventually(Duration::from_secs(90), async || {
+            let rows = pg.lsids().await;
+            truth.keys().all(|l| rows.contains_key(l))
+        })
+        .await,
+        "the backlog was not delivered: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(pg.lsids().await.values().all(|n| *n == 1));
+    pg.drop_now().await;
+}
