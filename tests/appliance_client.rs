@@ -266,7 +266,11 @@ async fn no_data_is_an_empty_result_and_an_expired_recording_a_permanent_failure
         .support_sessions(last_hours(&client, WindowBy::End, 48))
         .await
         .unwrap();
-    let lsid = sessions_in(&fetched)[0].lsid.clone();
+    let lsid = sessions_in(&fetched)
+        .into_iter()
+        .find(|s| s.has_screen_recording())
+        .expect("a session with a recording")
+        .lsid;
     let before = sim.stats().api_requests;
     let err = client
         .recording(RecordingKind::Screen, &lsid)
