@@ -425,3 +425,65 @@ async fn plain_http_is_used_only_with_insecure_http_and_untrusted_certificates_a
     assert!(err.to_string().contains("ca_file"), "{err}");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_ground_truth_matches_what_the_client_fetches_digest_for_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(Options {
+        truth: true,
+        sessions_per_day: 300,
+        days: 1,
+        namespace: btic::simulator::Namespace::Bomgar,
+        ..Options::default()
+    })
+    .await;
+    let site = site(&sim, dir.path());
+    let client = client(&site, dir.path(), fast_retries(3));
+    let now = sim.appliance_now().timestamp();
+    let fetched = client
+        .support_sessions(Window {
+            by: WindowBy::End,
+            from: sim.appliance_now() - TimeDelta::days(2),
+            duration: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    let mut ours: Vec<(String, String)> = sessions_in(&fetched)
+        .iter()
+        .filter(|s| s.end_time.is_some_and(|t| t.timestamp() < now))
+        .map(|s| (s.lsid.clone(), btic::simulator::catalog::digest(s)))
+        .collect();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(sim.ca_pem.as_ref().unwrap().as_bytes()).unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let truth: serde_json::Value = http
+        .get(format!(
+            "https://{}/_sim/sessions?closed_before={now}",
+            sim.host()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut theirs: Vec<(String, String)> = truth["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["lsid"].as_str().unwrap().to_string(),
+                s["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    ours.sort();
+    theirs.sort();
+    assert!(theirs.len() > 200, "{}", theirs.len());
+    assert_eq!(ours, theirs);
+    sim.shutdown().await;
+}
