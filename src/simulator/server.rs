@@ -530,6 +530,25 @@ fn recording(
             ns,
         ));
     };
+    let session = state.catalog.session(slot, now);
+    let instance = param(params, "instance").unwrap_or("0");
+    let exists = match report {
+        "SupportSessionRecording" => session.has_screen_recording(),
+        "ShowMyScreenRecording" => !session.show_my_screen_recordings.is_empty(),
+        "CommandShellRecording" => session
+            .command_shell_recordings
+            .iter()
+            .any(|r| r.instance.to_string() == instance.trim()),
+        // The simulator holds no presentations.
+        _ => false,
+    };
+    if !exists {
+        return Answer::Text(content::error(
+            "No archives found for the given search criteria.",
+            None,
+            ns,
+        ));
+    }
     let every = state.options.expired_recording_every;
     if every > 0 && slot.index % every == every - 1 {
         return Answer::Text(content::error(
@@ -538,7 +557,6 @@ fn recording(
             ns,
         ));
     }
-    let instance = param(params, "instance").unwrap_or("0");
     // Screen recordings are FLV, Show My Screen and presentations MP4, shells text casts.
     let (first, extension): (&[u8], &str) = match report {
         "SupportSessionRecording" => (b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00", "flv"),
