@@ -5,4 +5,6 @@
 pub mod cli;
 pub mod config;
 pub mod model;
+pub mod parse;
 pub mod queue;
+pub mod simulator;

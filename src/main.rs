@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the sessions of saved SupportSession XML bodies as JSON lines.
+    Inspect {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
             offline,
             json,
         } => cli::check(&config, offline, json),
+        Command::Inspect { files } => cli::inspect(&files),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
