@@ -2,6 +2,7 @@
 //! from B Series Appliances into SQL databases and file systems, continuously and
 //! without loss. See ARCHITECTURE.md for the map of the modules.
 
+pub mod appliance;
 pub mod cli;
 pub mod config;
 pub mod model;

@@ -47,6 +47,8 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
+    Simulate(Box<cli::SimulateArgs>),
 }
 
 fn init_logging(format: LogFormat) {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             json,
         } => cli::check(&config, offline, json),
         Command::Inspect { files } => cli::inspect(&files),
+        Command::Simulate(args) => cli::simulate(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

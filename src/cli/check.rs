@@ -28,11 +28,6 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
             )));
         }
     };
-    if !offline {
-        return Err(CliError::config(
-            "connectivity checks of sites and destinations are not part of this build yet; run `btic check --offline` to validate the file",
-        ));
-    }
     // Offline, a secret that cannot be read yet (an env var set only on the server) is
     // worth a warning, not a failure: the file itself is valid.
     let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
@@ -44,7 +39,155 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
     } else {
         print!("{}", summary_text(&config, &warnings));
     }
+    if offline {
+        return Ok(());
+    }
+    let secrets = config.resolve_secrets().map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        CliError::config("secrets needed to contact the sites cannot be read")
+    })?;
+    let failed_sites = check_sites(&config, &secrets, json);
+    if failed_sites > 0 {
+        return Err(CliError::failed(format!(
+            "{failed_sites} site{} failed the check",
+            if failed_sites == 1 { "" } else { "s" }
+        )));
+    }
     Ok(())
+}
+
+/// Contacts every site: a token, `get_api_info` (API version, the permissions btic needs,
+/// the clock skew). Prints one block per site and returns how many failed.
+fn check_sites(config: &Config, secrets: &crate::config::ResolvedSecrets, json: bool) -> usize {
+    use crate::appliance::{ApplianceClient, ClientOptions, has_permission};
+    use crate::config::{DataKind, RetryPolicy};
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return config.sites.len();
+        }
+    };
+    let spool = std::env::temp_dir().join(format!("btic-check-{}", std::process::id()));
+    let mut failed = 0;
+    if !json {
+        println!("\nsite checks");
+    }
+    for site in &config.sites {
+        let kinds: Vec<DataKind> = config
+            .schedules
+            .iter()
+            .flat_map(|s| &s.transfers)
+            .filter(|t| t.site == site.name)
+            .flat_map(|t| t.data.iter().copied())
+            .collect();
+        let mut needed = vec!["perm_reporting_support"];
+        if kinds.iter().any(|k| {
+            matches!(
+                k,
+                DataKind::Presentations | DataKind::PresentationRecordings
+            )
+        }) {
+            needed.push("perm_reporting_presentation");
+        }
+        if kinds.contains(&DataKind::Backups) {
+            needed.push("perm_backup");
+        }
+        let Some(secret) = secrets.client_secrets.get(&site.name) else {
+            continue;
+        };
+        // A check should answer quickly: two attempts, short waits.
+        let options = ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                initial: std::time::Duration::from_millis(500),
+                max_interval: std::time::Duration::from_secs(2),
+            },
+            ..ClientOptions::default()
+        };
+        let outcome = ApplianceClient::with_options(site, secret.clone(), None, &spool, options)
+            .and_then(|client| {
+                runtime.block_on(async {
+                    let info = client.api_info().await?;
+                    Ok((info, client.skew()))
+                })
+            });
+        match outcome {
+            Ok((info, skew)) => {
+                let missing: Vec<&str> = needed
+                    .iter()
+                    .copied()
+                    .filter(|p| !has_permission(&info, p))
+                    .collect();
+                let skew_seconds = skew.map(|s| s.num_milliseconds() as f64 / 1000.0);
+                if json {
+                    println!(
+                        "{}",
+                        json!({
+                            "site": site.name,
+                            "ok": missing.is_empty(),
+                            "api_version": info.api_version,
+                            "permissions": info.permissions.iter().map(|p| (p.name.clone(), p.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                            "missing_permissions": missing,
+                            "skew_seconds": skew_seconds,
+                        })
+                    );
+                } else {
+                    println!(
+                        "  {:<16} token ok, API version {}",
+                        site.name,
+                        info.api_version.as_deref().unwrap_or("unknown")
+                    );
+                    for p in &needed {
+                        let value = info
+                            .permissions
+                            .iter()
+                            .find(|x| x.name == *p)
+                            .map_or("absent", |x| x.value.as_str());
+                        println!(
+                            "    {p:<28} {value}{}",
+                            if has_permission(&info, p) {
+                                ""
+                            } else {
+                                "  MISSING"
+                            }
+                        );
+                    }
+                    match skew_seconds {
+                        Some(s) => println!(
+                            "    clock skew                   {s:+.1} s (appliance minus local)"
+                        ),
+                        None => println!("    clock skew                   not measured"),
+                    }
+                }
+                if !missing.is_empty() {
+                    eprintln!(
+                        "error: site \"{}\": the API account lacks {}",
+                        site.name,
+                        missing.join(", ")
+                    );
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"site": site.name, "ok": false, "error": e.to_string()})
+                    );
+                } else {
+                    println!("  {:<16} FAILED", site.name);
+                }
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&spool);
+    failed
 }
 
 fn describe_destination(kind: &DestinationKind) -> String {

@@ -6,6 +6,9 @@ mod inspect;
 
 pub use check::check;
 pub use inspect::inspect;
+mod simulate;
+
+pub use simulate::{SimulateArgs, simulate};
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

@@ -1,4 +1,230 @@
-//! The appliance simulator: a stand-in B Series Appliance for tests, demos and benchmarks.
+//! The appliance simulator (`btic simulate`): a real HTTP(S) server that answers like a
+//! B Series Appliance, including the ugly parts (an `<error>` with HTTP 200, tokens that
+//! expire and a 31st token that evicts the oldest, a skewed clock, faults on demand).
+//!
+//! Tests start it in-process with `Simulator::start(options)`; the binary runs the same
+//! code. Data is deterministic from the seed (see `catalog`); the ground truth of what the
+//! appliance would report is at `GET /_sim/sessions?closed_before=UNIX` with `--truth`.
 
+pub mod catalog;
+pub mod content;
 pub mod render;
+mod server;
 pub mod sessions;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+pub use render::Namespace;
+pub use server::Stats;
+
+/// How often each fault is injected into `/api/*` answers (0.0 ..= 1.0 each).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// HTTP 503 with a short body.
+    pub rate_5xx: f64,
+    /// HTTP 429 with `Retry-After: retry_after_seconds`.
+    pub rate_429: f64,
+    /// The connection is dropped right after the headers.
+    pub rate_reset: f64,
+    /// `Content-Length` announces the whole body but only half of it is sent.
+    pub rate_truncate: f64,
+    /// The answer is delayed by `slow_delay`.
+    pub rate_slow: f64,
+    /// HTTP 200 with an `<error>` body instead of the answer.
+    pub rate_error_body: f64,
+    /// The delay of a slow answer.
+    pub slow_delay: Duration,
+    /// The `Retry-After` of a 429, in seconds.
+    pub retry_after_seconds: u64,
+}
+
+/// Everything `btic simulate` can set.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Plain HTTP instead of HTTPS.
+    pub http: bool,
+    /// Seed of all generated data.
+    pub seed: u64,
+    /// Sessions started per day.
+    pub sessions_per_day: u32,
+    /// Days of history before appliance-now at start.
+    pub days: u32,
+    /// XML namespace of the answers.
+    pub namespace: Namespace,
+    /// The API account's client id.
+    pub client_id: String,
+    /// The API account's client secret.
+    pub client_secret: String,
+    /// Lifetime of a token (`expires_in`).
+    pub token_ttl: Duration,
+    /// The `token_type` written in token answers (its casing varies between appliances).
+    pub token_type: String,
+    /// Appliance clock minus host clock, in seconds (may be negative).
+    pub skew_seconds: i64,
+    /// Fault rates.
+    pub faults: Faults,
+    /// Size of each recording.
+    pub recording_bytes: u64,
+    /// Size of the backup.
+    pub backup_bytes: u64,
+    /// Password `/api/backup` requires, when set.
+    pub backup_password: Option<String>,
+    /// `perm_*` permissions the account lacks (`get_api_info` reports them as 0).
+    pub denied_permissions: Vec<String>,
+    /// Every Nth session's recordings have expired (0: none).
+    pub expired_recording_every: u64,
+    /// Serve the ground truth at `/_sim/sessions`.
+    pub truth: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: false,
+            seed: 1,
+            sessions_per_day: 200,
+            days: 2,
+            namespace: Namespace::BeyondTrust,
+            client_id: "demo".into(),
+            client_secret: "demo-secret".into(),
+            token_ttl: Duration::from_secs(3600),
+            token_type: "Bearer".into(),
+            skew_seconds: 0,
+            faults: Faults {
+                slow_delay: Duration::from_secs(5),
+                retry_after_seconds: 1,
+                ..Faults::default()
+            },
+            recording_bytes: 1024 * 1024,
+            backup_bytes: 256 * 1024,
+            backup_password: None,
+            denied_permissions: Vec::new(),
+            expired_recording_every: 0,
+            truth: false,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    /// The certificates could not be made.
+    #[error("starting the simulator: {0}")]
+    Tls(String),
+    /// The address could not be bound.
+    #[error("starting the simulator on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running simulator. Dropping it does not stop it; call `shutdown`.
+#[derive(Debug)]
+pub struct Simulator {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The CA to trust (HTTPS only).
+    pub ca_pem: Option<String>,
+    handle: axum_server::Handle,
+    /// The server task; ends when `handle` shuts it down.
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: Arc<server::State>,
+}
+
+impl Simulator {
+    /// Binds and starts serving in the background.
+    pub async fn start(options: Options) -> Result<Simulator, SimulatorError> {
+        let listener =
+            std::net::TcpListener::bind(options.listen).map_err(|source| SimulatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| SimulatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SimulatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let http = options.http;
+        let state = Arc::new(server::State::new(options));
+        let app = server::router(state.clone());
+        let handle = axum_server::Handle::new();
+        let (task, ca_pem) = if http {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let task = tokio::spawn(server.serve(app.into_make_service()));
+            (task, None)
+        } else {
+            let certs = tls::generate().map_err(SimulatorError::Tls)?;
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(certs.server);
+            let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
+            let task = tokio::spawn(server.serve(app.into_make_service()));
+            (task, Some(certs.ca_pem))
+        };
+        Ok(Simulator {
+            addr,
+            ca_pem,
+            handle,
+            task,
+            state,
+        })
+    }
+
+    /// `127.0.0.1:PORT`, as a site's `host`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The simulated appliance's clock now.
+    pub fn appliance_now(&self) -> DateTime<Utc> {
+        self.state.appliance_now()
+    }
+
+    /// Counters of what the simulator has done so far.
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+
+    /// Changes the fault rates while running.
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+
+    /// Invalidates every live token (like regenerating the client secret, without changing it).
+    pub fn revoke_tokens(&self) {
+        self.state.revoke_tokens();
+    }
+
+    /// Stops accepting, lets answers in flight finish, and waits for the server to end.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.task.await;
+    }
+
+    /// Runs until `stop` completes (the `btic simulate` command).
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) {
+        stop.await;
+        self.shutdown().await;
+    }
+}
+
+/// Appliance time for a host time and a skew.
+pub(crate) fn skewed(host: DateTime<Utc>, skew_seconds: i64) -> DateTime<Utc> {
+    host + TimeDelta::seconds(skew_seconds)
+}

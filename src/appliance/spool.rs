@@ -1,0 +1,250 @@
+//! Spool files: every answer body goes to disk as it arrives, hashed on the way, and is
+//! fsynced before anyone is told about it. A body is never held whole in memory: at most
+//! `CHANNEL_CHUNKS` network chunks wait between the socket and the file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Chunks in flight between the network task and the writer thread; bounds memory to a
+/// few hundred KiB whatever the body size, and makes a slow disk slow the download down.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// A body safely on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    /// The file, under the spool directory the client was given. The caller owns it.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its content, lowercase hex.
+    pub sha256: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique file name in `dir` for a body of `what` from `site`.
+pub(crate) fn new_path(dir: &Path, site: &str, what: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    dir.join(format!(
+        "{}-{}-{}-{nanos}-{n}.part",
+        safe(site),
+        safe(what),
+        std::process::id()
+    ))
+}
+
+/// Writes chunks to a file on a blocking thread while the caller keeps reading the network.
+#[derive(Debug)]
+pub(crate) struct SpoolWriter {
+    /// Closed (dropped) to tell the writer the body is complete.
+    tx: Option<mpsc::Sender<Bytes>>,
+    /// The writer thread; ends when `tx` is dropped or a write fails.
+    task: tokio::task::JoinHandle<io::Result<(u64, String)>>,
+    path: PathBuf,
+    /// The first bytes of the body, kept for sniffing the file type and `<error>` bodies.
+    head: Vec<u8>,
+}
+
+/// How many leading bytes `SpoolWriter::head` keeps.
+pub(crate) const HEAD_BYTES: usize = 512;
+
+impl SpoolWriter {
+    /// Creates the file (and the directory) and starts the writer thread.
+    pub(crate) async fn create(path: PathBuf) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || File::create(path)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut file = io::BufWriter::with_capacity(256 * 1024, file);
+            let mut hasher = Sha256::new();
+            let mut bytes = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                bytes += chunk.len() as u64;
+            }
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            Ok((bytes, hex::encode(hasher.finalize())))
+        });
+        Ok(SpoolWriter {
+            tx: Some(tx),
+            task,
+            path,
+            head: Vec::new(),
+        })
+    }
+
+    /// Queues one chunk; waits when the writer is behind.
+    pub(crate) async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        let Some(tx) = &self.tx else {
+            return Err(io::Error::other("spool writer already finished"));
+        };
+        if tx.send(chunk).await.is_err() {
+            // The writer stopped early: its result carries the real IO error.
+            self.tx = None;
+            return match (&mut self.task).await.map_err(io::Error::other)? {
+                Err(e) => Err(e),
+                Ok(_) => Err(io::Error::other("spool writer stopped")),
+            };
+        }
+        Ok(())
+    }
+
+    /// The first bytes written so far.
+    pub(crate) fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// Flushes, fsyncs and reports the file.
+    pub(crate) async fn finish(mut self) -> io::Result<Spooled> {
+        self.tx = None;
+        let (bytes, sha256) = (&mut self.task).await.map_err(io::Error::other)??;
+        Ok(Spooled {
+            path: self.path.clone(),
+            bytes,
+            sha256,
+        })
+    }
+
+    /// Stops writing and removes the partial file.
+    pub(crate) async fn discard(mut self) {
+        self.tx = None;
+        let _ = (&mut self.task).await;
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+/// Renames a finished spool file to its final extension and returns the new description.
+pub(crate) async fn with_extension(spooled: Spooled, extension: &str) -> io::Result<Spooled> {
+    let path = spooled.path.with_extension(extension);
+    tokio::fs::rename(&spooled.path, &path).await?;
+    Ok(Spooled { path, ..spooled })
+}
+
+/// The file type of a recording or backup: the `Content-Disposition` file name's extension,
+/// else the magic bytes (FLV, MP4 `ftyp`), else `fallback`.
+pub fn extension_for(content_disposition: Option<&str>, head: &[u8], fallback: &str) -> String {
+    if let Some(ext) = content_disposition
+        .and_then(disposition_file_name)
+        .and_then(|name| {
+            Path::new(&name)
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        })
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return ext;
+    }
+    if head.starts_with(b"FLV") {
+        return "flv".into();
+    }
+    if head.len() >= 8 && &head[4..8] == b"ftyp" {
+        return "mp4".into();
+    }
+    fallback.into()
+}
+
+/// The `filename` of a `Content-Disposition` value (`filename*=UTF-8''...` preferred).
+pub fn disposition_file_name(value: &str) -> Option<String> {
+    let mut plain = None;
+    for part in value.split(';').map(str::trim) {
+        let Some((key, val)) = part.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let val = val.trim();
+        if key == "filename*" {
+            let encoded = val.rsplit('\'').next().unwrap_or(val);
+            return Some(percent_decode(encoded));
+        }
+        if key == "filename" {
+            plain = Some(val.trim_matches('"').to_string());
+        }
+    }
+    plain
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(hex) = std::str::from_utf8(&bytes[i + 1..i + 3])
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_come_from_the_header_then_the_magic_bytes() {
+        let cases: [(Option<&str>, &[u8], &str); 7] = [
+            (Some("attachment; filename=\"rec.flv\""), b"", "flv"),
+            (Some("attachment; filename=x.MP4"), b"FLV", "mp4"),
+            (Some("attachment; filename*=UTF-8''a%20b.nsb"), b"", "nsb"),
+            (Some("attachment"), b"FLV\x01", "flv"),
+            (None, b"\0\0\0\x20ftypisom", "mp4"),
+            (None, b"hello", "bin"),
+            (Some("attachment; filename=\"noext\""), b"", "bin"),
+        ];
+        for (header, head, expected) in cases {
+            assert_eq!(extension_for(header, head, "bin"), expected, "{header:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn spooled_files_report_size_and_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SpoolWriter::create(dir.path().join("a.part"))
+            .await
+            .unwrap();
+        w.write(Bytes::from_static(b"hello ")).await.unwrap();
+        w.write(Bytes::from_static(b"world")).await.unwrap();
+        let s = w.finish().await.unwrap();
+        assert_eq!(s.bytes, 11);
+        assert_eq!(
+            s.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        assert_eq!(std::fs::read(&s.path).unwrap(), b"hello world");
+    }
+}

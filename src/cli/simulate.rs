@@ -1,0 +1,214 @@
+//! `btic simulate`: run the appliance simulator until interrupted.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::CliError;
+use crate::simulator::{Faults, Namespace, Options, Simulator};
+
+/// `btic simulate` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Where to write the CA certificate (PEM) clients must trust.
+    #[arg(long)]
+    pub ca_out: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (test rigs; the client needs insecure_http = true).
+    #[arg(long)]
+    pub http: bool,
+    /// Seed of the generated sessions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Sessions started per day.
+    #[arg(long, default_value_t = 200)]
+    pub sessions_per_day: u32,
+    /// Days of history ending at appliance-now.
+    #[arg(long, default_value_t = 2)]
+    pub days: u32,
+    /// XML namespace of the answers: bomgar, beyondtrust, sra or none.
+    #[arg(long, default_value = "beyondtrust", value_parser = parse_namespace)]
+    pub namespace: Namespace,
+    /// The API account's client id.
+    #[arg(long, default_value = "demo")]
+    pub client_id: String,
+    /// The API account's client secret.
+    #[arg(long, default_value = "demo-secret")]
+    pub client_secret: String,
+    /// Token lifetime in seconds (`expires_in`).
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// The `token_type` written in token answers (casing varies between appliances).
+    #[arg(long, default_value = "Bearer")]
+    pub token_type: String,
+    /// Appliance clock minus host clock, in seconds (may be negative).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub skew: i64,
+    /// Rate (0..1) of HTTP 503 answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx: f64,
+    /// Rate of HTTP 429 answers (with Retry-After).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429: f64,
+    /// Rate of connections dropped after the headers.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_reset: f64,
+    /// Rate of bodies cut short of their Content-Length.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_truncate: f64,
+    /// Rate of answers delayed by --slow-seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_slow: f64,
+    /// Rate of HTTP 200 answers with an `<error>` body.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_error_body: f64,
+    /// Delay of a slow answer, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub slow_seconds: f64,
+    /// Retry-After of a 429, in seconds.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after: u64,
+    /// Size of each recording in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub recording_bytes: u64,
+    /// Size of the backup in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub backup_bytes: u64,
+    /// Password /api/backup requires.
+    #[arg(long)]
+    pub backup_password: Option<String>,
+    /// A permission the API account lacks (repeatable), e.g. perm_backup.
+    #[arg(long = "deny")]
+    pub deny: Vec<String>,
+    /// Every Nth session's recordings have expired (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub expired_recording_every: u64,
+    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX.
+    #[arg(long)]
+    pub truth: bool,
+}
+
+fn parse_namespace(text: &str) -> Result<Namespace, String> {
+    match text {
+        "bomgar" => Ok(Namespace::Bomgar),
+        "beyondtrust" => Ok(Namespace::BeyondTrust),
+        "sra" => Ok(Namespace::Sra),
+        "none" => Ok(Namespace::None),
+        _ => Err(format!(
+            "unknown namespace \"{text}\"; use bomgar, beyondtrust, sra or none"
+        )),
+    }
+}
+
+impl SimulateArgs {
+    /// The simulator options these arguments describe.
+    pub fn options(&self) -> Result<Options, CliError> {
+        let rates = [
+            ("--fault-5xx", self.fault_5xx),
+            ("--fault-429", self.fault_429),
+            ("--fault-reset", self.fault_reset),
+            ("--fault-truncate", self.fault_truncate),
+            ("--fault-slow", self.fault_slow),
+            ("--fault-error-body", self.fault_error_body),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(CliError::config(format!(
+                    "{name} is a rate between 0 and 1, not {rate}"
+                )));
+            }
+        }
+        if rates.iter().map(|(_, r)| r).sum::<f64>() > 1.0 {
+            return Err(CliError::config("the fault rates add up to more than 1"));
+        }
+        if !(self.slow_seconds.is_finite() && self.slow_seconds >= 0.0) {
+            return Err(CliError::config("--slow-seconds must be a positive number"));
+        }
+        Ok(Options {
+            listen: self.listen,
+            http: self.http,
+            seed: self.seed,
+            sessions_per_day: self.sessions_per_day,
+            days: self.days,
+            namespace: self.namespace,
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            token_ttl: Duration::from_secs(self.token_ttl),
+            token_type: self.token_type.clone(),
+            skew_seconds: self.skew,
+            faults: Faults {
+                rate_5xx: self.fault_5xx,
+                rate_429: self.fault_429,
+                rate_reset: self.fault_reset,
+                rate_truncate: self.fault_truncate,
+                rate_slow: self.fault_slow,
+                rate_error_body: self.fault_error_body,
+                slow_delay: Duration::from_secs_f64(self.slow_seconds),
+                retry_after_seconds: self.retry_after,
+            },
+            recording_bytes: self.recording_bytes,
+            backup_bytes: self.backup_bytes,
+            backup_password: self.backup_password.clone(),
+            denied_permissions: self.deny.clone(),
+            expired_recording_every: self.expired_recording_every,
+            truth: self.truth,
+        })
+    }
+}
+
+/// Runs `btic simulate` until Ctrl-C or SIGTERM.
+pub fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
+    let options = args.options()?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    runtime.block_on(async {
+        let simulator = Simulator::start(options)
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        if let (Some(path), Some(pem)) = (&args.ca_out, &simulator.ca_pem) {
+            std::fs::write(path, pem).map_err(|e| {
+                CliError::failed(format!(
+                    "writing the CA certificate to {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        let scheme = if args.http { "http" } else { "https" };
+        // Tests read this line to learn the port.
+        println!("listening on {scheme}://{}", simulator.addr);
+        let _ = std::io::stdout().flush();
+        tracing::info!(
+            addr = %simulator.addr,
+            sessions_per_day = args.sessions_per_day,
+            days = args.days,
+            "simulator started"
+        );
+        simulator.run_until(stop_signal()).await;
+        Ok(())
+    })
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,739 @@
+//! The simulator's HTTP layer: routes, OAuth, report semantics, downloads and faults.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::catalog::{self, Catalog, MAX_LENGTH_SECONDS, Slot};
+use super::content;
+use super::render::Namespace;
+use super::{Faults, Options, skewed};
+
+/// The appliance keeps at most this many live tokens per API account.
+const MAX_TOKENS: usize = 30;
+
+/// Size of the chunks of generated downloads.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Counters for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Answers to `/api/*` (any status).
+    pub api_requests: u64,
+    /// `/api/*` answers refused with 401.
+    pub unauthorized: u64,
+    /// Faults injected.
+    pub faults: u64,
+}
+
+/// Shared server state.
+#[derive(Debug)]
+pub(crate) struct State {
+    options: Options,
+    catalog: Catalog,
+    /// Live tokens, oldest first; at most `MAX_TOKENS`.
+    tokens: Mutex<VecDeque<(String, Instant)>>,
+    faults: Mutex<Faults>,
+    tokens_issued: AtomicU64,
+    api_requests: AtomicU64,
+    unauthorized: AtomicU64,
+    faults_injected: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn new(options: Options) -> Self {
+        let now = skewed(Utc::now(), options.skew_seconds);
+        State {
+            catalog: Catalog::new(options.seed, options.sessions_per_day, options.days, now),
+            faults: Mutex::new(options.faults.clone()),
+            options,
+            tokens: Mutex::new(VecDeque::new()),
+            tokens_issued: AtomicU64::new(0),
+            api_requests: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            faults_injected: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn appliance_now(&self) -> DateTime<Utc> {
+        skewed(Utc::now(), self.options.skew_seconds)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
+            api_requests: self.api_requests.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            faults: self.faults_injected.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    pub(crate) fn revoke_tokens(&self) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn ns(&self) -> Namespace {
+        self.options.namespace
+    }
+}
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/api/reporting", any(reporting))
+        .route("/api/command", any(command))
+        .route("/api/backup", any(backup))
+        .route("/check_health", get(|| async { "OK" }))
+        .route("/_sim/sessions", get(truth))
+        .layer(axum::middleware::map_response(close_connection))
+        .with_state(state)
+}
+
+/// The vendor closes the connection after every answer.
+async fn close_connection(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn xml(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=UTF-8")], body).into_response()
+}
+
+async fn token(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = params_of(None, &body);
+    if param(&params, "grant_type") != Some("client_credentials") {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
+    }
+    let expected = format!(
+        "{}:{}",
+        state.options.client_id, state.options.client_secret
+    );
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        });
+    if given.as_deref() != Some(expected.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let value = hex::encode(rand::random::<[u8; 20]>());
+    {
+        let mut tokens = state.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.push_back((value.clone(), Instant::now() + state.options.token_ttl));
+        // A 31st token silently invalidates the oldest.
+        while tokens.len() > MAX_TOKENS {
+            tokens.pop_front();
+        }
+    }
+    state.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    axum::Json(serde_json::json!({
+        "access_token": value,
+        "token_type": state.options.token_type,
+        "expires_in": state.options.token_ttl.as_secs(),
+    }))
+    .into_response()
+}
+
+/// Checks the bearer token; `Err` is the 401 to send.
+fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    state.api_requests.fetch_add(1, Ordering::Relaxed);
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let now = Instant::now();
+    let mut tokens = state.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    tokens.retain(|(_, expires)| *expires > now);
+    if given.is_some_and(|g| tokens.iter().any(|(t, _)| t == g)) {
+        return Ok(());
+    }
+    state.unauthorized.fetch_add(1, Ordering::Relaxed);
+    Err(Box::new(
+        (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
+    ))
+}
+
+/// A fault to inject into this answer, drawn from the rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    ServerError,
+    TooMany(u64),
+    Reset,
+    Truncate,
+    Slow(Duration),
+    ErrorBody,
+}
+
+fn draw_fault(state: &State) -> Option<Fault> {
+    let f = state
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut roll: f64 = rand::random();
+    let kinds = [
+        (f.rate_5xx, Fault::ServerError),
+        (f.rate_429, Fault::TooMany(f.retry_after_seconds)),
+        (f.rate_reset, Fault::Reset),
+        (f.rate_truncate, Fault::Truncate),
+        (f.rate_slow, Fault::Slow(f.slow_delay)),
+        (f.rate_error_body, Fault::ErrorBody),
+    ];
+    for (rate, fault) in kinds {
+        if roll < rate {
+            state.faults_injected.fetch_add(1, Ordering::Relaxed);
+            return Some(fault);
+        }
+        roll -= rate;
+    }
+    None
+}
+
+/// An answer before faults: a complete text, or a generated stream of known length.
+enum Answer {
+    Ready(Response),
+    Text(Vec<u8>),
+    Stream {
+        headers: Vec<(header::HeaderName, String)>,
+        length: u64,
+        first: Bytes,
+        filler: Bytes,
+    },
+}
+
+/// Applies a fault (if one is drawn) and makes the response.
+async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response {
+    let fault = draw_fault(state);
+    if let Some(Fault::Slow(delay)) = fault {
+        tokio::time::sleep(delay).await;
+    }
+    match fault {
+        Some(Fault::ServerError) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        }
+        Some(Fault::TooMany(seconds)) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                "Too Many Requests",
+            )
+                .into_response();
+        }
+        Some(Fault::ErrorBody) => {
+            return xml(content::error(
+                "An internal error occurred. Please try again later.",
+                root,
+                state.ns(),
+            ));
+        }
+        Some(Fault::Reset) => {
+            let stream = futures::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("simulated connection reset"))
+            });
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from_stream(stream))
+                .unwrap_or_default();
+        }
+        _ => {}
+    }
+    let truncate = fault == Some(Fault::Truncate);
+    match answer {
+        Answer::Ready(r) => r,
+        Answer::Text(text) => {
+            if !truncate {
+                return xml(text);
+            }
+            let length = text.len() as u64;
+            let half = Bytes::from(text).slice(..(length as usize / 2));
+            cut_stream(
+                vec![(header::CONTENT_TYPE, "text/xml; charset=UTF-8".into())],
+                length,
+                half,
+            )
+        }
+        Answer::Stream {
+            headers,
+            length,
+            first,
+            filler,
+        } => {
+            let limit = if truncate { length / 2 } else { length };
+            let stream = generated(first, filler, limit);
+            let mut builder = Response::builder().header(header::CONTENT_LENGTH, length);
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            if truncate {
+                let stream = stream
+                    .map(Ok::<_, std::io::Error>)
+                    .chain(futures::stream::once(async {
+                        Err(std::io::Error::other("simulated truncation"))
+                    }));
+                return builder.body(Body::from_stream(stream)).unwrap_or_default();
+            }
+            builder
+                .body(Body::from_stream(stream.map(Ok::<_, Infallible>)))
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// A response promising `length` bytes that sends `part` and then breaks.
+fn cut_stream(headers: Vec<(header::HeaderName, String)>, length: u64, part: Bytes) -> Response {
+    let stream =
+        futures::stream::iter([Ok(part), Err(std::io::Error::other("simulated truncation"))]);
+    let mut builder = Response::builder().header(header::CONTENT_LENGTH, length);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::from_stream(stream)).unwrap_or_default()
+}
+
+/// `first`, then `filler` repeated, cut at `limit` bytes in all. Only one chunk exists at
+/// a time (the filler is shared), so any size streams in constant memory.
+fn generated(
+    first: Bytes,
+    filler: Bytes,
+    limit: u64,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold((0u64, true), move |(sent, is_first)| {
+        let first = first.clone();
+        let filler = filler.clone();
+        async move {
+            if sent >= limit {
+                return None;
+            }
+            let chunk = if is_first { first } else { filler };
+            let take = (limit - sent).min(chunk.len() as u64) as usize;
+            let chunk = chunk.slice(..take);
+            Some((chunk, (sent + take as u64, false)))
+        }
+    })
+}
+
+fn params_of(uri: Option<&Uri>, body: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(uri) = uri
+        && let Ok(Query(q)) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+    {
+        out.extend(q);
+    }
+    if !body.is_empty() {
+        let text = String::from_utf8_lossy(body);
+        if let Ok(fake) = format!("/?{}", text.trim()).parse::<Uri>()
+            && let Ok(Query(q)) = Query::<Vec<(String, String)>>::try_from_uri(&fake)
+        {
+            out.extend(q);
+        }
+    }
+    out
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The sessions a window selects, per the documented semantics.
+fn window(state: &State, params: &[(String, String)]) -> Result<Vec<Slot>, String> {
+    let now = state.appliance_now();
+    let duration: i64 = match param(params, "duration") {
+        Some(d) => d
+            .trim()
+            .parse()
+            .map_err(|_| format!("Invalid duration: {d}"))?,
+        None => 0,
+    };
+    let (by_start, from, unit) = if let Some(t) = param(params, "start_time") {
+        (true, parse_unix(t)?, 1)
+    } else if let Some(t) = param(params, "end_time") {
+        (false, parse_unix(t)?, 1)
+    } else if let Some(d) = param(params, "start_date") {
+        (true, parse_date(d)?, 86_400)
+    } else if let Some(d) = param(params, "end_date") {
+        (false, parse_date(d)?, 86_400)
+    } else {
+        return Err(
+            "Missing required parameter: start_time, end_time, start_date or end_date".into(),
+        );
+    };
+    // duration=0 means "up to now".
+    let to = if duration <= 0 {
+        now + TimeDelta::seconds(1)
+    } else {
+        from + TimeDelta::seconds(duration * unit)
+    };
+    if by_start {
+        Ok(state
+            .catalog
+            .starting_between(from, to.min(now + TimeDelta::seconds(1))))
+    } else {
+        let mut slots = state.catalog.starting_between(
+            from - TimeDelta::seconds(MAX_LENGTH_SECONDS),
+            to.min(now + TimeDelta::seconds(1)),
+        );
+        slots.retain(|s| s.end >= from && s.end < to && s.end <= now);
+        slots.sort_by_key(|s| (s.end, s.index));
+        Ok(slots)
+    }
+}
+
+fn parse_unix(text: &str) -> Result<DateTime<Utc>, String> {
+    text.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|t| DateTime::from_timestamp(t, 0))
+        .ok_or_else(|| format!("Invalid timestamp: {text}"))
+}
+
+fn parse_date(text: &str) -> Result<DateTime<Utc>, String> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| format!("Invalid date: {text}"))
+}
+
+async fn reporting(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let body = if method == Method::POST {
+        body
+    } else {
+        Bytes::new()
+    };
+    let params = params_of(Some(&uri), &body);
+    let ns = state.ns();
+    let now = state.appliance_now();
+    let report = param(&params, "generate_report").unwrap_or_default();
+    let (answer, root) = match report {
+        "SupportSession" | "SupportSessionListing" => {
+            let slots = if let Some(one) = param(&params, "lsid") {
+                Ok(state.catalog.find(one.trim(), now).into_iter().collect())
+            } else if let Some(many) = param(&params, "lsids") {
+                Ok(many
+                    .split(',')
+                    .filter_map(|l| state.catalog.find(l.trim(), now))
+                    .collect())
+            } else {
+                window(&state, &params)
+            };
+            let root = if report == "SupportSession" {
+                "session_list"
+            } else {
+                "session_summary_list"
+            };
+            match slots {
+                Err(message) => (Answer::Text(content::error(&message, None, ns)), root),
+                Ok(slots) => {
+                    let sessions: Vec<_> = slots
+                        .iter()
+                        .map(|s| state.catalog.session(*s, now))
+                        .collect();
+                    let text = if report == "SupportSession" {
+                        content::session_list(&sessions, ns)
+                    } else {
+                        content::listing(&sessions, ns)
+                    };
+                    (Answer::Text(text), root)
+                }
+            }
+        }
+        "PresentationSession" | "PresentationSessionListing" => (
+            Answer::Text(content::presentation_list(ns)),
+            "presentation_session_list",
+        ),
+        "SupportSessionRecording"
+        | "ShowMyScreenRecording"
+        | "CommandShellRecording"
+        | "PresentationSessionRecording" => (recording(&state, report, &params, now), "error"),
+        other => (
+            Answer::Text(content::error(
+                &format!("Invalid report type: {other}"),
+                None,
+                ns,
+            )),
+            "error",
+        ),
+    };
+    let nested = (root != "error").then_some(root);
+    deliver(&state, answer, nested).await
+}
+
+fn recording(
+    state: &State,
+    report: &str,
+    params: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Answer {
+    let ns = state.ns();
+    let Some(lsid) = param(params, "lsid") else {
+        return Answer::Text(content::error("Missing required parameter: lsid", None, ns));
+    };
+    let Some(slot) = state.catalog.find(lsid.trim(), now) else {
+        return Answer::Text(content::error(
+            "No archives found for the given search criteria.",
+            None,
+            ns,
+        ));
+    };
+    let session = state.catalog.session(slot, now);
+    let instance = param(params, "instance").unwrap_or("0");
+    let exists = match report {
+        "SupportSessionRecording" => session.has_screen_recording(),
+        "ShowMyScreenRecording" => !session.show_my_screen_recordings.is_empty(),
+        "CommandShellRecording" => session
+            .command_shell_recordings
+            .iter()
+            .any(|r| r.instance.to_string() == instance.trim()),
+        // The simulator holds no presentations.
+        _ => false,
+    };
+    if !exists {
+        return Answer::Text(content::error(
+            "No archives found for the given search criteria.",
+            None,
+            ns,
+        ));
+    }
+    let every = state.options.expired_recording_every;
+    if every > 0 && slot.index % every == every - 1 {
+        return Answer::Text(content::error(
+            "This recording has expired and can no longer be viewed or downloaded.",
+            None,
+            ns,
+        ));
+    }
+    // Screen recordings are FLV, Show My Screen and presentations MP4, shells text casts.
+    let (first, extension): (&[u8], &str) = match report {
+        "SupportSessionRecording" => (b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00", "flv"),
+        "CommandShellRecording" => (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", "mp4"),
+        _ => (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2", "mp4"),
+    };
+    let suffix = if report == "CommandShellRecording" {
+        format!("-{instance}")
+    } else {
+        String::new()
+    };
+    let mut head = first.to_vec();
+    head.resize(CHUNK_BYTES, 0x5a);
+    let filler: Vec<u8> = (0..CHUNK_BYTES)
+        .map(|i| (i as u64).wrapping_mul(slot.index | 1) as u8)
+        .collect();
+    Answer::Stream {
+        headers: vec![
+            (header::CONTENT_TYPE, "application/octet-stream".into()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{report}-{lsid}{suffix}.{extension}\""),
+            ),
+        ],
+        length: state.options.recording_bytes,
+        first: Bytes::from(head),
+        filler: Bytes::from(filler),
+    }
+}
+
+async fn command(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let body = if method == Method::POST {
+        body
+    } else {
+        Bytes::new()
+    };
+    let params = params_of(Some(&uri), &body);
+    let answer = match param(&params, "action") {
+        Some("get_api_info") => {
+            let permissions: Vec<(String, bool)> = [
+                "perm_reporting_support",
+                "perm_reporting_presentation",
+                "perm_backup",
+                "perm_command",
+                "perm_scm",
+            ]
+            .iter()
+            .map(|p| {
+                (
+                    (*p).to_string(),
+                    !state.options.denied_permissions.iter().any(|d| d == p),
+                )
+            })
+            .collect();
+            // Read the clock as late as possible: this is what clients measure skew from.
+            Answer::Ready(xml(content::api_info(
+                state.appliance_now(),
+                &permissions,
+                state.ns(),
+            )))
+        }
+        other => Answer::Text(content::error(
+            &format!("Invalid action: {}", other.unwrap_or_default()),
+            None,
+            state.ns(),
+        )),
+    };
+    deliver(&state, answer, None).await
+}
+
+async fn backup(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let given = if is_json {
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("password")?.as_str().map(str::to_string))
+    } else {
+        let body = if method == Method::POST {
+            body
+        } else {
+            Bytes::new()
+        };
+        param(&params_of(Some(&uri), &body), "password").map(str::to_string)
+    };
+    if let Some(required) = &state.options.backup_password
+        && given.as_deref() != Some(required.as_str())
+    {
+        return deliver(
+            &state,
+            Answer::Text(content::error("Invalid backup password", None, state.ns())),
+            None,
+        )
+        .await;
+    }
+    let now = state.appliance_now();
+    let mut head = b"NSB\x00btic-simulator-backup\x00".to_vec();
+    head.resize(CHUNK_BYTES, 0);
+    let filler: Vec<u8> = (0..CHUNK_BYTES).map(|i| (i % 251) as u8).collect();
+    let answer = Answer::Stream {
+        headers: vec![
+            (header::CONTENT_TYPE, "application/octet-stream".into()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"backup-{}.nsb\"",
+                    now.format("%Y-%m-%d-%H%M%S")
+                ),
+            ),
+        ],
+        length: state.options.backup_bytes,
+        first: Bytes::from(head),
+        filler: Bytes::from(filler),
+    };
+    deliver(&state, answer, None).await
+}
+
+/// `GET /_sim/sessions?closed_before=UNIX`: the closed sessions that ended before the
+/// time (and by appliance-now), oldest end first, with their digests.
+async fn truth(AxumState(state): AxumState<Arc<State>>, uri: Uri) -> Response {
+    if !state.options.truth {
+        return (
+            StatusCode::NOT_FOUND,
+            "ground truth is off; start with --truth",
+        )
+            .into_response();
+    }
+    let params = params_of(Some(&uri), &[]);
+    let now = state.appliance_now();
+    let before = match param(&params, "closed_before").map(parse_unix) {
+        Some(Ok(t)) => t.min(now + TimeDelta::seconds(1)),
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        None => now + TimeDelta::seconds(1),
+    };
+    let mut slots = state.catalog.starting_between(
+        DateTime::<Utc>::MIN_UTC.max(before - TimeDelta::days(i64::from(state.options.days) + 1)),
+        before,
+    );
+    slots.retain(|s| s.end < before && s.end <= now);
+    slots.sort_by_key(|s| (s.end, s.index));
+    let sessions: Vec<_> = slots
+        .iter()
+        .map(|s| {
+            let session = state.catalog.session(*s, now);
+            serde_json::json!({
+                "lsid": session.lsid,
+                "start_time": s.start.timestamp(),
+                "end_time": s.end.timestamp(),
+                "has_recording": content::has_recording(&session),
+                "digest": catalog::digest(&session),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "appliance_now": now.timestamp(),
+        "closed_before": before.timestamp(),
+        "sessions": sessions,
+    }))
+    .into_response()
+}
