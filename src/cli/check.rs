@@ -29,8 +29,9 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
         }
     };
     if !offline {
+        check_sql_destinations(&config)?;
         return Err(CliError::config(
-            "connectivity checks of sites and destinations are not part of this build yet; run `btic check --offline` to validate the file",
+            "connectivity checks of sites are not part of this build yet; run `btic check --offline` to validate the file",
         ));
     }
     // Offline, a secret that cannot be read yet (an env var set only on the server) is
@@ -43,6 +44,46 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
         println!("{}", summary_json(&config, &warnings));
     } else {
         print!("{}", summary_text(&config, &warnings));
+    }
+    Ok(())
+}
+
+/// Connects to every SQL destination (creating or migrating its schema) and writes a
+/// probe session in a transaction that is rolled back; prints one line each.
+fn check_sql_destinations(config: &Config) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    let mut failed = 0;
+    for d in &config.destinations {
+        let DestinationKind::Sql(sql) = &d.kind else {
+            continue;
+        };
+        let outcome = runtime.block_on(async {
+            let url = match &sql.connection {
+                SqlConnection::Url(source) => Some(source.resolve().map_err(|e| e.to_string())?),
+                SqlConnection::Path(_) => None,
+            };
+            let sink = crate::deliver::sql::SqlSink::connect(&d.name, sql, url.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            sink.check().await.map_err(|e| e.to_string())
+        });
+        match outcome {
+            Ok(report) => println!(
+                "destination {}: {}, schema version {}, probe row written and rolled back",
+                d.name, report.server, report.schema_version
+            ),
+            Err(e) => {
+                eprintln!("error: destination {}: {e}", d.name);
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::failed(format!(
+            "{failed} SQL destination{} failed the check",
+            if failed == 1 { "" } else { "s" }
+        )));
     }
     Ok(())
 }
