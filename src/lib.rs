@@ -5,6 +5,7 @@
 pub mod appliance;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod model;
 pub mod parse;
 pub mod queue;

@@ -43,6 +43,17 @@ enum Command {
     },
     /// Print the sessions of saved SupportSession XML bodies as JSON lines.
     Inspect {
+    /// Deliver previously downloaded SupportSession XML files to a destination.
+    Import {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The destination to write to.
+        #[arg(long)]
+        destination: String,
+        /// The site the files came from (its host name is stored); optional with one site.
+        #[arg(long)]
+        site: Option<String>,
         /// The XML files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -74,6 +85,12 @@ fn main() -> ExitCode {
         } => cli::check(&config, offline, json),
         Command::Inspect { files } => cli::inspect(&files),
         Command::Simulate(args) => cli::simulate(&args),
+        Command::Import {
+            config,
+            destination,
+            site,
+            files,
+        } => cli::import(&config, &destination, site.as_deref(), &files),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,9 @@ pub use inspect::inspect;
 mod simulate;
 
 pub use simulate::{SimulateArgs, simulate};
+mod import;
+
+pub use import::import;
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]
