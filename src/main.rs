@@ -41,6 +41,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deliver previously downloaded SupportSession XML files to a destination.
+    Import {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The destination to write to.
+        #[arg(long)]
+        destination: String,
+        /// The site the files came from (its host name is stored); optional with one site.
+        #[arg(long)]
+        site: Option<String>,
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -64,6 +79,12 @@ fn main() -> ExitCode {
             offline,
             json,
         } => cli::check(&config, offline, json),
+        Command::Import {
+            config,
+            destination,
+            site,
+            files,
+        } => cli::import(&config, &destination, site.as_deref(), &files),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -657,3 +657,71 @@ fn check_online_reports_whether_each_files_destination_is_writable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn import_writes_one_file_per_session_and_importing_again_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = pipeline_with_files_destination(dir.path(), &archive);
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sql/sessions.xml"
+    );
+    let import = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_btic"))
+            .args(["import", "--config"])
+            .arg(&config)
+            .args(["--destination", "archive", fixture])
+            .output()
+            .unwrap()
+    };
+    let out = import();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("imported 2 sessions (2 new files)"),
+        "{stdout}"
+    );
+    let files = listing(&archive);
+    assert_eq!(
+        files,
+        [
+            "support.example.com-support-0a1b2c3d4e5f60718293a4b5c6d7e8f9.xml",
+            "support.example.com-support-3f2c9a7e5b1d4c8e9a0b1c2d3e4f5a6b.xml",
+        ]
+    );
+
+    // Each file is a report of one session that parses back to the same session.
+    let originals: Vec<_> = btic::parse::SessionReader::new(&fs::read(fixture).unwrap()[..])
+        .map(|p| p.unwrap())
+        .collect();
+    for original in &originals {
+        let name = format!("support.example.com-support-{}.xml", original.session.lsid);
+        let text = fs::read(archive.join(name)).unwrap();
+        assert!(text.starts_with(
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<session_list xmlns=\"https://www.beyondtrust.com/namespaces/API/reporting\">\n"
+        ));
+        let back: Vec<_> = btic::parse::SessionReader::new(&text[..])
+            .map(|p| p.unwrap())
+            .collect();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].session, original.session);
+        assert_eq!(
+            back[0].raw, original.raw,
+            "the fragment is kept byte for byte"
+        );
+    }
+
+    let out = import();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("imported 2 sessions (0 new files)"),
+        "{stdout}"
+    );
+    assert_eq!(listing(&archive), files);
+}

@@ -30,9 +30,13 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
         }
     };
     if !offline {
-        probe_files_destinations(&config)?;
+        // Every destination is checked and reported before the first failure ends the command.
+        let files = probe_files_destinations(&config);
+        let sql = check_sql_destinations(&config);
+        files?;
+        sql?;
         return Err(CliError::config(
-            "connectivity checks of sites and SQL destinations are not part of this build yet; run `btic check --offline` to validate the file",
+            "connectivity checks of sites are not part of this build yet; run `btic check --offline` to validate the file",
         ));
     }
     // Offline, a secret that cannot be read yet (an env var set only on the server) is
@@ -72,6 +76,46 @@ fn probe_files_destinations(config: &Config) -> Result<(), CliError> {
         return Err(CliError::failed(format!(
             "{failed} files destination{} not writable",
             if failed == 1 { " is" } else { "s are" }
+        )));
+    }
+    Ok(())
+}
+
+/// Connects to every SQL destination (creating or migrating its schema) and writes a
+/// probe session in a transaction that is rolled back; prints one line each.
+fn check_sql_destinations(config: &Config) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    let mut failed = 0;
+    for d in &config.destinations {
+        let DestinationKind::Sql(sql) = &d.kind else {
+            continue;
+        };
+        let outcome = runtime.block_on(async {
+            let url = match &sql.connection {
+                SqlConnection::Url(source) => Some(source.resolve().map_err(|e| e.to_string())?),
+                SqlConnection::Path(_) => None,
+            };
+            let sink = crate::deliver::sql::SqlSink::connect(&d.name, sql, url.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            sink.check().await.map_err(|e| e.to_string())
+        });
+        match outcome {
+            Ok(report) => println!(
+                "destination {}: {}, schema version {}, probe row written and rolled back",
+                d.name, report.server, report.schema_version
+            ),
+            Err(e) => {
+                eprintln!("error: destination {}: {e}", d.name);
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::failed(format!(
+            "{failed} SQL destination{} failed the check",
+            if failed == 1 { "" } else { "s" }
         )));
     }
     Ok(())

@@ -2,8 +2,10 @@
 //! person (or as JSON), and returns a `CliError` carrying the exit code.
 
 mod check;
+mod import;
 
 pub use check::check;
+pub use import::import;
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

@@ -1,0 +1,693 @@
+//! The SQL schema in one place: the Integration Client's eight tables with the guide's
+//! column names, a few documented additions, and the statement text every dialect runs
+//! (DDL, session upsert, child deletes and inserts).
+//!
+//! Each table has an auto-increment `id` and, for child tables, the link to its parent
+//! (`session_id` or `session_event_id`). `Table::columns` lists the remaining columns in
+//! the order `rows` fills them; the DDL adds `id` and the link in front.
+
+/// The schema version this build writes; `btic_schema_version` records it.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The SQL dialects btic speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Microsoft SQL Server (T-SQL).
+    SqlServer,
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// The storage type of a column, mapped per dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Bounded text that is part of a key (SQL Server cannot index `nvarchar(max)`).
+    Key(u16),
+    /// Unbounded text.
+    Text,
+    /// 32-bit integer (counts and 1/0 flags).
+    Int,
+    /// 64-bit integer.
+    BigInt,
+    /// A UTC instant.
+    Time,
+}
+
+/// One column (besides `id` and the parent link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// The column name, lower case.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: ColumnType,
+}
+
+/// What a table's rows hang off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// `session` itself.
+    None,
+    /// `session_id` references `session(id)`.
+    Session,
+    /// `session_event_id` references `session_event(id)`.
+    Event,
+}
+
+impl Parent {
+    /// The link column's name.
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            Parent::None => None,
+            Parent::Session => Some("session_id"),
+            Parent::Event => Some("session_event_id"),
+        }
+    }
+
+    fn references(self) -> &'static str {
+        match self {
+            Parent::None => "",
+            Parent::Session => "session",
+            Parent::Event => "session_event",
+        }
+    }
+}
+
+/// A table of the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    /// The table name, lower case.
+    pub name: &'static str,
+    /// What its rows hang off.
+    pub parent: Parent,
+    /// Columns besides `id` and the parent link, in row order.
+    pub columns: &'static [Column],
+}
+
+const fn col(name: &'static str, ty: ColumnType) -> Column {
+    Column { name, ty }
+}
+
+use ColumnType::{BigInt, Int, Key, Text, Time};
+
+/// `session`: the guide's columns, then btic's additions (file move and delete counts,
+/// chat and recording URLs, and the shell and Show My Screen recordings as JSON arrays).
+pub const SESSION: Table = Table {
+    name: "session",
+    parent: Parent::None,
+    columns: &[
+        col("lsid", Key(100)),
+        col("type", Text),
+        col("start_time", Time),
+        col("end_time", Time),
+        col("duration", Text),
+        col("file_transfers", Int),
+        col("host_name", Key(255)),
+        col("external_key", Text),
+        col("public_site_id", Text),
+        col("public_site_name", Text),
+        col("lseq", BigInt),
+        col("jump_group_id", Text),
+        col("jump_group_name", Text),
+        col("jump_group_type", Text),
+        col("file_move_count", Int),
+        col("file_delete_count", Int),
+        col("chat_view_url", Text),
+        col("chat_download_url", Text),
+        col("recording_view_url", Text),
+        col("recording_download_url", Text),
+        col("command_shell_recordings", Text),
+        col("show_my_screen_recordings", Text),
+    ],
+};
+
+/// `session_event`.
+pub const SESSION_EVENT: Table = Table {
+    name: "session_event",
+    parent: Parent::Session,
+    columns: &[
+        col("type", Text),
+        col("event_time", Time),
+        col("performed_by", Text),
+        col("performed_by_type", Text),
+        col("destination", Text),
+        col("destination_type", Text),
+    ],
+};
+
+/// `session_event_data`: the event's `data/value` pairs, then btic's extra pairs.
+pub const SESSION_EVENT_DATA: Table = Table {
+    name: "session_event_data",
+    parent: Parent::Event,
+    columns: &[col("name", Text), col("value", Text)],
+};
+
+/// `system_information`: one row per category; `information` is JSON.
+pub const SYSTEM_INFORMATION: Table = Table {
+    name: "system_information",
+    parent: Parent::Event,
+    columns: &[col("category", Text), col("information", Text)],
+};
+
+/// `representative`: the guide's columns, then `private_display_name` and `is_invited`.
+pub const REPRESENTATIVE: Table = Table {
+    name: "representative",
+    parent: Parent::Session,
+    columns: &[
+        col("gs_number", Text),
+        col("user_id", Text),
+        col("user_name", Text),
+        col("display_name", Text),
+        col("public_display_name", Text),
+        col("display_number", Text),
+        col("public_ip", Text),
+        col("private_ip", Text),
+        col("is_owner", Int),
+        col("is_primary", Int),
+        col("duration", BigInt),
+        col("host_name", Text),
+        col("operating_system", Text),
+        col("private_display_name", Text),
+        col("is_invited", Int),
+    ],
+};
+
+/// `customer`: the guide's columns, then `user_name` and `is_primary`.
+pub const CUSTOMER: Table = Table {
+    name: "customer",
+    parent: Parent::Session,
+    columns: &[
+        col("gs_number", Text),
+        col("issue", Text),
+        col("issue_description", Text),
+        col("display_name", Text),
+        col("company_name", Text),
+        col("company_code", Text),
+        col("public_ip", Text),
+        col("private_ip", Text),
+        col("rpat_support", Int),
+        col("host_name", Text),
+        col("operating_system", Text),
+        col("user_name", Text),
+        col("is_primary", Int),
+    ],
+};
+
+/// `team`.
+pub const TEAM: Table = Table {
+    name: "team",
+    parent: Parent::Session,
+    columns: &[
+        col("team_id", Text),
+        col("name", Text),
+        col("is_primary", Int),
+    ],
+};
+
+/// `custom_attribute`.
+pub const CUSTOM_ATTRIBUTE: Table = Table {
+    name: "custom_attribute",
+    parent: Parent::Session,
+    columns: &[
+        col("display_name", Text),
+        col("code_name", Text),
+        col("value", Text),
+    ],
+};
+
+/// Every table, parents before children.
+pub const TABLES: [Table; 8] = [
+    SESSION,
+    SESSION_EVENT,
+    SESSION_EVENT_DATA,
+    SYSTEM_INFORMATION,
+    REPRESENTATIVE,
+    CUSTOMER,
+    TEAM,
+    CUSTOM_ATTRIBUTE,
+];
+
+/// Tables hanging off `session_event`, deleted before the events themselves.
+pub const EVENT_CHILDREN: [Table; 2] = [SESSION_EVENT_DATA, SYSTEM_INFORMATION];
+
+/// Tables hanging off `session`, deleted when a session is replaced (events last-but-one,
+/// after their own children).
+pub const SESSION_CHILDREN: [Table; 5] = [
+    SESSION_EVENT,
+    REPRESENTATIVE,
+    CUSTOMER,
+    TEAM,
+    CUSTOM_ATTRIBUTE,
+];
+
+impl Dialect {
+    /// A quoted identifier.
+    pub fn quote(self, name: &str) -> String {
+        match self {
+            Dialect::SqlServer => format!("[{name}]"),
+            Dialect::Postgres | Dialect::Sqlite => format!("\"{name}\""),
+        }
+    }
+
+    /// The `n`th (1-based) statement parameter.
+    pub fn param(self, n: usize) -> String {
+        match self {
+            Dialect::SqlServer => format!("@P{n}"),
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+        }
+    }
+
+    /// The storage type of a column.
+    pub fn type_name(self, ty: ColumnType) -> String {
+        match (self, ty) {
+            (Dialect::SqlServer, Key(n)) => format!("nvarchar({n})"),
+            (Dialect::SqlServer, Text) => "nvarchar(max)".into(),
+            (Dialect::SqlServer, Int) => "int".into(),
+            (Dialect::SqlServer, BigInt) => "bigint".into(),
+            (Dialect::SqlServer, Time) => "datetime2(0)".into(),
+            (Dialect::Postgres, Key(n)) => format!("varchar({n})"),
+            (Dialect::Postgres, Text) => "text".into(),
+            (Dialect::Postgres, Int) => "integer".into(),
+            (Dialect::Postgres, BigInt) => "bigint".into(),
+            (Dialect::Postgres, Time) => "timestamptz".into(),
+            // SQLite: text in UTC as `YYYY-MM-DD HH:MM:SS`, which its date functions read.
+            (Dialect::Sqlite, Key(_) | Text | Time) => "TEXT".into(),
+            (Dialect::Sqlite, Int | BigInt) => "INTEGER".into(),
+        }
+    }
+
+    fn id_column(self) -> &'static str {
+        match self {
+            Dialect::SqlServer => "[id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY",
+            Dialect::Postgres => "\"id\" bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+            Dialect::Sqlite => "\"id\" INTEGER PRIMARY KEY AUTOINCREMENT",
+        }
+    }
+
+    fn bigint(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INTEGER",
+            _ => "bigint",
+        }
+    }
+}
+
+/// `CREATE TABLE` for one table, with its foreign key, without indexes.
+pub fn create_table(d: Dialect, t: &Table) -> String {
+    let mut lines = vec![format!("  {}", d.id_column())];
+    if let Some(link) = t.parent.column() {
+        lines.push(format!(
+            "  {} {} NOT NULL REFERENCES {} ({})",
+            d.quote(link),
+            d.bigint(),
+            d.quote(t.parent.references()),
+            d.quote("id")
+        ));
+    }
+    for c in t.columns {
+        let not_null = if t.parent == Parent::None && matches!(c.ty, Key(_)) {
+            " NOT NULL"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "  {} {}{not_null}",
+            d.quote(c.name),
+            d.type_name(c.ty)
+        ));
+    }
+    format!(
+        "CREATE TABLE {} (\n{}\n)",
+        d.quote(t.name),
+        lines.join(",\n")
+    )
+}
+
+/// The whole schema of version 1: tables, the idempotency key and the link indexes.
+pub fn schema_v1(d: Dialect) -> Vec<String> {
+    let mut out: Vec<String> = TABLES.iter().map(|t| create_table(d, t)).collect();
+    out.push(format!(
+        "CREATE UNIQUE INDEX {} ON {} ({}, {})",
+        d.quote("session_host_name_lsid"),
+        d.quote("session"),
+        d.quote("host_name"),
+        d.quote("lsid")
+    ));
+    for t in &TABLES {
+        if let Some(link) = t.parent.column() {
+            out.push(format!(
+                "CREATE INDEX {} ON {} ({})",
+                d.quote(&format!("{}_{link}", t.name)),
+                d.quote(t.name),
+                d.quote(link)
+            ));
+        }
+    }
+    out
+}
+
+/// `btic_schema_version`, created before anything else (guarded where the dialect needs it).
+pub fn create_version_table(d: Dialect) -> String {
+    let body = format!(
+        "CREATE TABLE {} ({} int NOT NULL PRIMARY KEY, {} {} NOT NULL, {} {} NOT NULL)",
+        d.quote("btic_schema_version"),
+        d.quote("version"),
+        d.quote("applied_at"),
+        d.type_name(Time),
+        d.quote("btic_version"),
+        d.type_name(Key(50)),
+    );
+    match d {
+        Dialect::SqlServer => {
+            format!("IF OBJECT_ID(N'btic_schema_version', N'U') IS NULL {body}")
+        }
+        Dialect::Postgres | Dialect::Sqlite => {
+            body.replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+        }
+    }
+}
+
+/// The migrations, by the version they bring the schema to.
+pub fn migrations(d: Dialect) -> Vec<(i32, Vec<String>)> {
+    vec![(1, schema_v1(d))]
+}
+
+/// `INSERT` of one row of `t` (parent link first, then the columns); for SQL Server
+/// events also returns the new id, which event children need.
+pub fn insert_row(d: Dialect, t: &Table) -> String {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(link) = t.parent.column() {
+        names.push(d.quote(link));
+    }
+    names.extend(t.columns.iter().map(|c| d.quote(c.name)));
+    let params: Vec<String> = (1..=names.len()).map(|n| d.param(n)).collect();
+    let output = if d == Dialect::SqlServer && t.name == "session_event" {
+        format!(" OUTPUT inserted.{}", d.quote("id"))
+    } else {
+        String::new()
+    };
+    format!(
+        "INSERT INTO {} ({}){output} VALUES ({})",
+        d.quote(t.name),
+        names.join(", "),
+        params.join(", ")
+    )
+}
+
+/// `INSERT` of `n` rows of `t` at once (SQL Server: parent link and columns per row,
+/// parameters numbered row after row).
+pub fn insert_rows(d: Dialect, t: &Table, n: usize) -> String {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(link) = t.parent.column() {
+        names.push(d.quote(link));
+    }
+    names.extend(t.columns.iter().map(|c| d.quote(c.name)));
+    let width = names.len();
+    let tuples: Vec<String> = (0..n)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|k| d.param(r * width + k)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        d.quote(t.name),
+        names.join(", "),
+        tuples.join(", ")
+    )
+}
+
+/// Upserts one `session` row by (`host_name`, `lsid`) and returns its id. Parameters
+/// are the session's columns in order. SQL Server holds the key range lock
+/// (`HOLDLOCK`) for the transaction, so two writers of one new session serialize
+/// instead of both inserting.
+pub fn upsert_session(d: Dialect) -> String {
+    let cols = SESSION.columns;
+    let names: Vec<String> = cols.iter().map(|c| d.quote(c.name)).collect();
+    let params: Vec<String> = (1..=cols.len()).map(|n| d.param(n)).collect();
+    let is_key = |name: &str| name == "host_name" || name == "lsid";
+    match d {
+        Dialect::SqlServer => {
+            let source: Vec<String> = cols
+                .iter()
+                .zip(&params)
+                .map(|(c, p)| format!("{p} AS {}", d.quote(c.name)))
+                .collect();
+            let set: Vec<String> = cols
+                .iter()
+                .filter(|c| !is_key(c.name))
+                .map(|c| format!("t.{q} = s.{q}", q = d.quote(c.name)))
+                .collect();
+            let values: Vec<String> = cols
+                .iter()
+                .map(|c| format!("s.{}", d.quote(c.name)))
+                .collect();
+            format!(
+                "MERGE {session} WITH (HOLDLOCK) AS t\nUSING (SELECT {source}) AS s\nON t.[host_name] = s.[host_name] AND t.[lsid] = s.[lsid]\nWHEN MATCHED THEN UPDATE SET {set}\nWHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})\nOUTPUT inserted.[id];",
+                session = d.quote("session"),
+                source = source.join(", "),
+                set = set.join(", "),
+                names = names.join(", "),
+                values = values.join(", "),
+            )
+        }
+        Dialect::Postgres | Dialect::Sqlite => {
+            let set: Vec<String> = cols
+                .iter()
+                .filter(|c| !is_key(c.name))
+                .map(|c| format!("{q} = excluded.{q}", q = d.quote(c.name)))
+                .collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}, {}) DO UPDATE SET {} RETURNING {}",
+                d.quote("session"),
+                names.join(", "),
+                params.join(", "),
+                d.quote("host_name"),
+                d.quote("lsid"),
+                set.join(", "),
+                d.quote("id")
+            )
+        }
+    }
+}
+
+/// Deletes every child row of one session (parameter 1: the session id), children of
+/// events first, so the session can be written again from scratch.
+pub fn delete_children(d: Dialect) -> Vec<String> {
+    let p = d.param(1);
+    let mut out = Vec::new();
+    for t in &EVENT_CHILDREN {
+        out.push(format!(
+            "DELETE FROM {} WHERE {} IN (SELECT {} FROM {} WHERE {} = {p})",
+            d.quote(t.name),
+            d.quote("session_event_id"),
+            d.quote("id"),
+            d.quote("session_event"),
+            d.quote("session_id"),
+        ));
+    }
+    for t in &SESSION_CHILDREN {
+        out.push(format!(
+            "DELETE FROM {} WHERE {} = {p}",
+            d.quote(t.name),
+            d.quote("session_id")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_the_guides_columns_in_order() {
+        let guide: [(&str, &[&str]); 8] = [
+            (
+                "session",
+                &[
+                    "lsid",
+                    "type",
+                    "start_time",
+                    "end_time",
+                    "duration",
+                    "file_transfers",
+                    "host_name",
+                    "external_key",
+                    "public_site_id",
+                    "public_site_name",
+                    "lseq",
+                    "jump_group_id",
+                    "jump_group_name",
+                    "jump_group_type",
+                ],
+            ),
+            (
+                "session_event",
+                &[
+                    "type",
+                    "event_time",
+                    "performed_by",
+                    "performed_by_type",
+                    "destination",
+                    "destination_type",
+                ],
+            ),
+            ("session_event_data", &["name", "value"]),
+            ("system_information", &["category", "information"]),
+            (
+                "representative",
+                &[
+                    "gs_number",
+                    "user_id",
+                    "user_name",
+                    "display_name",
+                    "public_display_name",
+                    "display_number",
+                    "public_ip",
+                    "private_ip",
+                    "is_owner",
+                    "is_primary",
+                    "duration",
+                    "host_name",
+                    "operating_system",
+                ],
+            ),
+            (
+                "customer",
+                &[
+                    "gs_number",
+                    "issue",
+                    "issue_description",
+                    "display_name",
+                    "company_name",
+                    "company_code",
+                    "public_ip",
+                    "private_ip",
+                    "rpat_support",
+                    "host_name",
+                    "operating_system",
+                ],
+            ),
+            ("team", &["team_id", "name", "is_primary"]),
+            ("custom_attribute", &["display_name", "code_name", "value"]),
+        ];
+        for (table, (name, columns)) in TABLES.iter().zip(guide) {
+            assert_eq!(table.name, name);
+            let ours: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+            assert_eq!(&ours[..columns.len()], columns, "table {name}");
+        }
+    }
+
+    #[test]
+    fn sql_server_session_table_uses_identity_nvarchar_and_datetime2() {
+        let ddl = create_table(Dialect::SqlServer, &SESSION);
+        assert!(ddl.starts_with(
+            "CREATE TABLE [session] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [lsid] nvarchar(100) NOT NULL,\n  [type] nvarchar(max),\n  [start_time] datetime2(0),"
+        ), "{ddl}");
+    }
+
+    #[test]
+    fn sql_server_child_tables_reference_their_parent() {
+        assert_eq!(
+            create_table(Dialect::SqlServer, &SESSION_EVENT_DATA),
+            "CREATE TABLE [session_event_data] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [session_event_id] bigint NOT NULL REFERENCES [session_event] ([id]),\n  [name] nvarchar(max),\n  [value] nvarchar(max)\n)"
+        );
+    }
+
+    #[test]
+    fn sql_server_upsert_is_a_merge_under_holdlock() {
+        let sql = upsert_session(Dialect::SqlServer);
+        assert!(sql.starts_with("MERGE [session] WITH (HOLDLOCK) AS t\nUSING (SELECT @P1 AS [lsid], @P2 AS [type], @P3 AS [start_time],"), "{sql}");
+        assert!(sql.contains("\nON t.[host_name] = s.[host_name] AND t.[lsid] = s.[lsid]\nWHEN MATCHED THEN UPDATE SET t.[type] = s.[type], t.[start_time] = s.[start_time],"), "{sql}");
+        assert!(
+            !sql.contains("t.[lsid] = s.[lsid],"),
+            "keys are not updated: {sql}"
+        );
+        assert!(
+            sql.contains("\nWHEN NOT MATCHED THEN INSERT ([lsid], [type],"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("s.[show_my_screen_recordings])\nOUTPUT inserted.[id];"),
+            "{sql}"
+        );
+        assert!(sql.contains("@P22 AS [show_my_screen_recordings]"));
+        assert!(!sql.contains("@P23"));
+    }
+
+    #[test]
+    fn sql_server_event_insert_returns_the_new_id() {
+        assert_eq!(
+            insert_row(Dialect::SqlServer, &SESSION_EVENT),
+            "INSERT INTO [session_event] ([session_id], [type], [event_time], [performed_by], [performed_by_type], [destination], [destination_type]) OUTPUT inserted.[id] VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)"
+        );
+        assert_eq!(
+            insert_row(Dialect::SqlServer, &TEAM),
+            "INSERT INTO [team] ([session_id], [team_id], [name], [is_primary]) VALUES (@P1, @P2, @P3, @P4)"
+        );
+    }
+
+    #[test]
+    fn sql_server_multi_row_inserts_number_parameters_row_after_row() {
+        assert_eq!(
+            insert_rows(Dialect::SqlServer, &SESSION_EVENT_DATA, 2),
+            "INSERT INTO [session_event_data] ([session_event_id], [name], [value]) VALUES (@P1, @P2, @P3), (@P4, @P5, @P6)"
+        );
+    }
+
+    #[test]
+    fn sql_server_children_are_deleted_before_their_parents() {
+        assert_eq!(
+            delete_children(Dialect::SqlServer),
+            vec![
+                "DELETE FROM [session_event_data] WHERE [session_event_id] IN (SELECT [id] FROM [session_event] WHERE [session_id] = @P1)",
+                "DELETE FROM [system_information] WHERE [session_event_id] IN (SELECT [id] FROM [session_event] WHERE [session_id] = @P1)",
+                "DELETE FROM [session_event] WHERE [session_id] = @P1",
+                "DELETE FROM [representative] WHERE [session_id] = @P1",
+                "DELETE FROM [customer] WHERE [session_id] = @P1",
+                "DELETE FROM [team] WHERE [session_id] = @P1",
+                "DELETE FROM [custom_attribute] WHERE [session_id] = @P1",
+            ]
+        );
+    }
+
+    #[test]
+    fn sql_server_version_table_is_created_only_when_missing() {
+        assert_eq!(
+            create_version_table(Dialect::SqlServer),
+            "IF OBJECT_ID(N'btic_schema_version', N'U') IS NULL CREATE TABLE [btic_schema_version] ([version] int NOT NULL PRIMARY KEY, [applied_at] datetime2(0) NOT NULL, [btic_version] nvarchar(50) NOT NULL)"
+        );
+    }
+
+    #[test]
+    fn the_idempotency_key_is_unique_in_every_dialect() {
+        for d in [Dialect::SqlServer, Dialect::Postgres, Dialect::Sqlite] {
+            let ddl = schema_v1(d);
+            let key = format!(
+                "CREATE UNIQUE INDEX {} ON {} ({}, {})",
+                d.quote("session_host_name_lsid"),
+                d.quote("session"),
+                d.quote("host_name"),
+                d.quote("lsid")
+            );
+            assert!(ddl.contains(&key), "{d:?}");
+            // One index per link column.
+            assert_eq!(ddl.len(), 8 + 1 + 7, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn sqlite_upsert_updates_everything_but_the_key() {
+        let sql = upsert_session(Dialect::Sqlite);
+        assert!(sql.starts_with("INSERT INTO \"session\" (\"lsid\", \"type\""));
+        assert!(sql.contains("VALUES (?1, ?2, ?3,"));
+        assert!(sql.contains(
+            "ON CONFLICT (\"host_name\", \"lsid\") DO UPDATE SET \"type\" = excluded.\"type\""
+        ));
+        assert!(!sql.contains("\"lsid\" = excluded"));
+        assert!(sql.ends_with("RETURNING \"id\""));
+    }
+}

@@ -1,0 +1,829 @@
+//! The streaming `SupportSession` reader: one `<session>` at a time from a body of any
+//! size.
+//!
+//! Sessions are found as children of the root (whatever its name: `session_list` in
+//! every known version) or as the root itself. Inside a session, each element is
+//! matched by local name wherever the API reference puts it; unknown elements are
+//! skipped with their subtrees, so new appliance versions only add ignored data.
+//!
+//! Failure handling, by scope:
+//! - a value of the wrong kind (a non-numeric `seconds_involved`, a bad timestamp) makes
+//!   that session an `Err(ParseError::BadValue)` carrying its raw bytes; the stream goes on;
+//! - a session whose element outgrows the recording limit is skipped with
+//!   `Err(ParseError::SessionTooLarge)`; the stream goes on;
+//! - an `<error>` element yields `Err(ParseError::Appliance)`; the stream goes on (there
+//!   is normally nothing after it);
+//! - a body that is not well-formed yields `Err(ParseError::Malformed)` with the byte
+//!   offset, line and last good LSID, and the iterator ends.
+
+use std::io::BufRead;
+
+use base64::Engine;
+
+use crate::model::{
+    CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
+    Representative, Session, SystemInfoCategory, Team, TransferredFile,
+};
+use crate::parse::pull::{Fault, Name, Pull, Tok};
+use crate::parse::values::Problems;
+use crate::parse::{ApplianceError, ParseError, malformed};
+
+/// One session read from a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedSession {
+    /// The typed session.
+    pub session: Session,
+    /// The exact bytes of its `<session>` element, from `<` to the closing `>`.
+    pub raw: Vec<u8>,
+    /// Byte offset of the element from the start of the body.
+    pub offset: u64,
+}
+
+/// Reads the sessions of a `SupportSession` body one by one (see the module doc).
+#[derive(Debug)]
+pub struct SessionReader<R> {
+    pull: Pull<R>,
+    last_lsid: Option<String>,
+    seen_root: bool,
+    done: bool,
+}
+
+impl<R: BufRead> SessionReader<R> {
+    /// A reader over `body`; nothing is read until the first `next`.
+    pub fn new(body: R) -> Self {
+        SessionReader {
+            pull: Pull::new(body),
+            last_lsid: None,
+            seen_root: false,
+            done: false,
+        }
+    }
+
+    /// Sets the largest `<session>` element kept (default 64 MiB); a larger one is
+    /// skipped with `ParseError::SessionTooLarge`, so memory stays bounded.
+    pub fn with_session_limit(mut self, bytes: u64) -> Self {
+        self.pull.set_record_limit(bytes);
+        self
+    }
+
+    /// The LSID of the last session read successfully.
+    pub fn last_lsid(&self) -> Option<&str> {
+        self.last_lsid.as_deref()
+    }
+
+    fn fatal(&mut self, fault: Fault) -> ParseError {
+        self.done = true;
+        malformed(&self.pull, fault, self.last_lsid.clone())
+    }
+
+    fn session(&mut self) -> Result<ParsedSession, ParseError> {
+        let offset = self.pull.event_start();
+        let mut session = Session {
+            lsid: self
+                .pull
+                .attr("lsid")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            ..Session::default()
+        };
+        let mut problems = Problems::default();
+        if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
+            return Err(self.fatal(fault));
+        }
+        let Some(raw) = self.pull.take_recorded() else {
+            return Err(ParseError::SessionTooLarge {
+                lsid: session.lsid,
+                offset,
+                limit: self.pull.record_limit(),
+            });
+        };
+        if let Some(problem) = problems.first {
+            return Err(ParseError::BadValue {
+                lsid: session.lsid,
+                offset,
+                element: problem.element,
+                value: problem.value,
+                expected: problem.expected,
+                raw,
+            });
+        }
+        self.last_lsid = Some(session.lsid.clone());
+        Ok(ParsedSession {
+            session,
+            raw,
+            offset,
+        })
+    }
+}
+
+impl<R: BufRead> Iterator for SessionReader<R> {
+    type Item = Result<ParsedSession, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if self.pull.depth() <= 1 {
+                // Outside sessions only the bytes from here on can become a session's.
+                self.pull.mark();
+            }
+            let tok = match self.pull.next() {
+                Ok(tok) => tok,
+                Err(fault) => return Some(Err(self.fatal(fault))),
+            };
+            match tok {
+                Tok::Open(name) => {
+                    let depth = self.pull.depth();
+                    if depth == 1 {
+                        self.seen_root = true;
+                    }
+                    match name {
+                        Name::Session if depth <= 2 => return Some(self.session()),
+                        Name::Error if depth <= 2 => {
+                            let code = self.pull.attr_owned("code");
+                            return Some(match self.pull.leaf() {
+                                Ok(text) => Err(ApplianceError::classify(&text, code).into()),
+                                Err(fault) => Err(self.fatal(fault)),
+                            });
+                        }
+                        _ if depth == 1 => {}
+                        _ => {
+                            if let Err(fault) = self.pull.skip() {
+                                return Some(Err(self.fatal(fault)));
+                            }
+                        }
+                    }
+                }
+                Tok::Eof => {
+                    self.done = true;
+                    if self.pull.depth() > 0 {
+                        let fault = self.pull.eof_fault();
+                        return Some(Err(self.fatal(fault)));
+                    }
+                    if !self.seen_root {
+                        let fault = Fault {
+                            offset: self.pull.event_start(),
+                            reason: "body has no root element".into(),
+                        };
+                        return Some(Err(self.fatal(fault)));
+                    }
+                    return None;
+                }
+                Tok::Text | Tok::Close => {}
+            }
+        }
+    }
+}
+
+/// Reads the children of the `<session>` just opened into `s`.
+fn read_session<R: BufRead>(
+    p: &mut Pull<R>,
+    s: &mut Session,
+    problems: &mut Problems,
+) -> Result<(), Fault> {
+    p.children(|p, name| {
+        if p.overflowed() {
+            // Too large to keep: skip the rest without growing the model.
+            return Ok(());
+        }
+        match name {
+            Name::SessionType => s.session_type = p.leaf()?,
+            Name::Lseq => s.lseq = problems.number("lseq", &p.leaf()?),
+            Name::StartTime => s.start_time = time(p, problems, "start_time")?,
+            Name::EndTime => s.end_time = time(p, problems, "end_time")?,
+            Name::Duration => s.duration = Some(p.leaf()?),
+            Name::PublicSite => {
+                let id = p.attr_owned("id");
+                s.public_site = Some(PublicSite {
+                    id,
+                    name: p.leaf()?,
+                });
+            }
+            Name::ExternalKey => s.external_key = Some(p.leaf()?),
+            Name::JumpGroup => {
+                let id = p.attr_owned("id");
+                let kind = p.attr_owned("type");
+                s.jump_group = Some(JumpGroup {
+                    id,
+                    kind,
+                    name: p.leaf()?,
+                });
+            }
+            Name::CustomAttributes => p.children(|p, name| {
+                if name == Name::CustomAttribute {
+                    let display_name = p.attr_owned("display_name").unwrap_or_default();
+                    let code_name = p.attr_owned("code_name").unwrap_or_default();
+                    s.custom_attributes.push(CustomAttribute {
+                        display_name,
+                        code_name,
+                        value: p.leaf()?,
+                    });
+                }
+                Ok(())
+            })?,
+            Name::SessionChatViewUrl => s.chat_view_url = Some(p.leaf()?),
+            Name::SessionChatDownloadUrl => s.chat_download_url = Some(p.leaf()?),
+            Name::SessionRecordingViewUrl => s.recording_view_url = Some(p.leaf()?),
+            Name::SessionRecordingDownloadUrl => s.recording_download_url = Some(p.leaf()?),
+            Name::CommandShellRecordings => recordings(
+                p,
+                problems,
+                Name::CommandShellRecording,
+                &mut s.command_shell_recordings,
+            )?,
+            Name::ShowMyScreenRecordings => recordings(
+                p,
+                problems,
+                Name::ShowMyScreenRecording,
+                &mut s.show_my_screen_recordings,
+            )?,
+            Name::FileTransferCount => {
+                s.file_transfer_count = problems.number("file_transfer_count", &p.leaf()?)
+            }
+            Name::FileMoveCount => {
+                s.file_move_count = problems.number("file_move_count", &p.leaf()?)
+            }
+            Name::FileDeleteCount => {
+                s.file_delete_count = problems.number("file_delete_count", &p.leaf()?)
+            }
+            Name::PrimaryCustomer => s.primary_customer = Some(party(p)?),
+            Name::PrimaryRep => s.primary_rep = Some(party(p)?),
+            Name::CustomerList => p.children(|p, name| {
+                if name == Name::Customer {
+                    s.customers.push(customer(p, problems)?);
+                }
+                Ok(())
+            })?,
+            Name::RepList => p.children(|p, name| {
+                if name == Name::Representative {
+                    s.representatives.push(representative(p, problems)?);
+                }
+                Ok(())
+            })?,
+            Name::TeamList => p.children(|p, name| {
+                if name == Name::Team {
+                    let id = p.attr_owned("id");
+                    let primary = match p.attr("primary").or(p.attr("is_primary")) {
+                        Some(v) => problems.flag("team@primary", v),
+                        None => None,
+                    };
+                    s.teams.push(Team {
+                        id,
+                        primary,
+                        name: p.leaf()?,
+                    });
+                }
+                Ok(())
+            })?,
+            Name::SessionDetails => p.children(|p, name| {
+                if name == Name::Event && !p.overflowed() {
+                    s.events.push(event(p, problems)?);
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
+/// A time element: the `timestamp` attribute, or its ISO 8601 text.
+fn time<R: BufRead>(
+    p: &mut Pull<R>,
+    problems: &mut Problems,
+    element: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Fault> {
+    let attribute = p.attr_owned("timestamp");
+    let text = p.leaf()?;
+    Ok(problems.time(element, attribute.as_deref(), Some(&text)))
+}
+
+/// `primary_customer`, `primary_rep`, `performed_by`, `destination`.
+fn party<R: BufRead>(p: &mut Pull<R>) -> Result<Party, Fault> {
+    let kind = p.attr_owned("type");
+    let gsnumber = p.attr_owned("gsnumber");
+    let id = p.attr_owned("id");
+    Ok(Party {
+        kind,
+        gsnumber,
+        id,
+        name: p.leaf()?,
+    })
+}
+
+fn recordings<R: BufRead>(
+    p: &mut Pull<R>,
+    problems: &mut Problems,
+    item: Name,
+    out: &mut Vec<RecordingLink>,
+) -> Result<(), Fault> {
+    p.children(|p, name| {
+        if name == item {
+            let instance = match p.attr("instance") {
+                Some(v) => problems.number("recording@instance", v).unwrap_or(0),
+                None => out.len() as u32,
+            };
+            let mut link = RecordingLink {
+                instance,
+                ..RecordingLink::default()
+            };
+            p.children(|p, name| {
+                match name {
+                    Name::DownloadUrl => link.download_url = Some(p.leaf()?),
+                    Name::ViewUrl => link.view_url = Some(p.leaf()?),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            out.push(link);
+        }
+        Ok(())
+    })
+}
+
+fn customer<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Customer, Fault> {
+    let mut c = Customer {
+        gsnumber: p.attr_owned("gsnumber"),
+        ..Customer::default()
+    };
+    p.children(|p, name| {
+        match name {
+            Name::Username => c.username = Some(p.leaf()?),
+            Name::PublicIp => c.public_ip = Some(p.leaf()?),
+            Name::PrivateIp => c.private_ip = Some(p.leaf()?),
+            Name::Hostname => c.hostname = Some(p.leaf()?),
+            Name::Os => c.os = Some(p.leaf()?),
+            Name::PrimaryCust => c.primary = problems.flag("primary_cust", &p.leaf()?),
+            Name::Rpat => c.rpat = problems.flag("rpat", &p.leaf()?),
+            Name::Info => p.children(|p, name| {
+                match name {
+                    Name::NameElem => c.name = Some(p.leaf()?),
+                    Name::Company => c.company = Some(p.leaf()?),
+                    Name::CompanyCode => c.company_code = Some(p.leaf()?),
+                    Name::Issue => c.issue = Some(p.leaf()?),
+                    Name::Details => c.details = Some(p.leaf()?),
+                    _ => {}
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn representative<R: BufRead>(
+    p: &mut Pull<R>,
+    problems: &mut Problems,
+) -> Result<Representative, Fault> {
+    let mut r = Representative {
+        gsnumber: p.attr_owned("gsnumber"),
+        id: p.attr_owned("id"),
+        ..Representative::default()
+    };
+    p.children(|p, name| {
+        match name {
+            Name::Username => r.username = Some(p.leaf()?),
+            Name::DisplayName => r.display_name = Some(p.leaf()?),
+            Name::PublicDisplayName => r.public_display_name = Some(p.leaf()?),
+            Name::PrivateDisplayName => r.private_display_name = Some(p.leaf()?),
+            Name::DisplayNumber => r.display_number = Some(p.leaf()?),
+            Name::PublicIp => r.public_ip = Some(p.leaf()?),
+            Name::PrivateIp => r.private_ip = Some(p.leaf()?),
+            Name::Hostname => r.hostname = Some(p.leaf()?),
+            Name::Os => r.os = Some(p.leaf()?),
+            Name::SessionOwner => r.session_owner = problems.flag("session_owner", &p.leaf()?),
+            Name::PrimaryRep => r.primary = problems.flag("primary_rep", &p.leaf()?),
+            Name::SecondsInvolved => {
+                r.seconds_involved = problems.number("seconds_involved", &p.leaf()?)
+            }
+            Name::Invited => r.invited = problems.flag("invited", &p.leaf()?),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(r)
+}
+
+fn event<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Event, Fault> {
+    let mut e = Event {
+        timestamp: problems.time("event", p.attr("timestamp"), None),
+        event_type: p.attr("event_type").unwrap_or_default().to_string(),
+        ..Event::default()
+    };
+    p.children(|p, name| {
+        match name {
+            Name::PerformedBy => e.performed_by = Some(party(p)?),
+            Name::Destination => e.destination = Some(party(p)?),
+            Name::Data => p.children(|p, name| {
+                if name == Name::Value {
+                    let name = p.attr_owned("name").unwrap_or_default();
+                    let value = match p.attr_owned("value") {
+                        Some(v) => v,
+                        // Some writers put the value in the text instead.
+                        None => p.leaf()?,
+                    };
+                    e.data.push(DataValue { name, value });
+                }
+                Ok(())
+            })?,
+            Name::Body => e.body = Some(p.leaf()?),
+            Name::EncodedBody => {
+                let text = p.leaf()?;
+                e.encoded_body = decode_body(&text, problems);
+            }
+            Name::Filename => e.filename = Some(p.leaf()?),
+            Name::Filesize => e.filesize = Some(p.leaf()?),
+            Name::Files => p.children(|p, name| {
+                if name == Name::File {
+                    let mut file = TransferredFile::default();
+                    p.children(|p, name| {
+                        match name {
+                            Name::Filename | Name::NameElem => file.name = p.leaf()?,
+                            Name::Filesize | Name::Size => file.size = Some(p.leaf()?),
+                            _ => {}
+                        }
+                        Ok(())
+                    })?;
+                    e.files.push(file);
+                }
+                Ok(())
+            })?,
+            Name::SystemInformation => p.children(|p, name| {
+                if name == Name::Category {
+                    e.system_information.push(category(p)?);
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(e)
+}
+
+/// `encoded_body`: base64 (whitespace inside ignored) of UTF-8 text.
+fn decode_body(text: &str, problems: &mut Problems) -> Option<String> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
+        Ok(bytes) => Some(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }),
+        Err(_) => {
+            problems.record("encoded_body", text, "expected base64");
+            None
+        }
+    }
+}
+
+fn category<R: BufRead>(p: &mut Pull<R>) -> Result<SystemInfoCategory, Fault> {
+    let mut c = SystemInfoCategory {
+        name: p.attr_owned("name").unwrap_or_default(),
+        ..SystemInfoCategory::default()
+    };
+    p.children(|p, name| {
+        match name {
+            Name::Description => p.children(|p, name| {
+                if name == Name::Field {
+                    c.columns.push(field(p)?);
+                }
+                Ok(())
+            })?,
+            Name::Data => p.children(|p, name| {
+                if name == Name::Row {
+                    let mut row = Vec::new();
+                    p.children(|p, name| {
+                        if name == Name::Field {
+                            row.push(field(p)?);
+                        }
+                        Ok(())
+                    })?;
+                    c.rows.push(row);
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn field<R: BufRead>(p: &mut Pull<R>) -> Result<DataValue, Fault> {
+    let name = p.attr_owned("name").unwrap_or_default();
+    Ok(DataValue {
+        name,
+        value: p.leaf()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::render::{self, Namespace};
+    use crate::simulator::sessions::{Sessions, epoch};
+
+    fn read_all(body: &[u8]) -> Vec<Result<ParsedSession, ParseError>> {
+        SessionReader::new(body).collect()
+    }
+
+    #[test]
+    fn generated_sessions_come_back_equal_with_their_exact_bytes() {
+        let sessions: Vec<Session> = Sessions::new(9, epoch()).take(200).collect();
+        for ns in Namespace::ALL {
+            let mut body = Vec::new();
+            render::write_session_list(&mut body, ns, &sessions).unwrap();
+            let parsed: Vec<ParsedSession> = read_all(&body)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(parsed.len(), sessions.len());
+            for (p, s) in parsed.iter().zip(&sessions) {
+                assert_eq!(&p.session, s);
+                let mut alone = Vec::new();
+                render::write_session(&mut alone, s).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&p.raw),
+                    String::from_utf8_lossy(alone.strip_suffix(b"\n").unwrap())
+                );
+                let offset = p.offset as usize;
+                assert!(body[offset..].starts_with(&p.raw));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<session_list xmlns=\"https://www.beyondtrust.com/namespaces/API/reporting\">\n";
+
+    fn one(lsid: &str, inner: &str) -> String {
+        format!("<session lsid=\"{lsid}\">{inner}</session>\n")
+    }
+
+    fn read(body: &str) -> Vec<Result<ParsedSession, ParseError>> {
+        SessionReader::new(body.as_bytes()).collect()
+    }
+
+    fn only(body: &str) -> Session {
+        let mut all = read(body);
+        assert_eq!(all.len(), 1, "{body}");
+        all.remove(0).unwrap().session
+    }
+
+    #[test]
+    fn a_malformed_body_yields_the_sessions_before_then_one_error_with_position() {
+        let body = format!(
+            "{HEAD}{}{}<session lsid=\"c\">\n<lseq>3</lseq>\n<oops></session>\n{}</session_list>\n",
+            one("a", "<lseq>1</lseq>"),
+            one("b", "<lseq>2</lseq>"),
+            one("d", "")
+        );
+        let all = read(&body);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].as_ref().unwrap().session.lsid, "a");
+        assert_eq!(all[1].as_ref().unwrap().session.lsid, "b");
+        let err = all[2].as_ref().unwrap_err();
+        let ParseError::Malformed {
+            offset,
+            line,
+            last_lsid,
+            ..
+        } = err
+        else {
+            panic!("expected Malformed, got {err}");
+        };
+        assert_eq!(last_lsid.as_deref(), Some("b"));
+        assert_eq!(*line, 7, "{err}");
+        assert!(body[*offset as usize..].starts_with("</session>"), "{err}");
+        assert!(err.is_fatal() && !err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains("line 7") && text.contains("after session b"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_body_cut_short_is_malformed_after_its_complete_sessions() {
+        let body = format!("{HEAD}{}<session lsid=\"b\"><lseq>2", one("a", ""));
+        let all = read(&body);
+        assert_eq!(all.len(), 2);
+        assert!(all[0].is_ok());
+        assert!(matches!(all[1], Err(ParseError::Malformed { .. })));
+    }
+
+    #[test]
+    fn one_bad_value_fails_that_session_only() {
+        let body = format!(
+            "{HEAD}{}{}{}</session_list>",
+            one("a", ""),
+            one(
+                "b",
+                "<rep_list><representative><seconds_involved>lots</seconds_involved></representative></rep_list>"
+            ),
+            one("c", "")
+        );
+        let all = read(&body);
+        assert_eq!(all.len(), 3);
+        assert!(all[0].is_ok() && all[2].is_ok());
+        match &all[1] {
+            Err(
+                e @ ParseError::BadValue {
+                    lsid,
+                    element,
+                    value,
+                    raw,
+                    ..
+                },
+            ) => {
+                assert_eq!(
+                    (lsid.as_str(), element.as_str(), value.as_str()),
+                    ("b", "seconds_involved", "lots")
+                );
+                assert!(raw.starts_with(b"<session lsid=\"b\">") && raw.ends_with(b"</session>"));
+                assert!(!e.is_fatal());
+            }
+            other => panic!("expected BadValue, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_billion_laughs_body_is_refused_at_its_doctype() {
+        let mut body =
+            String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+        for i in 1..10 {
+            let prev = if i == 1 {
+                "lol".to_string()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            body.push_str(&format!(
+                "<!ENTITY lol{i} \"{}\">\n",
+                format!("&{prev};").repeat(10)
+            ));
+        }
+        body.push_str("]>\n<session_list><session lsid=\"x\"><external_key>&lol9;</external_key></session></session_list>\n");
+        let started = std::time::Instant::now();
+        let all = read(&body);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(all.len(), 1);
+        match &all[0] {
+            Err(ParseError::Malformed { line, reason, .. }) => {
+                assert_eq!(*line, 2);
+                assert!(reason.contains("document type"), "{reason}");
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_undefined_entity_is_malformed_not_expanded() {
+        let body = format!(
+            "{HEAD}{}</session_list>",
+            one("a", "<external_key>&xxe;</external_key>")
+        );
+        let all = read(&body);
+        assert!(
+            matches!(&all[0], Err(ParseError::Malformed { reason, .. }) if reason.contains("&xxe;"))
+        );
+    }
+
+    #[test]
+    fn elements_match_by_local_name_with_any_prefix_or_none() {
+        let bodies = [
+            "<session_list><session lsid=\"a\"><lseq>7</lseq></session></session_list>",
+            "<r:session_list xmlns:r=\"http://www.bomgar.com/namespaces/API/reporting\"><r:session lsid=\"a\"><r:lseq>7</r:lseq></r:session></r:session_list>",
+            "<session_list xmlns=\"http://www.beyondtrust.com/sra/namespaces/API/reporting\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><session lsid=\"a\"><lseq>7</lseq></session></session_list>",
+            "<session lsid=\"a\"><lseq>7</lseq></session>",
+        ];
+        for body in bodies {
+            let s = only(body);
+            assert_eq!((s.lsid.as_str(), s.lseq), ("a", Some(7)), "{body}");
+        }
+    }
+
+    #[test]
+    fn unknown_elements_are_skipped_at_any_depth() {
+        let s = only(&format!(
+            "{HEAD}<future_header><session lsid=\"not-me\"/></future_header>{}</session_list>",
+            one(
+                "a",
+                "<jumpoint id=\"9\">J</jumpoint><lseq>1<sub>2</sub></lseq><rep_list><representative><new><deep><username>x</username></deep></new><username>u</username></representative></rep_list><session_details><event event_type=\"E\"><mystery a=\"1\"><b/></mystery><body> hi </body></event></session_details>"
+            )
+        ));
+        assert_eq!(s.lsid, "a");
+        assert_eq!(s.lseq, Some(1));
+        assert_eq!(s.representatives[0].username.as_deref(), Some("u"));
+        assert_eq!(s.events[0].body.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn values_are_trimmed_unknown_stays_and_ids_stay_text() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<primary_rep gsnumber=\"R56789\" id=\"ext-12\">\n   Alex\n </primary_rep><customer_list><customer gsnumber=\"C1\"><private_ip>Unknown</private_ip><public_ip>[2001:db8::1]:56722</public_ip></customer></customer_list>"
+            )
+        ));
+        let rep = s.primary_rep.unwrap();
+        assert_eq!(
+            (
+                rep.name.as_str(),
+                rep.gsnumber.as_deref(),
+                rep.id.as_deref()
+            ),
+            ("Alex", Some("R56789"), Some("ext-12"))
+        );
+        assert_eq!(s.customers[0].private_ip.as_deref(), Some("Unknown"));
+        assert_eq!(
+            s.customers[0].public_ip.as_deref(),
+            Some("[2001:db8::1]:56722")
+        );
+    }
+
+    #[test]
+    fn iso_timestamps_are_accepted_as_a_fallback() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<start_time>2024-06-03T11:00:00+00:00</start_time><end_time timestamp=\"2024-06-03T11:15:02Z\"></end_time><session_details><event timestamp=\"2024-04-04T13:30:00Z\" event_type=\"E\"/></session_details>"
+            )
+        ));
+        assert_eq!(s.start_time.unwrap().timestamp(), 1_717_412_400);
+        assert_eq!(s.end_time.unwrap().timestamp(), 1_717_413_302);
+        assert_eq!(s.events[0].timestamp.unwrap().timestamp(), 1_712_237_400);
+    }
+
+    #[test]
+    fn an_in_progress_session_has_no_end_time() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<start_time timestamp=\"1717412400\">2024-06-03T11:00:00+00:00</start_time><end_time></end_time>"
+            )
+        ));
+        assert!(s.start_time.is_some());
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn encoded_bodies_are_decoded() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<session_details><event event_type=\"Chat Message\"><body>bell</body><encoded_body>\n YmVsbAc=\n</encoded_body></event></session_details>"
+            )
+        ));
+        assert_eq!(s.events[0].encoded_body.as_deref(), Some("bell\u{7}"));
+    }
+
+    #[test]
+    fn a_nested_error_is_reported_as_the_appliance_error() {
+        let all = read(
+            "<session_list><error>No archives found for the given search criteria.</error></session_list>",
+        );
+        assert_eq!(all.len(), 1);
+        assert!(matches!(&all[0], Err(ParseError::Appliance(e)) if e.is_no_data()));
+        let all = read("<error>Login failed</error>");
+        assert!(matches!(&all[0], Err(ParseError::Appliance(_))));
+    }
+
+    #[test]
+    fn a_session_over_the_limit_is_skipped_and_the_stream_goes_on() {
+        let big = "<event event_type=\"E\"><body>0123456789</body></event>".repeat(200);
+        let body = format!(
+            "{HEAD}{}{}{}</session_list>",
+            one("a", ""),
+            one("big", &format!("<session_details>{big}</session_details>")),
+            one("c", "")
+        );
+        let all: Vec<_> = SessionReader::new(body.as_bytes())
+            .with_session_limit(4096)
+            .collect();
+        assert_eq!(all.len(), 3);
+        assert!(all[0].is_ok() && all[2].is_ok());
+        assert!(matches!(&all[1], Err(ParseError::SessionTooLarge { lsid, .. }) if lsid == "big"));
+    }
+
+    #[test]
+    fn empty_and_rootless_bodies() {
+        assert!(read("<session_list/>").is_empty());
+        assert!(read("<session_list>\n\n</session_list>").is_empty());
+        assert!(matches!(read("")[..], [Err(ParseError::Malformed { .. })]));
+        assert!(matches!(
+            read("   \n")[..],
+            [Err(ParseError::Malformed { .. })]
+        ));
+    }
+}
