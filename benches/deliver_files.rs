@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use btic::config::{FilesDestination, OnConflict, SessionFormat};
-use btic::deliver::files::{FilesSink, Outcome, RecordingKind, SessionNaming, SpoolTransfer};
+use btic::deliver::files::{
+    FilesSink, Outcome, RecordingKind, ReportRoot, SessionNaming, SpoolTransfer,
+};
 use btic::model::Session;
 
 const RECORDING_BYTES: u64 = 64 << 20;
@@ -48,7 +50,12 @@ fn sessions(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let d = sink
-                .deliver_session(&naming(format!("{n:032x}")), &session, raw.as_bytes(), None)
+                .deliver_session(
+                    &naming(format!("{n:032x}")),
+                    &session,
+                    raw.as_bytes(),
+                    &ReportRoot::default(),
+                )
                 .unwrap();
             assert_eq!(d.outcome, Outcome::Written);
         })
@@ -57,7 +64,7 @@ fn sessions(c: &mut Criterion) {
         let naming = naming(format!("{:032x}", 1));
         b.iter(|| {
             let d = sink
-                .deliver_session(&naming, &session, raw.as_bytes(), None)
+                .deliver_session(&naming, &session, raw.as_bytes(), &ReportRoot::default())
                 .unwrap();
             assert_eq!(black_box(d.outcome), Outcome::AlreadyPresent);
         })

@@ -12,7 +12,7 @@ use super::CliError;
 use crate::config::{
     Config, Destination, DestinationKind, FilesDestination, SqlConnection, SqlDestination,
 };
-use crate::deliver::files::{FilesSink, Outcome, SessionNaming};
+use crate::deliver::files::{FilesSink, Outcome, ReportRoot, SessionNaming};
 use crate::deliver::sql::SqlSink;
 use crate::model::Session;
 use crate::parse::SessionReader;
@@ -144,8 +144,11 @@ fn import_files(
             }
         };
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        // The fragments keep their meaning only with the report root's default namespace.
-        let namespace = root_namespace(path);
+        // The fragments keep their meaning only with the report root's namespace declarations.
+        let root = File::open(path)
+            .ok()
+            .and_then(|f| ReportRoot::read(BufReader::new(f)))
+            .unwrap_or_default();
         for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
             let parsed = match item {
                 Ok(parsed) => parsed,
@@ -163,12 +166,7 @@ fn import_files(
             let naming = SessionNaming::new(host_name, &parsed.session);
             let mut attempt = 1;
             let delivered = loop {
-                match sink.deliver_session(
-                    &naming,
-                    &parsed.session,
-                    &parsed.raw,
-                    namespace.as_deref(),
-                ) {
+                match sink.deliver_session(&naming, &parsed.session, &parsed.raw, &root) {
                     Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
                         progress.suspend(|| eprintln!("warning: {e}; trying again"));
                         std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
@@ -202,31 +200,6 @@ fn import_files(
     }
     progress.finish_and_clear();
     Ok(tally)
-}
-
-/// The default namespace (`xmlns`) declared on the document's root element, if any.
-fn root_namespace(path: &Path) -> Option<String> {
-    use quick_xml::events::Event;
-    let file = File::open(path).ok()?;
-    let mut reader = quick_xml::Reader::from_reader(BufReader::new(file));
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf).ok()? {
-            Event::Start(e) | Event::Empty(e) => {
-                return e
-                    .attributes()
-                    .flatten()
-                    .find(|a| a.key.as_ref() == "xmlns")
-                    .and_then(|a| {
-                        a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                            .ok()
-                            .map(|v| v.into_owned())
-                    });
-            }
-            Event::Eof => return None,
-            _ => buf.clear(),
-        }
-    }
 }
 
 /// A byte progress bar over `files` on a terminal; hidden in pipes.
