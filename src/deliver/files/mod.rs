@@ -814,11 +814,19 @@ fn copy_synced(spool: &Path, temp: &Path) -> Result<(), FilesError> {
         .map_err(|e| FilesError::io("syncing", temp, e))
 }
 
+/// Sets the modification time through a read-only handle where that works (on Unix the
+/// owner may set times without write permission, and a linked spool may be read-only),
+/// else through a writable one.
 fn set_modified_now(path: &Path) -> Result<(), FilesError> {
-    File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(SystemTime::now()))
+    let now = SystemTime::now();
+    File::open(path)
+        .and_then(|f| f.set_modified(now))
+        .or_else(|_| {
+            File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_modified(now))
+        })
         .map_err(|e| FilesError::io("setting the modification time of", path, e))
 }
 
