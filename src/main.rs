@@ -43,6 +43,10 @@ enum Command {
     },
     /// Print the sessions of saved SupportSession XML bodies as JSON lines.
     Inspect {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Deliver previously downloaded SupportSession XML files to a destination.
     Import {
         /// The pipeline file.

@@ -9,7 +9,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
-use crate::config::{Config, Destination, DestinationKind, SqlConnection, SqlDestination};
+use crate::config::{
+    Config, Destination, DestinationKind, FilesDestination, SqlConnection, SqlDestination,
+};
+use crate::deliver::files::{FilesSink, Outcome, ReportRoot, SessionNaming};
 use crate::deliver::sql::SqlSink;
 use crate::model::Session;
 use crate::parse::SessionReader;
@@ -25,6 +28,8 @@ struct Tally {
     skipped: u64,
     failed: u64,
     bad_files: u64,
+    /// Files destinations: files written (the rest were already there).
+    new_files: u64,
 }
 
 /// Runs `btic import`.
@@ -59,16 +64,16 @@ pub fn import(
         .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
     let tally = match &dest.kind {
         DestinationKind::Sql(sql) => runtime.block_on(import_sql(dest, sql, &host_name, files))?,
-        DestinationKind::Files(_) => {
-            return Err(CliError::config(format!(
-                "destination {destination:?} is a files destination; btic import writes SQL destinations only in this build"
-            )));
-        }
+        DestinationKind::Files(files_dest) => import_files(files_dest, &host_name, files)?,
+    };
+    let written = if dest.is_files() {
+        format!("{} new files", tally.new_files)
+    } else {
+        format!("{} rows", tally.rows)
     };
     println!(
-        "imported {} sessions ({} rows) into destination {destination:?} from {} file{}: {} skipped, {} failed",
+        "imported {} sessions ({written}) into destination {destination:?} from {} file{}: {} skipped, {} failed",
         tally.sessions,
-        tally.rows,
         files.len(),
         if files.len() == 1 { "" } else { "s" },
         tally.skipped,
@@ -116,6 +121,105 @@ fn site_host_name(config: &Config, site: Option<&str>) -> Result<String, CliErro
         },
     };
     Ok(site.host_name().to_string())
+}
+
+/// Writes each session of `inputs` as its own file; the same sessions imported again
+/// leave the directory as it was (the destination's conflict rule decides).
+fn import_files(
+    dest: &FilesDestination,
+    host_name: &str,
+    inputs: &[PathBuf],
+) -> Result<Tally, CliError> {
+    let sink = FilesSink::open(dest).map_err(|e| CliError::failed(e.to_string()))?;
+    let progress = progress_bar(inputs);
+    let mut tally = Tally::default();
+    let mut done_bytes = 0u64;
+    for path in inputs {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                progress.suspend(|| eprintln!("error: reading {}: {e}", path.display()));
+                tally.bad_files += 1;
+                continue;
+            }
+        };
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // The fragments keep their meaning only with the report root's namespace declarations.
+        let root = File::open(path)
+            .ok()
+            .and_then(|f| ReportRoot::read(BufReader::new(f)))
+            .unwrap_or_default();
+        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
+            let parsed = match item {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+                    if e.is_fatal() {
+                        tally.bad_files += 1;
+                    } else {
+                        tally.skipped += 1;
+                    }
+                    continue;
+                }
+            };
+            progress.set_position(done_bytes + parsed.offset);
+            let naming = SessionNaming::new(host_name, &parsed.session);
+            let mut attempt = 1;
+            let delivered = loop {
+                match sink.deliver_session(&naming, &parsed.session, &parsed.raw, &root) {
+                    Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                        progress.suspend(|| eprintln!("warning: {e}; trying again"));
+                        std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
+            match delivered {
+                Ok(d) => {
+                    tally.sessions += 1;
+                    if matches!(d.outcome, Outcome::Written | Outcome::Replaced) {
+                        tally.new_files += 1;
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    return Err(CliError::failed(format!(
+                        "{e}; {} sessions imported before giving up after {ATTEMPTS} attempts",
+                        tally.sessions
+                    )));
+                }
+                Err(e) => {
+                    progress.suspend(|| eprintln!("error: {e}"));
+                    tally.failed += 1;
+                }
+            }
+            progress.set_message(format!("{} sessions", tally.sessions));
+        }
+        done_bytes += file_len;
+        progress.set_position(done_bytes);
+    }
+    progress.finish_and_clear();
+    Ok(tally)
+}
+
+/// A byte progress bar over `files` on a terminal; hidden in pipes.
+fn progress_bar(files: &[PathBuf]) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({elapsed}, {eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 async fn import_sql(

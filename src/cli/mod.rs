@@ -2,16 +2,14 @@
 //! person (or as JSON), and returns a `CliError` carrying the exit code.
 
 mod check;
+mod import;
 mod inspect;
-
-pub use check::check;
-pub use inspect::inspect;
 mod simulate;
 
-pub use simulate::{SimulateArgs, simulate};
-mod import;
-
+pub use check::check;
 pub use import::import;
+pub use inspect::inspect;
+pub use simulate::{SimulateArgs, simulate};
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]
