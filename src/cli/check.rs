@@ -53,7 +53,10 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     match (failed_sites, failed_destinations) {
         (0, 0) => Ok(()),
-        (s, 0) => Err(CliError::failed(format!("{s} site{} failed the check", plural(s)))),
+        (s, 0) => Err(CliError::failed(format!(
+            "{s} site{} failed the check",
+            plural(s)
+        ))),
         (0, d) => Err(CliError::failed(format!(
             "{d} destination{} failed the check",
             plural(d)
