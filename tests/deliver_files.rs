@@ -681,7 +681,7 @@ fn check_online_reports_whether_each_files_destination_is_writable() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("files destination is not writable"),
+        stderr.contains("1 destination failed the check"),
         "{stderr}"
     );
 }
