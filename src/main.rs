@@ -41,6 +41,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the sessions of saved SupportSession XML bodies as JSON lines.
+    Inspect {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Deliver previously downloaded SupportSession XML files to a destination.
+    Import {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The destination to write to.
+        #[arg(long)]
+        destination: String,
+        /// The site the files came from (its host name is stored); optional with one site.
+        #[arg(long)]
+        site: Option<String>,
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the daemon: schedules, stages, metrics endpoint and admin API.
     Run {
         /// The pipeline file.
@@ -81,12 +102,6 @@ enum Command {
     },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
     Simulate(Box<cli::SimulateArgs>),
-    /// Print the sessions of saved SupportSession XML bodies as JSON lines.
-    Inspect {
-        /// The XML files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +146,7 @@ fn main() -> ExitCode {
             offline,
             json,
         } => cli::check(&config, offline, json),
+        Command::Inspect { files } => cli::inspect(&files),
         Command::Run { config } => cli::run(&config),
         Command::Demo => cli::demo(),
         Command::Status { config, json } => cli::status(&config, json),
@@ -145,7 +161,12 @@ fn main() -> ExitCode {
             DeadLetterCommand::Show { id, config } => cli::dead_letter_show(&config, id),
         },
         Command::Simulate(args) => cli::simulate(&args),
-        Command::Inspect { files } => cli::inspect(&files),
+        Command::Import {
+            config,
+            destination,
+            site,
+            files,
+        } => cli::import(&config, &destination, site.as_deref(), &files),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

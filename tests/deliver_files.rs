@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use btic::config::{FileNameFormat, FilesDestination, OnConflict, SessionFormat};
 use btic::deliver::files::{
-    FilesError, FilesSink, Item, Outcome, RecordingKind, STAGING_DIR, SessionNaming, SpoolTransfer,
+    FilesError, FilesSink, Item, Outcome, RecordingKind, ReportRoot, STAGING_DIR, SessionNaming,
+    SpoolTransfer,
 };
 use btic::model::Session;
 
@@ -181,7 +182,7 @@ fn configured_formats_with_hostile_values_name_files_inside_the_directory() {
             "{format} with lsid {lsid:?} and key {key:?}"
         );
         let d = s
-            .deliver_session(&n, &session(lsid), b"<session/>", None)
+            .deliver_session(&n, &session(lsid), b"<session/>", &ReportRoot::default())
             .unwrap();
         assert!(d.path.starts_with(dir.path()), "{}", d.path.display());
         assert!(d.path.is_file());
@@ -195,7 +196,7 @@ fn configured_formats_with_hostile_values_name_files_inside_the_directory() {
     let mut n = naming("x");
     n.external_key = Some(long);
     let d = s
-        .deliver_session(&n, &session("x"), b"<session/>", None)
+        .deliver_session(&n, &session("x"), b"<session/>", &ReportRoot::default())
         .unwrap();
     let name = d.path.file_name().unwrap().to_str().unwrap();
     assert!(name.len() <= 240 && name.ends_with(".xml"), "{name}");
@@ -208,7 +209,12 @@ fn session_xml_is_the_fragment_wrapped_with_its_namespace() {
     let s = sink(dir.path(), None, OnConflict::AppendNumber);
     let raw = b"<session lsid=\"e9\">\n    <session_type>support</session_type>\n</session>";
     let d = s
-        .deliver_session(&naming("e9"), &session("e9"), raw, Some(NS))
+        .deliver_session(
+            &naming("e9"),
+            &session("e9"),
+            raw,
+            &ReportRoot::with_default_namespace(NS),
+        )
         .unwrap();
     assert_eq!(d.outcome, Outcome::Written);
     let written = fs::read(&d.path).unwrap();
@@ -220,7 +226,12 @@ fn session_xml_is_the_fragment_wrapped_with_its_namespace() {
     assert_eq!(d.bytes, expected.len() as u64);
 
     let d = s
-        .deliver_session(&naming("e8"), &session("e8"), b"<session/>", None)
+        .deliver_session(
+            &naming("e8"),
+            &session("e8"),
+            b"<session/>",
+            &ReportRoot::default(),
+        )
         .unwrap();
     let written = fs::read_to_string(&d.path).unwrap();
     assert!(
@@ -239,7 +250,12 @@ fn session_json_is_the_inspect_object() {
     let mut session = session("e9");
     session.external_key = Some("TICKET-1".into());
     let d = s
-        .deliver_session(&naming("e9"), &session, b"<ignored/>", Some(NS))
+        .deliver_session(
+            &naming("e9"),
+            &session,
+            b"<ignored/>",
+            &ReportRoot::with_default_namespace(NS),
+        )
         .unwrap();
     assert_eq!(
         d.path,
@@ -260,7 +276,10 @@ fn append_number_counts_up_and_redelivery_of_identical_content_adds_nothing() {
         OnConflict::AppendNumber,
     );
     let n = naming("x");
-    let deliver = |raw: &[u8]| s.deliver_session(&n, &session("x"), raw, None).unwrap();
+    let deliver = |raw: &[u8]| {
+        s.deliver_session(&n, &session("x"), raw, &ReportRoot::default())
+            .unwrap()
+    };
 
     let first = deliver(b"<session>one</session>");
     assert_eq!(
@@ -316,14 +335,18 @@ fn overwrite_replaces_changed_content_and_leaves_identical_content_alone() {
         OnConflict::Overwrite,
     );
     let n = naming("x");
-    let d = s.deliver_session(&n, &session("x"), b"<a/>", None).unwrap();
+    let d = s
+        .deliver_session(&n, &session("x"), b"<a/>", &ReportRoot::default())
+        .unwrap();
     assert_eq!(d.outcome, Outcome::Written);
     let inode = fs::metadata(&d.path).unwrap().ino();
-    let d = s.deliver_session(&n, &session("x"), b"<a/>", None).unwrap();
+    let d = s
+        .deliver_session(&n, &session("x"), b"<a/>", &ReportRoot::default())
+        .unwrap();
     assert_eq!(d.outcome, Outcome::AlreadyPresent);
     assert_eq!(fs::metadata(&d.path).unwrap().ino(), inode);
     let d = s
-        .deliver_session(&n, &session("x"), b"<b>longer</b>", None)
+        .deliver_session(&n, &session("x"), b"<b>longer</b>", &ReportRoot::default())
         .unwrap();
     assert_eq!(d.outcome, Outcome::Replaced);
     assert!(
@@ -340,11 +363,11 @@ fn skip_keeps_the_existing_file_and_writes_nothing() {
     let s = sink(dir.path(), Some("%LSID%.%EXTENSION%"), OnConflict::Skip);
     let n = naming("x");
     let d = s
-        .deliver_session(&n, &session("x"), b"<first/>", None)
+        .deliver_session(&n, &session("x"), b"<first/>", &ReportRoot::default())
         .unwrap();
     assert_eq!(d.outcome, Outcome::Written);
     let d = s
-        .deliver_session(&n, &session("x"), b"<second/>", None)
+        .deliver_session(&n, &session("x"), b"<second/>", &ReportRoot::default())
         .unwrap();
     assert_eq!(d.outcome, Outcome::Skipped);
     assert!(fs::read_to_string(&d.path).unwrap().contains("<first/>"));
@@ -365,7 +388,7 @@ fn subdirectories_in_the_format_are_created() {
     let n = naming("e9");
     s.deliver_recording(&n, RecordingKind::CommandShell { instance: 2 }, "flv", &rec)
         .unwrap();
-    s.deliver_session(&n, &session("e9"), b"<session/>", None)
+    s.deliver_session(&n, &session("e9"), b"<session/>", &ReportRoot::default())
         .unwrap();
     let files: Vec<String> = listing(dir.path())
         .into_iter()
@@ -533,7 +556,7 @@ fn a_name_that_cannot_be_made_valid_is_permanent() {
     let dir = tempfile::tempdir().unwrap();
     let s = sink(dir.path(), Some("%LSID%/"), OnConflict::AppendNumber);
     let err = s
-        .deliver_session(&naming("x"), &session("x"), b"<s/>", None)
+        .deliver_session(&naming("x"), &session("x"), b"<s/>", &ReportRoot::default())
         .unwrap_err();
     assert!(matches!(err, FilesError::InvalidName { .. }), "{err}");
     assert!(!err.is_retryable());
@@ -546,7 +569,12 @@ fn a_name_that_cannot_be_made_valid_is_permanent() {
     );
     fs::create_dir(dir.path().join("taken.xml")).unwrap();
     let err = s
-        .deliver_session(&naming("taken"), &session("taken"), b"<s/>", None)
+        .deliver_session(
+            &naming("taken"),
+            &session("taken"),
+            b"<s/>",
+            &ReportRoot::default(),
+        )
         .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(staging_is_empty(dir.path()));
@@ -574,7 +602,7 @@ fn permission_denied_is_retryable_with_a_clear_message() {
         );
         return;
     }
-    let result = s.deliver_session(&naming("x"), &session("x"), b"<s/>", None);
+    let result = s.deliver_session(&naming("x"), &session("x"), b"<s/>", &ReportRoot::default());
     let _ = std::process::Command::new("chattr")
         .arg("-i")
         .arg(&locked)
@@ -653,7 +681,146 @@ fn check_online_reports_whether_each_files_destination_is_writable() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("files destination is not writable"),
+        stderr.contains("1 destination failed the check"),
         "{stderr}"
     );
+}
+
+#[test]
+fn import_writes_one_file_per_session_and_importing_again_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = pipeline_with_files_destination(dir.path(), &archive);
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sql/sessions.xml"
+    );
+    let import = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_btic"))
+            .args(["import", "--config"])
+            .arg(&config)
+            .args(["--destination", "archive", fixture])
+            .output()
+            .unwrap()
+    };
+    let out = import();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("imported 2 sessions (2 new files)"),
+        "{stdout}"
+    );
+    let files = listing(&archive);
+    assert_eq!(
+        files,
+        [
+            "support.example.com-support-0a1b2c3d4e5f60718293a4b5c6d7e8f9.xml",
+            "support.example.com-support-3f2c9a7e5b1d4c8e9a0b1c2d3e4f5a6b.xml",
+        ]
+    );
+
+    // Each file is a report of one session that parses back to the same session.
+    let originals: Vec<_> = btic::parse::SessionReader::new(&fs::read(fixture).unwrap()[..])
+        .map(|p| p.unwrap())
+        .collect();
+    for original in &originals {
+        let name = format!("support.example.com-support-{}.xml", original.session.lsid);
+        let text = fs::read(archive.join(name)).unwrap();
+        assert!(text.starts_with(
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<session_list xmlns=\"https://www.beyondtrust.com/namespaces/API/reporting\">\n"
+        ));
+        let back: Vec<_> = btic::parse::SessionReader::new(&text[..])
+            .map(|p| p.unwrap())
+            .collect();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].session, original.session);
+        assert_eq!(
+            back[0].raw, original.raw,
+            "the fragment is kept byte for byte"
+        );
+    }
+
+    let out = import();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("imported 2 sessions (0 new files)"),
+        "{stdout}"
+    );
+    assert_eq!(listing(&archive), files);
+}
+
+#[test]
+fn a_prefixed_report_gives_session_files_that_parse_to_the_same_session() {
+    let report = br#"<?xml version="1.0" encoding="UTF-8"?>
+<r:session_list xmlns:r="https://www.beyondtrust.com/namespaces/API/reporting">
+<r:session lsid="e9e99aeb">
+    <r:session_type>support</r:session_type>
+    <r:lseq>8</r:lseq>
+    <r:external_key>T-1</r:external_key>
+</r:session>
+</r:session_list>
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let s = sink(dir.path(), None, OnConflict::AppendNumber);
+    let root = ReportRoot::read(&report[..]).unwrap();
+    assert_eq!(root.prefix.as_deref(), Some("r"));
+    let parsed: Vec<_> = btic::parse::SessionReader::new(&report[..])
+        .map(|p| p.unwrap())
+        .collect();
+    let host = "support.example.com";
+    let d = s
+        .deliver_session(
+            &SessionNaming::new(host, &parsed[0].session),
+            &parsed[0].session,
+            &parsed[0].raw,
+            &root,
+        )
+        .unwrap();
+    assert_eq!(
+        d.path,
+        dir.path().join("support.example.com-support-e9e99aeb.xml")
+    );
+    let text = fs::read(&d.path).unwrap();
+    assert!(String::from_utf8_lossy(&text).contains(
+        "<r:session_list xmlns:r=\"https://www.beyondtrust.com/namespaces/API/reporting\">"
+    ));
+    assert_every_element_is_in_the_reporting_namespace(&text);
+    let back: Vec<_> = btic::parse::SessionReader::new(&text[..])
+        .map(|p| p.unwrap())
+        .collect();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].session, parsed[0].session);
+    assert_eq!(back[0].raw, parsed[0].raw);
+}
+
+/// A namespace-aware reader binds every element of the file (no unknown prefix).
+fn assert_every_element_is_in_the_reporting_namespace(xml: &[u8]) {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
+    let mut reader = quick_xml::NsReader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut elements = 0;
+    loop {
+        match reader.read_resolved_event_into(&mut buf).unwrap() {
+            (ResolveResult::Bound(ns), Event::Start(_) | Event::Empty(_)) => {
+                assert_eq!(
+                    ns.as_ref(),
+                    "https://www.beyondtrust.com/namespaces/API/reporting"
+                );
+                elements += 1;
+            }
+            (other, Event::Start(e) | Event::Empty(e)) => {
+                panic!("{:?} is not in the namespace: {other:?}", e.name())
+            }
+            (_, Event::Eof) => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    assert!(elements > 2);
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use btic::config::{FileNameFormat, FilesDestination, OnConflict, SessionFormat};
 use btic::deliver::files::{
-    FilesSink, Outcome, RecordingKind, STAGING_DIR, SessionNaming, SpoolTransfer,
+    FilesSink, Outcome, RecordingKind, ReportRoot, STAGING_DIR, SessionNaming, SpoolTransfer,
 };
 use btic::model::Session;
 
@@ -97,7 +97,7 @@ fn child(args: &[String]) {
                     &naming("s1"),
                     &session("s1"),
                     &body("s1", SESSION_BYTES),
-                    None,
+                    &ReportRoot::default(),
                 )
                 .unwrap();
             }
@@ -111,7 +111,7 @@ fn child(args: &[String]) {
                     &naming(&lsid),
                     &session(&lsid),
                     &body(&lsid, 64 * 1024),
-                    None,
+                    &ReportRoot::default(),
                 )
                 .unwrap();
             }
@@ -175,7 +175,7 @@ fn a_kill_between_write_and_rename_leaves_no_partial_final_file() {
             &naming("s1"),
             &session("s1"),
             &body("s1", SESSION_BYTES),
-            None,
+            &ReportRoot::default(),
         )
         .unwrap();
     assert_eq!(d.outcome, Outcome::Written);

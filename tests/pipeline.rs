@@ -8,9 +8,18 @@ mod rig;
 use std::path::Path;
 use std::time::Duration;
 
-use rig::{Daemon, Pg, Sim, eventually, free_port, json_files, other_files, pipeline, sqlite_lsids};
+use rig::{
+    Daemon, Pg, Sim, eventually, free_port, json_files, other_files, pipeline, sqlite_lsids,
+};
 
-const SIM_ARGS: &[&str] = &["--days", "1", "--sessions-per-day", "150", "--recording-bytes", "4096"];
+const SIM_ARGS: &[&str] = &[
+    "--days",
+    "1",
+    "--sessions-per-day",
+    "150",
+    "--recording-bytes",
+    "4096",
+];
 
 fn files_destination(dir: &Path, name: &str) -> String {
     format!(
@@ -34,20 +43,32 @@ fn postgres_destination(pg: &Pg) -> String {
 }
 
 fn transfer(destination: &str, data: &str) -> String {
-    format!("[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"{destination}\"\ndata = {data}\n")
+    format!(
+        "[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"{destination}\"\ndata = {data}\n"
+    )
 }
 
 /// Waits until the files destination `archive` holds every session of `truth` with its
 /// digest; panics with the difference otherwise.
-async fn wait_for_files(dir: &Path, truth: &std::collections::BTreeMap<String, String>, log: &Path) {
+async fn wait_for_files(
+    dir: &Path,
+    truth: &std::collections::BTreeMap<String, String>,
+    log: &Path,
+) {
     let ok = eventually(Duration::from_secs(120), async || {
         let (files, _) = json_files(&dir.join("archive"));
-        truth.iter().all(|(lsid, digest)| files.get(lsid) == Some(digest))
+        truth
+            .iter()
+            .all(|(lsid, digest)| files.get(lsid) == Some(digest))
     })
     .await;
     if !ok {
         let (files, _) = json_files(&dir.join("archive"));
-        let missing: Vec<_> = truth.keys().filter(|l| !files.contains_key(*l)).take(5).collect();
+        let missing: Vec<_> = truth
+            .keys()
+            .filter(|l| !files.contains_key(*l))
+            .take(5)
+            .collect();
         let wrong: Vec<_> = truth
             .iter()
             .filter(|(l, d)| files.get(*l).is_some_and(|f| f != *d))
@@ -67,7 +88,10 @@ async fn wait_for_files(dir: &Path, truth: &std::collections::BTreeMap<String, S
 async fn assert_nothing_extra(sim: &Sim, held: impl Iterator<Item = String>) {
     let (_, all_closed) = sim.truth(None).await;
     let extra: Vec<String> = held.filter(|l| !all_closed.contains_key(l)).collect();
-    assert!(extra.is_empty(), "sessions not in the ground truth: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "sessions not in the ground truth: {extra:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +119,11 @@ async fn the_daemon_delivers_the_ground_truth_to_postgres_sqlite_and_files_at_on
 
     let (now, _) = sim.truth(None).await;
     let (_, truth) = sim.truth(Some(now - 10)).await;
-    assert!(truth.len() > 100, "the simulator should have history: {}", truth.len());
+    assert!(
+        truth.len() > 100,
+        "the simulator should have history: {}",
+        truth.len()
+    );
     wait_for_files(dir.path(), &truth, &log).await;
     let sqlite = dir.path().join("btic.sqlite");
     assert!(
@@ -118,13 +146,20 @@ async fn the_daemon_delivers_the_ground_truth_to_postgres_sqlite_and_files_at_on
     assert!(
         eventually(Duration::from_secs(60), async || {
             let (files, _) = other_files(&dir.path().join("archive"));
-            files.iter().any(|f| f.ends_with(".flv") || f.ends_with(".mp4"))
+            files
+                .iter()
+                .any(|f| f.ends_with(".flv") || f.ends_with(".mp4"))
         })
         .await,
         "no recordings arrived"
     );
     let (code, took) = daemon.terminate();
-    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        code,
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
 
     let sqlite_rows = sqlite_lsids(&sqlite);
@@ -134,7 +169,10 @@ async fn the_daemon_delivers_the_ground_truth_to_postgres_sqlite_and_files_at_on
     let (files, numbered) = json_files(&dir.path().join("archive"));
     assert!(numbered.is_empty(), "numbered duplicates: {numbered:?}");
     let (_, numbered) = other_files(&dir.path().join("archive"));
-    assert!(numbered.is_empty(), "numbered duplicate recordings: {numbered:?}");
+    assert!(
+        numbered.is_empty(),
+        "numbered duplicate recordings: {numbered:?}"
+    );
     assert_nothing_extra(&sim, sqlite_rows.into_keys()).await;
     assert_nothing_extra(&sim, pg_rows.into_keys()).await;
     assert_nothing_extra(&sim, files.into_keys()).await;
@@ -180,8 +218,14 @@ async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered(
     let dir = tempfile::tempdir().unwrap();
     let mut args = SIM_ARGS.to_vec();
     args.extend([
-        "--fault-5xx", "0.05", "--fault-429", "0.05", "--fault-reset", "0.05",
-        "--fault-truncate", "0.05",
+        "--fault-5xx",
+        "0.05",
+        "--fault-429",
+        "0.05",
+        "--fault-reset",
+        "0.05",
+        "--fault-truncate",
+        "0.05",
     ]);
     let sim = Sim::start(dir.path(), &args);
     let config = pipeline(
@@ -204,7 +248,11 @@ async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered(
         .output()
         .unwrap();
     let letters: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(letters.as_array().map(Vec::len), Some(0), "dead letters: {letters}");
+    assert_eq!(
+        letters.as_array().map(Vec::len),
+        Some(0),
+        "dead letters: {letters}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,9 +265,24 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
     {
         let dir = tempfile::tempdir().unwrap();
         let sim = Sim::start(dir.path(), &["--days", "1", "--sessions-per-day", "10"]);
-        let config = pipeline(dir.path(), &sim, free_port(), &postgres_destination(&pg), &transfer("pg", "[\"sessions\"]"));
-        let out = rig::btic().args(["check", "--config"]).arg(&config).env("BTIC_TEST_SECRET", "demo-secret").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let config = pipeline(
+            dir.path(),
+            &sim,
+            free_port(),
+            &postgres_destination(&pg),
+            &transfer("pg", "[\"sessions\"]"),
+        );
+        let out = rig::btic()
+            .args(["check", "--config"])
+            .arg(&config)
+            .env("BTIC_TEST_SECRET", "demo-secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let client = pg.client().await;
     client
@@ -230,7 +293,13 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), SIM_ARGS);
     let port = free_port();
-    let config = pipeline(dir.path(), &sim, port, &postgres_destination(&pg), &transfer("pg", "[\"sessions\"]"));
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        port,
+        &postgres_destination(&pg),
+        &transfer("pg", "[\"sessions\"]"),
+    );
     let log = dir.path().join("run.log");
     let daemon = Daemon::start(&config, &log);
     let (now, _) = sim.truth(None).await;
@@ -263,7 +332,11 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("replayed "));
     assert!(
         eventually(Duration::from_secs(60), async || {
@@ -308,14 +381,24 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
     block(false).await;
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), SIM_ARGS);
-    let config = pipeline(dir.path(), &sim, free_port(), &postgres_destination(&pg), &transfer("pg", "[\"sessions\"]"));
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &postgres_destination(&pg),
+        &transfer("pg", "[\"sessions\"]"),
+    );
     let log = dir.path().join("run.log");
     let daemon = Daemon::start(&config, &log);
     let (now, _) = sim.truth(None).await;
     let (_, truth) = sim.truth(Some(now - 10)).await;
     // The backlog builds up on disk while the database refuses connections.
     let status = || {
-        let out = rig::btic().args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+        let out = rig::btic()
+            .args(["status", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
     assert!(
@@ -324,7 +407,10 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|q| q["name"] == "deliver/pg" && q["depth"].as_u64().unwrap_or(0) as usize >= truth.len())
+                .any(|q| {
+                    q["name"] == "deliver/pg"
+                        && q["depth"].as_u64().unwrap_or(0) as usize >= truth.len()
+                })
         })
         .await,
         "the backlog did not build up: {}",

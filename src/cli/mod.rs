@@ -3,12 +3,14 @@
 
 mod check;
 mod daemon;
+mod import;
 mod inspect;
 mod simulate;
 mod state;
 
 pub use check::check;
 pub use daemon::{demo, run};
+pub use import::import;
 pub use inspect::inspect;
 pub use simulate::{SimulateArgs, simulate};
 pub use state::{dead_letter_list, dead_letter_show, replay, status};

@@ -498,6 +498,14 @@ impl Config {
 
     /// Reads every secret the file references; the errors name the key, never a value.
     pub fn resolve_secrets(&self) -> Result<ResolvedSecrets, ConfigErrors> {
+        match validate::resolve_secrets(self) {
+            (secrets, errors) if errors.is_empty() => Ok(secrets),
+            (_, errors) => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// Reads the secrets that can be read, and says which cannot.
+    pub fn resolve_available_secrets(&self) -> (ResolvedSecrets, Vec<ConfigError>) {
         validate::resolve_secrets(self)
     }
 

@@ -711,7 +711,7 @@ fn build_schedule(
     }
 }
 
-pub(super) fn resolve_secrets(config: &Config) -> Result<ResolvedSecrets, ConfigErrors> {
+pub(super) fn resolve_secrets(config: &Config) -> (ResolvedSecrets, Vec<ConfigError>) {
     let src = std::fs::read_to_string(&config.source).unwrap_or_default();
     let locator = Locator::new(&src);
     let mut errors = Vec::new();
@@ -748,9 +748,5 @@ pub(super) fn resolve_secrets(config: &Config) -> Result<ResolvedSecrets, Config
             out.urls.insert(d.name.clone(), s);
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (out, errors)
 }

@@ -1,7 +1,6 @@
-//! Destinations: each writes one item to one place, idempotently. `sql` writes the
-//! Integration Client's tables to SQL Server, PostgreSQL and SQLite; `files` writes
-//! session data, recordings and backups under a directory with the Integration Client's
-//! naming rules.
+//! Destinations: where data is written. Each writes one item to one place, idempotently:
+//! `files` writes session data, recordings and backups into a directory tree; `sql` writes
+//! the Integration Client's tables to SQL Server, PostgreSQL and SQLite.
 
 pub mod files;
 pub mod sql;

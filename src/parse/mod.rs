@@ -17,12 +17,10 @@
 
 mod pull;
 mod reports;
-mod root;
 mod session;
 mod values;
 
 pub use reports::{find_error, parse_api_info, parse_listing};
-pub use root::root_namespace;
 pub use session::{ParsedSession, SessionReader};
 
 /// What an `<error>` body from the appliance means. The appliance answers logical errors

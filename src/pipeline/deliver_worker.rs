@@ -290,11 +290,11 @@ fn write_file(sink: &FilesSink, item: DeliverItem) -> Result<(), FilesError> {
             host,
             session,
             raw,
-            namespace,
+            root,
             ..
         } => {
             let naming = crate::deliver::files::SessionNaming::new(&host, &session);
-            sink.deliver_session(&naming, &session, &raw, namespace.as_deref())?;
+            sink.deliver_session(&naming, &session, &raw, &root)?;
         }
         DeliverItem::Recording {
             naming,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::files::{RecordingKind as FileRecordingKind, SessionNaming};
+use crate::deliver::files::{RecordingKind as FileRecordingKind, ReportRoot, SessionNaming};
 use crate::model::Session;
 
 /// The queue of spooled report bodies.
@@ -219,8 +219,9 @@ pub enum DeliverItem {
         session: Box<Session>,
         /// Its `<session>` element as the appliance wrote it.
         raw: Vec<u8>,
-        /// The report root's default namespace, if any.
-        namespace: Option<String>,
+        /// The report root's prefix and namespace declarations, which the files
+        /// destination repeats around the element.
+        root: ReportRoot,
     },
     /// A recording on disk (this item owns the spool file).
     Recording {

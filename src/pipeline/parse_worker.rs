@@ -19,8 +19,9 @@ use super::items::{
     DeliverItem, DownloadTask, FETCHED, FetchedBody, Naming, REJECTED, Recording, Rejected,
     deliver_queue, download_queue,
 };
+use crate::deliver::files::ReportRoot;
 use crate::metrics;
-use crate::parse::{ParseError, ParsedSession, SessionReader, root_namespace};
+use crate::parse::{ParseError, ParsedSession, SessionReader};
 use crate::queue::{Changes, Claimed, Queue, QueueError};
 
 /// Sessions per transaction.
@@ -75,9 +76,10 @@ async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), Q
     let Claimed { item, ticket } = claimed;
     let key = progress_key(ticket.id());
     let done: u64 = queue.state_get(&key).await?.unwrap_or(0);
-    let namespace = File::open(&item.body)
+    let root = File::open(&item.body)
         .ok()
-        .and_then(|f| root_namespace(BufReader::new(f)));
+        .and_then(|f| ReportRoot::read(BufReader::new(f)))
+        .unwrap_or_default();
 
     // The reading thread parses ahead by at most one chunk (the channel holds one).
     let (tx, mut rx) = mpsc::channel(1);
@@ -96,7 +98,7 @@ async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), Q
                     match outcome {
                         Ok(s) => {
                             parsed += 1;
-                            pushed += route(&mut changes, &item, s, namespace.as_deref())?;
+                            pushed += route(&mut changes, &item, s, &root)?;
                         }
                         Err(e) => {
                             bad += 1;
@@ -168,7 +170,7 @@ fn route(
     changes: &mut Changes,
     item: &FetchedBody,
     parsed: ParsedSession,
-    namespace: Option<&str>,
+    root: &ReportRoot,
 ) -> Result<u64, QueueError> {
     let mut count = 0;
     let session = parsed.session;
@@ -195,7 +197,7 @@ fn route(
                 host: item.host.clone(),
                 session: session.clone(),
                 raw: parsed.raw.clone(),
-                namespace: namespace.map(str::to_string),
+                root: root.clone(),
             },
         )?;
         count += 1;

@@ -231,10 +231,9 @@ impl Drop for Daemon {
 
 /// LSIDs in a SQLite destination and how often each appears.
 pub fn sqlite_lsids(path: &Path) -> BTreeMap<String, i64> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return BTreeMap::new();
     };
     let Ok(mut stmt) = conn.prepare("SELECT lsid, count(*) FROM session GROUP BY lsid") else {
@@ -258,7 +257,12 @@ pub fn json_files(dir: &Path) -> (BTreeMap<String, String>, Vec<String>) {
         let Some(stem) = name.strip_suffix(".json") else {
             continue;
         };
-        if stem.rsplit('.').next().is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())) && stem.contains('.') {
+        if stem
+            .rsplit('.')
+            .next()
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+            && stem.contains('.')
+        {
             numbered.push(name.clone());
             continue;
         }
@@ -304,7 +308,13 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
 }
 
 /// A pipeline file for `sim` with the given destinations (TOML snippets) and transfers.
-pub fn pipeline(dir: &Path, sim: &Sim, metrics_port: u16, destinations: &str, transfers: &str) -> PathBuf {
+pub fn pipeline(
+    dir: &Path,
+    sim: &Sim,
+    metrics_port: u16,
+    destinations: &str,
+    transfers: &str,
+) -> PathBuf {
     let text = format!(
         r#"state_dir = "{state}"
 start_from = "3d"

@@ -9,7 +9,8 @@
 //! # What goes where
 //! - Session data: one file per session. `format = "xml"` writes the `<session>` element
 //!   exactly as the appliance sent it (the bytes the parser captured), inside a
-//!   `<session_list>` root with an XML declaration; `format = "json"` writes the session
+//!   `<session_list>` root with an XML declaration that repeats the report root's prefix
+//!   and namespace declarations ([`ReportRoot`]); `format = "json"` writes the session
 //!   as the JSON object `btic inspect` prints. Extension `xml` or `json`.
 //! - Recordings and backups arrive as spool files from the fetch stage. They are never
 //!   read into memory: on the same file system the delivered file is a hard link to the
@@ -75,6 +76,7 @@
 
 mod naming;
 mod staging;
+mod xml;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -94,6 +96,7 @@ pub use naming::{
     numbered,
 };
 pub use staging::STAGING_DIR;
+pub use xml::ReportRoot;
 
 use staging::{Staging, TempFile, sync_dir};
 
@@ -503,20 +506,21 @@ impl FilesSink {
         }
     }
 
-    /// Writes one session's data file. `raw_xml` is the `<session>` element exactly as the
-    /// parser captured it; `namespace` is the default namespace (`xmlns`) declared on the
-    /// report's root, if any, which the wrapping `<session_list>` declares again so that the
-    /// fragment means the same as it did in the report. `session` is used for `json`.
+    /// Writes one session's data file. For `xml`, `raw_xml` is the `<session>` element
+    /// exactly as the parser captured it and `root` the report's root element
+    /// ([`ReportRoot::read`]): the wrapping `<session_list>` repeats its prefix and
+    /// namespace declarations, so the fragment means what it meant in the report. For
+    /// `json`, `session` is written.
     pub fn deliver_session(
         &self,
         naming: &SessionNaming,
         session: &Session,
         raw_xml: &[u8],
-        namespace: Option<&str>,
+        root: &ReportRoot,
     ) -> Result<Delivered, FilesError> {
         let rel = self.file_name(&Item::Session(naming))?;
         let bytes = match self.session_format {
-            SessionFormat::Xml => session_xml(raw_xml, namespace),
+            SessionFormat::Xml => xml::session_file(raw_xml, root),
             SessionFormat::Json => {
                 let mut json = serde_json::to_vec(session).map_err(|e| FilesError::Io {
                     action: "encoding session as JSON for",
@@ -732,28 +736,6 @@ impl FilesSink {
     }
 }
 
-/// `<?xml ...?><session_list xmlns="...">` + the fragment + `</session_list>`.
-fn session_xml(raw: &[u8], namespace: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 160);
-    out.extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<session_list");
-    if let Some(ns) = namespace {
-        out.extend_from_slice(b" xmlns=\"");
-        for c in ns.chars() {
-            match c {
-                '&' => out.extend_from_slice(b"&amp;"),
-                '<' => out.extend_from_slice(b"&lt;"),
-                '"' => out.extend_from_slice(b"&quot;"),
-                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-            }
-        }
-        out.push(b'"');
-    }
-    out.extend_from_slice(b">\n");
-    out.extend_from_slice(raw);
-    out.extend_from_slice(b"\n</session_list>\n");
-    out
-}
-
 fn describe(item: &Item<'_>) -> String {
     match item {
         Item::Session(n) => format!("session {} from {}", n.lsid, n.host),
@@ -832,11 +814,19 @@ fn copy_synced(spool: &Path, temp: &Path) -> Result<(), FilesError> {
         .map_err(|e| FilesError::io("syncing", temp, e))
 }
 
+/// Sets the modification time through a read-only handle where that works (on Unix the
+/// owner may set times without write permission, and a linked spool may be read-only),
+/// else through a writable one.
 fn set_modified_now(path: &Path) -> Result<(), FilesError> {
-    File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(SystemTime::now()))
+    let now = SystemTime::now();
+    File::open(path)
+        .and_then(|f| f.set_modified(now))
+        .or_else(|_| {
+            File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_modified(now))
+        })
         .map_err(|e| FilesError::io("setting the modification time of", path, e))
 }
 
@@ -1067,14 +1057,5 @@ mod tests {
             assert_eq!(e.is_retryable(), retryable, "{kind:?}: {e}");
             assert!(e.to_string().contains(text), "{kind:?}: {e}");
         }
-    }
-
-    #[test]
-    fn the_xml_wrapper_escapes_the_namespace() {
-        let xml = session_xml(b"<session/>", Some("urn:a&b\"c"));
-        assert_eq!(
-            String::from_utf8(xml).unwrap(),
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<session_list xmlns=\"urn:a&amp;b&quot;c\">\n<session/>\n</session_list>\n"
-        );
     }
 }

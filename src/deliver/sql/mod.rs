@@ -295,7 +295,9 @@ impl SqlSink {
         // The last copy of a repeated lsid wins; the others share its outcome.
         let mut last: HashMap<&str, usize> = HashMap::new();
         for (i, s) in sessions.iter().enumerate() {
-            last.insert(s.lsid.as_str(), i);
+            if !s.lsid.is_empty() {
+                last.insert(s.lsid.as_str(), i);
+            }
         }
         let mut unique: Vec<usize> = last.values().copied().collect();
         unique.sort_by(|&a, &b| sessions[a].lsid.cmp(&sessions[b].lsid));
@@ -354,14 +356,19 @@ impl SqlSink {
         let sessions = sessions
             .iter()
             .map(|s| {
-                results[by_lsid[s.lsid.as_str()]]
-                    .clone()
-                    .unwrap_or_else(|| {
-                        Err(SqlError::Database {
-                            what: format!("delivering to destination {:?}", self.name),
-                            message: "the session was not attempted".into(),
-                        })
+                let Some(&k) = by_lsid.get(s.lsid.as_str()) else {
+                    // Without an lsid there is no key to make the write idempotent.
+                    return Err(SqlError::Rejected {
+                        what: format!("delivering to destination {:?}", self.name),
+                        message: "the session has no lsid".into(),
+                    });
+                };
+                results[k].clone().unwrap_or_else(|| {
+                    Err(SqlError::Database {
+                        what: format!("delivering to destination {:?}", self.name),
+                        message: "the session was not attempted".into(),
                     })
+                })
             })
             .collect();
         BatchOutcome {

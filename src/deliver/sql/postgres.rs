@@ -104,6 +104,10 @@ pub(super) fn classify(what: String, e: &tokio_postgres::Error) -> SqlError {
     {
         return SqlError::Config { what, message };
     }
+    // A value the driver could not encode is this code's fault, not the network's.
+    if message.starts_with("error serializing") {
+        return SqlError::Database { what, message };
+    }
     if message.starts_with("timeout") {
         return SqlError::Timeout { what, message };
     }
@@ -342,14 +346,8 @@ async fn write_in(
     sessions: &[&SessionRows],
 ) -> Result<u64, tokio_postgres::Error> {
     let names: Vec<String> = SESSION.columns.iter().map(|c| D.quote(c.name)).collect();
-    copy_rows(
-        tx,
-        "btic_stage_session",
-        &SESSION,
-        false,
-        sessions.iter().map(|s| (None, &s.session)),
-    )
-    .await?;
+    let staged: Vec<(i64, &Row)> = sessions.iter().map(|s| (0, &s.session)).collect();
+    copy_rows(tx, "btic_stage_session", &SESSION, false, &staged).await?;
     let set: Vec<String> = SESSION
         .columns
         .iter()
@@ -400,7 +398,7 @@ async fn write_in(
         Vec::new()
     } else {
         tx.query(
-            &format!("SELECT {event_id_seq} FROM generate_series(1, $1)"),
+            &format!("SELECT {event_id_seq} FROM generate_series(1::bigint, $1::bigint)"),
             &[&(event_count as i64)],
         )
         .await?
@@ -423,36 +421,33 @@ async fn write_in(
     let mut n = sessions.len() as u64;
     n += copy_with_ids(tx, &SESSION_EVENT, &events).await?;
     for (t_index, t) in EVENT_CHILDREN.iter().enumerate() {
-        let mut ev = events.iter();
-        let rows = sessions.iter().flat_map(|s| s.events.iter()).flat_map(|e| {
-            let eid = ev.next().map_or(0, |x| x.0);
-            e.children()[t_index].1.iter().map(move |r| (Some(eid), r))
-        });
-        n += copy_rows(tx, t.name, t, true, rows).await?;
+        let mut rows: Vec<(i64, &Row)> = Vec::new();
+        let all_events = sessions.iter().flat_map(|s| s.events.iter());
+        for ((eid, _, _), e) in events.iter().zip(all_events) {
+            rows.extend(e.children()[t_index].1.iter().map(|r| (*eid, r)));
+        }
+        n += copy_rows(tx, t.name, t, true, &rows).await?;
     }
     for (t_index, t) in SESSION_CHILDREN[1..].iter().enumerate() {
-        let rows = sessions.iter().zip(&session_ids).flat_map(|(s, &sid)| {
-            s.session_children()[t_index]
-                .1
-                .iter()
-                .map(move |r| (Some(sid), r))
-        });
-        n += copy_rows(tx, t.name, t, true, rows).await?;
+        let mut rows: Vec<(i64, &Row)> = Vec::new();
+        for (s, &sid) in sessions.iter().zip(&session_ids) {
+            rows.extend(s.session_children()[t_index].1.iter().map(|r| (sid, r)));
+        }
+        n += copy_rows(tx, t.name, t, true, &rows).await?;
     }
     Ok(n)
 }
 
 /// Binary COPY of rows into `target` with `t`'s columns, each row preceded by its parent
 /// id when `with_parent`. Writes nothing (and sends no COPY) when there are no rows.
-async fn copy_rows<'a>(
+async fn copy_rows(
     tx: &Transaction<'_>,
     target: &str,
     t: &Table,
     with_parent: bool,
-    rows: impl Iterator<Item = (Option<i64>, &'a Row)>,
+    rows: &[(i64, &Row)],
 ) -> Result<u64, tokio_postgres::Error> {
-    let mut rows = rows.peekable();
-    if rows.peek().is_none() {
+    if rows.is_empty() {
         return Ok(0);
     }
     let mut names: Vec<String> = Vec::new();
@@ -474,10 +469,11 @@ async fn copy_rows<'a>(
         .await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
+    let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
     for (parent, row) in rows {
-        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
-        if let Some(p) = parent.as_ref().filter(|_| with_parent) {
-            values.push(p);
+        values.clear();
+        if with_parent {
+            values.push(parent);
         }
         values.extend(row.iter().map(|v| v as &(dyn ToSql + Sync)));
         writer.as_mut().write(&values).await?;

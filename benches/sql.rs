@@ -1,0 +1,266 @@
+//! SQL delivery throughput against the databases' own bulk loaders.
+//!
+//! Delivers 10 000 generated sessions (simulator seed 7, with events, people, teams,
+//! attributes and system information) through `SqlSink` into a fresh PostgreSQL
+//! database and a fresh SQLite file, then loads exactly the same rows from CSV with
+//! `psql \copy` and `sqlite3 .import` into plain tables (same columns, no keys, no
+//! indexes, no idempotency) and prints rows/s of both and their ratio. A second delivery
+//! of the same sessions (every session replaced) is timed too.
+//!
+//! Run: `cargo bench --bench sql` (PostgreSQL at 127.0.0.1:5432 as `postgres`, `psql`
+//! and `sqlite3` on the PATH; what is missing is reported SKIPPED). `BTIC_BENCH_SESSIONS`
+//! changes the number of sessions.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use btic::config::{Secret, SecretSource, SqlConnection, SqlDestination, SqlDialect};
+use btic::deliver::sql::SqlSink;
+use btic::deliver::sql::schema::TABLES;
+use btic::model::Session;
+use btic::simulator::sessions::{Sessions, epoch};
+
+const HOST: &str = "bench.example.com";
+
+fn main() {
+    let n: usize = std::env::var("BTIC_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let sessions: Vec<Session> = Sessions::new(7, epoch()).take(n).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("SQL delivery of {n} generated sessions");
+    runtime.block_on(postgres(&sessions));
+    runtime.block_on(sqlite(&sessions));
+}
+
+fn rate(rows: u64, took: Duration) -> f64 {
+    rows as f64 / took.as_secs_f64()
+}
+
+fn report(what: &str, rows: u64, took: Duration) -> f64 {
+    let r = rate(rows, took);
+    println!(
+        "  {what:<44} {rows:>8} rows in {:>7.3} s = {r:>9.0} rows/s",
+        took.as_secs_f64()
+    );
+    r
+}
+
+fn psql(db: &str, script: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+        ])
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run psql")
+}
+
+async fn postgres(sessions: &[Session]) {
+    let db = format!("btic_bench_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-q",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(format!("CREATE DATABASE {db}"))
+        .output();
+    if !matches!(&created, Ok(o) if o.status.success()) {
+        println!("SKIPPED: PostgreSQL: cannot create a database with psql at 127.0.0.1:5432");
+        return;
+    }
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let dest = SqlDestination {
+        dialect: SqlDialect::Postgres,
+        connection: SqlConnection::Url(SecretSource::Plain(Secret::new(url.clone()))),
+        store_system_information: true,
+        batch_size: 1000,
+    };
+    let sink = SqlSink::connect("bench", &dest, Some(&Secret::new(url)))
+        .await
+        .expect("connect");
+    println!("PostgreSQL");
+    let start = Instant::now();
+    let outcome = sink.deliver(HOST, sessions).await;
+    let took = start.elapsed();
+    assert_eq!(
+        outcome.delivered(),
+        sessions.len(),
+        "{:?}",
+        outcome.retryable_error()
+    );
+    let ours = report("btic deliver (new sessions)", outcome.rows, took);
+    let start = Instant::now();
+    let again = sink.deliver(HOST, sessions).await;
+    report(
+        "btic deliver again (every session replaced)",
+        again.rows,
+        start.elapsed(),
+    );
+    drop(sink);
+
+    // The same rows as CSV, loaded by psql into plain tables.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut export = String::new();
+    let mut load = String::new();
+    for t in TABLES {
+        let file = dir.path().join(format!("{}.csv", t.name));
+        export.push_str(&format!(
+            "\\copy (SELECT * FROM \"{0}\") TO '{1}' CSV\nCREATE TABLE plain_{0} (LIKE \"{0}\");\n",
+            t.name,
+            file.display()
+        ));
+        load.push_str(&format!(
+            "\\copy plain_{} FROM '{}' CSV\n",
+            t.name,
+            file.display()
+        ));
+    }
+    let out = run_psql_script(&db, dir.path(), "export.sql", &export);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    let out = run_psql_script(&db, dir.path(), "load.sql", &load);
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = report("psql \\copy from CSV into plain tables", outcome.rows, took);
+    println!("  ratio btic / psql \\copy: {:.2}", ours / theirs);
+    let _ = psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+}
+
+fn run_psql_script(db: &str, dir: &Path, name: &str, script: &str) -> std::process::Output {
+    let path = dir.join(name);
+    std::fs::write(&path, script).expect("write script");
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-f",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run psql")
+}
+
+async fn sqlite(sessions: &[Session]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bench.db");
+    let dest = SqlDestination {
+        dialect: SqlDialect::Sqlite,
+        connection: SqlConnection::Path(path.clone()),
+        store_system_information: true,
+        batch_size: 1000,
+    };
+    let sink = SqlSink::connect("bench", &dest, None).await.expect("open");
+    println!("SQLite");
+    let start = Instant::now();
+    let outcome = sink.deliver(HOST, sessions).await;
+    let took = start.elapsed();
+    assert_eq!(
+        outcome.delivered(),
+        sessions.len(),
+        "{:?}",
+        outcome.retryable_error()
+    );
+    let ours = report("btic deliver (new sessions)", outcome.rows, took);
+    let start = Instant::now();
+    let again = sink.deliver(HOST, sessions).await;
+    report(
+        "btic deliver again (every session replaced)",
+        again.rows,
+        start.elapsed(),
+    );
+    drop(sink);
+
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        println!("SKIPPED: sqlite3 .import: no sqlite3 on the PATH");
+        return;
+    }
+    let plain = dir.path().join("plain.db");
+    let mut export = String::from(".mode csv\n");
+    let mut schema = String::new();
+    let mut load = String::new();
+    for t in TABLES {
+        let file = dir.path().join(format!("{}.csv", t.name));
+        export.push_str(&format!(
+            ".output '{}'\nSELECT * FROM \"{}\";\n",
+            file.display(),
+            t.name
+        ));
+        let mut cols = vec!["id".to_string()];
+        cols.extend(t.parent.column().map(str::to_string));
+        cols.extend(t.columns.iter().map(|c| c.name.to_string()));
+        schema.push_str(&format!(
+            "CREATE TABLE \"{}\" ({});\n",
+            t.name,
+            cols.iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        load.push_str(&format!(".import --csv '{}' {}\n", file.display(), t.name));
+    }
+    sqlite3(&path, &export);
+    sqlite3(&plain, &schema);
+    let start = Instant::now();
+    sqlite3(&plain, &load);
+    let took = start.elapsed();
+    let theirs = report(
+        "sqlite3 .import from CSV into plain tables",
+        outcome.rows,
+        took,
+    );
+    println!("  ratio btic / sqlite3 .import: {:.2}", ours / theirs);
+}
+
+fn sqlite3(db: &Path, script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sqlite3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write script");
+    let status = child.wait().expect("wait for sqlite3");
+    assert!(status.success(), "sqlite3 failed");
+}

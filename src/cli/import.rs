@@ -1,0 +1,347 @@
+//! `btic import`: parse previously downloaded `SupportSession` XML files and deliver their
+//! sessions to one destination, as the pipeline would (same rows, same idempotency).
+
+use std::fs::File;
+use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::CliError;
+use crate::config::{
+    Config, Destination, DestinationKind, FilesDestination, SqlConnection, SqlDestination,
+};
+use crate::deliver::files::{FilesSink, Outcome, ReportRoot, SessionNaming};
+use crate::deliver::sql::SqlSink;
+use crate::model::Session;
+use crate::parse::SessionReader;
+
+/// Attempts per batch when the destination fails retryably (connection lost, deadlock).
+const ATTEMPTS: u32 = 4;
+
+/// Counts for the summary line.
+#[derive(Debug, Default)]
+struct Tally {
+    sessions: u64,
+    rows: u64,
+    skipped: u64,
+    failed: u64,
+    bad_files: u64,
+    /// Files destinations: files written (the rest were already there).
+    new_files: u64,
+}
+
+/// Runs `btic import`.
+pub fn import(
+    config_path: &Path,
+    destination: &str,
+    site: Option<&str>,
+    files: &[PathBuf],
+) -> Result<(), CliError> {
+    let config = Config::load(config_path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        CliError::config(format!(
+            "{}: {} error(s) in the pipeline file",
+            config_path.display(),
+            errors.0.len()
+        ))
+    })?;
+    let dest = config.destination(destination).ok_or_else(|| {
+        CliError::config(format!(
+            "no destination {destination:?} in {}; it has {}",
+            config_path.display(),
+            names(config.destinations.iter().map(|d| d.name.as_str()))
+        ))
+    })?;
+    let host_name = site_host_name(&config, site)?;
+    if files.is_empty() {
+        return Err(CliError::config("no XML files to import were given"));
+    }
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    let tally = match &dest.kind {
+        DestinationKind::Sql(sql) => runtime.block_on(import_sql(dest, sql, &host_name, files))?,
+        DestinationKind::Files(files_dest) => import_files(files_dest, &host_name, files)?,
+    };
+    let written = if dest.is_files() {
+        format!("{} new files", tally.new_files)
+    } else {
+        format!("{} rows", tally.rows)
+    };
+    println!(
+        "imported {} sessions ({written}) into destination {destination:?} from {} file{}: {} skipped, {} failed",
+        tally.sessions,
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        tally.skipped,
+        tally.failed
+    );
+    if tally.failed > 0 || tally.skipped > 0 || tally.bad_files > 0 {
+        return Err(CliError::failed(format!(
+            "{} sessions failed, {} skipped, {} file(s) unreadable",
+            tally.failed, tally.skipped, tally.bad_files
+        )));
+    }
+    Ok(())
+}
+
+fn names<'a>(mut list: impl Iterator<Item = &'a str>) -> String {
+    let first = list.next();
+    match first {
+        None => "none".into(),
+        Some(f) => std::iter::once(f)
+            .chain(list)
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The `host_name` the sessions are stored under: the named site's, or the only site's.
+fn site_host_name(config: &Config, site: Option<&str>) -> Result<String, CliError> {
+    let site = match site {
+        Some(name) => config.site(name).ok_or_else(|| {
+            CliError::config(format!(
+                "no site {name:?} in the pipeline file; it has {}",
+                names(config.sites.iter().map(|s| s.name.as_str()))
+            ))
+        })?,
+        None => match config.sites.as_slice() {
+            [only] => only,
+            _ => {
+                return Err(CliError::config(format!(
+                    "--site is needed: the pipeline file has {} sites ({})",
+                    config.sites.len(),
+                    names(config.sites.iter().map(|s| s.name.as_str()))
+                )));
+            }
+        },
+    };
+    Ok(site.host_name().to_string())
+}
+
+/// Writes each session of `inputs` as its own file; the same sessions imported again
+/// leave the directory as it was (the destination's conflict rule decides).
+fn import_files(
+    dest: &FilesDestination,
+    host_name: &str,
+    inputs: &[PathBuf],
+) -> Result<Tally, CliError> {
+    let sink = FilesSink::open(dest).map_err(|e| CliError::failed(e.to_string()))?;
+    let progress = progress_bar(inputs);
+    let mut tally = Tally::default();
+    let mut done_bytes = 0u64;
+    for path in inputs {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                progress.suspend(|| eprintln!("error: reading {}: {e}", path.display()));
+                tally.bad_files += 1;
+                continue;
+            }
+        };
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // The fragments keep their meaning only with the report root's namespace declarations.
+        let root = File::open(path)
+            .ok()
+            .and_then(|f| ReportRoot::read(BufReader::new(f)))
+            .unwrap_or_default();
+        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
+            let parsed = match item {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+                    if e.is_fatal() {
+                        tally.bad_files += 1;
+                    } else {
+                        tally.skipped += 1;
+                    }
+                    continue;
+                }
+            };
+            progress.set_position(done_bytes + parsed.offset);
+            let naming = SessionNaming::new(host_name, &parsed.session);
+            let mut attempt = 1;
+            let delivered = loop {
+                match sink.deliver_session(&naming, &parsed.session, &parsed.raw, &root) {
+                    Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                        progress.suspend(|| eprintln!("warning: {e}; trying again"));
+                        std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
+            match delivered {
+                Ok(d) => {
+                    tally.sessions += 1;
+                    if matches!(d.outcome, Outcome::Written | Outcome::Replaced) {
+                        tally.new_files += 1;
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    return Err(CliError::failed(format!(
+                        "{e}; {} sessions imported before giving up after {ATTEMPTS} attempts",
+                        tally.sessions
+                    )));
+                }
+                Err(e) => {
+                    progress.suspend(|| eprintln!("error: {e}"));
+                    tally.failed += 1;
+                }
+            }
+            progress.set_message(format!("{} sessions", tally.sessions));
+        }
+        done_bytes += file_len;
+        progress.set_position(done_bytes);
+    }
+    progress.finish_and_clear();
+    Ok(tally)
+}
+
+/// A byte progress bar over `files` on a terminal; hidden in pipes.
+fn progress_bar(files: &[PathBuf]) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({elapsed}, {eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn import_sql(
+    dest: &Destination,
+    sql: &SqlDestination,
+    host_name: &str,
+    files: &[PathBuf],
+) -> Result<Tally, CliError> {
+    let url = match &sql.connection {
+        SqlConnection::Url(source) => Some(source.resolve().map_err(|e| {
+            CliError::config(format!(
+                "reading the url of destination {:?}: {e}",
+                dest.name
+            ))
+        })?),
+        SqlConnection::Path(_) => None,
+    };
+    let sink = SqlSink::connect(&dest.name, sql, url.as_ref())
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {msg} ({elapsed}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut tally = Tally::default();
+    let mut done_bytes = 0u64;
+    let batch_size = sql.batch_size.max(1);
+    for path in files {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                progress.suspend(|| eprintln!("error: reading {}: {e}", path.display()));
+                tally.bad_files += 1;
+                continue;
+            }
+        };
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut batch: Vec<Session> = Vec::with_capacity(batch_size);
+        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
+            match item {
+                Ok(parsed) => {
+                    progress.set_position(done_bytes + parsed.offset);
+                    batch.push(parsed.session);
+                    if batch.len() >= batch_size {
+                        deliver(&sink, host_name, &mut batch, &mut tally, &progress).await?;
+                    }
+                }
+                Err(e) if e.is_fatal() => {
+                    progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+                    tally.bad_files += 1;
+                }
+                Err(e) => {
+                    progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+                    tally.skipped += 1;
+                }
+            }
+        }
+        deliver(&sink, host_name, &mut batch, &mut tally, &progress).await?;
+        done_bytes += file_len;
+        progress.set_position(done_bytes);
+    }
+    progress.finish_and_clear();
+    Ok(tally)
+}
+
+/// Delivers and empties `batch`, retrying retryable failures a few times; a batch that
+/// still fails retryably ends the import (the destination is down), permanent failures
+/// are counted and reported per session.
+async fn deliver(
+    sink: &SqlSink,
+    host_name: &str,
+    batch: &mut Vec<Session>,
+    tally: &mut Tally,
+    progress: &ProgressBar,
+) -> Result<(), CliError> {
+    let mut pending = std::mem::take(batch);
+    for attempt in 1..=ATTEMPTS {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let outcome = sink.deliver(host_name, &pending).await;
+        tally.rows += outcome.rows;
+        let mut retry = Vec::new();
+        let mut last_error = None;
+        for (session, result) in pending.into_iter().zip(outcome.sessions) {
+            match result {
+                Ok(()) => tally.sessions += 1,
+                Err(e) if e.is_retryable() => {
+                    last_error = Some(e);
+                    retry.push(session);
+                }
+                Err(e) => {
+                    progress.suspend(|| eprintln!("error: {e}"));
+                    tally.failed += 1;
+                }
+            }
+        }
+        progress.set_message(format!("{} sessions", tally.sessions));
+        pending = retry;
+        if let Some(e) = last_error {
+            if attempt == ATTEMPTS {
+                return Err(CliError::failed(format!(
+                    "{e}; {} sessions imported before giving up after {ATTEMPTS} attempts",
+                    tally.sessions
+                )));
+            }
+            progress.suspend(|| eprintln!("warning: {e}; trying again"));
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! `btic import` and the SQL part of `btic check` as real processes, against real
+//! SQLite files and PostgreSQL databases.
+
+mod sql_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sql_support::{Target, postgres, sqlite};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/sql/sessions.xml"
+);
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/golden/sql/fixture_rows.txt"
+);
+
+/// Writes a pipeline file whose destination `db` is the target, next to a files
+/// destination `archive`.
+fn pipeline(dir: &Path, target: &Target) -> PathBuf {
+    let db = match target {
+        Target::Postgres(db) => format!("type = \"postgres\"\nurl = \"{}\"", db.url()),
+        Target::Sqlite(d) => format!(
+            "type = \"sqlite\"\npath = \"{}\"",
+            d.path().join("btic.db").display()
+        ),
+    };
+    let text = format!(
+        r#"state_dir = "{state}"
+
+[[site]]
+name = "support"
+host = "support.example.com:8443"
+client_id = "id"
+client_secret = {{ env = "BTIC_TEST_UNUSED_SECRET" }}
+
+[[destination]]
+name = "db"
+{db}
+store_system_information = true
+
+[[destination]]
+name = "archive"
+type = "files"
+directory = "{files}"
+"#,
+        state = dir.join("state").display(),
+        files = dir.join("files").display(),
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn btic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_btic"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn import(config: &Path, files: &[&str]) -> Output {
+    let mut args = vec![
+        "import",
+        "--config",
+        config.to_str().unwrap(),
+        "--destination",
+        "db",
+    ];
+    args.extend_from_slice(files);
+    btic(&args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+async fn fixture_gives_the_golden_rows(target: Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    let out = import(&config, &[FIXTURE]);
+    assert_ok(&out);
+    assert_eq!(
+        text(&out.stdout),
+        "imported 2 sessions (35 rows) into destination \"db\" from 1 file: 0 skipped, 0 failed\n"
+    );
+    let dump = target.dump().await.join("\n") + "\n";
+    if std::env::var_os("BTIC_BLESS").is_some() && !target.is_postgres() {
+        std::fs::write(GOLDEN, &dump).unwrap();
+    }
+    pretty_assertions::assert_eq!(dump, std::fs::read_to_string(GOLDEN).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_import_of_the_fixture_writes_exactly_the_golden_rows_in_all_eight_tables() {
+    fixture_gives_the_golden_rows(sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_import_of_the_fixture_writes_exactly_the_golden_rows_in_all_eight_tables() {
+    let Some(target) = postgres("import_golden").await else {
+        return;
+    };
+    fixture_gives_the_golden_rows(target).await;
+}
+
+async fn three_imports_then_a_changed_file(target: Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    assert_ok(&import(&config, &[FIXTURE]));
+    let counts = target.counts().await;
+    let dump = target.dump().await;
+    for _ in 0..2 {
+        assert_ok(&import(&config, &[FIXTURE]));
+        assert_eq!(target.counts().await, counts);
+        assert_eq!(target.dump().await, dump);
+    }
+    // The session that was in progress has ended since.
+    let changed = std::fs::read_to_string(FIXTURE)
+        .unwrap()
+        .replace(
+            "<end_time></end_time>",
+            "<end_time timestamp=\"1717416300\">2024-06-03T12:05:00+00:00</end_time>",
+        )
+        .replace(
+            "</files>\n</event>\n",
+            "</files>\n</event>\n<event timestamp=\"1717416300\" event_type=\"Session End\" ><performed_by type=\"system\">System</performed_by></event>\n",
+        );
+    let changed_path = dir.path().join("changed.xml");
+    std::fs::write(&changed_path, changed).unwrap();
+    assert_ok(&import(&config, &[changed_path.to_str().unwrap()]));
+    let mut expected = counts.clone();
+    expected[1] += 1; // the Session End event
+    assert_eq!(target.counts().await, expected);
+    let ended = target
+        .query_strings("SELECT lsid FROM \"session\" WHERE end_time IS NOT NULL ORDER BY lsid")
+        .await;
+    assert_eq!(ended.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_importing_a_file_three_times_changes_nothing_and_an_ended_session_replaces_its_old_version()
+ {
+    three_imports_then_a_changed_file(sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_importing_a_file_three_times_changes_nothing_and_an_ended_session_replaces_its_old_version()
+ {
+    let Some(target) = postgres("import_three").await else {
+        return;
+    };
+    three_imports_then_a_changed_file(target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_a_bad_value_is_skipped_and_the_rest_of_the_file_lands() {
+    let target = sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    let bad = std::fs::read_to_string(FIXTURE)
+        .unwrap()
+        .replace("<lseq>4813</lseq>", "<lseq>not a number</lseq>");
+    let bad_path = dir.path().join("bad.xml");
+    std::fs::write(&bad_path, bad).unwrap();
+    let out = import(&config, &[bad_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("imported 1 sessions")
+            && text(&out.stdout).contains("1 skipped, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(target.counts().await[0], 1);
+}
+
+#[test]
+fn importing_into_an_unknown_destination_is_a_clear_usage_error() {
+    let target = sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    let c = config.to_str().unwrap();
+    let out = btic(&["import", "--config", c, "--destination", "nope", FIXTURE]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no destination \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = btic(&[
+        "import",
+        "--config",
+        c,
+        "--destination",
+        "db",
+        "--site",
+        "other",
+        FIXTURE,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no site \"other\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+async fn check_probes(target: Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    let out = btic(&["check", "--config", config.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("destination db: ")
+            && stdout.contains("schema version 1, probe row written and rolled back"),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(target.counts().await, vec![0; 8], "the probe left nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_check_connects_migrates_and_rolls_back_a_probe_row() {
+    check_probes(sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_check_connects_migrates_and_rolls_back_a_probe_row() {
+    let Some(target) = postgres("cli_check").await else {
+        return;
+    };
+    check_probes(target).await;
+}
