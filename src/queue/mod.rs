@@ -139,7 +139,7 @@ pub struct QueueOptions {
 impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
-            flush_interval: Duration::from_millis(1),
+            flush_interval: Duration::ZERO,
             cache_capacity_bytes: 64 * 1024 * 1024,
         }
     }
@@ -437,7 +437,7 @@ fn letter(id: u64, record: &DeadRecord) -> DeadLetter {
 #[derive(Debug)]
 struct Inner {
     store: Arc<Store>,
-    flusher: Flusher,
+    flusher: Arc<Flusher>,
     claims: Claims,
     /// One `Notify` per queue name ever waited on or pushed to; bounded by the
     /// configuration's queues.
@@ -467,7 +467,7 @@ impl Queue {
     /// needs no manual step. Fails if another process has the database open.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue, QueueError> {
         let store = Arc::new(Store::open(dir.as_ref(), options.cache_capacity_bytes)?);
-        let flusher = Flusher::start(store.clone(), options.flush_interval)?;
+        let flusher = Arc::new(Flusher::start(store.clone(), options.flush_interval)?);
         Ok(Queue {
             inner: Arc::new(Inner {
                 store,
@@ -480,12 +480,12 @@ impl Queue {
 
     /// Flushes and closes this handle. The database itself closes when no clone remains.
     pub async fn close(self) -> Result<(), QueueError> {
-        self.inner.flusher.flush().await
+        self.flush().await
     }
 
     /// Waits until everything committed so far is durable.
     pub async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.flusher.flush().await
+        self.durably(|_| Ok(())).await
     }
 
     /// Pushes one item to the back of `queue`; returns once it is durable.
@@ -540,9 +540,8 @@ impl Queue {
         let Changes { pushes, state } = changes;
         let now = millis(SystemTime::now());
         let ids = self
-            .blocking(move |store| store.apply(&consumed, &pushes, &state, now))
+            .durably(move |store| store.apply(&consumed, &pushes, &state, now))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(tickets);
         self.wake(queues);
         Ok(ids.into_iter().map(ItemId).collect())
@@ -558,11 +557,13 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let (queue, id, error) = (ticket.queue.clone(), ticket.id.0, error.to_owned());
         let now = SystemTime::now();
-        let (now_ms, due_ms) = (millis(now), millis(now + delay));
+        // A delay too long to represent waits "forever" rather than panicking.
+        let century = Duration::from_secs(100 * 365 * 24 * 3600);
+        let due = now.checked_add(delay.min(century)).unwrap_or(now);
+        let (now_ms, due_ms) = (millis(now), millis(due));
         let name = queue.clone();
-        self.blocking(move |store| store.retry_later(&name, id, &error, due_ms, now_ms))
+        self.durably(move |store| store.retry_later(&name, id, &error, due_ms, now_ms))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(ticket);
         self.wake([queue]);
         Ok(())
@@ -582,9 +583,8 @@ impl Queue {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let now = millis(SystemTime::now());
-        self.blocking(move |store| store.dead_letter(&queue, id, &reason, &metadata, now))
+        self.durably(move |store| store.dead_letter(&queue, id, &reason, &metadata, now))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(ticket);
         Ok(())
     }
@@ -621,11 +621,7 @@ impl Queue {
                     }
                     Ok(found)
                 })
-                .await;
-            let found = match found {
-                Ok(found) => found,
-                Err(error) => return Err(error),
-            };
+                .await?;
             let Some(candidate) = found else {
                 return Ok(None);
             };
@@ -673,9 +669,8 @@ impl Queue {
             error.to_string(),
             millis(SystemTime::now()),
         );
-        self.blocking(move |store| store.bury_broken(&name, id, &raw, &reason, now))
+        self.durably(move |store| store.bury_broken(&name, id, &raw, &reason, now))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(claim);
         Ok(())
     }
@@ -753,8 +748,7 @@ impl Queue {
             DeadLetterFilter::Id(id) => Some(id.0),
             _ => None,
         };
-        let moved = self.blocking(move |store| store.replay(&filter)).await?;
-        self.inner.flusher.flush().await?;
+        let moved = self.durably(move |store| store.replay(&filter)).await?;
         let count = moved.values().sum();
         if let (Some(id), 0) = (single, count) {
             return Err(QueueError::DeadLetterNotFound { id });
@@ -765,8 +759,7 @@ impl Queue {
 
     /// Deletes matching dead letters for good; returns how many, once durable.
     pub async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, QueueError> {
-        let purged = self.blocking(move |store| store.purge(&filter)).await?;
-        self.inner.flusher.flush().await?;
+        let purged = self.durably(move |store| store.purge(&filter)).await?;
         Ok(purged)
     }
 
@@ -870,6 +863,23 @@ impl Queue {
             dead_letters,
             problems,
         })
+    }
+
+    /// Runs `work` on the blocking pool and returns once what it committed is durable.
+    async fn durably<R, F>(&self, work: F) -> Result<R, QueueError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Store) -> Result<R, QueueError> + Send + 'static,
+    {
+        let flusher = self.inner.flusher.clone();
+        let (result, epoch) = self
+            .blocking(move |store| {
+                let result = work(store)?;
+                Ok((result, flusher.after_commit()?))
+            })
+            .await?;
+        self.inner.flusher.wait(epoch).await?;
+        Ok(result)
     }
 
     async fn blocking<R, F>(&self, work: F) -> Result<R, QueueError>
