@@ -67,15 +67,17 @@
 //!
 //! # When it flushes
 //!
-//! sled's own periodic flush is off; the only fsyncs are the group commit's. One flusher
-//! thread owns them: a writer commits its transaction, asks for a flush and awaits it.
-//! Requests that arrive while an fsync runs are served together by the next one, so under
-//! load one fsync covers many transactions and throughput does not fall to one fsync per
-//! item. Consecutive fsyncs start at least [`QueueOptions::flush_interval`] apart (default
-//! 1 ms), which bounds the fsync rate; a writer waits at most about one interval plus two
-//! fsyncs. If an fsync fails, that call and every later durable call fails with
-//! [`QueueError::FlushFailed`]: nothing can be called durable any more and the process
-//! should restart.
+//! sled's own periodic flush is off; every fsync is the group commit's (`flush.rs`). A
+//! writer commits its transaction and, on the same blocking thread, either starts an
+//! fsync itself (none is running: no thread hand-off, so an idle system pays one fsync
+//! per call and nothing more) or marks one as pending (one is running). When an fsync
+//! ends, a dedicated flusher thread starts the next one for everyone who queued up
+//! meanwhile, so under load one fsync covers many transactions and throughput does not
+//! fall to one fsync per item. At most one fsync runs at a time; each covers every
+//! transaction committed before it started. [`QueueOptions::flush_interval`] (default 0)
+//! can space fsyncs further apart to cap their rate. If an fsync fails, that call and
+//! every later durable call fails with [`QueueError::FlushFailed`]: nothing can be
+//! called durable any more and the process should restart.
 //!
 //! # What a crash can and cannot do
 //!
@@ -102,8 +104,10 @@
 //!
 //! sled is synchronous and a transaction or read can block on disk, so every sled call
 //! runs on tokio's blocking pool (`spawn_blocking`); the async executor threads never
-//! touch the disk. The fsync runs on the dedicated flusher thread. The cost, a thread
-//! hand-off per call, is small next to the fsync each writing call waits for.
+//! touch the disk. The fsync runs on that same blocking thread or on the flusher thread
+//! (see above). The cost, one thread hand-off per call, is small next to the fsync each
+//! writing call waits for; a dedicated sled thread with a channel would cost the same
+//! hand-off and add a queue of its own.
 
 mod codec;
 mod error;
@@ -129,8 +133,9 @@ use storage::{Candidate, Store};
 /// How the database is opened.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
-    /// The shortest time between the starts of two fsyncs. Larger values mean fewer
-    /// fsyncs and more transactions per fsync under load, at the cost of latency.
+    /// The shortest time between the starts of two fsyncs (default 0: back to back).
+    /// Larger values mean fewer fsyncs and more transactions per fsync under load, at
+    /// the cost of latency.
     pub flush_interval: Duration,
     /// Memory sled may use for its page cache, in bytes.
     pub cache_capacity_bytes: u64,
