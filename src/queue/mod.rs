@@ -797,10 +797,7 @@ impl Queue {
     }
 
     /// Reads the state record under `key`.
-    pub async fn state_get<T: DeserializeOwned + Send + 'static>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, QueueError> {
+    pub async fn state_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, QueueError> {
         let name = key.to_owned();
         let bytes = self.blocking(move |store| store.state_get(&name)).await?;
         bytes
@@ -809,7 +806,7 @@ impl Queue {
     }
 
     /// Reads every state record whose key starts with `prefix`, in key order.
-    pub async fn state_list<T: DeserializeOwned + Send + 'static>(
+    pub async fn state_list<T: DeserializeOwned>(
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, T)>, QueueError> {
