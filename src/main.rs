@@ -43,6 +43,12 @@ enum Command {
     },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
     Simulate(Box<cli::SimulateArgs>),
+    /// Print the sessions of saved SupportSession XML bodies as JSON lines.
+    Inspect {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
             json,
         } => cli::check(&config, offline, json),
         Command::Simulate(args) => cli::simulate(&args),
+        Command::Inspect { files } => cli::inspect(&files),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,6 +39,9 @@ use auth::{TokenCache, token_from_answer};
 use limit::Limiter;
 use spool::SpoolWriter;
 
+/// The longest `Retry-After` honoured as given.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// Which end of a session a window selects on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowBy {
@@ -449,7 +452,9 @@ impl ApplianceClient {
         })
         .retry(backoff)
         .when(ApplianceError::is_retryable)
-        .adjust(|e, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
+        // Retry-After wins over the backoff, within reason: a wrong header must not stall a
+        // site for hours.
+        .adjust(|e, delay| delay.map(|d| e.retry_after().map_or(d, |r| r.min(MAX_RETRY_AFTER))))
         .notify(|e, delay| {
             tracing::warn!(site = %self.inner.site, "{e}; retrying in {delay:?}");
         })

@@ -2,9 +2,11 @@
 //! person (or as JSON), and returns a `CliError` carrying the exit code.
 
 mod check;
+mod inspect;
 mod simulate;
 
 pub use check::check;
+pub use inspect::inspect;
 pub use simulate::{SimulateArgs, simulate};
 
 /// A command's failure: a one-line reason and the process exit code.

@@ -202,7 +202,8 @@ pub(crate) struct Fault {
     pub reason: String,
 }
 
-/// The most bytes one recorded span (one session) may take before recording stops.
+/// The default for the most bytes one recorded span (one session) may take before
+/// recording stops.
 pub(crate) const MAX_RECORDED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A `BufRead` that counts the bytes and line feeds its reader consumes and records
@@ -216,6 +217,7 @@ struct Tee<R> {
     record: Vec<u8>,
     base: u64,
     overflow: bool,
+    limit: u64,
 }
 
 impl<R: BufRead> Read for Tee<R> {
@@ -244,7 +246,7 @@ impl<R: BufRead> BufRead for Tee<R> {
                 let chunk = &buffer[..amount.min(buffer.len())];
                 self.newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
                 if !self.overflow {
-                    if self.record.len() as u64 + chunk.len() as u64 > MAX_RECORDED_BYTES {
+                    if self.record.len() as u64 + chunk.len() as u64 > self.limit {
                         self.overflow = true;
                         self.record = Vec::new();
                     } else {
@@ -285,6 +287,7 @@ impl<R: BufRead> Pull<R> {
             record: Vec::new(),
             base: 0,
             overflow: false,
+            limit: MAX_RECORDED_BYTES,
         });
         let config = reader.config_mut();
         config.check_end_names = true;
@@ -302,6 +305,16 @@ impl<R: BufRead> Pull<R> {
             event_start: 0,
             lean: false,
         }
+    }
+
+    /// Sets the most bytes one recorded span may take.
+    pub fn set_record_limit(&mut self, bytes: u64) {
+        self.reader.get_mut().limit = bytes;
+    }
+
+    /// The most bytes one recorded span may take.
+    pub fn record_limit(&self) -> u64 {
+        self.reader.get_ref().limit
     }
 
     /// How many elements are open (an `Open` counts from when it is returned).
@@ -328,7 +341,7 @@ impl<R: BufRead> Pull<R> {
     }
 
     /// The bytes consumed since the last `mark`, unless more than
-    /// [`MAX_RECORDED_BYTES`] were.
+    /// the record limit were.
     pub fn take_recorded(&mut self) -> Option<Vec<u8>> {
         let tee = self.reader.get_mut();
         let overflow = tee.overflow;
@@ -338,7 +351,7 @@ impl<R: BufRead> Pull<R> {
         if overflow { None } else { Some(bytes) }
     }
 
-    /// Whether the span being recorded has outgrown [`MAX_RECORDED_BYTES`].
+    /// Whether the span being recorded has outgrown the record limit.
     pub fn overflowed(&self) -> bool {
         self.reader.get_ref().overflow
     }

@@ -24,7 +24,7 @@ use crate::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
     Representative, Session, SystemInfoCategory, Team, TransferredFile,
 };
-use crate::parse::pull::{Fault, MAX_RECORDED_BYTES, Name, Pull, Tok};
+use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
 use crate::parse::{ApplianceError, ParseError, malformed};
 
@@ -44,7 +44,7 @@ pub struct ParsedSession {
 pub struct SessionReader<R> {
     pull: Pull<R>,
     last_lsid: Option<String>,
-    seen_root: bool,
+    root: Option<String>,
     done: bool,
 }
 
@@ -54,9 +54,21 @@ impl<R: BufRead> SessionReader<R> {
         SessionReader {
             pull: Pull::new(body),
             last_lsid: None,
-            seen_root: false,
+            root: None,
             done: false,
         }
+    }
+
+    /// Sets the largest `<session>` element kept (default 64 MiB); a larger one is
+    /// skipped with `ParseError::SessionTooLarge`, so memory stays bounded.
+    pub fn with_session_limit(mut self, bytes: u64) -> Self {
+        self.pull.set_record_limit(bytes);
+        self
+    }
+
+    /// Local name of the root element, once read (`session_list` for session data).
+    pub fn root_name(&self) -> Option<&str> {
+        self.root.as_deref()
     }
 
     /// The LSID of the last session read successfully.
@@ -81,6 +93,10 @@ impl<R: BufRead> SessionReader<R> {
             ..Session::default()
         };
         let mut problems = Problems::default();
+        if session.lsid.is_empty() {
+            // The LSID is the session's identity downstream (the idempotency key).
+            problems.record("session@lsid", "", "expected a session id");
+        }
         if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
             return Err(self.fatal(fault));
         }
@@ -88,7 +104,7 @@ impl<R: BufRead> SessionReader<R> {
             return Err(ParseError::SessionTooLarge {
                 lsid: session.lsid,
                 offset,
-                limit: MAX_RECORDED_BYTES,
+                limit: self.pull.record_limit(),
             });
         };
         if let Some(problem) = problems.first {
@@ -130,7 +146,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                 Tok::Open(name) => {
                     let depth = self.pull.depth();
                     if depth == 1 {
-                        self.seen_root = true;
+                        self.root = Some(self.pull.local_name().to_string());
                     }
                     match name {
                         Name::Session if depth <= 2 => return Some(self.session()),
@@ -155,7 +171,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                         let fault = self.pull.eof_fault();
                         return Some(Err(self.fatal(fault)));
                     }
-                    if !self.seen_root {
+                    if self.root.is_none() {
                         let fault = Fault {
                             offset: self.pull.event_start(),
                             reason: "body has no root element".into(),
@@ -547,5 +563,276 @@ mod tests {
                 assert!(body[offset..].starts_with(&p.raw));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<session_list xmlns=\"https://www.beyondtrust.com/namespaces/API/reporting\">\n";
+
+    fn one(lsid: &str, inner: &str) -> String {
+        format!("<session lsid=\"{lsid}\">{inner}</session>\n")
+    }
+
+    fn read(body: &str) -> Vec<Result<ParsedSession, ParseError>> {
+        SessionReader::new(body.as_bytes()).collect()
+    }
+
+    fn only(body: &str) -> Session {
+        let mut all = read(body);
+        assert_eq!(all.len(), 1, "{body}");
+        all.remove(0).unwrap().session
+    }
+
+    #[test]
+    fn a_malformed_body_yields_the_sessions_before_then_one_error_with_position() {
+        let body = format!(
+            "{HEAD}{}{}<session lsid=\"c\">\n<lseq>3</lseq>\n<oops></session>\n{}</session_list>\n",
+            one("a", "<lseq>1</lseq>"),
+            one("b", "<lseq>2</lseq>"),
+            one("d", "")
+        );
+        let all = read(&body);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].as_ref().unwrap().session.lsid, "a");
+        assert_eq!(all[1].as_ref().unwrap().session.lsid, "b");
+        let err = all[2].as_ref().unwrap_err();
+        let ParseError::Malformed {
+            offset,
+            line,
+            last_lsid,
+            ..
+        } = err
+        else {
+            panic!("expected Malformed, got {err}");
+        };
+        assert_eq!(last_lsid.as_deref(), Some("b"));
+        assert_eq!(*line, 7, "{err}");
+        assert!(body[*offset as usize..].starts_with("</session>"), "{err}");
+        assert!(err.is_fatal() && !err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains("line 7") && text.contains("after session b"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_body_cut_short_is_malformed_after_its_complete_sessions() {
+        let body = format!("{HEAD}{}<session lsid=\"b\"><lseq>2", one("a", ""));
+        let all = read(&body);
+        assert_eq!(all.len(), 2);
+        assert!(all[0].is_ok());
+        assert!(matches!(all[1], Err(ParseError::Malformed { .. })));
+    }
+
+    #[test]
+    fn one_bad_value_fails_that_session_only() {
+        let body = format!(
+            "{HEAD}{}{}{}</session_list>",
+            one("a", ""),
+            one(
+                "b",
+                "<rep_list><representative><seconds_involved>lots</seconds_involved></representative></rep_list>"
+            ),
+            one("c", "")
+        );
+        let all = read(&body);
+        assert_eq!(all.len(), 3);
+        assert!(all[0].is_ok() && all[2].is_ok());
+        match &all[1] {
+            Err(
+                e @ ParseError::BadValue {
+                    lsid,
+                    element,
+                    value,
+                    raw,
+                    ..
+                },
+            ) => {
+                assert_eq!(
+                    (lsid.as_str(), element.as_str(), value.as_str()),
+                    ("b", "seconds_involved", "lots")
+                );
+                assert!(raw.starts_with(b"<session lsid=\"b\">") && raw.ends_with(b"</session>"));
+                assert!(!e.is_fatal());
+            }
+            other => panic!("expected BadValue, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_billion_laughs_body_is_refused_at_its_doctype() {
+        let mut body =
+            String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+        for i in 1..10 {
+            let prev = if i == 1 {
+                "lol".to_string()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            body.push_str(&format!(
+                "<!ENTITY lol{i} \"{}\">\n",
+                format!("&{prev};").repeat(10)
+            ));
+        }
+        body.push_str("]>\n<session_list><session lsid=\"x\"><external_key>&lol9;</external_key></session></session_list>\n");
+        let started = std::time::Instant::now();
+        let all = read(&body);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(all.len(), 1);
+        match &all[0] {
+            Err(ParseError::Malformed { line, reason, .. }) => {
+                assert_eq!(*line, 2);
+                assert!(reason.contains("document type"), "{reason}");
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_undefined_entity_is_malformed_not_expanded() {
+        let body = format!(
+            "{HEAD}{}</session_list>",
+            one("a", "<external_key>&xxe;</external_key>")
+        );
+        let all = read(&body);
+        assert!(
+            matches!(&all[0], Err(ParseError::Malformed { reason, .. }) if reason.contains("&xxe;"))
+        );
+    }
+
+    #[test]
+    fn elements_match_by_local_name_with_any_prefix_or_none() {
+        let bodies = [
+            "<session_list><session lsid=\"a\"><lseq>7</lseq></session></session_list>",
+            "<r:session_list xmlns:r=\"http://www.bomgar.com/namespaces/API/reporting\"><r:session lsid=\"a\"><r:lseq>7</r:lseq></r:session></r:session_list>",
+            "<session_list xmlns=\"http://www.beyondtrust.com/sra/namespaces/API/reporting\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><session lsid=\"a\"><lseq>7</lseq></session></session_list>",
+            "<session lsid=\"a\"><lseq>7</lseq></session>",
+        ];
+        for body in bodies {
+            let s = only(body);
+            assert_eq!((s.lsid.as_str(), s.lseq), ("a", Some(7)), "{body}");
+        }
+    }
+
+    #[test]
+    fn unknown_elements_are_skipped_at_any_depth() {
+        let s = only(&format!(
+            "{HEAD}<future_header><session lsid=\"not-me\"/></future_header>{}</session_list>",
+            one(
+                "a",
+                "<jumpoint id=\"9\">J</jumpoint><lseq>1<sub>2</sub></lseq><rep_list><representative><new><deep><username>x</username></deep></new><username>u</username></representative></rep_list><session_details><event event_type=\"E\"><mystery a=\"1\"><b/></mystery><body> hi </body></event></session_details>"
+            )
+        ));
+        assert_eq!(s.lsid, "a");
+        assert_eq!(s.lseq, Some(1));
+        assert_eq!(s.representatives[0].username.as_deref(), Some("u"));
+        assert_eq!(s.events[0].body.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn values_are_trimmed_unknown_stays_and_ids_stay_text() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<primary_rep gsnumber=\"R56789\" id=\"ext-12\">\n   Alex\n </primary_rep><customer_list><customer gsnumber=\"C1\"><private_ip>Unknown</private_ip><public_ip>[2001:db8::1]:56722</public_ip></customer></customer_list>"
+            )
+        ));
+        let rep = s.primary_rep.unwrap();
+        assert_eq!(
+            (
+                rep.name.as_str(),
+                rep.gsnumber.as_deref(),
+                rep.id.as_deref()
+            ),
+            ("Alex", Some("R56789"), Some("ext-12"))
+        );
+        assert_eq!(s.customers[0].private_ip.as_deref(), Some("Unknown"));
+        assert_eq!(
+            s.customers[0].public_ip.as_deref(),
+            Some("[2001:db8::1]:56722")
+        );
+    }
+
+    #[test]
+    fn iso_timestamps_are_accepted_as_a_fallback() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<start_time>2024-06-03T11:00:00+00:00</start_time><end_time timestamp=\"2024-06-03T11:15:02Z\"></end_time><session_details><event timestamp=\"2024-04-04T13:30:00Z\" event_type=\"E\"/></session_details>"
+            )
+        ));
+        assert_eq!(s.start_time.unwrap().timestamp(), 1_717_412_400);
+        assert_eq!(s.end_time.unwrap().timestamp(), 1_717_413_302);
+        assert_eq!(s.events[0].timestamp.unwrap().timestamp(), 1_712_237_400);
+    }
+
+    #[test]
+    fn an_in_progress_session_has_no_end_time() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<start_time timestamp=\"1717412400\">2024-06-03T11:00:00+00:00</start_time><end_time></end_time>"
+            )
+        ));
+        assert!(s.start_time.is_some());
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn encoded_bodies_are_decoded() {
+        let s = only(&format!(
+            "{HEAD}{}</session_list>",
+            one(
+                "a",
+                "<session_details><event event_type=\"Chat Message\"><body>bell</body><encoded_body>\n YmVsbAc=\n</encoded_body></event></session_details>"
+            )
+        ));
+        assert_eq!(s.events[0].encoded_body.as_deref(), Some("bell\u{7}"));
+    }
+
+    #[test]
+    fn a_nested_error_is_reported_as_the_appliance_error() {
+        let all = read(
+            "<session_list><error>No archives found for the given search criteria.</error></session_list>",
+        );
+        assert_eq!(all.len(), 1);
+        assert!(matches!(&all[0], Err(ParseError::Appliance(e)) if e.is_no_data()));
+        let all = read("<error>Login failed</error>");
+        assert!(matches!(&all[0], Err(ParseError::Appliance(_))));
+    }
+
+    #[test]
+    fn a_session_over_the_limit_is_skipped_and_the_stream_goes_on() {
+        let big = "<event event_type=\"E\"><body>0123456789</body></event>".repeat(200);
+        let body = format!(
+            "{HEAD}{}{}{}</session_list>",
+            one("a", ""),
+            one("big", &format!("<session_details>{big}</session_details>")),
+            one("c", "")
+        );
+        let all: Vec<_> = SessionReader::new(body.as_bytes())
+            .with_session_limit(4096)
+            .collect();
+        assert_eq!(all.len(), 3);
+        assert!(all[0].is_ok() && all[2].is_ok());
+        assert!(matches!(&all[1], Err(ParseError::SessionTooLarge { lsid, .. }) if lsid == "big"));
+    }
+
+    #[test]
+    fn empty_and_rootless_bodies() {
+        assert!(read("<session_list/>").is_empty());
+        assert!(read("<session_list>\n\n</session_list>").is_empty());
+        assert!(matches!(read("")[..], [Err(ParseError::Malformed { .. })]));
+        assert!(matches!(
+            read("   \n")[..],
+            [Err(ParseError::Malformed { .. })]
+        ));
     }
 }
