@@ -395,23 +395,20 @@ impl ApplianceClient {
         Ok(info)
     }
 
-    /// `GET /check_health` (no authentication): whether the appliance says it is healthy.
+    /// `GET /check_health` (no authentication): whether the appliance says it is healthy
+    /// (200) or not (500). One attempt: a health probe reports, it does not insist.
     pub async fn check_health(&self) -> Result<bool, ApplianceError> {
-        let result = self
-            .execute(Call {
-                what: "check_health".into(),
-                method: reqwest::Method::GET,
-                path: "/check_health",
-                params: Vec::new(),
-                download: true,
-                auth: false,
-            })
-            .await;
-        match result {
-            Ok(f) => {
-                if let Some(b) = f.body {
-                    let _ = tokio::fs::remove_file(b.path).await;
-                }
+        let call = Call {
+            what: "check_health".into(),
+            method: reqwest::Method::GET,
+            path: "/check_health",
+            params: Vec::new(),
+            download: true,
+            auth: false,
+        };
+        match self.attempt(&call).await {
+            Ok(attempt) => {
+                let _ = tokio::fs::remove_file(attempt.body.path).await;
                 Ok(true)
             }
             Err(e) if e.status() == Some(500) => Ok(false),
