@@ -165,7 +165,7 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let half = |f: fn(&mut Faults)| {
         let mut faults = Faults {
-            slow_delay: Duration::from_secs(3),
+            slow_delay: Duration::from_millis(1500),
             retry_after_seconds: 1,
             ..Faults::default()
         };
@@ -186,7 +186,7 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
         })
         .await;
         let mut site = site(&sim, dir.path());
-        // Slow answers (3 s) must time out and be retried.
+        // Slow answers (1.5 s) must time out and be retried.
         site.timeout = Duration::from_secs(1);
         let client = client(&site, dir.path(), fast_retries(14));
         // Fetch a session list first, without faults, to find a recording.
