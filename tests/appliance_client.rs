@@ -165,7 +165,7 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let half = |f: fn(&mut Faults)| {
         let mut faults = Faults {
-            slow_delay: Duration::from_secs(3),
+            slow_delay: Duration::from_millis(1500),
             retry_after_seconds: 1,
             ..Faults::default()
         };
@@ -186,7 +186,7 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
         })
         .await;
         let mut site = site(&sim, dir.path());
-        // Slow answers (3 s) must time out and be retried.
+        // Slow answers (1.5 s) must time out and be retried.
         site.timeout = Duration::from_secs(1);
         let client = client(&site, dir.path(), fast_retries(14));
         // Fetch a session list first, without faults, to find a recording.
@@ -485,5 +485,116 @@ async fn the_ground_truth_matches_what_the_client_fetches_digest_for_digest() {
     theirs.sort();
     assert!(theirs.len() > 200, "{}", theirs.len());
     assert_eq!(ours, theirs);
+    sim.shutdown().await;
+}
+
+/// A raw HTTPS client trusting only the simulator's CA, and a fresh token.
+async fn raw(sim: &Simulator) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(sim.ca_pem.as_ref().unwrap().as_bytes()).unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let token = raw_token(&http, sim).await;
+    (http, token)
+}
+
+async fn raw_token(http: &reqwest::Client, sim: &Simulator) -> String {
+    let answer: serde_json::Value = http
+        .post(format!("https://{}/oauth2/token", sim.host()))
+        .basic_auth("demo", Some("demo-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+async fn raw_get(
+    http: &reqwest::Client,
+    sim: &Simulator,
+    token: &str,
+    query: &str,
+) -> (u16, String) {
+    let response = http
+        .get(format!("https://{}{query}", sim.host()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_31st_token_evicts_the_oldest() {
+    let sim = start(Options::default()).await;
+    let (http, first) = raw(&sim).await;
+    let info = "/api/command?action=get_api_info";
+    assert_eq!(raw_get(&http, &sim, &first, info).await.0, 200);
+    let mut later = Vec::new();
+    for _ in 0..29 {
+        later.push(raw_token(&http, &sim).await);
+    }
+    assert_eq!(
+        raw_get(&http, &sim, &first, info).await.0,
+        200,
+        "30 live tokens"
+    );
+    later.push(raw_token(&http, &sim).await);
+    assert_eq!(raw_get(&http, &sim, &first, info).await.0, 401, "evicted");
+    assert_eq!(raw_get(&http, &sim, &later[0], info).await.0, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn date_windows_count_days_and_time_windows_count_seconds() {
+    let sim = start(Options {
+        sessions_per_day: 100,
+        days: 3,
+        ..Options::default()
+    })
+    .await;
+    let (http, token) = raw(&sim).await;
+    let count = |body: &str| body.matches("<session lsid=").count();
+    let day = sim.appliance_now().date_naive() - chrono::Days::new(1);
+    let midnight = day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+    let (status, by_date) = raw_get(
+        &http,
+        &sim,
+        &token,
+        &format!("/api/reporting?generate_report=SupportSession&start_date={day}&duration=1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, by_time) = raw_get(
+        &http,
+        &sim,
+        &token,
+        &format!(
+            "/api/reporting?generate_report=SupportSession&start_time={midnight}&duration=86400"
+        ),
+    )
+    .await;
+    assert!(count(&by_date) >= 95, "{}", count(&by_date));
+    assert_eq!(count(&by_date), count(&by_time));
+    let (_, bad) = raw_get(
+        &http,
+        &sim,
+        &token,
+        "/api/reporting?generate_report=SupportSession&start_time=yesterday&duration=0",
+    )
+    .await;
+    assert!(bad.contains("<error"), "{bad}");
     sim.shutdown().await;
 }

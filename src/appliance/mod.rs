@@ -39,6 +39,9 @@ use auth::{TokenCache, token_from_answer};
 use limit::Limiter;
 use spool::SpoolWriter;
 
+/// The longest `Retry-After` honoured as given.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// Which end of a session a window selects on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowBy {
@@ -392,23 +395,20 @@ impl ApplianceClient {
         Ok(info)
     }
 
-    /// `GET /check_health` (no authentication): whether the appliance says it is healthy.
+    /// `GET /check_health` (no authentication): whether the appliance says it is healthy
+    /// (200) or not (500). One attempt: a health probe reports, it does not insist.
     pub async fn check_health(&self) -> Result<bool, ApplianceError> {
-        let result = self
-            .execute(Call {
-                what: "check_health".into(),
-                method: reqwest::Method::GET,
-                path: "/check_health",
-                params: Vec::new(),
-                download: true,
-                auth: false,
-            })
-            .await;
-        match result {
-            Ok(f) => {
-                if let Some(b) = f.body {
-                    let _ = tokio::fs::remove_file(b.path).await;
-                }
+        let call = Call {
+            what: "check_health".into(),
+            method: reqwest::Method::GET,
+            path: "/check_health",
+            params: Vec::new(),
+            download: true,
+            auth: false,
+        };
+        match self.attempt(&call).await {
+            Ok(attempt) => {
+                let _ = tokio::fs::remove_file(attempt.body.path).await;
                 Ok(true)
             }
             Err(e) if e.status() == Some(500) => Ok(false),
@@ -449,7 +449,9 @@ impl ApplianceClient {
         })
         .retry(backoff)
         .when(ApplianceError::is_retryable)
-        .adjust(|e, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
+        // Retry-After wins over the backoff, within reason: a wrong header must not stall a
+        // site for hours.
+        .adjust(|e, delay| delay.map(|d| e.retry_after().map_or(d, |r| r.min(MAX_RETRY_AFTER))))
         .notify(|e, delay| {
             tracing::warn!(site = %self.inner.site, "{e}; retrying in {delay:?}");
         })

@@ -1,13 +1,17 @@
-//! Group commit: one thread that fsyncs the database on behalf of every waiting writer.
+//! Group commit: at most one fsync at a time, each covering every transaction committed
+//! before it started, awaited by everyone who needs it.
 //!
-//! A writer commits its transaction, then `request`s a flush and gets an epoch number;
-//! it is durable once the flusher reports that epoch done. The flusher takes the next
-//! epoch only when it starts a flush, so every transaction committed before a writer's
-//! `request` returned is covered by the flush of the epoch it got. Requests that arrive
-//! while an fsync runs share the next one; at most one fsync runs at a time and,
-//! when `interval` is set, consecutive fsyncs start at least `interval` apart.
+//! A writer calls `after_commit` on its blocking thread right after its transaction
+//! commits and gets an epoch number; it is durable once that epoch is reported done.
+//! Epochs are taken when a flush *starts*, so a flush covers every commit whose
+//! `after_commit` ran before it. If no flush is running, the writer runs it itself on
+//! the thread it already has (no thread hand-off on an idle system). If one is running,
+//! the writer marks a flush as pending and returns; when the running flush ends, the
+//! flusher thread starts the next one for all writers that queued up meanwhile, so one
+//! fsync serves many transactions under load. With `interval` set, consecutive fsyncs
+//! start at least that far apart.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +20,7 @@ use tokio::sync::watch;
 use super::QueueError;
 use super::storage::Store;
 
-/// What the flusher has made durable so far.
+/// What has been made durable so far.
 #[derive(Debug, Clone, Default)]
 struct Progress {
     /// The highest epoch whose flush finished.
@@ -25,71 +29,96 @@ struct Progress {
     failed: Option<String>,
 }
 
-#[derive(Debug, Default)]
-struct Requests {
-    /// The epoch the next flush will cover.
+#[derive(Debug)]
+struct State {
+    /// The epoch the next flush to start will have.
     next_epoch: u64,
-    /// Whether someone waits for `next_epoch`.
+    /// Whether a flush is running (by a writer or by the flusher thread).
+    flushing: bool,
+    /// Whether a writer waits for a flush that has not started yet.
     pending: bool,
-    /// Set by `stop`: finish pending work, flush once more and end.
-    stop: bool,
+    /// When the last flush started, for the minimum interval.
+    last_start: Option<Instant>,
+    /// Set on close: the flusher thread ends and new requests fail.
+    stopped: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
-    requests: Mutex<Requests>,
-    /// Wakes the flusher thread when `pending` or `stop` is set.
+    store: Arc<Store>,
+    interval: Duration,
+    state: Mutex<State>,
+    /// Wakes the flusher thread: set when `pending` is set or a flush ends.
     wake: Condvar,
+    progress: watch::Sender<Progress>,
 }
 
-/// The handle writers use; owns the flusher thread.
+/// The group commit of one database.
 #[derive(Debug)]
 pub(crate) struct Flusher {
     shared: Arc<Shared>,
-    progress: watch::Receiver<Progress>,
-    /// The flusher thread; ends after `stop`, joined by `stop`.
+    /// Serves pending flushes; ends when `stop` sets `stopped`, joined there.
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state is a few flags and counters that stay consistent even if a
+    // holder panicked.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Flusher {
     /// Starts the flusher thread for `store`.
     pub(crate) fn start(store: Arc<Store>, interval: Duration) -> Result<Flusher, QueueError> {
         let shared = Arc::new(Shared {
-            requests: Mutex::new(Requests {
+            store,
+            interval,
+            state: Mutex::new(State {
                 next_epoch: 1,
-                ..Requests::default()
+                flushing: false,
+                pending: false,
+                last_start: None,
+                stopped: false,
             }),
             wake: Condvar::new(),
+            progress: watch::channel(Progress::default()).0,
         });
-        let (sender, progress) = watch::channel(Progress::default());
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("btic-queue-flush".to_owned())
-            .spawn(move || run(&thread_shared, &store, interval, &sender))
+            .spawn(move || serve_pending(&thread_shared))
             .map_err(|e| QueueError::FlushFailed {
                 reason: format!("starting the flusher thread: {e}"),
             })?;
         Ok(Flusher {
             shared,
-            progress,
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Asks for a flush covering everything committed so far; returns the epoch to wait for.
-    pub(crate) fn request(&self) -> Result<u64, QueueError> {
-        let mut requests = lock(&self.shared.requests);
-        if requests.stop {
+    /// Call on a blocking thread after a commit: flushes right here if no flush runs,
+    /// else queues for the next one. Returns the epoch to `wait` for.
+    pub(crate) fn after_commit(&self) -> Result<u64, QueueError> {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        if state.stopped {
             return Err(QueueError::Closed);
         }
-        requests.pending = true;
-        self.shared.wake.notify_one();
-        Ok(requests.next_epoch)
+        let epoch = state.next_epoch;
+        if state.flushing {
+            state.pending = true;
+            shared.wake.notify_one();
+            return Ok(epoch);
+        }
+        run_flush(shared, state);
+        Ok(epoch)
     }
 
     /// Waits until `epoch` is durable.
     pub(crate) async fn wait(&self, epoch: u64) -> Result<(), QueueError> {
-        let mut progress = self.progress.clone();
+        let mut progress = self.shared.progress.subscribe();
         let seen = progress
             .wait_for(|p| p.durable >= epoch || p.failed.is_some())
             .await
@@ -102,68 +131,60 @@ impl Flusher {
         }
     }
 
-    /// Requests a flush and waits for it.
-    pub(crate) async fn flush(&self) -> Result<(), QueueError> {
-        let epoch = self.request()?;
-        self.wait(epoch).await
-    }
-
-    /// Stops the thread after a last flush and waits for it to end.
+    /// Stops the flusher thread after the flushes already asked for, and waits for it.
     pub(crate) fn stop(&self) {
-        lock(&self.shared.requests).stop = true;
-        self.shared.wake.notify_one();
+        lock(&self.shared.state).stopped = true;
+        self.shared.wake.notify_all();
         if let Some(thread) = lock(&self.thread).take() {
-            // A panicking flusher has already reported through `Progress` being dropped.
+            // A panicked flusher has nothing left to clean up; the waiters see `Closed`.
             let _ = thread.join();
         }
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded data stays consistent even if a holder panicked: plain counters.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Runs one flush: takes the next epoch, fsyncs outside the lock, publishes the result
+/// and wakes the flusher thread if writers queued up meanwhile.
+fn run_flush<'a>(shared: &'a Shared, mut state: MutexGuard<'a, State>) {
+    state.flushing = true;
+    if let Some(since) = state.last_start.map(|t| t.elapsed())
+        && since < shared.interval
+    {
+        drop(state);
+        std::thread::sleep(shared.interval - since);
+        state = lock(&shared.state);
+    }
+    let epoch = state.next_epoch;
+    state.next_epoch += 1;
+    state.pending = false;
+    state.last_start = Some(Instant::now());
+    drop(state);
+
+    let outcome = shared.store.flush();
+    shared.progress.send_modify(|progress| match outcome {
+        Ok(()) => progress.durable = epoch,
+        Err(error) => {
+            tracing::error!("{error}");
+            progress.failed.get_or_insert(error.to_string());
+        }
+    });
+
+    lock(&shared.state).flushing = false;
+    shared.wake.notify_one();
 }
 
-fn run(shared: &Shared, store: &Store, interval: Duration, sender: &watch::Sender<Progress>) {
-    let mut last_start: Option<Instant> = None;
+/// The flusher thread: starts a flush whenever one is pending and none runs.
+fn serve_pending(shared: &Shared) {
     loop {
-        {
-            let mut requests = lock(&shared.requests);
-            while !requests.pending && !requests.stop {
-                requests = shared
-                    .wake
-                    .wait(requests)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = lock(&shared.state);
+        while !state.pending || state.flushing {
+            if state.stopped && !state.pending {
+                return;
             }
-            if !requests.pending {
-                break;
-            }
+            state = shared
+                .wake
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        if let Some(started) = last_start {
-            let since = started.elapsed();
-            if since < interval {
-                std::thread::sleep(interval - since);
-            }
-        }
-        let epoch = {
-            let mut requests = lock(&shared.requests);
-            requests.pending = false;
-            requests.next_epoch += 1;
-            requests.next_epoch - 1
-        };
-        last_start = Some(Instant::now());
-        let outcome = store.flush();
-        sender.send_modify(|progress| match outcome {
-            Ok(()) => progress.durable = epoch,
-            Err(error) => {
-                tracing::error!("{error}");
-                progress.failed.get_or_insert(error.to_string());
-            }
-        });
-    }
-    if let Err(error) = store.flush() {
-        tracing::error!("closing queue database: {error}");
+        run_flush(shared, state);
     }
 }

@@ -67,15 +67,17 @@
 //!
 //! # When it flushes
 //!
-//! sled's own periodic flush is off; the only fsyncs are the group commit's. One flusher
-//! thread owns them: a writer commits its transaction, asks for a flush and awaits it.
-//! Requests that arrive while an fsync runs are served together by the next one, so under
-//! load one fsync covers many transactions and throughput does not fall to one fsync per
-//! item. Consecutive fsyncs start at least [`QueueOptions::flush_interval`] apart (default
-//! 1 ms), which bounds the fsync rate; a writer waits at most about one interval plus two
-//! fsyncs. If an fsync fails, that call and every later durable call fails with
-//! [`QueueError::FlushFailed`]: nothing can be called durable any more and the process
-//! should restart.
+//! sled's own periodic flush is off; every fsync is the group commit's (`flush.rs`). A
+//! writer commits its transaction and, on the same blocking thread, either starts an
+//! fsync itself (none is running: no thread hand-off, so an idle system pays one fsync
+//! per call and nothing more) or marks one as pending (one is running). When an fsync
+//! ends, a dedicated flusher thread starts the next one for everyone who queued up
+//! meanwhile, so under load one fsync covers many transactions and throughput does not
+//! fall to one fsync per item. At most one fsync runs at a time; each covers every
+//! transaction committed before it started. [`QueueOptions::flush_interval`] (default 0)
+//! can space fsyncs further apart to cap their rate. If an fsync fails, that call and
+//! every later durable call fails with [`QueueError::FlushFailed`]: nothing can be
+//! called durable any more and the process should restart.
 //!
 //! # What a crash can and cannot do
 //!
@@ -102,8 +104,10 @@
 //!
 //! sled is synchronous and a transaction or read can block on disk, so every sled call
 //! runs on tokio's blocking pool (`spawn_blocking`); the async executor threads never
-//! touch the disk. The fsync runs on the dedicated flusher thread. The cost, a thread
-//! hand-off per call, is small next to the fsync each writing call waits for.
+//! touch the disk. The fsync runs on that same blocking thread or on the flusher thread
+//! (see above). The cost, one thread hand-off per call, is small next to the fsync each
+//! writing call waits for; a dedicated sled thread with a channel would cost the same
+//! hand-off and add a queue of its own.
 
 mod codec;
 mod error;
@@ -129,8 +133,9 @@ use storage::{Candidate, Store};
 /// How the database is opened.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
-    /// The shortest time between the starts of two fsyncs. Larger values mean fewer
-    /// fsyncs and more transactions per fsync under load, at the cost of latency.
+    /// The shortest time between the starts of two fsyncs (default 0: back to back).
+    /// Larger values mean fewer fsyncs and more transactions per fsync under load, at
+    /// the cost of latency.
     pub flush_interval: Duration,
     /// Memory sled may use for its page cache, in bytes.
     pub cache_capacity_bytes: u64,
@@ -139,7 +144,7 @@ pub struct QueueOptions {
 impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
-            flush_interval: Duration::from_millis(1),
+            flush_interval: Duration::ZERO,
             cache_capacity_bytes: 64 * 1024 * 1024,
         }
     }
@@ -437,7 +442,7 @@ fn letter(id: u64, record: &DeadRecord) -> DeadLetter {
 #[derive(Debug)]
 struct Inner {
     store: Arc<Store>,
-    flusher: Flusher,
+    flusher: Arc<Flusher>,
     claims: Claims,
     /// One `Notify` per queue name ever waited on or pushed to; bounded by the
     /// configuration's queues.
@@ -467,7 +472,7 @@ impl Queue {
     /// needs no manual step. Fails if another process has the database open.
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue, QueueError> {
         let store = Arc::new(Store::open(dir.as_ref(), options.cache_capacity_bytes)?);
-        let flusher = Flusher::start(store.clone(), options.flush_interval)?;
+        let flusher = Arc::new(Flusher::start(store.clone(), options.flush_interval)?);
         Ok(Queue {
             inner: Arc::new(Inner {
                 store,
@@ -480,12 +485,12 @@ impl Queue {
 
     /// Flushes and closes this handle. The database itself closes when no clone remains.
     pub async fn close(self) -> Result<(), QueueError> {
-        self.inner.flusher.flush().await
+        self.flush().await
     }
 
     /// Waits until everything committed so far is durable.
     pub async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.flusher.flush().await
+        self.durably(|_| Ok(())).await
     }
 
     /// Pushes one item to the back of `queue`; returns once it is durable.
@@ -540,9 +545,8 @@ impl Queue {
         let Changes { pushes, state } = changes;
         let now = millis(SystemTime::now());
         let ids = self
-            .blocking(move |store| store.apply(&consumed, &pushes, &state, now))
+            .durably(move |store| store.apply(&consumed, &pushes, &state, now))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(tickets);
         self.wake(queues);
         Ok(ids.into_iter().map(ItemId).collect())
@@ -558,11 +562,13 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let (queue, id, error) = (ticket.queue.clone(), ticket.id.0, error.to_owned());
         let now = SystemTime::now();
-        let (now_ms, due_ms) = (millis(now), millis(now + delay));
+        // A delay too long to represent waits "forever" rather than panicking.
+        let century = Duration::from_secs(100 * 365 * 24 * 3600);
+        let due = now.checked_add(delay.min(century)).unwrap_or(now);
+        let (now_ms, due_ms) = (millis(now), millis(due));
         let name = queue.clone();
-        self.blocking(move |store| store.retry_later(&name, id, &error, due_ms, now_ms))
+        self.durably(move |store| store.retry_later(&name, id, &error, due_ms, now_ms))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(ticket);
         self.wake([queue]);
         Ok(())
@@ -582,9 +588,8 @@ impl Queue {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let now = millis(SystemTime::now());
-        self.blocking(move |store| store.dead_letter(&queue, id, &reason, &metadata, now))
+        self.durably(move |store| store.dead_letter(&queue, id, &reason, &metadata, now))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(ticket);
         Ok(())
     }
@@ -621,11 +626,7 @@ impl Queue {
                     }
                     Ok(found)
                 })
-                .await;
-            let found = match found {
-                Ok(found) => found,
-                Err(error) => return Err(error),
-            };
+                .await?;
             let Some(candidate) = found else {
                 return Ok(None);
             };
@@ -673,9 +674,8 @@ impl Queue {
             error.to_string(),
             millis(SystemTime::now()),
         );
-        self.blocking(move |store| store.bury_broken(&name, id, &raw, &reason, now))
+        self.durably(move |store| store.bury_broken(&name, id, &raw, &reason, now))
             .await?;
-        self.inner.flusher.flush().await?;
         drop(claim);
         Ok(())
     }
@@ -753,8 +753,7 @@ impl Queue {
             DeadLetterFilter::Id(id) => Some(id.0),
             _ => None,
         };
-        let moved = self.blocking(move |store| store.replay(&filter)).await?;
-        self.inner.flusher.flush().await?;
+        let moved = self.durably(move |store| store.replay(&filter)).await?;
         let count = moved.values().sum();
         if let (Some(id), 0) = (single, count) {
             return Err(QueueError::DeadLetterNotFound { id });
@@ -765,8 +764,7 @@ impl Queue {
 
     /// Deletes matching dead letters for good; returns how many, once durable.
     pub async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, QueueError> {
-        let purged = self.blocking(move |store| store.purge(&filter)).await?;
-        self.inner.flusher.flush().await?;
+        let purged = self.durably(move |store| store.purge(&filter)).await?;
         Ok(purged)
     }
 
@@ -799,10 +797,7 @@ impl Queue {
     }
 
     /// Reads the state record under `key`.
-    pub async fn state_get<T: DeserializeOwned + Send + 'static>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, QueueError> {
+    pub async fn state_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, QueueError> {
         let name = key.to_owned();
         let bytes = self.blocking(move |store| store.state_get(&name)).await?;
         bytes
@@ -811,7 +806,7 @@ impl Queue {
     }
 
     /// Reads every state record whose key starts with `prefix`, in key order.
-    pub async fn state_list<T: DeserializeOwned + Send + 'static>(
+    pub async fn state_list<T: DeserializeOwned>(
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, T)>, QueueError> {
@@ -870,6 +865,23 @@ impl Queue {
             dead_letters,
             problems,
         })
+    }
+
+    /// Runs `work` on the blocking pool and returns once what it committed is durable.
+    async fn durably<R, F>(&self, work: F) -> Result<R, QueueError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Store) -> Result<R, QueueError> + Send + 'static,
+    {
+        let flusher = self.inner.flusher.clone();
+        let (result, epoch) = self
+            .blocking(move |store| {
+                let result = work(store)?;
+                Ok((result, flusher.after_commit()?))
+            })
+            .await?;
+        self.inner.flusher.wait(epoch).await?;
+        Ok(result)
     }
 
     async fn blocking<R, F>(&self, work: F) -> Result<R, QueueError>

@@ -509,8 +509,17 @@ impl Store {
         value.map(|v| decode_dead(id, &v)).transpose()
     }
 
-    /// Ids of dead letters matching `filter`, ascending, without decoding payloads twice.
+    /// Ids of dead letters matching `filter`, ascending. For `All` only keys are read, so
+    /// replaying or purging a large dead letter does not hold its payloads in memory.
     fn dead_letter_ids(&self, filter: &DeadLetterFilter) -> Result<Vec<u64>, QueueError> {
+        if let DeadLetterFilter::All = filter {
+            let mut ids = Vec::new();
+            for key in self.dead.iter().keys() {
+                let key = key.map_err(storage("reading the dead letter"))?;
+                ids.extend(read_u64(&key, 0));
+            }
+            return Ok(ids);
+        }
         Ok(self
             .dead_letters(filter)?
             .into_iter()

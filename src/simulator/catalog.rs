@@ -158,4 +158,23 @@ mod tests {
         assert_eq!(c.find(&lsid, now), Some(slot));
         assert!(all.iter().any(|s| s.end > now), "some are in progress");
     }
+
+    #[test]
+    fn a_session_in_progress_ends_once_the_clock_passes_its_end() {
+        let now = DateTime::from_timestamp(1_717_412_400, 0).unwrap();
+        let c = Catalog::new(3, 500, 1, now);
+        let running = c
+            .starting_between(now - TimeDelta::days(1), now)
+            .into_iter()
+            .find(|s| s.end > now)
+            .expect("a session in progress");
+        assert_eq!(c.session(running, now).end_time, None);
+        let later = running.end + TimeDelta::seconds(1);
+        assert_eq!(c.session(running, later).end_time, Some(running.end));
+        // New sessions keep starting as the clock moves on (live mode).
+        assert!(
+            !c.starting_between(now, now + TimeDelta::hours(1))
+                .is_empty()
+        );
+    }
 }

@@ -1,0 +1,169 @@
+//! Queue throughput: durable hand-offs of ~2 KiB items against raw sled
+//! insert + remove + flush of the same bytes, and durable pushes from 1, 8 and 64
+//! concurrent producers. Every queue figure includes waiting for the group-commit flush.
+//!
+//! `cargo bench --bench queue` runs the criterion groups and then prints a one-line
+//! summary per figure and the ratio of durable hand-offs to raw sled operations.
+
+use std::time::{Duration, Instant};
+
+use btic::queue::{Changes, Queue};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use tokio::runtime::Runtime;
+
+const ITEM_BYTES: usize = 2048;
+const PRODUCERS: [usize; 3] = [1, 8, 64];
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut bytes = vec![(i % 251) as u8; ITEM_BYTES];
+    bytes[..8].copy_from_slice(&i.to_be_bytes());
+    bytes
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Times `count` durable hand-offs of 2 KiB items from `in` to `out` in a fresh
+/// database (filling `in` is not timed).
+fn durable_hand_offs(runtime: &Runtime, count: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime.block_on(async {
+        let queue = Queue::open(dir.path().join("queue")).expect("open queue");
+        let items: Vec<Vec<u8>> = (0..count).map(payload).collect();
+        for chunk in items.chunks(256) {
+            queue.push_many("in", chunk).await.expect("fill");
+        }
+        let started = Instant::now();
+        for _ in 0..count {
+            let claimed = queue
+                .next_ready::<Vec<u8>>("in")
+                .await
+                .expect("next_ready")
+                .expect("an item");
+            let mut changes = Changes::new();
+            changes.push("out", &claimed.item).expect("encode");
+            queue
+                .hand_off(claimed.ticket, changes)
+                .await
+                .expect("hand_off");
+        }
+        let elapsed = started.elapsed();
+        queue.close().await.expect("close");
+        elapsed
+    })
+}
+
+/// Times `count` rounds of raw sled insert + remove + flush of the same bytes.
+fn raw_sled(count: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = sled::Config::new()
+        .path(dir.path().join("raw"))
+        .flush_every_ms(None)
+        .open()
+        .expect("open sled");
+    let tree = db.open_tree("items").expect("tree");
+    let items: Vec<Vec<u8>> = (0..count).map(payload).collect();
+    let started = Instant::now();
+    for (i, item) in items.into_iter().enumerate() {
+        let key = (i as u64).to_be_bytes();
+        tree.insert(key, item).expect("insert");
+        tree.remove(key).expect("remove");
+        db.flush().expect("flush");
+    }
+    started.elapsed()
+}
+
+/// Times `count` durable pushes of 2 KiB items spread over `producers` tasks.
+fn concurrent_pushes(runtime: &Runtime, producers: usize, count: u64) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime.block_on(async {
+        let queue = Queue::open(dir.path().join("queue")).expect("open queue");
+        let per_producer = count.div_ceil(producers as u64);
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in 0..producers as u64 {
+            let queue = queue.clone();
+            tasks.spawn(async move {
+                for i in 0..per_producer {
+                    let item = payload(p * per_producer + i);
+                    queue.push("in", &item).await.expect("push");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("producer");
+        }
+        let elapsed = started.elapsed();
+        queue.close().await.expect("close");
+        elapsed
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("queue_2KiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    group.bench_function("durable_hand_off", |b| {
+        b.iter_custom(|iters| durable_hand_offs(&runtime, iters))
+    });
+    group.bench_function("raw_sled_insert_remove_flush", |b| b.iter_custom(raw_sled));
+    for producers in PRODUCERS {
+        group.bench_with_input(
+            BenchmarkId::new("durable_push_producers", producers),
+            &producers,
+            |b, &producers| b.iter_custom(|iters| concurrent_pushes(&runtime, producers, iters)),
+        );
+    }
+    group.finish();
+}
+
+/// Measures each figure again in alternating rounds and prints the medians and the
+/// ratio, so one run gives the numbers the README quotes and load from other processes
+/// hits both sides of the ratio alike.
+fn summary() {
+    let runtime = runtime();
+    let (count, rounds) = (1000u64, 7);
+    let rate = |elapsed: Duration| count as f64 / elapsed.as_secs_f64();
+    let median = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (mut hand_offs, mut raws) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        hand_offs.push(rate(durable_hand_offs(&runtime, count)));
+        raws.push(rate(raw_sled(count)));
+    }
+    let (hand_off, raw) = (median(hand_offs), median(raws));
+    println!("summary: durable hand-offs {hand_off:.0} items/s (median of {rounds} rounds)");
+    println!("summary: raw sled insert+remove+flush {raw:.0} items/s (median of {rounds} rounds)");
+    println!("summary: ratio {:.2} (goal >= 0.5)", hand_off / raw);
+    for producers in PRODUCERS {
+        let pushes = median(
+            (0..3)
+                .map(|_| rate(concurrent_pushes(&runtime, producers, count * 3)) * 3.0)
+                .collect(),
+        );
+        println!("summary: durable pushes, {producers} producers: {pushes:.0} items/s");
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    // `cargo test --benches` runs each benchmark once as a smoke test; the summary is
+    // for real benchmark runs only.
+    if std::env::args().any(|arg| arg == "--bench") {
+        summary();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
