@@ -431,3 +431,52 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
     assert!(pg.lsids().await.values().all(|n| *n == 1));
     pg.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_within_ten_seconds_and_a_restart_finishes_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(
+        dir.path(),
+        &[
+            "--days",
+            "2",
+            "--sessions-per-day",
+            "300",
+            "--recording-bytes",
+            "262144",
+        ],
+    );
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &files_destination(dir.path(), "archive"),
+        &transfer("archive", "[\"sessions\", \"recordings\"]"),
+    );
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    // Stop it in the middle of the work: some sessions written, recordings still coming.
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            json_files(&dir.path().join("archive")).0.len() > 50
+        })
+        .await
+    );
+    let (code, took) = daemon.terminate();
+    assert_eq!(
+        code,
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
+
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    wait_for_files(dir.path(), &truth, &log).await;
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let (_, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty());
+}

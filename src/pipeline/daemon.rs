@@ -80,7 +80,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     std::fs::create_dir_all(&spool).map_err(|e| state_err(&spool, e.to_string()))?;
     let queue =
         Queue::open(queue_dir(&config)).map_err(|e| state_err(&config.state_dir, e.to_string()))?;
-    sweep_spool(&queue, &spool).await;
+    // Spool files left behind by a crash are removed in the background, so a restart
+    // with a long backlog starts working at once.
+    let started = std::time::SystemTime::now();
+    tokio::spawn({
+        let (queue, spool) = (queue.clone(), spool.clone());
+        async move { sweep_spool(&queue, &spool, started).await }
+    });
 
     let handle = metrics::install();
     let health = Arc::new(Health::new(STALL_AFTER));
@@ -260,7 +266,10 @@ async fn update_gauges(queue: Queue, health: Arc<Health>, shutdown: Cancellation
 
 /// Removes spool files no queue item or dead letter refers to: left behind by a crash
 /// between a hand-off and the file's removal, or by a download that was never recorded.
-async fn sweep_spool(queue: &Queue, spool: &Path) {
+/// Only files last modified before `started` are candidates: the stages running
+/// meanwhile create new files, and every item that refers to an older file existed
+/// before the scan began.
+async fn sweep_spool(queue: &Queue, spool: &Path, started: std::time::SystemTime) {
     let referenced = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let seen = referenced.clone();
     let report = queue
@@ -293,7 +302,15 @@ async fn sweep_spool(queue: &Queue, spool: &Path) {
     let mut removed = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_file() && !referenced.contains(&path) && std::fs::remove_file(&path).is_ok() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified < started);
+        if old
+            && path.is_file()
+            && !referenced.contains(&path)
+            && std::fs::remove_file(&path).is_ok()
+        {
             removed += 1;
         }
     }
