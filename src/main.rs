@@ -68,6 +68,31 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Fetch a past range (or given LSIDs) of one site into destinations, in its own
+    /// lane, without moving the live watermark; resumes when run again.
+    Backfill {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Start of the session end-time range (YYYY-MM-DD or RFC 3339).
+        #[arg(long, requires = "to", conflicts_with = "lsid")]
+        from: Option<String>,
+        /// End of the range, exclusive.
+        #[arg(long, requires = "from", conflicts_with = "lsid")]
+        to: Option<String>,
+        /// A session's LSID (repeatable) instead of a range.
+        #[arg(long)]
+        lsid: Vec<String>,
+        /// A destination (repeatable; default: every destination a transfer names for the site).
+        #[arg(long)]
+        destination: Vec<String>,
+        /// Data kinds, comma separated: sessions, recordings (default: sessions).
+        #[arg(long)]
+        data: Option<String>,
+    },
     /// Run the simulator and the demo pipeline into ./btic-demo/ (embedded defaults).
     Demo,
     /// Show watermarks, clock skew, queue depths, dead letters and last runs.
@@ -149,6 +174,25 @@ fn main() -> ExitCode {
         Command::Inspect { files } => cli::inspect(&files),
         Command::Run { config } => cli::run(&config),
         Command::Demo => cli::demo(),
+        Command::Backfill {
+            config,
+            site,
+            from,
+            to,
+            lsid,
+            destination,
+            data,
+        } => cli::backfill(
+            &config,
+            &cli::BackfillArgs {
+                site,
+                from,
+                to,
+                lsids: lsid,
+                destinations: destination,
+                data,
+            },
+        ),
         Command::Status { config, json } => cli::status(&config, json),
         Command::Replay {
             config,

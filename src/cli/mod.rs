@@ -1,6 +1,7 @@
 //! The commands behind `btic`'s subcommands: each takes parsed arguments, prints for a
 //! person (or as JSON), and returns a `CliError` carrying the exit code.
 
+mod backfill;
 mod check;
 mod daemon;
 mod import;
@@ -8,6 +9,7 @@ mod inspect;
 mod simulate;
 mod state;
 
+pub use backfill::{BackfillArgs, backfill};
 pub use check::check;
 pub use daemon::{demo, run};
 pub use import::import;

@@ -118,6 +118,11 @@ impl Fetcher {
         }
     }
 
+    /// The site it fetches from.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
     /// The site's client (shared with the download stage, so limits are shared too).
     pub fn client(&self) -> &ApplianceClient {
         &self.client
@@ -275,6 +280,17 @@ impl Fetcher {
                 lane: lane.clone(),
             };
             changes.push(FETCHED, &item)?;
+            if let Some(job) = lane.backfill_job() {
+                // The backfill job waits for this body (keyed by window, so a repeated
+                // window counts once).
+                changes.put_state(
+                    &crate::pipeline::backfill::pushed_key(
+                        job,
+                        &format!("w{}", w.start.timestamp()),
+                    ),
+                    &1u64,
+                )?;
+            }
             summary.bodies += 1;
             summary.bytes += body.bytes;
         }

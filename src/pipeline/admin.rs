@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::backfill::{BackfillRequest, Backfills, Progress};
 use super::items::{DeliverItem, DownloadTask, FetchedBody, Rejected};
 use super::status::Status;
 use crate::config::Config;
@@ -113,6 +114,7 @@ pub fn item_json(item: &DeadLetterItem) -> Value {
                 naming,
                 recording,
                 destinations,
+                ..
             } => json!({"kind": "recording download", "site": site, "lsid": naming.lsid,
                         "recording": recording.label(), "destinations": destinations}),
             DownloadTask::Backup {
@@ -162,16 +164,46 @@ pub async fn replay(queue: &Queue, request: &ReplayRequest) -> Result<u64, Queue
 struct AdminState {
     queue: Queue,
     config: Arc<Config>,
+    backfills: Arc<Backfills>,
 }
 
 /// The admin routes, to be merged into the metrics router.
-pub fn router(queue: Queue, config: Arc<Config>) -> Router {
+pub fn router(queue: Queue, config: Arc<Config>, backfills: Arc<Backfills>) -> Router {
     Router::new()
         .route("/admin/status", get(status_handler))
         .route("/admin/dead-letters", get(list_handler))
         .route("/admin/dead-letters/{id}", get(show_handler))
         .route("/admin/replay", post(replay_handler))
-        .with_state(AdminState { queue, config })
+        .route("/admin/backfill", post(backfill_start_handler))
+        .route("/admin/backfill/{id}", get(backfill_progress_handler))
+        .with_state(AdminState {
+            queue,
+            config,
+            backfills,
+        })
+}
+
+/// `POST /admin/backfill` with a `BackfillRequest`: starts (or joins) the job and
+/// answers `{"job": id}`.
+async fn backfill_start_handler(
+    State(s): State<AdminState>,
+    axum::Json(request): axum::Json<BackfillRequest>,
+) -> Response {
+    match s.backfills.start(request) {
+        Ok(job) => axum::Json(json!({ "job": job })).into_response(),
+        Err(e) => failure(e, StatusCode::BAD_REQUEST),
+    }
+}
+
+/// `GET /admin/backfill/{id}`: the job's `Progress`.
+async fn backfill_progress_handler(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+) -> Response {
+    match s.backfills.progress(&id).await {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
 }
 
 fn failure(e: impl std::fmt::Display, code: StatusCode) -> Response {
@@ -333,6 +365,41 @@ impl Admin {
                 Ok(v["replayed"].as_u64().unwrap_or(0))
             }
         }
+    }
+
+    /// Asks the daemon to start (or join) a backfill job; returns its id.
+    pub async fn backfill_start(
+        addr: &SocketAddr,
+        client: &reqwest::Client,
+        request: &BackfillRequest,
+    ) -> Result<String, AdminError> {
+        let http = |e: reqwest::Error| AdminError::Http {
+            addr: *addr,
+            reason: e.to_string(),
+        };
+        let response = client
+            .post(format!("http://{addr}/admin/backfill"))
+            .json(request)
+            .send()
+            .await
+            .map_err(http)?;
+        if !response.status().is_success() {
+            return Err(AdminError::Daemon(
+                response.text().await.unwrap_or_default(),
+            ));
+        }
+        let v: Value = response.json().await.map_err(http)?;
+        Ok(v["job"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Where a backfill job the daemon runs stands.
+    pub async fn backfill_progress(
+        addr: &SocketAddr,
+        client: &reqwest::Client,
+        job: &str,
+    ) -> Result<Progress, AdminError> {
+        serde_json::from_value(Self::get(addr, client, &format!("/admin/backfill/{job}")).await?)
+            .map_err(|e| AdminError::Daemon(e.to_string()))
     }
 
     /// Closes the state directory (flushing) when it was opened here.

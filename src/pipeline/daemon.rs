@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::{self, queue_dir};
+use super::backfill::Backfills;
 use super::deliver_worker::DeliverWorker;
 use super::download_worker::DownloadWorker;
 use super::items::{DeliverItem, DownloadTask, FETCHED, FetchedBody};
@@ -96,23 +97,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             addr: config.metrics.listen,
             reason: e.to_string(),
         })?;
-    let mut router = metrics::router(handle, health.clone());
-    if config.metrics.listen.ip().is_loopback() {
-        router = router.merge(admin::router(queue.clone(), config.clone()));
-    } else {
-        tracing::warn!(
-            "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
-        );
-    }
-    let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        })
-    };
 
     for t in config.schedules.iter().flat_map(|s| &s.transfers) {
         if t.data.iter().any(|k| {
@@ -187,6 +171,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let stop = stages.clone();
         tasks.spawn_blocking(move || runtime.block_on(worker.run(stop)));
     }
+    let backfills = Arc::new(Backfills {
+        queue: queue.clone(),
+        pipeline: config.pipeline.clone(),
+        fetchers: fetchers.clone(),
+        stop: stages.clone(),
+        jobs: Default::default(),
+    });
+    let mut router = metrics::router(handle, health.clone());
+    if config.metrics.listen.ip().is_loopback() {
+        router = router.merge(admin::router(queue.clone(), config.clone(), backfills));
+    } else {
+        tracing::warn!(
+            "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
+        );
+    }
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        })
+    };
     tasks.spawn(parse_worker::run(
         queue.clone(),
         stages.clone(),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::backfill;
 use super::items::{DeliverItem, deliver_queue};
 use super::scheduler::Reachability;
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
@@ -130,31 +131,55 @@ impl DeliverWorker {
         let started = Instant::now();
         let name = &self.destination.name;
         // Group by host name: one `deliver` call per site host.
-        let mut by_host: BTreeMap<String, Vec<(Ticket, crate::model::Session)>> = BTreeMap::new();
+        type Entry = (Ticket, crate::model::Session, Option<String>);
+        let mut by_host: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for Claimed { item, ticket } in batch {
+            let job = item.backfill_job().map(str::to_string);
             match item {
                 DeliverItem::Session { host, session, .. } => {
-                    by_host.entry(host).or_default().push((ticket, *session));
+                    by_host
+                        .entry(host)
+                        .or_default()
+                        .push((ticket, *session, job));
                 }
                 other => {
                     let reason =
                         format!("{} cannot go to SQL destination {name:?}", other.describe());
-                    self.finish_failed(ticket, &reason, false).await;
+                    self.finish_failed(ticket, &reason, false, job.as_deref())
+                        .await;
                 }
             }
         }
         let mut healthy = true;
         for (host, entries) in by_host {
-            let (tickets, sessions): (Vec<Ticket>, Vec<crate::model::Session>) =
-                entries.into_iter().unzip();
+            let mut tickets = Vec::new();
+            let mut sessions = Vec::new();
+            let mut jobs = Vec::new();
+            for (ticket, session, job) in entries {
+                tickets.push(ticket);
+                sessions.push(session);
+                jobs.push(job);
+            }
             let outcome = sink.deliver(&host, &sessions).await;
             let mut done = Vec::new();
+            let mut finished = Changes::new();
             let (mut ok, mut failed) = (0u64, 0u64);
-            for ((ticket, session), result) in
-                tickets.into_iter().zip(&sessions).zip(outcome.sessions)
+            for (((ticket, session), job), result) in tickets
+                .into_iter()
+                .zip(&sessions)
+                .zip(jobs)
+                .zip(outcome.sessions)
             {
                 match result {
                     Ok(()) => {
+                        if let Some(job) = &job
+                            && let Err(e) = finished.put_state(
+                                &backfill::done_key(job, ticket.id()),
+                                &backfill::Finished::Session,
+                            )
+                        {
+                            tracing::error!("deliver/{name}: recording a backfill delivery: {e}");
+                        }
                         done.push(ticket);
                         ok += 1;
                     }
@@ -165,13 +190,14 @@ impl DeliverWorker {
                             self.reachability.set(name, Some(e.to_string()));
                         }
                         let reason = format!("session {}: {e}", session.lsid);
-                        self.finish_failed(ticket, &reason, e.is_retryable()).await;
+                        self.finish_failed(ticket, &reason, e.is_retryable(), job.as_deref())
+                            .await;
                     }
                 }
             }
             if !done.is_empty() {
                 self.reachability.set(name, None);
-                if let Err(e) = self.queue.hand_off_many(done, Changes::new()).await {
+                if let Err(e) = self.queue.hand_off_many(done, finished).await {
                     // Not recorded as delivered: the sessions come again, harmlessly.
                     tracing::error!("deliver/{name}: recording a delivered batch: {e}");
                 }
@@ -214,6 +240,18 @@ impl DeliverWorker {
             let started = Instant::now();
             let spool = item.spool().cloned();
             let what = item.describe();
+            let job = item.backfill_job().map(str::to_string);
+            let mut finished = Changes::new();
+            if let Some(job) = &job {
+                let kind = match &item {
+                    DeliverItem::Session { .. } => backfill::Finished::Session,
+                    DeliverItem::Recording { .. } => backfill::Finished::Recording,
+                    DeliverItem::Backup { .. } => backfill::Finished::Other,
+                };
+                if let Err(e) = finished.put_state(&backfill::done_key(job, ticket.id()), &kind) {
+                    tracing::error!("deliver/{}: {e}", self.destination.name);
+                }
+            }
             let sink2 = sink.clone();
             let outcome = tokio::task::spawn_blocking(move || write_file(&sink2, item))
                 .await
@@ -225,7 +263,7 @@ impl DeliverWorker {
                     })
                 });
             match outcome {
-                Ok(()) => match self.queue.hand_off(ticket, Changes::new()).await {
+                Ok(()) => match self.queue.hand_off(ticket, finished).await {
                     Ok(_) => {
                         self.reachability.set(&self.destination.name, None);
                         if let Some(spool) = spool {
@@ -245,7 +283,8 @@ impl DeliverWorker {
                             .set(&self.destination.name, Some(e.to_string()));
                     }
                     let reason = format!("{what}: {e}");
-                    self.finish_failed(ticket, &reason, e.is_retryable()).await;
+                    self.finish_failed(ticket, &reason, e.is_retryable(), job.as_deref())
+                        .await;
                 }
             }
             self.health.progress(&self.stage(), false);
@@ -253,7 +292,13 @@ impl DeliverWorker {
     }
 
     /// Retries later within the budget, or moves to the dead letter.
-    async fn finish_failed(&self, ticket: Ticket, reason: &str, retryable: bool) {
+    async fn finish_failed(
+        &self,
+        ticket: Ticket,
+        reason: &str,
+        retryable: bool,
+        job: Option<&str>,
+    ) {
         let name = &self.destination.name;
         let attempts = ticket.attempts() + 1;
         let outcome = if retryable && attempts < self.retry.max_attempts {
@@ -265,13 +310,11 @@ impl DeliverWorker {
         } else {
             tracing::error!(destination = %name, attempts, "moved to the dead letter: {reason}");
             metrics::delivered(name, "dead_letter", 1, Duration::ZERO);
-            self.queue
-                .dead_letter(
-                    ticket,
-                    reason,
-                    &[("stage", "deliver"), ("destination", name)],
-                )
-                .await
+            let mut metadata = vec![("stage", "deliver"), ("destination", name.as_str())];
+            if let Some(j) = job {
+                metadata.push((backfill::JOB_METADATA, j));
+            }
+            self.queue.dead_letter(ticket, reason, &metadata).await
         };
         if let Err(e) = outcome {
             tracing::error!("deliver/{name}: recording a failed delivery: {e}");

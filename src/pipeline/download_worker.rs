@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::backfill;
 use super::items::{DeliverItem, DownloadTask, deliver_queue, download_queue};
 use crate::appliance::{ApplianceClient, ApplianceError, Fetched};
 use crate::config::RetryPolicy;
@@ -81,7 +82,7 @@ impl DownloadWorker {
         );
         let fetched = match outcome {
             Ok(f) => f,
-            Err(e) => return self.failed(ticket, &what, e).await,
+            Err(e) => return self.failed(ticket, &what, item.backfill_job(), e).await,
         };
         metrics::downloaded_bytes(&self.site, kind, fetched.bytes());
         let (changes, spools) = match outputs(&item, &fetched) {
@@ -96,6 +97,20 @@ impl DownloadWorker {
             }
         };
         let pushed = spools.len() as u64;
+        let mut changes = changes;
+        if let Some(job) = item.backfill_job() {
+            let id = ticket.id();
+            let noted = changes
+                .put_state(&backfill::pushed_key(job, &format!("d{id}")), &pushed)
+                .and_then(|c| {
+                    c.put_state(&backfill::done_key(job, id), &backfill::Finished::Other)
+                });
+            if let Err(e) = noted {
+                tracing::error!(site = %self.site, "{what}: recording the backfill's progress: {e}");
+                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &spools);
+                return;
+            }
+        }
         match self.queue.hand_off(ticket, changes).await {
             Ok(_) => {
                 // The per-destination links hold the data now.
@@ -113,7 +128,13 @@ impl DownloadWorker {
         }
     }
 
-    async fn failed(&self, ticket: crate::queue::Ticket, what: &str, e: ApplianceError) {
+    async fn failed(
+        &self,
+        ticket: crate::queue::Ticket,
+        what: &str,
+        job: Option<&str>,
+        e: ApplianceError,
+    ) {
         metrics::stage_error("download");
         let attempts = ticket.attempts() + 1;
         let reason = format!("{what}: {e}");
@@ -126,13 +147,11 @@ impl DownloadWorker {
             self.queue.retry_later(ticket, &reason, delay).await
         } else {
             tracing::error!(site = %self.site, attempts, "moved to the dead letter: {reason}");
-            self.queue
-                .dead_letter(
-                    ticket,
-                    &reason,
-                    &[("stage", "download"), ("site", &self.site)],
-                )
-                .await
+            let mut metadata = vec![("stage", "download"), ("site", self.site.as_str())];
+            if let Some(j) = job {
+                metadata.push((backfill::JOB_METADATA, j));
+            }
+            self.queue.dead_letter(ticket, &reason, &metadata).await
         };
         if let Err(e) = outcome {
             tracing::error!(site = %self.site, "recording a failed download: {e}");
@@ -165,6 +184,7 @@ fn outputs(task: &DownloadTask, fetched: &Fetched) -> std::io::Result<(Changes, 
                 site,
                 naming,
                 recording,
+                lane,
                 ..
             } => DeliverItem::Recording {
                 site: site.clone(),
@@ -172,6 +192,7 @@ fn outputs(task: &DownloadTask, fetched: &Fetched) -> std::io::Result<(Changes, 
                 recording: *recording,
                 extension: fetched.extension.clone(),
                 spool: spool.clone(),
+                lane: lane.clone(),
             },
             DownloadTask::Backup { site, host, .. } => DeliverItem::Backup {
                 site: site.clone(),

@@ -7,6 +7,12 @@
 //! | `download/<site>`     | `DownloadTask` | parse, scheduler      | download       |
 //! | `deliver/<dest>`      | `DeliverItem`  | parse, download       | deliver        |
 //! | `rejected`            | `Rejected`     | parse                 | moved at once to the dead letter |
+//!
+//! Every item that stems from a report body carries that body's `Lane` (its last field),
+//! so the stages can account for a backfill job's items (see `backfill`). The `lane`
+//! fields were added after the first items were written; items on disk from a version
+//! without them do not decode and go to the dead letter, which is acceptable while no
+//! installation runs such a version.
 
 use std::path::PathBuf;
 
@@ -37,6 +43,26 @@ pub enum Lane {
     Live,
     /// Enqueued by the backfill job with this id.
     Backfill(String),
+}
+
+impl Lane {
+    /// The backfill job's id, for the backfill lane.
+    pub fn backfill_job(&self) -> Option<&str> {
+        match self {
+            Lane::Live => None,
+            Lane::Backfill(job) => Some(job),
+        }
+    }
+}
+
+impl DownloadTask {
+    /// The backfill job it belongs to, if any.
+    pub fn backfill_job(&self) -> Option<&str> {
+        match self {
+            DownloadTask::Recording { lane, .. } => lane.backfill_job(),
+            DownloadTask::Backup { .. } => None,
+        }
+    }
 }
 
 /// Where the sessions of one body go.
@@ -194,6 +220,8 @@ pub enum DownloadTask {
         recording: Recording,
         /// `files` destinations that take it.
         destinations: Vec<String>,
+        /// The lane of the body it came from.
+        lane: Lane,
     },
     /// The site's configuration backup.
     Backup {
@@ -222,6 +250,8 @@ pub enum DeliverItem {
         /// The report root's prefix and namespace declarations, which the files
         /// destination repeats around the element.
         root: ReportRoot,
+        /// The lane of the body it came from.
+        lane: Lane,
     },
     /// A recording on disk (this item owns the spool file).
     Recording {
@@ -235,6 +265,8 @@ pub enum DeliverItem {
         extension: String,
         /// The spool file.
         spool: PathBuf,
+        /// The lane of the body it came from.
+        lane: Lane,
     },
     /// A site backup on disk (this item owns the spool file).
     Backup {
@@ -253,6 +285,16 @@ impl DeliverItem {
         match self {
             DeliverItem::Session { .. } => None,
             DeliverItem::Recording { spool, .. } | DeliverItem::Backup { spool, .. } => Some(spool),
+        }
+    }
+
+    /// The backfill job it belongs to, if any.
+    pub fn backfill_job(&self) -> Option<&str> {
+        match self {
+            DeliverItem::Session { lane, .. } | DeliverItem::Recording { lane, .. } => {
+                lane.backfill_job()
+            }
+            DeliverItem::Backup { .. } => None,
         }
     }
 
@@ -279,4 +321,6 @@ pub struct Rejected {
     pub request: String,
     /// The session's bytes as written, when known.
     pub raw: Vec<u8>,
+    /// The lane of the body it came from.
+    pub lane: Lane,
 }

@@ -1,6 +1,7 @@
 //! The daemon: schedules, stage workers, shutdown and backfill.
 
 pub mod admin;
+pub mod backfill;
 pub mod daemon;
 pub mod deliver_worker;
 pub mod download_worker;

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::backfill;
 use super::items::{
     DeliverItem, DownloadTask, FETCHED, FetchedBody, Naming, REJECTED, Recording, Rejected,
     deliver_queue, download_queue,
@@ -76,6 +77,16 @@ async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), Q
     let Claimed { item, ticket } = claimed;
     let key = progress_key(ticket.id());
     let done: u64 = queue.state_get(&key).await?.unwrap_or(0);
+    // A backfill body counts the items it hands on (over restarts, like `done`), so the
+    // job knows how many to wait for.
+    let job = item.lane.backfill_job().map(str::to_string);
+    let pushed_key = job
+        .as_deref()
+        .map(|j| backfill::pushed_key(j, &format!("b{}", ticket.id())));
+    let mut job_pushed: u64 = match &pushed_key {
+        Some(k) => queue.state_get(k).await?.unwrap_or(0),
+        None => 0,
+    };
     let root = File::open(&item.body)
         .ok()
         .and_then(|f| ReportRoot::read(BufReader::new(f)))
@@ -98,7 +109,9 @@ async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), Q
                     match outcome {
                         Ok(s) => {
                             parsed += 1;
-                            pushed += route(&mut changes, &item, s, &root)?;
+                            let n = route(&mut changes, &item, s, &root)?;
+                            pushed += n;
+                            job_pushed += n;
                         }
                         Err(e) => {
                             bad += 1;
@@ -113,12 +126,17 @@ async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), Q
                                     reason: e.to_string(),
                                     request: item.request.clone(),
                                     raw,
+                                    lane: item.lane.clone(),
                                 },
                             )?;
+                            job_pushed += 1;
                         }
                     }
                 }
                 changes.put_state(&key, &handed_on)?;
+                if let Some(k) = &pushed_key {
+                    changes.put_state(k, &job_pushed)?;
+                }
                 queue.commit(changes).await?;
             }
             Chunk::Fatal(reason) => fatal = Some(reason),
@@ -139,22 +157,27 @@ async fn parse_one(queue: &Queue, claimed: Claimed<FetchedBody>) -> Result<(), Q
                 "report body moved to the dead letter: {reason}"
             );
             // The body file stays: the dead letter refers to it and a replay reads it.
-            queue
-                .dead_letter(
-                    ticket,
-                    &reason,
-                    &[
-                        ("stage", "parse"),
-                        ("site", &item.site),
-                        ("request", &item.request),
-                        ("body", &item.body.display().to_string()),
-                    ],
-                )
-                .await?;
+            let body = item.body.display().to_string();
+            let mut metadata = vec![
+                ("stage", "parse"),
+                ("site", item.site.as_str()),
+                ("request", item.request.as_str()),
+                ("body", body.as_str()),
+            ];
+            if let Some(j) = &job {
+                metadata.push((backfill::JOB_METADATA, j.as_str()));
+            }
+            queue.dead_letter(ticket, &reason, &metadata).await?;
         }
         None => {
             let mut changes = Changes::new();
             changes.delete_state(&key);
+            if let Some(j) = &job {
+                changes.put_state(
+                    &backfill::done_key(j, ticket.id()),
+                    &backfill::Finished::Other,
+                )?;
+            }
             queue.hand_off(ticket, changes).await?;
             if let Err(e) = std::fs::remove_file(&item.body) {
                 tracing::warn!("removing spool file {}: {e}", item.body.display());
@@ -183,6 +206,7 @@ fn route(
                     naming: Naming::of(&item.host, &session),
                     recording,
                     destinations: item.routes.recordings.clone(),
+                    lane: item.lane.clone(),
                 },
             )?;
             count += 1;
@@ -198,6 +222,7 @@ fn route(
                 session: session.clone(),
                 raw: parsed.raw.clone(),
                 root: root.clone(),
+                lane: item.lane.clone(),
             },
         )?;
         count += 1;
@@ -263,17 +288,15 @@ pub async fn run_rejected(queue: Queue, shutdown: CancellationToken) {
         let outcome = match claimed {
             Ok(Claimed { item, ticket }) => {
                 tracing::error!(site = %item.site, request = %item.request, "session moved to the dead letter: {}", item.reason);
-                queue
-                    .dead_letter(
-                        ticket,
-                        &item.reason,
-                        &[
-                            ("stage", "parse"),
-                            ("site", &item.site),
-                            ("request", &item.request),
-                        ],
-                    )
-                    .await
+                let mut metadata = vec![
+                    ("stage", "parse"),
+                    ("site", item.site.as_str()),
+                    ("request", item.request.as_str()),
+                ];
+                if let Some(j) = item.lane.backfill_job() {
+                    metadata.push((backfill::JOB_METADATA, j));
+                }
+                queue.dead_letter(ticket, &item.reason, &metadata).await
             }
             Err(e) => Err(e),
         };

@@ -1,0 +1,346 @@
+//! `btic backfill`: fetches a past range (or given LSIDs) of one site into chosen
+//! destinations as a backfill job (see `pipeline::backfill`). When `btic run` holds the
+//! state directory the daemon runs the job beside its live lane and this command
+//! follows it through the admin API; otherwise this process opens the state directory
+//! and runs the stage workers the job needs until everything it enqueued is delivered
+//! or dead-lettered.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use super::CliError;
+use crate::appliance::{ApplianceClient, ClientOptions};
+use crate::config::units::parse_date;
+use crate::config::{Config, DataKind, DestinationKind};
+use crate::fetch::Fetcher;
+use crate::metrics::Health;
+use crate::pipeline::admin::Admin;
+use crate::pipeline::backfill::{self, BackfillRequest, Progress, Summary};
+use crate::pipeline::daemon::spool_dir;
+use crate::pipeline::deliver_worker::DeliverWorker;
+use crate::pipeline::download_worker::DownloadWorker;
+use crate::pipeline::items::Routes;
+use crate::pipeline::parse_worker;
+use crate::pipeline::scheduler::Reachability;
+
+/// The arguments of `btic backfill`.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillArgs {
+    /// The `[[site]]`.
+    pub site: String,
+    /// Start of the `end_time` range (YYYY-MM-DD or RFC 3339).
+    pub from: Option<String>,
+    /// End of the range, exclusive.
+    pub to: Option<String>,
+    /// LSIDs instead of a range.
+    pub lsids: Vec<String>,
+    /// Destinations (default: every destination a transfer names for the site).
+    pub destinations: Vec<String>,
+    /// Data kinds, comma separated (`sessions`, `recordings`; default `sessions`).
+    pub data: Option<String>,
+}
+
+/// Checks `args` against `config` and builds the request.
+pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, CliError> {
+    if config.site(&args.site).is_none() {
+        return Err(CliError::config(format!("no site named {:?}", args.site)));
+    }
+    let (from, to) = match (&args.from, &args.to, args.lsids.is_empty()) {
+        (Some(f), Some(t), true) => {
+            let from = parse_date(f).map_err(|e| CliError::config(format!("--from: {e}")))?;
+            let to = parse_date(t).map_err(|e| CliError::config(format!("--to: {e}")))?;
+            if from >= to {
+                return Err(CliError::config("--from must be before --to"));
+            }
+            (Some(from.timestamp()), Some(to.timestamp()))
+        }
+        (None, None, false) => (None, None),
+        (None, None, true) => {
+            return Err(CliError::config("give a range (--from and --to) or --lsid"));
+        }
+        (_, _, false) => {
+            return Err(CliError::config("give either a range or --lsid, not both"));
+        }
+        _ => return Err(CliError::config("--from and --to go together")),
+    };
+    let mut kinds = Vec::new();
+    for k in args.data.as_deref().unwrap_or("sessions").split(',') {
+        match DataKind::parse(k.trim()) {
+            Some(kind @ (DataKind::Sessions | DataKind::Recordings)) => kinds.push(kind),
+            _ => {
+                return Err(CliError::config(format!(
+                    "--data: {k:?} cannot be backfilled (sessions, recordings)"
+                )));
+            }
+        }
+    }
+    let destinations = if args.destinations.is_empty() {
+        let mut all = Vec::new();
+        for t in config.schedules.iter().flat_map(|s| &s.transfers) {
+            if t.site == args.site && !all.contains(&t.destination) {
+                all.push(t.destination.clone());
+            }
+        }
+        all
+    } else {
+        for d in &args.destinations {
+            if config.destination(d).is_none() {
+                return Err(CliError::config(format!("no destination named {d:?}")));
+            }
+        }
+        args.destinations.clone()
+    };
+    let mut routes = Routes::default();
+    for d in &destinations {
+        let is_files = config
+            .destination(d)
+            .is_some_and(|d| matches!(d.kind, DestinationKind::Files(_)));
+        if kinds.contains(&DataKind::Sessions) {
+            routes.sessions.push(d.clone());
+        }
+        if kinds.contains(&DataKind::Recordings) {
+            if is_files {
+                routes.recordings.push(d.clone());
+            } else if !args.destinations.is_empty() {
+                return Err(CliError::config(format!(
+                    "recordings go only to files destinations, and {d:?} is not one"
+                )));
+            }
+        }
+    }
+    if routes.sessions.is_empty() && routes.recordings.is_empty() {
+        return Err(CliError::config(format!(
+            "nothing to backfill: no destination takes {} from site {:?} (name one with --destination)",
+            args.data.as_deref().unwrap_or("sessions"),
+            args.site
+        )));
+    }
+    Ok(BackfillRequest {
+        site: args.site.clone(),
+        from,
+        to,
+        lsids: args.lsids.clone(),
+        routes,
+    })
+}
+
+/// `btic backfill`.
+pub fn backfill(path: &Path, args: &BackfillArgs) -> Result<(), CliError> {
+    let config = Config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        CliError::config(format!("{}: invalid pipeline file", path.display()))
+    })?;
+    let request = request(&config, args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    runtime.block_on(async {
+        let config = Arc::new(config);
+        let admin = Admin::connect(config.clone())
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        let job = request.job_id();
+        let bar = progress_bar();
+        let outcome = match &admin {
+            Admin::Daemon(addr, client) => {
+                bar.println(format!("backfill {job}: run by the daemon at {addr}"));
+                follow(addr, client, &request, &bar).await
+            }
+            Admin::Direct(queue, _) => {
+                bar.println(format!("backfill {job}: no daemon running, working in this process"));
+                in_process(queue, &config, &request, &bar).await
+            }
+        };
+        bar.finish_and_clear();
+        admin
+            .close()
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        let summary = outcome?;
+        println!(
+            "backfill {job}: {} sessions delivered, {} recordings delivered, {} dead-lettered, {} report bodies, {} bytes",
+            summary.sessions_delivered,
+            summary.recordings_delivered,
+            summary.dead_lettered,
+            summary.bodies,
+            summary.bytes
+        );
+        Ok(())
+    })
+}
+
+/// A bar with ETA on a terminal; hidden in pipes.
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} items, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn show(bar: &ProgressBar, p: &Progress) {
+    bar.set_length(p.items.max(1));
+    bar.set_position(p.through.min(p.items));
+    let fetch = if p.fetched {
+        "fetched".to_string()
+    } else if p.range_total > 0 {
+        format!(
+            "fetching {}%",
+            p.range_done.saturating_mul(100) / p.range_total
+        )
+    } else {
+        "fetching".to_string()
+    };
+    bar.set_message(fetch);
+}
+
+async fn follow(
+    addr: &std::net::SocketAddr,
+    client: &reqwest::Client,
+    request: &BackfillRequest,
+    bar: &ProgressBar,
+) -> Result<Summary, CliError> {
+    let failed = |e: crate::pipeline::admin::AdminError| CliError::failed(e.to_string());
+    let job = Admin::backfill_start(addr, client, request)
+        .await
+        .map_err(failed)?;
+    loop {
+        let p = Admin::backfill_progress(addr, client, &job)
+            .await
+            .map_err(failed)?;
+        show(bar, &p);
+        if let Some(summary) = p.summary {
+            return Ok(summary);
+        }
+        if let Some(e) = p.error {
+            return Err(CliError::failed(format!("backfill {job}: {e}")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn in_process(
+    queue: &crate::queue::Queue,
+    config: &Config,
+    request: &BackfillRequest,
+    bar: &ProgressBar,
+) -> Result<Summary, CliError> {
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(e.to_string());
+    let secrets = config.resolve_secrets().map_err(|e| failed(&e))?;
+    let site = config
+        .site(&request.site)
+        .ok_or_else(|| CliError::config(format!("no site named {:?}", request.site)))?;
+    let spool = spool_dir(config);
+    std::fs::create_dir_all(&spool).map_err(|e| failed(&e))?;
+    let secret = secrets
+        .client_secrets
+        .get(&site.name)
+        .cloned()
+        .ok_or_else(|| CliError::failed(format!("no client secret for site {:?}", site.name)))?;
+    let options = ClientOptions {
+        retry: config.pipeline.retry,
+        ..ClientOptions::default()
+    };
+    let client = ApplianceClient::with_options(
+        site,
+        secret,
+        secrets.backup_passwords.get(&site.name).cloned(),
+        &spool,
+        options,
+    )
+    .map_err(|e| failed(&e))?;
+    let fetcher = Fetcher::new(
+        site.clone(),
+        client.clone(),
+        queue.clone(),
+        config.pipeline.clone(),
+        config.start_from,
+    );
+
+    // The stages the job needs: parse, rejected, this site's downloads and the
+    // deliveries to its destinations.
+    let stages = CancellationToken::new();
+    let health = Arc::new(Health::new(Duration::from_secs(15 * 60)));
+    let reachability = Arc::new(Reachability::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(parse_worker::run(
+        queue.clone(),
+        stages.clone(),
+        health.clone(),
+    ));
+    tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
+    tasks.spawn(
+        DownloadWorker {
+            site: site.name.clone(),
+            client,
+            queue: queue.clone(),
+            retry: config.pipeline.retry,
+            health: health.clone(),
+        }
+        .run(stages.clone()),
+    );
+    let mut destinations: Vec<&String> = request
+        .routes
+        .sessions
+        .iter()
+        .chain(&request.routes.recordings)
+        .collect();
+    destinations.sort();
+    destinations.dedup();
+    for name in destinations {
+        let Some(destination) = config.destination(name) else {
+            continue;
+        };
+        let worker = DeliverWorker {
+            destination: destination.clone(),
+            url: secrets.urls.get(name).cloned(),
+            queue: queue.clone(),
+            retry: config.pipeline.retry,
+            health: health.clone(),
+            reachability: reachability.clone(),
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let stop = stages.clone();
+        tasks.spawn_blocking(move || runtime.block_on(worker.run(stop)));
+    }
+
+    // Ctrl-C stops the job between two steps; running the command again resumes it.
+    let interrupted = stages.child_token();
+    {
+        let stop = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        });
+    }
+    let outcome = backfill::run(
+        queue,
+        &fetcher,
+        &config.pipeline,
+        request,
+        &interrupted,
+        |p| show(bar, p),
+    )
+    .await;
+    stages.cancel();
+    let _ = tokio::time::timeout(crate::pipeline::daemon::DRAIN, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    outcome.map_err(|e| failed(&e))
+}

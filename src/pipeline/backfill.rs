@@ -1,0 +1,524 @@
+//! Backfill jobs: `btic backfill` fetches a past range (or given LSIDs) of one site into
+//! chosen destinations, in a lane of its own, without touching the live watermark.
+//!
+//! # Job id
+//!
+//! A job is identified by a hash of its request (site, range or LSIDs, session and
+//! recording destinations), so running the same command again names the same job: an
+//! unfinished job resumes where it stopped, a finished one reports its summary again.
+//!
+//! # State (all in the queue's state area)
+//!
+//! | key                                | value      | written                                   |
+//! |------------------------------------|------------|-------------------------------------------|
+//! | `backfill/<job>`                   | `JobRecord`| at start, and with the summary at the end |
+//! | `backfill/<job>/next`              | i64        | with each fetched body (fetch progress)   |
+//! | `backfill/<job>/fetched`           | bool       | once every window (or LSID) is fetched    |
+//! | `backfill/<job>/pushed/<what>`     | u64        | items a step handed on for the job        |
+//! | `backfill/<job>/done/<item id>`    | `Finished` | when one of the job's items left the pipeline |
+//!
+//! # Knowing when everything is through
+//!
+//! Every item of the job carries `Lane::Backfill(job)`. Each step that creates items for
+//! the job records how many, keyed by what created them, in the same transaction as the
+//! items: the fetch stage `pushed/w<window start>` = 1 per body, the parse stage
+//! `pushed/b<body id>` = the items it pushed for that body (cumulative over restarts, like
+//! its own progress), the download stage `pushed/d<task id>` = its deliver items. Each
+//! step that consumes one of the job's items for good writes `done/<item id>` in its
+//! hand-off transaction, and an item moved to the dead letter carries the metadata
+//! `backfill = <job>`. The job is through when its fetching is finished and
+//! `sum(pushed) == count(done) + count(dead letters of the job)`. All keys are written in
+//! the transactions that move the items and are keyed by identity (window, item id), so
+//! an at-least-once redo after a crash rewrites the same keys: the counts stay exact, and
+//! a crash anywhere only delays the moment the sums meet. An item that is replayed from
+//! the dead letter and then delivered leaves the dead letter and gains its `done` key.
+//! (An item that cannot even be decoded is dead-lettered by the queue without the
+//! metadata; such a job would keep waiting and says so in its progress.)
+//!
+//! At the end the per-item keys are deleted and the summary is kept in the job record.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::items::{FETCHED, FetchedBody, Lane, Routes};
+use crate::config::PipelineConfig;
+use crate::fetch::plan::Window;
+use crate::fetch::{FetchError, FetchSummary, Fetcher, Report};
+use crate::queue::{Changes, DeadLetterFilter, Queue, QueueError};
+
+/// The dead-letter metadata key naming the backfill job of an item.
+pub const JOB_METADATA: &str = "backfill";
+/// LSIDs per report request.
+const LSIDS_PER_REQUEST: usize = 100;
+/// How often a job checks whether its items are through.
+const POLL: Duration = Duration::from_millis(300);
+
+/// How one of a job's items left the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finished {
+    /// A session reached a destination.
+    Session,
+    /// A recording reached a destination.
+    Recording,
+    /// A body was parsed or a download handed on.
+    Other,
+}
+
+/// The state key of a job's record.
+pub fn job_key(job: &str) -> String {
+    format!("backfill/{job}")
+}
+
+/// The state key counting items `what` handed on for `job`.
+pub fn pushed_key(job: &str, what: &str) -> String {
+    format!("backfill/{job}/pushed/{what}")
+}
+
+/// The state key saying item `id` of `job` is through.
+pub fn done_key(job: &str, id: crate::queue::ItemId) -> String {
+    format!("backfill/{job}/done/{id}")
+}
+
+fn next_key(job: &str) -> String {
+    format!("backfill/{job}/next")
+}
+
+fn fetched_key(job: &str) -> String {
+    format!("backfill/{job}/fetched")
+}
+
+/// What a backfill asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillRequest {
+    /// The `[[site]]`.
+    pub site: String,
+    /// Start of the `end_time` range (UNIX seconds), for a range.
+    pub from: Option<i64>,
+    /// End of the range, exclusive.
+    pub to: Option<i64>,
+    /// LSIDs to fetch instead of a range.
+    pub lsids: Vec<String>,
+    /// Where the sessions and recordings go.
+    pub routes: Routes,
+}
+
+impl BackfillRequest {
+    /// The job id: the first 16 hex digits of a SHA-256 over the request.
+    pub fn job_id(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(serde_json::to_vec(self).unwrap_or_default());
+        hex::encode(&hash.finalize()[..8])
+    }
+}
+
+/// A job's stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// What was asked.
+    pub request: BackfillRequest,
+    /// The summary, once finished.
+    pub summary: Option<Summary>,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Sessions written to destinations (one per session and destination).
+    pub sessions_delivered: u64,
+    /// Recordings written to destinations.
+    pub recordings_delivered: u64,
+    /// Items of the job in the dead letter.
+    pub dead_lettered: u64,
+    /// Report bodies fetched.
+    pub bodies: u64,
+    /// Bytes of report bodies fetched in this run (not counting runs before a restart).
+    pub bytes: u64,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The job id.
+    pub job: String,
+    /// Whether every window or LSID is fetched.
+    pub fetched: bool,
+    /// Seconds of the range fetched so far, and in all (0 for LSIDs).
+    pub range_done: u64,
+    /// The range's length in seconds.
+    pub range_total: u64,
+    /// Items the job has created.
+    pub items: u64,
+    /// Items through (delivered, parsed, downloaded or dead-lettered).
+    pub through: u64,
+    /// The summary, once finished.
+    pub summary: Option<Summary>,
+    /// Why the job stopped, if it failed.
+    pub error: Option<String>,
+}
+
+/// Why a backfill failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// Fetching from the appliance failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The queue failed.
+    #[error("recording the backfill: {0}")]
+    Queue(#[from] QueueError),
+    /// It was stopped before it finished.
+    #[error("stopped before it finished; run the same command again to resume")]
+    Stopped,
+}
+
+impl BackfillError {
+    /// Whether running it again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackfillError::Fetch(e) => e.is_retryable(),
+            BackfillError::Queue(_) | BackfillError::Stopped => true,
+        }
+    }
+}
+
+/// Reads where job `job` stands.
+pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> {
+    let record: Option<JobRecord> = queue.state_get(&job_key(job)).await?;
+    let mut p = Progress {
+        job: job.to_string(),
+        ..Progress::default()
+    };
+    let Some(record) = record else {
+        return Ok(p);
+    };
+    if let Some(summary) = record.summary {
+        p.fetched = true;
+        p.summary = Some(summary);
+        return Ok(p);
+    }
+    p.fetched = queue
+        .state_get::<bool>(&fetched_key(job))
+        .await?
+        .unwrap_or(false);
+    if let (Some(from), Some(to)) = (record.request.from, record.request.to) {
+        let next: i64 = queue.state_get(&next_key(job)).await?.unwrap_or(from);
+        p.range_total = (to - from).max(0) as u64;
+        p.range_done = if p.fetched {
+            p.range_total
+        } else {
+            (next - from).clamp(0, to - from) as u64
+        };
+    }
+    let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
+    let done: Vec<(String, Finished)> = queue.state_list(&format!("backfill/{job}/done/")).await?;
+    p.items = pushed.iter().map(|(_, n)| n).sum();
+    p.through = done.len() as u64 + dead_letters_of(queue, job).await?;
+    Ok(p)
+}
+
+async fn dead_letters_of(queue: &Queue, job: &str) -> Result<u64, QueueError> {
+    Ok(queue
+        .dead_letters(DeadLetterFilter::All)
+        .await?
+        .iter()
+        .filter(|l| {
+            l.metadata
+                .iter()
+                .any(|(k, v)| k == JOB_METADATA && v == job)
+        })
+        .count() as u64)
+}
+
+/// Runs (or resumes) a job until everything it enqueued is through, reporting progress
+/// to `on_progress`; the stage workers must be running. Returns the summary.
+pub async fn run(
+    queue: &Queue,
+    fetcher: &Fetcher,
+    pipeline: &PipelineConfig,
+    request: &BackfillRequest,
+    stop: &CancellationToken,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Summary, BackfillError> {
+    let job = request.job_id();
+    let existing: Option<JobRecord> = queue.state_get(&job_key(&job)).await?;
+    if let Some(summary) = existing.as_ref().and_then(|r| r.summary.clone()) {
+        return Ok(summary);
+    }
+    if existing.is_none() {
+        queue
+            .state_put(
+                &job_key(&job),
+                &JobRecord {
+                    request: request.clone(),
+                    summary: None,
+                },
+            )
+            .await?;
+    }
+    let lane = Lane::Backfill(job.clone());
+    let mut fetched = FetchSummary::default();
+    let done_fetching: bool = queue.state_get(&fetched_key(&job)).await?.unwrap_or(false);
+    if !done_fetching {
+        if request.lsids.is_empty() {
+            fetch_range(
+                queue,
+                fetcher,
+                pipeline,
+                request,
+                &lane,
+                stop,
+                &mut fetched,
+                |p| on_progress(p),
+            )
+            .await?;
+        } else {
+            fetch_lsids(queue, fetcher, request, &lane, &mut fetched).await?;
+        }
+        queue.state_put(&fetched_key(&job), &true).await?;
+    }
+    loop {
+        let p = progress(queue, &job).await?;
+        on_progress(&p);
+        if p.fetched && p.through >= p.items {
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Err(BackfillError::Stopped),
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+    finish(queue, &job, request, fetched.bytes).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_range(
+    queue: &Queue,
+    fetcher: &Fetcher,
+    pipeline: &PipelineConfig,
+    request: &BackfillRequest,
+    lane: &Lane,
+    stop: &CancellationToken,
+    summary: &mut FetchSummary,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<(), BackfillError> {
+    let job = lane.backfill_job().unwrap_or_default().to_string();
+    let (Some(from), Some(to)) = (request.from, request.to) else {
+        return Ok(());
+    };
+    fetcher.measure_skew().await?;
+    // Sessions that end after appliance-now minus the settle lag may still change.
+    let limit = fetcher.client().appliance_now()
+        - TimeDelta::from_std(pipeline.settle_lag).unwrap_or_default();
+    let to = DateTime::from_timestamp(to, 0).unwrap_or(limit).min(limit);
+    let next: Option<i64> = queue.state_get(&next_key(&job)).await?;
+    let mut cursor = DateTime::from_timestamp(next.unwrap_or(from).max(from), 0).unwrap_or(to);
+    let step = TimeDelta::from_std(pipeline.max_window.max(Duration::from_secs(1)))
+        .unwrap_or(TimeDelta::hours(1));
+    while cursor < to {
+        if stop.is_cancelled() {
+            return Err(BackfillError::Stopped);
+        }
+        let end = (cursor + step).min(to);
+        let window = Window { start: cursor, end };
+        fetcher
+            .fetch_window(
+                Report::SupportSession,
+                window,
+                &request.routes,
+                lane,
+                &next_key(&job),
+                summary,
+            )
+            .await?;
+        cursor = end;
+        on_progress(&progress(queue, &job).await?);
+    }
+    Ok(())
+}
+
+async fn fetch_lsids(
+    queue: &Queue,
+    fetcher: &Fetcher,
+    request: &BackfillRequest,
+    lane: &Lane,
+    summary: &mut FetchSummary,
+) -> Result<(), BackfillError> {
+    let job = lane.backfill_job().unwrap_or_default().to_string();
+    // `next` counts the LSID batches already fetched.
+    let first: i64 = queue.state_get(&next_key(&job)).await?.unwrap_or(0);
+    for (i, batch) in request.lsids.chunks(LSIDS_PER_REQUEST).enumerate() {
+        if (i as i64) < first {
+            continue;
+        }
+        let fetched = fetcher
+            .client()
+            .support_sessions_by_lsid(batch)
+            .await
+            .map_err(FetchError::from)?;
+        let mut changes = Changes::new();
+        changes.put_state(&next_key(&job), &(i as i64 + 1))?;
+        if let Some(body) = &fetched.body {
+            let site = fetcher.site();
+            changes.push(
+                FETCHED,
+                &FetchedBody {
+                    site: site.name.clone(),
+                    host: site.host_name().to_string(),
+                    request: format!("SupportSession lsids={}", batch.join(",")),
+                    body: body.path.clone(),
+                    bytes: body.bytes,
+                    routes: request.routes.clone(),
+                    lane: lane.clone(),
+                },
+            )?;
+            changes.put_state(&pushed_key(&job, &format!("l{i}")), &1u64)?;
+            summary.bodies += 1;
+            summary.bytes += body.bytes;
+        }
+        if let Err(e) = queue.commit(changes).await {
+            if let Some(body) = &fetched.body {
+                let _ = std::fs::remove_file(&body.path);
+            }
+            return Err(e.into());
+        }
+        summary.windows += 1;
+    }
+    Ok(())
+}
+
+/// Counts the outcome, stores the summary and deletes the per-item keys.
+async fn finish(
+    queue: &Queue,
+    job: &str,
+    request: &BackfillRequest,
+    bytes: u64,
+) -> Result<Summary, BackfillError> {
+    let done: Vec<(String, Finished)> = queue.state_list(&format!("backfill/{job}/done/")).await?;
+    let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, f) in &done {
+        let name = match f {
+            Finished::Session => "sessions",
+            Finished::Recording => "recordings",
+            Finished::Other => "other",
+        };
+        *counts.entry(name).or_default() += 1;
+    }
+    let summary = Summary {
+        sessions_delivered: counts.get("sessions").copied().unwrap_or(0),
+        recordings_delivered: counts.get("recordings").copied().unwrap_or(0),
+        dead_lettered: dead_letters_of(queue, job).await?,
+        bodies: pushed
+            .iter()
+            .filter(|(k, _)| {
+                k.rsplit('/')
+                    .next()
+                    .is_some_and(|w| w.starts_with('w') || w.starts_with('l'))
+            })
+            .count() as u64,
+        bytes,
+    };
+    let mut changes = Changes::new();
+    changes.put_state(
+        &job_key(job),
+        &JobRecord {
+            request: request.clone(),
+            summary: Some(summary.clone()),
+        },
+    )?;
+    for (key, _) in &pushed {
+        changes.delete_state(key);
+    }
+    for (key, _) in &done {
+        changes.delete_state(key);
+    }
+    changes.delete_state(&next_key(job));
+    changes.delete_state(&fetched_key(job));
+    queue.commit(changes).await?;
+    Ok(summary)
+}
+
+/// The daemon's backfill jobs: started through the admin API, run beside the live lane
+/// by the daemon's own stage workers.
+#[derive(Debug)]
+pub struct Backfills {
+    /// The shared queue.
+    pub queue: Queue,
+    /// The pipeline settings.
+    pub pipeline: PipelineConfig,
+    /// One fetcher per site.
+    pub fetchers: BTreeMap<String, Fetcher>,
+    /// Cancelled when the daemon stops.
+    pub stop: CancellationToken,
+    /// Jobs started by this process: `None` while running or finished, else the error.
+    pub jobs: std::sync::Mutex<BTreeMap<String, JobRun>>,
+}
+
+/// A job as this daemon ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRun {
+    /// Its task is running.
+    Running,
+    /// Its task ended (the summary is in the state).
+    Ended,
+    /// Its task failed with this reason.
+    Failed(String),
+}
+
+impl Backfills {
+    /// Starts `request` unless its job is running already; returns the job id.
+    pub fn start(self: &std::sync::Arc<Self>, request: BackfillRequest) -> Result<String, String> {
+        let Some(fetcher) = self.fetchers.get(&request.site).cloned() else {
+            return Err(format!("no site named {:?}", request.site));
+        };
+        let job = request.job_id();
+        {
+            let mut jobs = self.jobs.lock().expect("backfill jobs lock");
+            if jobs.get(&job) == Some(&JobRun::Running) {
+                return Ok(job);
+            }
+            jobs.insert(job.clone(), JobRun::Running);
+        }
+        let me = self.clone();
+        let id = job.clone();
+        tokio::spawn(async move {
+            let outcome = run(
+                &me.queue,
+                &fetcher,
+                &me.pipeline,
+                &request,
+                &me.stop,
+                |_| {},
+            )
+            .await;
+            let state = match outcome {
+                Ok(s) => {
+                    tracing::info!(job = %id, sessions = s.sessions_delivered, dead_lettered = s.dead_lettered, "backfill finished");
+                    JobRun::Ended
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, "backfill stopped: {e}");
+                    JobRun::Failed(e.to_string())
+                }
+            };
+            me.jobs
+                .lock()
+                .expect("backfill jobs lock")
+                .insert(id, state);
+        });
+        Ok(job)
+    }
+
+    /// Where `job` stands, with the error if its task failed here.
+    pub async fn progress(&self, job: &str) -> Result<Progress, QueueError> {
+        let mut p = progress(&self.queue, job).await?;
+        if let Some(JobRun::Failed(e)) = self.jobs.lock().expect("backfill jobs lock").get(job) {
+            p.error = Some(e.clone());
+        }
+        Ok(p)
+    }
+}
