@@ -196,11 +196,8 @@ fn show(bar: &ProgressBar, p: &Progress) {
     bar.set_position(p.through.min(p.items));
     let fetch = if p.fetched {
         "fetched".to_string()
-    } else if p.range_total > 0 {
-        format!(
-            "fetching {}%",
-            p.range_done.saturating_mul(100) / p.range_total
-        )
+    } else if let Some(percent) = p.range_done.saturating_mul(100).checked_div(p.range_total) {
+        format!("fetching {percent}%")
     } else {
         "fetching".to_string()
     };
