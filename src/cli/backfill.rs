@@ -151,11 +151,11 @@ pub fn backfill(path: &Path, args: &BackfillArgs) -> Result<(), CliError> {
         let bar = progress_bar();
         let outcome = match &admin {
             Admin::Daemon(addr, client) => {
-                bar.println(format!("backfill {job}: run by the daemon at {addr}"));
+                bar.suspend(|| eprintln!("backfill {job}: run by the daemon at {addr}"));
                 follow(addr, client, &request, &bar).await
             }
             Admin::Direct(queue, _) => {
-                bar.println(format!("backfill {job}: no daemon running, working in this process"));
+                bar.suspend(|| eprintln!("backfill {job}: no daemon running, working in this process"));
                 in_process(queue, &config, &request, &bar).await
             }
         };

@@ -89,6 +89,37 @@ impl Sim {
             .collect();
         (v["appliance_now"].as_i64().unwrap(), sessions)
     }
+
+    /// Like `truth`, with each session's end time: `lsid -> (digest, end_time)`.
+    pub async fn truth_with_end(&self, closed_before: i64) -> BTreeMap<String, (String, i64)> {
+        let url = format!(
+            "https://{}/_sim/sessions?closed_before={closed_before}",
+            self.host
+        );
+        let v: serde_json::Value = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["lsid"].as_str().unwrap().to_string(),
+                    (
+                        s["digest"].as_str().unwrap().to_string(),
+                        s["end_time"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
 }
 
 impl Drop for Sim {

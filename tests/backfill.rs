@@ -1,0 +1,350 @@
+//! `btic backfill` as operators run it: beside a live `btic run` (through its admin API)
+//! and on its own (stage workers in the command's process), with `btic simulate` as the
+//! appliance and its ground truth as the oracle.
+
+mod rig;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use rig::{Daemon, Sim, btic, eventually, free_port, json_files, pipeline, sqlite_lsids};
+
+const SIM_ARGS: &[&str] = &["--days", "1", "--sessions-per-day", "150"];
+
+fn sqlite_destination(dir: &Path, name: &str) -> String {
+    format!(
+        "[[destination]]\nname = \"{name}\"\ntype = \"sqlite\"\npath = \"{}\"\n",
+        dir.join(format!("{name}.sqlite")).display()
+    )
+}
+
+fn files_destination(dir: &Path, name: &str) -> String {
+    format!(
+        "[[destination]]\nname = \"{name}\"\ntype = \"files\"\ndirectory = \"{}\"\nformat = \"json\"\n",
+        dir.join(name).display()
+    )
+}
+
+fn transfer(destination: &str) -> String {
+    format!(
+        "[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"{destination}\"\ndata = [\"sessions\"]\n"
+    )
+}
+
+/// The pipeline file with the live lane starting `start_from` back.
+fn config(dir: &Path, sim: &Sim, destinations: &str, transfers: &str, start_from: &str) -> PathBuf {
+    let path = pipeline(dir, sim, free_port(), destinations, transfers);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "start_from = \"3d\"",
+        &format!("start_from = \"{start_from}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339()
+}
+
+/// Runs `btic backfill` with `args` and waits for it (at most `limit`).
+fn backfill(config: &Path, args: &[&str], limit: Duration) -> Output {
+    let mut child = btic()
+        .arg("backfill")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("BTIC_TEST_SECRET", "demo-secret")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The truth's sessions that ended in `[from, to)`: lsid -> digest.
+fn in_range(
+    truth: &BTreeMap<String, (String, i64)>,
+    from: i64,
+    to: i64,
+) -> BTreeMap<String, String> {
+    truth
+        .iter()
+        .filter(|(_, (_, end))| *end >= from && *end < to)
+        .map(|(lsid, (digest, _))| (lsid.clone(), digest.clone()))
+        .collect()
+}
+
+fn status_json(config: &Path) -> Option<serde_json::Value> {
+    let out = btic()
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The live `SupportSession` watermark (UNIX seconds), if there is one.
+fn live_watermark(status: &serde_json::Value) -> Option<i64> {
+    let w = status["sites"][0]["watermarks"]
+        .as_array()?
+        .iter()
+        .find(|w| w["report"] == "SupportSession")?;
+    let t = w["appliance_time"].as_str()?;
+    Some(chrono::DateTime::parse_from_rfc3339(t).ok()?.timestamp())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_beside_the_live_daemon_delivers_its_range_once_and_leaves_the_live_watermark_alone()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let destinations = [
+        sqlite_destination(dir.path(), "live"),
+        sqlite_destination(dir.path(), "back"),
+    ]
+    .join("\n");
+    let config = config(dir.path(), &sim, &destinations, &transfer("live"), "3h");
+    let (now, _) = sim.truth(None).await;
+    let log = dir.path().join("run.log");
+    let _daemon = Daemon::start(&config, &log);
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            status_json(&config).is_some_and(|s| live_watermark(&s).is_some())
+        })
+        .await,
+        "the daemon did not start its live lane: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let (from, to) = (now - 20 * 3600, now - 6 * 3600);
+    let started = Instant::now();
+    let out = backfill(
+        &config,
+        &[
+            "--site",
+            "sim",
+            "--from",
+            &rfc3339(from),
+            "--to",
+            &rfc3339(to),
+            "--destination",
+            "back",
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "backfill failed: {stdout}\n{stderr}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    println!("backfill beside the daemon took {:?}", started.elapsed());
+    assert!(stderr.contains("run by the daemon"), "{stderr}");
+
+    let truth = sim.truth_with_end(now).await;
+    let wanted = in_range(&truth, from, to);
+    assert!(
+        wanted.len() > 50,
+        "the range should hold sessions: {}",
+        wanted.len()
+    );
+    let back = sqlite_lsids(&dir.path().join("back.sqlite"));
+    assert!(back.values().all(|n| *n == 1), "duplicated rows in back");
+    assert_eq!(
+        back.keys().collect::<Vec<_>>(),
+        wanted.keys().collect::<Vec<_>>(),
+        "the backfilled destination must hold exactly the range"
+    );
+    assert!(
+        stdout.contains(&format!("{} sessions delivered", wanted.len())),
+        "{stdout}"
+    );
+
+    // The live lane went on: it holds its own range, once, and none of the backfill's.
+    let live_wanted = in_range(&truth, now - 3 * 3600 + 60, now - 10);
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            let live = sqlite_lsids(&dir.path().join("live.sqlite"));
+            live_wanted.keys().all(|l| live.contains_key(l))
+        })
+        .await,
+        "the live lane did not deliver its range"
+    );
+    let live = sqlite_lsids(&dir.path().join("live.sqlite"));
+    assert!(live.values().all(|n| *n == 1), "duplicated rows in live");
+    assert!(
+        live.keys().all(|l| !wanted.contains_key(l)),
+        "the backfill's sessions reached the live destination"
+    );
+
+    // The backfill's windows end at `to`; had it moved the live watermark, the
+    // watermark would be at or before `to` until the next live run (a minute away).
+    let status = status_json(&config).unwrap();
+    let watermark = live_watermark(&status).unwrap();
+    assert!(
+        watermark > to + 3600,
+        "the live watermark moved back to {watermark} (backfill ended at {to})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_without_a_daemon_runs_the_stages_itself_and_a_second_run_reports_the_same_job()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let config = config(
+        dir.path(),
+        &sim,
+        &files_destination(dir.path(), "archive"),
+        &transfer("archive"),
+        "3d",
+    );
+    let (now, _) = sim.truth(None).await;
+    let (from, to) = (now - 22 * 3600, now - 2 * 3600);
+    let args = [
+        "--site",
+        "sim",
+        "--from",
+        &rfc3339(from),
+        "--to",
+        &rfc3339(to),
+    ];
+    let started = Instant::now();
+    let out = backfill(&config, &args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backfill failed: {stdout}\n{stderr}");
+    println!("backfill in process took {:?}", started.elapsed());
+    assert!(stderr.contains("working in this process"), "{stderr}");
+
+    let truth = sim.truth_with_end(now).await;
+    let wanted = in_range(&truth, from, to);
+    assert!(
+        wanted.len() > 50,
+        "the range should hold sessions: {}",
+        wanted.len()
+    );
+    let (files, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty(), "numbered duplicates: {numbered:?}");
+    assert_eq!(
+        files, wanted,
+        "the files must be the ground truth of the range"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} sessions delivered, 0 recordings delivered, 0 dead-lettered",
+            wanted.len()
+        )),
+        "{stdout}"
+    );
+
+    // The same command names the same, finished job: nothing is fetched again.
+    let again = backfill(&config, &args, Duration::from_secs(60));
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+    let (_, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty());
+
+    // A backfill has no live watermark to move.
+    let status = status_json(&config).unwrap();
+    assert_eq!(live_watermark(&status), None, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_backfill_arguments_exit_with_code_two_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--days", "1", "--sessions-per-day", "5"]);
+    let destinations = [
+        sqlite_destination(dir.path(), "lite"),
+        files_destination(dir.path(), "archive"),
+    ]
+    .join("\n");
+    let config = config(dir.path(), &sim, &destinations, &transfer("lite"), "3d");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--site",
+                "nope",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-01-02",
+            ],
+            "no site named \"nope\"",
+        ),
+        (&["--site", "sim"], "give a range"),
+        (&["--site", "sim", "--from", "2024-01-01"], "--to"),
+        (
+            &[
+                "--site",
+                "sim",
+                "--from",
+                "2024-01-02",
+                "--to",
+                "2024-01-01",
+            ],
+            "--from must be before --to",
+        ),
+        (
+            &["--site", "sim", "--from", "yesterday", "--to", "2024-01-01"],
+            "--from",
+        ),
+        (
+            &[
+                "--site",
+                "sim",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-01-02",
+                "--lsid",
+                "x",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["--site", "sim", "--lsid", "x", "--destination", "gone"],
+            "no destination named \"gone\"",
+        ),
+        (
+            &["--site", "sim", "--lsid", "x", "--data", "backups"],
+            "cannot be backfilled",
+        ),
+        (
+            &[
+                "--site",
+                "sim",
+                "--lsid",
+                "x",
+                "--destination",
+                "lite",
+                "--data",
+                "recordings",
+            ],
+            "only to files destinations",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = backfill(&config, args, Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    // Nothing was started: no state directory.
+    assert!(!dir.path().join("state").exists());
+}
