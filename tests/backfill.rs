@@ -348,3 +348,113 @@ async fn bad_backfill_arguments_exit_with_code_two_and_say_what_is_wrong() {
     // Nothing was started: no state directory.
     assert!(!dir.path().join("state").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_killed_at_any_moment_resumes_when_run_again_and_delivers_each_session_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow answers and short windows stretch the job so the kills land inside it.
+    let mut args = SIM_ARGS.to_vec();
+    args.extend(["--fault-slow", "0.3", "--slow-seconds", "0.2"]);
+    let sim = Sim::start(dir.path(), &args);
+    let config = config(
+        dir.path(),
+        &sim,
+        &files_destination(dir.path(), "archive"),
+        &transfer("archive"),
+        "3d",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_window = \"12h\"", "max_window = \"20m\"");
+    std::fs::write(&config, text).unwrap();
+    let (now, _) = sim.truth(None).await;
+    let (from, to) = (now - 22 * 3600, now - 2 * 3600);
+    let (from_text, to_text) = (rfc3339(from), rfc3339(to));
+    let args = ["--site", "sim", "--from", &from_text, "--to", &to_text];
+
+    let mut interrupted = 0;
+    for delay_ms in [300, 700, 1200, 1800] {
+        let mut child = btic()
+            .arg("backfill")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("BTIC_TEST_SECRET", "demo-secret")
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    println!("{interrupted} of 4 runs were killed before they finished");
+    assert!(interrupted > 0, "the job was too quick to interrupt");
+
+    let out = backfill(&config, &args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = sim.truth_with_end(now).await;
+    let wanted = in_range(&truth, from, to);
+    let (files, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty(), "numbered duplicates: {numbered:?}");
+    assert_eq!(
+        files, wanted,
+        "the files must be the ground truth of the range"
+    );
+    // The count survives the kills exactly: each delivery is counted once.
+    assert!(
+        stdout.contains(&format!(
+            "{} sessions delivered, 0 recordings delivered, 0 dead-lettered",
+            wanted.len()
+        )),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_by_lsid_delivers_exactly_those_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let config = config(
+        dir.path(),
+        &sim,
+        &sqlite_destination(dir.path(), "lite"),
+        &transfer("lite"),
+        "3d",
+    );
+    let (now, _) = sim.truth(None).await;
+    let truth = sim.truth_with_end(now - 60).await;
+    let picked: Vec<String> = truth.keys().step_by(7).take(5).cloned().collect();
+    let mut args = vec!["--site", "sim", "--destination", "lite"];
+    for lsid in &picked {
+        args.extend(["--lsid", lsid.as_str()]);
+    }
+    let out = backfill(&config, &args, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = sqlite_lsids(&dir.path().join("lite.sqlite"));
+    assert_eq!(
+        rows.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut p = picked.clone();
+            p.sort();
+            p
+        },
+        "only the named sessions"
+    );
+    assert!(rows.values().all(|n| *n == 1));
+    assert!(stdout.contains("5 sessions delivered"), "{stdout}");
+}
