@@ -27,7 +27,9 @@
 //! step that consumes one of the job's items for good writes `done/<item id>` in its
 //! hand-off transaction, and an item moved to the dead letter carries the metadata
 //! `backfill = <job>`. The job is through when its fetching is finished and
-//! `sum(pushed) == count(done) + count(dead letters of the job)`. All keys are written in
+//! `sum(pushed) == count(done) + count(dead letters of the job)`; the check reads the
+//! finished counts before the created ones, so items created meanwhile cannot make it
+//! pass early. All keys are written in
 //! the transactions that move the items and are keyed by identity (window, item id), so
 //! an at-least-once redo after a crash rewrites the same keys: the counts stay exact, and
 //! a crash anywhere only delays the moment the sums meet. An item that is replayed from
@@ -147,9 +149,9 @@ pub struct Progress {
     pub job: String,
     /// Whether every window or LSID is fetched.
     pub fetched: bool,
-    /// Seconds of the range fetched so far, and in all (0 for LSIDs).
+    /// Seconds of the range fetched so far (0 for LSIDs).
     pub range_done: u64,
-    /// The range's length in seconds.
+    /// The range's length in seconds (0 for LSIDs).
     pub range_total: u64,
     /// Items the job has created.
     pub items: u64,
@@ -213,10 +215,14 @@ pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> 
             (next - from).clamp(0, to - from) as u64
         };
     }
-    let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
+    // Finished items first, created items last: every item counted as through was
+    // created (and counted in `pushed`) before it finished, so reading `pushed` last can
+    // only overcount the items still to come, never declare the job through early.
     let done: Vec<(String, Finished)> = queue.state_list(&format!("backfill/{job}/done/")).await?;
+    let dead = dead_letters_of(queue, job).await?;
+    let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
     p.items = pushed.iter().map(|(_, n)| n).sum();
-    p.through = done.len() as u64 + dead_letters_of(queue, job).await?;
+    p.through = done.len() as u64 + dead;
     Ok(p)
 }
 
@@ -520,5 +526,43 @@ impl Backfills {
             p.error = Some(e.clone());
         }
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> BackfillRequest {
+        BackfillRequest {
+            site: "main".into(),
+            from: Some(1_700_000_000),
+            to: Some(1_700_086_400),
+            lsids: Vec::new(),
+            routes: Routes {
+                sessions: vec!["pg".into()],
+                recordings: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_same_request_names_the_same_job_and_any_change_another() {
+        assert_eq!(request().job_id(), request().job_id());
+        assert_eq!(request().job_id().len(), 16);
+        let mut other = request();
+        other.routes.sessions.push("lite".into());
+        assert_ne!(other.job_id(), request().job_id());
+        let mut other = request();
+        other.to = Some(1_700_086_401);
+        assert_ne!(other.job_id(), request().job_id());
+    }
+
+    #[test]
+    fn job_keys_of_one_job_are_not_prefixes_of_another_jobs() {
+        let a = done_key("abc", crate::queue::ItemId(1));
+        assert!(a.starts_with("backfill/abc/done/"));
+        assert!(!a.starts_with("backfill/ab/"));
+        assert_eq!(pushed_key("abc", "w5"), "backfill/abc/pushed/w5");
     }
 }
