@@ -454,8 +454,8 @@ async fn finish(
 pub struct Backfills {
     /// The shared queue.
     pub queue: Queue,
-    /// The pipeline settings.
-    pub pipeline: PipelineConfig,
+    /// The pipeline file the daemon runs.
+    pub config: std::sync::Arc<crate::config::Config>,
     /// One fetcher per site.
     pub fetchers: BTreeMap<String, Fetcher>,
     /// Cancelled when the daemon stops.
@@ -481,6 +481,15 @@ impl Backfills {
         let Some(fetcher) = self.fetchers.get(&request.site).cloned() else {
             return Err(format!("no site named {:?}", request.site));
         };
+        if let Some(d) = request
+            .routes
+            .sessions
+            .iter()
+            .chain(&request.routes.recordings)
+            .find(|d| self.config.destination(d).is_none())
+        {
+            return Err(format!("no destination named {d:?}"));
+        }
         let job = request.job_id();
         {
             let mut jobs = self.jobs.lock().expect("backfill jobs lock");
@@ -495,7 +504,7 @@ impl Backfills {
             let outcome = run(
                 &me.queue,
                 &fetcher,
-                &me.pipeline,
+                &me.config.pipeline,
                 &request,
                 &me.stop,
                 |_| {},

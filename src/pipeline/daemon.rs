@@ -173,7 +173,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let backfills = Arc::new(Backfills {
         queue: queue.clone(),
-        pipeline: config.pipeline.clone(),
+        config: config.clone(),
         fetchers: fetchers.clone(),
         stop: stages.clone(),
         jobs: Default::default(),
