@@ -458,3 +458,89 @@ async fn a_backfill_by_lsid_delivers_exactly_those_sessions() {
     assert!(rows.values().all(|n| *n == 1));
     assert!(stdout.contains("5 sessions delivered"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_survives_a_killed_daemon_and_finishes_when_run_again_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = SIM_ARGS.to_vec();
+    args.extend(["--fault-slow", "0.3", "--slow-seconds", "0.2"]);
+    let sim = Sim::start(dir.path(), &args);
+    let destinations = [
+        sqlite_destination(dir.path(), "live"),
+        sqlite_destination(dir.path(), "back"),
+    ]
+    .join("\n");
+    let config = config(dir.path(), &sim, &destinations, &transfer("live"), "1h");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_window = \"12h\"", "max_window = \"20m\"");
+    std::fs::write(&config, text).unwrap();
+    let (now, _) = sim.truth(None).await;
+    let (from, to) = (now - 22 * 3600, now - 2 * 3600);
+    let (from_text, to_text) = (rfc3339(from), rfc3339(to));
+    let args = [
+        "--site",
+        "sim",
+        "--from",
+        &from_text,
+        "--to",
+        &to_text,
+        "--destination",
+        "back",
+    ];
+    let log = dir.path().join("run.log");
+    let started = || async {
+        assert!(
+            eventually(Duration::from_secs(60), async || {
+                status_json(&config).is_some_and(|s| live_watermark(&s).is_some())
+            })
+            .await,
+            "the daemon did not start"
+        );
+    };
+
+    let daemon = Daemon::start(&config, &log);
+    started().await;
+    let mut follower = btic()
+        .arg("backfill")
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let unfinished = follower.try_wait().unwrap().is_none();
+    daemon.kill();
+    let status = follower.wait().unwrap();
+    println!("killed the daemon with the job unfinished: {unfinished}");
+    assert!(unfinished, "the job was too quick to interrupt");
+    assert!(
+        !status.success(),
+        "the follower cannot succeed without its daemon"
+    );
+
+    let _daemon = Daemon::start(&config, &log);
+    started().await;
+    let out = backfill(&config, &args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = sim.truth_with_end(now).await;
+    let wanted = in_range(&truth, from, to);
+    let back = sqlite_lsids(&dir.path().join("back.sqlite"));
+    assert!(back.values().all(|n| *n == 1), "duplicated rows in back");
+    assert_eq!(
+        back.keys().collect::<Vec<_>>(),
+        wanted.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        stdout.contains(&format!("{} sessions delivered", wanted.len())),
+        "{stdout}"
+    );
+}
