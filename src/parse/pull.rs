@@ -376,12 +376,21 @@ impl<R: BufRead> Pull<R> {
         self.reader.get_mut().release();
     }
 
-    /// The bytes consumed since the last `mark`, unless more than the record limit were.
-    pub fn take_recorded(&mut self) -> Option<Vec<u8>> {
+    /// The bytes consumed from offset `from` (at or after the last `mark`) on, unless
+    /// more than the record limit were recorded. Comments, declarations and processing
+    /// instructions read between the mark and `from` are left out.
+    pub fn take_recorded_from(&mut self, from: u64) -> Option<Vec<u8>> {
         let tee = self.reader.get_mut();
         let overflow = tee.overflow;
-        let bytes = tee.release();
-        if overflow { None } else { Some(bytes) }
+        let skip = from.saturating_sub(tee.base) as usize;
+        let mut bytes = tee.release();
+        if overflow {
+            return None;
+        }
+        if skip > 0 {
+            bytes.drain(..skip.min(bytes.len()));
+        }
+        Some(bytes)
     }
 
     /// Whether the span being recorded has outgrown the record limit.

@@ -102,7 +102,7 @@ impl<R: BufRead> SessionReader<R> {
         if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
             return Err(self.fatal(fault));
         }
-        let Some(mut raw) = self.pull.take_recorded() else {
+        let Some(mut raw) = self.pull.take_recorded_from(offset) else {
             return Err(ParseError::SessionTooLarge {
                 lsid: session.lsid,
                 offset,
@@ -841,6 +841,19 @@ mod failure_tests {
         let parsed = all[0].as_ref().unwrap();
         assert_eq!(parsed.offset, 3);
         assert_eq!(parsed.raw, &body.as_bytes()[3..]);
+    }
+
+    #[test]
+    fn a_session_root_right_after_the_declaration_keeps_exact_bytes() {
+        // Found by the fuzz target: the declaration was recorded as part of the session.
+        let body = "<?xml version=\"1.0\"?><session lsid=\"a\"><lseq>1</lseq></session>\n<!--x--><session lsid=\"b\"/>";
+        let all = read(body);
+        assert_eq!(all.len(), 2);
+        for item in &all {
+            let parsed = item.as_ref().unwrap();
+            assert!(body.as_bytes()[parsed.offset as usize..].starts_with(&parsed.raw));
+            assert!(parsed.raw.starts_with(b"<session"));
+        }
     }
 
     #[test]
