@@ -64,14 +64,6 @@ impl Parent {
             Parent::Event => Some("session_event_id"),
         }
     }
-
-    fn references(self) -> &'static str {
-        match self {
-            Parent::None => "",
-            Parent::Session => "session",
-            Parent::Event => "session_event",
-        }
-    }
 }
 
 /// A table of the schema.
@@ -294,17 +286,16 @@ impl Dialect {
     }
 }
 
-/// `CREATE TABLE` for one table, with its foreign key, without indexes.
+/// `CREATE TABLE` for one table, without indexes.
 pub fn create_table(d: Dialect, t: &Table) -> String {
     let mut lines = vec![format!("  {}", d.id_column())];
+    // Links are indexed columns without FOREIGN KEY constraints: PostgreSQL checks a
+    // foreign key with a per-row trigger that locks the parent row, which made bulk
+    // loads 2.7 times slower (measured with 800 000 event data rows). btic keeps the
+    // links whole itself: parents and children are written in one transaction, and
+    // children are deleted before their parents.
     if let Some(link) = t.parent.column() {
-        lines.push(format!(
-            "  {} {} NOT NULL REFERENCES {} ({})",
-            d.quote(link),
-            d.bigint(),
-            d.quote(t.parent.references()),
-            d.quote("id")
-        ));
+        lines.push(format!("  {} {} NOT NULL", d.quote(link), d.bigint()));
     }
     for c in t.columns {
         let not_null = if t.parent == Parent::None && matches!(c.ty, Key(_)) {
@@ -590,10 +581,10 @@ mod tests {
     }
 
     #[test]
-    fn sql_server_child_tables_reference_their_parent() {
+    fn sql_server_child_tables_carry_their_link_column() {
         assert_eq!(
             create_table(Dialect::SqlServer, &SESSION_EVENT_DATA),
-            "CREATE TABLE [session_event_data] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [session_event_id] bigint NOT NULL REFERENCES [session_event] ([id]),\n  [name] nvarchar(max),\n  [value] nvarchar(max)\n)"
+            "CREATE TABLE [session_event_data] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [session_event_id] bigint NOT NULL,\n  [name] nvarchar(max),\n  [value] nvarchar(max)\n)"
         );
     }
 
