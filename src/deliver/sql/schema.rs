@@ -671,6 +671,24 @@ mod tests {
     }
 
     #[test]
+    fn sql_server_indexes_are_the_idempotency_key_and_one_per_link() {
+        let ddl = schema_v1(Dialect::SqlServer);
+        assert_eq!(
+            &ddl[8..],
+            [
+                "CREATE UNIQUE INDEX [session_host_name_lsid] ON [session] ([host_name], [lsid])",
+                "CREATE INDEX [session_event_session_id] ON [session_event] ([session_id])",
+                "CREATE INDEX [session_event_data_session_event_id] ON [session_event_data] ([session_event_id])",
+                "CREATE INDEX [system_information_session_event_id] ON [system_information] ([session_event_id])",
+                "CREATE INDEX [representative_session_id] ON [representative] ([session_id])",
+                "CREATE INDEX [customer_session_id] ON [customer] ([session_id])",
+                "CREATE INDEX [team_session_id] ON [team] ([session_id])",
+                "CREATE INDEX [custom_attribute_session_id] ON [custom_attribute] ([session_id])",
+            ]
+        );
+    }
+
+    #[test]
     fn sqlite_upsert_updates_everything_but_the_key() {
         let sql = upsert_session(Dialect::Sqlite);
         assert!(sql.starts_with("INSERT INTO \"session\" (\"lsid\", \"type\""));
