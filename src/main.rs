@@ -56,6 +56,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the sessions of saved SupportSession XML bodies as JSON lines.
+    Inspect {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
             site,
             files,
         } => cli::import(&config, &destination, site.as_deref(), &files),
+        Command::Inspect { files } => cli::inspect(&files),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

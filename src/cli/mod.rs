@@ -3,9 +3,11 @@
 
 mod check;
 mod import;
+mod inspect;
 
 pub use check::check;
 pub use import::import;
+pub use inspect::inspect;
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

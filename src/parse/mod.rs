@@ -109,7 +109,10 @@ pub enum ParseError {
         reason: String,
     },
     /// One session holds a value of the wrong kind; the sessions around it are fine.
-    #[error("parsing session {lsid} at byte {offset}: <{element}> holds {value:?}, {expected}")]
+    #[error(
+        "parsing session {} at byte {offset}: <{element}> holds {value:?}, {expected}",
+        shown(lsid)
+    )]
     BadValue {
         /// The session's LSID (empty if it had none).
         lsid: String,
@@ -125,7 +128,10 @@ pub enum ParseError {
         raw: Vec<u8>,
     },
     /// One session's element is larger than the parser holds in memory; it is skipped.
-    #[error("parsing session {lsid} at byte {offset}: larger than {limit} bytes, skipped")]
+    #[error(
+        "parsing session {} at byte {offset}: larger than {limit} bytes, skipped",
+        shown(lsid)
+    )]
     SessionTooLarge {
         /// The session's LSID (empty if it had none).
         lsid: String,
@@ -162,6 +168,11 @@ impl ParseError {
             ParseError::Malformed { .. } | ParseError::UnexpectedRoot { .. }
         )
     }
+}
+
+/// An LSID for a message: `(no lsid)` when empty.
+fn shown(lsid: &str) -> &str {
+    if lsid.is_empty() { "(no lsid)" } else { lsid }
 }
 
 /// The `Malformed` error for a fault, with its line.

@@ -28,6 +28,8 @@ use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
 use crate::parse::{ApplianceError, ParseError, malformed};
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One session read from a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSession {
@@ -44,7 +46,7 @@ pub struct ParsedSession {
 pub struct SessionReader<R> {
     pull: Pull<R>,
     last_lsid: Option<String>,
-    seen_root: bool,
+    root: Option<String>,
     done: bool,
 }
 
@@ -54,7 +56,7 @@ impl<R: BufRead> SessionReader<R> {
         SessionReader {
             pull: Pull::new(body),
             last_lsid: None,
-            seen_root: false,
+            root: None,
             done: false,
         }
     }
@@ -64,6 +66,11 @@ impl<R: BufRead> SessionReader<R> {
     pub fn with_session_limit(mut self, bytes: u64) -> Self {
         self.pull.set_record_limit(bytes);
         self
+    }
+
+    /// Local name of the root element, once read (`session_list` for session data).
+    pub fn root_name(&self) -> Option<&str> {
+        self.root.as_deref()
     }
 
     /// The LSID of the last session read successfully.
@@ -88,16 +95,27 @@ impl<R: BufRead> SessionReader<R> {
             ..Session::default()
         };
         let mut problems = Problems::default();
+        if session.lsid.is_empty() {
+            // The LSID is the session's identity downstream (the idempotency key).
+            problems.record("session@lsid", "", "expected a session id");
+        }
         if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
             return Err(self.fatal(fault));
         }
-        let Some(raw) = self.pull.take_recorded() else {
+        let Some(mut raw) = self.pull.take_recorded() else {
             return Err(ParseError::SessionTooLarge {
                 lsid: session.lsid,
                 offset,
                 limit: self.pull.record_limit(),
             });
         };
+        let mut offset = offset;
+        if let Some(rest) = raw.strip_prefix(UTF8_BOM) {
+            // A `<session>` root right after a byte order mark: the mark is not part of
+            // the element.
+            raw = rest.to_vec();
+            offset += UTF8_BOM.len() as u64;
+        }
         if let Some(problem) = problems.first {
             return Err(ParseError::BadValue {
                 lsid: session.lsid,
@@ -137,7 +155,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                 Tok::Open(name) => {
                     let depth = self.pull.depth();
                     if depth == 1 {
-                        self.seen_root = true;
+                        self.root = Some(self.pull.local_name().to_string());
                     }
                     match name {
                         Name::Session if depth <= 2 => return Some(self.session()),
@@ -162,7 +180,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                         let fault = self.pull.eof_fault();
                         return Some(Err(self.fatal(fault)));
                     }
-                    if !self.seen_root {
+                    if self.root.is_none() {
                         let fault = Fault {
                             offset: self.pull.event_start(),
                             reason: "body has no root element".into(),
@@ -266,7 +284,7 @@ fn read_session<R: BufRead>(
                 if name == Name::Team {
                     let id = p.attr_owned("id");
                     let primary = match p.attr("primary").or(p.attr("is_primary")) {
-                        Some(v) => problems.flag("team@primary", v),
+                        Some(v) => problems.flag("team@primary", &v),
                         None => None,
                     };
                     s.teams.push(Team {
@@ -322,7 +340,7 @@ fn recordings<R: BufRead>(
     p.children(|p, name| {
         if name == item {
             let instance = match p.attr("instance") {
-                Some(v) => problems.number("recording@instance", v).unwrap_or(0),
+                Some(v) => problems.number("recording@instance", &v).unwrap_or(0),
                 None => out.len() as u32,
             };
             let mut link = RecordingLink {
@@ -410,7 +428,7 @@ fn representative<R: BufRead>(
 
 fn event<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Event, Fault> {
     let mut e = Event {
-        timestamp: problems.time("event", p.attr("timestamp"), None),
+        timestamp: problems.time("event", p.attr("timestamp").as_deref(), None),
         event_type: p.attr("event_type").unwrap_or_default().to_string(),
         ..Event::default()
     };
@@ -814,6 +832,15 @@ mod failure_tests {
         assert_eq!(all.len(), 3);
         assert!(all[0].is_ok() && all[2].is_ok());
         assert!(matches!(&all[1], Err(ParseError::SessionTooLarge { lsid, .. }) if lsid == "big"));
+    }
+
+    #[test]
+    fn a_session_root_after_a_byte_order_mark_keeps_exact_bytes() {
+        let body = "\u{feff}<session lsid=\"a\"><lseq>1</lseq></session>";
+        let all = read(body);
+        let parsed = all[0].as_ref().unwrap();
+        assert_eq!(parsed.offset, 3);
+        assert_eq!(parsed.raw, &body.as_bytes()[3..]);
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! `btic inspect` on hand-written XML fixtures (`tests/fixtures/xml/*.xml`), compared
+//! with golden files beside them (`*.golden`: stdout, then stderr and the exit code).
+//! Run with `BTIC_BLESS=1` to rewrite the goldens after a deliberate change.
+
+mod golden;
+
+use std::path::Path;
+use std::process::Command;
+
+const FIXTURES: &str = "tests/fixtures/xml";
+
+/// Runs `btic inspect` on `files` (relative to the crate root) and renders what it did.
+fn inspect(files: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_btic"))
+        .arg("inspect")
+        .args(files)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("running btic inspect");
+    let mut text = String::from_utf8(output.stdout).expect("stdout is UTF-8");
+    let stderr = String::from_utf8(output.stderr).expect("stderr is UTF-8");
+    text.push_str(&format!(
+        "--- exit {} ---\n{stderr}",
+        output
+            .status
+            .code()
+            .map_or("signal".into(), |c| c.to_string())
+    ));
+    text
+}
+
+#[test]
+fn every_fixture_matches_its_golden_output() {
+    let mut fixtures: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURES))
+            .expect("reading the fixture directory")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".xml"))
+            .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 14, "fixtures missing: {fixtures:?}");
+    for name in fixtures {
+        let xml = format!("{FIXTURES}/{name}");
+        let golden = format!("{FIXTURES}/{}.golden", name.trim_end_matches(".xml"));
+        golden::check(&golden, &inspect(&[&xml]));
+    }
+}
+
+#[test]
+fn several_files_print_in_order_and_a_bad_one_does_not_hide_the_others() {
+    let out = inspect(&[
+        "tests/fixtures/xml/namespace_none.xml",
+        "tests/fixtures/xml/malformed.xml",
+        "tests/fixtures/xml/does_not_exist.xml",
+        "tests/fixtures/xml/namespace_sra.xml",
+    ]);
+    let (stdout, stderr) = out.split_once("--- exit ").unwrap();
+    let lsids: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('"').nth(3).unwrap())
+        .collect();
+    assert_eq!(
+        lsids,
+        [
+            "e9e99aeb9ad54fb381634498502c5a1b",
+            "good-1",
+            "good-2",
+            "e9e99aeb9ad54fb381634498502c5a1b"
+        ]
+    );
+    assert!(stderr.starts_with("1 ---"), "{stderr}");
+    assert!(
+        stderr.contains("malformed.xml: parsing XML body at byte"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("does_not_exist.xml: opening file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inspect_without_files_is_a_usage_error() {
+    let status = Command::new(env!("CARGO_BIN_EXE_btic"))
+        .arg("inspect")
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(2));
+}
+
+/// The sample bodies collected from public clients (see the API reference) must never
+/// crash `inspect`: each ends with exit 0 or 1 and one stderr line per problem.
+#[test]
+fn the_reference_samples_never_crash_inspect() {
+    let dir = Path::new("/work/shared/reference/appliance-samples");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        println!("SKIPPED: {} is not present on this machine", dir.display());
+        return;
+    };
+    let mut count = 0;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "xml") {
+            continue;
+        }
+        count += 1;
+        let output = Command::new(env!("CARGO_BIN_EXE_btic"))
+            .arg("inspect")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let code = output.status.code();
+        assert!(matches!(code, Some(0 | 1)), "{}: {code:?}", path.display());
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            serde_json::from_str::<btic::model::Session>(line).unwrap();
+        }
+    }
+    assert!(count > 0);
+}
