@@ -306,9 +306,17 @@ async fn migrate(client: &mut Client) -> Result<(), SqlError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(err)?;
-    tx.batch_execute(&schema::create_version_table(D))
+    // Looked up first: `IF NOT EXISTS` alone would log a notice on every connect.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('btic_schema_version') IS NOT NULL", &[])
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .get(0);
+    if !exists {
+        tx.batch_execute(&schema::create_version_table(D))
+            .await
+            .map_err(err)?;
+    }
     let found: Option<i32> = tx
         .query_one("SELECT max(version) FROM btic_schema_version", &[])
         .await
