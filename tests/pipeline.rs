@@ -480,3 +480,72 @@ async fn sigterm_drains_within_ten_seconds_and_a_restart_finishes_the_work() {
     let (_, numbered) = json_files(&dir.path().join("archive"));
     assert!(numbered.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_progress_reach_sql_destinations_and_files_get_only_ended_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let destinations = [
+        sqlite_destination(dir.path()),
+        files_destination(dir.path(), "archive"),
+    ]
+    .join("\n");
+    let transfers = [
+        format!(
+            "{}include_in_progress = true\n",
+            transfer("lite", "[\"sessions\"]")
+        ),
+        format!(
+            "{}include_in_progress = true\n",
+            transfer("archive", "[\"sessions\"]")
+        ),
+    ]
+    .join("");
+    let config = pipeline(dir.path(), &sim, free_port(), &destinations, &transfers);
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    wait_for_files(dir.path(), &truth, &log).await;
+    let sqlite = dir.path().join("btic.sqlite");
+    let open_rows = || {
+        let conn = rusqlite::Connection::open(&sqlite).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT lsid FROM session WHERE end_time IS NULL")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .flatten()
+            .collect::<Vec<String>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), async || !open_rows().is_empty()).await,
+        "no session in progress reached SQLite: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let out = rig::btic()
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["sites"][0]["open_sessions"].as_u64().unwrap_or(0) > 0,
+        "the sessions in progress are not tracked: {status}"
+    );
+    // In progress in SQLite, and not (yet) a file; every closed session is both.
+    let (files, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty());
+    let (_, closed) = sim.truth(None).await;
+    for lsid in open_rows() {
+        assert!(
+            !files.contains_key(&lsid) || closed.contains_key(&lsid),
+            "{lsid}"
+        );
+    }
+    let rows = sqlite_lsids(&sqlite);
+    assert!(truth.keys().all(|l| rows.contains_key(l)));
+    assert!(rows.values().all(|n| *n == 1));
+}
