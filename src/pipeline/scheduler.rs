@@ -206,10 +206,10 @@ impl Scheduler {
                 ),
                 Err(e) => problems.push(e.to_string()),
             }
-            if routes.track_open {
-                if let Err(e) = fetcher.fetch_in_progress(&routes).await {
-                    problems.push(e.to_string());
-                }
+            if routes.track_open
+                && let Err(e) = fetcher.fetch_in_progress(&routes).await
+            {
+                problems.push(e.to_string());
             }
         }
         for (site, destinations) in backups {
