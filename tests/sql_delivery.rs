@@ -455,3 +455,30 @@ async fn generated_sessions_read_back_the_same_from_sqlite_and_postgres() {
     }
     assert_eq!(a.len(), b.len());
 }
+
+/// `sslmode=require` speaks TLS and verifies the server's certificate against the
+/// system's roots: the local server's self-signed certificate is refused, with a clear
+/// error and without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_require_speaks_tls_and_verifies_the_server_certificate() {
+    if postgres("tls_probe").await.is_none() {
+        return;
+    }
+    let d = btic::config::SqlDestination {
+        dialect: btic::config::SqlDialect::Postgres,
+        connection: btic::config::SqlConnection::Path("unused".into()),
+        store_system_information: false,
+        batch_size: 10,
+    };
+    let url = btic::config::Secret::new(
+        "postgres://postgres:hunter2@127.0.0.1:5432/postgres?sslmode=require",
+    );
+    let err = SqlSink::connect("tls", &d, Some(&url)).await.unwrap_err();
+    let text = err.to_string();
+    println!("{text}");
+    assert!(
+        text.contains("certificate") || text.contains("TLS") || text.contains("tls"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -54,7 +54,8 @@ async fn counts(ado: &str) -> Vec<i64> {
     out
 }
 
-const TEST: &str = "sqlserver_live_delivery_is_idempotent_isolates_bad_sessions_and_check_leaves_nothing";
+const TEST: &str =
+    "sqlserver_live_delivery_is_idempotent_isolates_bad_sessions_and_check_leaves_nothing";
 
 fn main() {
     let Ok(ado) = std::env::var("BTIC_MSSQL_URL") else {
