@@ -3,8 +3,9 @@
 //! Delivers 10 000 generated sessions (simulator seed 7, with events, people, teams,
 //! attributes and system information) through `SqlSink` into a fresh PostgreSQL
 //! database and a fresh SQLite file, then loads exactly the same rows from CSV with
-//! `psql \copy` and `sqlite3 .import` into plain tables (same columns, no keys, no
-//! indexes, no idempotency) and prints rows/s of both and their ratio. A second delivery
+//! `psql \copy` and `sqlite3 .import`, once into plain tables (same columns, no keys, no
+//! indexes) and once into tables with btic's schema (same keys and indexes), neither
+//! idempotent, and prints rows/s and the ratios. A second delivery
 //! of the same sessions (every session replaced) is timed too.
 //!
 //! Run: `cargo bench --bench sql` (PostgreSQL at 127.0.0.1:5432 as `postgres`, `psql`
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use btic::config::{Secret, SecretSource, SqlConnection, SqlDestination, SqlDialect};
 use btic::deliver::sql::SqlSink;
-use btic::deliver::sql::schema::TABLES;
+use btic::deliver::sql::schema::{Dialect, TABLES, schema_v1};
 use btic::model::Session;
 use btic::simulator::sessions::{Sessions, epoch};
 
@@ -151,9 +152,44 @@ async fn postgres(sessions: &[Session]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let theirs = report("psql \\copy from CSV into plain tables", outcome.rows, took);
-    println!("  ratio btic / psql \\copy: {:.2}", ours / theirs);
+    let plain = report("psql \\copy from CSV into plain tables", outcome.rows, took);
+
+    // The same CSV into a second database with btic's schema (keys and indexes).
+    let same = format!("{db}_same");
+    let out = psql("postgres", &format!("CREATE DATABASE {same}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ddl = schema_v1(Dialect::Postgres).join(";\n") + ";\n";
+    let out = run_psql_script(&same, dir.path(), "schema.sql", &ddl);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let into_same = load.replace("\\copy plain_", "\\copy ");
+    let start = Instant::now();
+    let out = run_psql_script(&same, dir.path(), "load_same.sql", &into_same);
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keyed = report(
+        "psql \\copy from CSV into btic's schema",
+        outcome.rows,
+        took,
+    );
+    println!(
+        "  ratio btic / psql \\copy: {:.2} (plain tables), {:.2} (btic's schema)",
+        ours / plain,
+        ours / keyed
+    );
     let _ = psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    let _ = psql("postgres", &format!("DROP DATABASE {same} WITH (FORCE)"));
 }
 
 fn run_psql_script(db: &str, dir: &Path, name: &str, script: &str) -> std::process::Output {
@@ -240,12 +276,26 @@ async fn sqlite(sessions: &[Session]) {
     let start = Instant::now();
     sqlite3(&plain, &load);
     let took = start.elapsed();
-    let theirs = report(
+    let plain_rate = report(
         "sqlite3 .import from CSV into plain tables",
         outcome.rows,
         took,
     );
-    println!("  ratio btic / sqlite3 .import: {:.2}", ours / theirs);
+    let same = dir.path().join("same.db");
+    sqlite3(&same, &(schema_v1(Dialect::Sqlite).join(";\n") + ";\n"));
+    let start = Instant::now();
+    sqlite3(&same, &load);
+    let took = start.elapsed();
+    let keyed = report(
+        "sqlite3 .import from CSV into btic's schema",
+        outcome.rows,
+        took,
+    );
+    println!(
+        "  ratio btic / sqlite3 .import: {:.2} (plain tables), {:.2} (btic's schema)",
+        ours / plain_rate,
+        ours / keyed
+    );
 }
 
 fn sqlite3(db: &Path, script: &str) {

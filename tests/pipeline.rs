@@ -179,17 +179,22 @@ async fn the_daemon_delivers_the_ground_truth_to_postgres_sqlite_and_files_at_on
     pg.drop_now().await;
 }
 
-async fn skewed_run(skew: &str) {
+/// Runs the daemon against a simulator started with `SIM_ARGS` and `extra` into a files
+/// destination taking `data`, until it holds the ground truth; then stops it cleanly.
+async fn run_into_files(
+    extra: &[&str],
+    data: &str,
+) -> (tempfile::TempDir, Sim, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = SIM_ARGS.to_vec();
-    args.extend(["--skew", skew]);
+    args.extend(extra);
     let sim = Sim::start(dir.path(), &args);
     let config = pipeline(
         dir.path(),
         &sim,
         free_port(),
         &files_destination(dir.path(), "archive"),
-        &transfer("archive", "[\"sessions\"]"),
+        &transfer("archive", data),
     );
     let log = dir.path().join("run.log");
     let daemon = Daemon::start(&config, &log);
@@ -197,7 +202,17 @@ async fn skewed_run(skew: &str) {
     let (_, truth) = sim.truth(Some(now - 10)).await;
     wait_for_files(dir.path(), &truth, &log).await;
     let (code, _) = daemon.terminate();
-    assert_eq!(code, Some(0));
+    assert_eq!(
+        code,
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (dir, sim, config)
+}
+
+async fn skewed_run(skew: &str) {
+    let (dir, sim, _) = run_into_files(&["--skew", skew], "[\"sessions\"]").await;
     let (files, numbered) = json_files(&dir.path().join("archive"));
     assert!(numbered.is_empty());
     assert_nothing_extra(&sim, files.into_keys()).await;
@@ -215,9 +230,7 @@ async fn an_appliance_clock_two_hours_ahead_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = SIM_ARGS.to_vec();
-    args.extend([
+    let faults = [
         "--fault-5xx",
         "0.05",
         "--fault-429",
@@ -226,33 +239,10 @@ async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered(
         "0.05",
         "--fault-truncate",
         "0.05",
-    ]);
-    let sim = Sim::start(dir.path(), &args);
-    let config = pipeline(
-        dir.path(),
-        &sim,
-        free_port(),
-        &files_destination(dir.path(), "archive"),
-        &transfer("archive", "[\"sessions\", \"recordings\"]"),
-    );
-    let log = dir.path().join("run.log");
-    let daemon = Daemon::start(&config, &log);
-    let (now, _) = sim.truth(None).await;
-    let (_, truth) = sim.truth(Some(now - 10)).await;
-    wait_for_files(dir.path(), &truth, &log).await;
-    let (code, _) = daemon.terminate();
-    assert_eq!(code, Some(0));
-    let status = rig::btic()
-        .args(["dead-letter", "list", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let letters: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(
-        letters.as_array().map(Vec::len),
-        Some(0),
-        "dead letters: {letters}"
-    );
+    ];
+    let (_dir, _sim, config) = run_into_files(&faults, "[\"sessions\", \"recordings\"]").await;
+    let letters = rig::dead_letters(&config);
+    assert!(letters.is_empty(), "dead letters: {letters:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,17 +294,9 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
     let daemon = Daemon::start(&config, &log);
     let (now, _) = sim.truth(None).await;
     let (_, truth) = sim.truth(Some(now - 10)).await;
-    let list = || {
-        let out = rig::btic()
-            .args(["dead-letter", "list", "--json", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
-    };
     assert!(
         eventually(Duration::from_secs(90), async || {
-            list().as_array().is_some_and(|a| a.len() >= truth.len())
+            rig::dead_letters(&config).len() >= truth.len()
         })
         .await,
         "sessions did not reach the dead letter: {}",
@@ -349,7 +331,7 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
     assert!(pg.lsids().await.values().all(|n| *n == 1));
-    assert_eq!(list().as_array().map(Vec::len), Some(0));
+    assert!(rig::dead_letters(&config).is_empty());
     pg.drop_now().await;
 }
 
@@ -479,4 +461,73 @@ async fn sigterm_drains_within_ten_seconds_and_a_restart_finishes_the_work() {
     assert_eq!(code, Some(0));
     let (_, numbered) = json_files(&dir.path().join("archive"));
     assert!(numbered.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_progress_reach_sql_destinations_and_files_get_only_ended_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let destinations = [
+        sqlite_destination(dir.path()),
+        files_destination(dir.path(), "archive"),
+    ]
+    .join("\n");
+    let transfers = [
+        format!(
+            "{}include_in_progress = true\n",
+            transfer("lite", "[\"sessions\"]")
+        ),
+        format!(
+            "{}include_in_progress = true\n",
+            transfer("archive", "[\"sessions\"]")
+        ),
+    ]
+    .join("");
+    let config = pipeline(dir.path(), &sim, free_port(), &destinations, &transfers);
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    wait_for_files(dir.path(), &truth, &log).await;
+    let sqlite = dir.path().join("btic.sqlite");
+    let open_rows = || {
+        let conn = rusqlite::Connection::open(&sqlite).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT lsid FROM session WHERE end_time IS NULL")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .flatten()
+            .collect::<Vec<String>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), async || !open_rows().is_empty()).await,
+        "no session in progress reached SQLite: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let out = rig::btic()
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["sites"][0]["open_sessions"].as_u64().unwrap_or(0) > 0,
+        "the sessions in progress are not tracked: {status}"
+    );
+    // In progress in SQLite, and not (yet) a file; every closed session is both.
+    let (files, numbered) = json_files(&dir.path().join("archive"));
+    assert!(numbered.is_empty());
+    let (_, closed) = sim.truth(None).await;
+    for lsid in open_rows() {
+        assert!(
+            !files.contains_key(&lsid) || closed.contains_key(&lsid),
+            "{lsid}"
+        );
+    }
+    let rows = sqlite_lsids(&sqlite);
+    assert!(truth.keys().all(|l| rows.contains_key(l)));
+    assert!(rows.values().all(|n| *n == 1));
 }

@@ -415,3 +415,70 @@ async fn postgres_an_unreachable_server_is_a_retryable_connection_error() {
     assert!(err.is_retryable(), "{err:?}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// Sessions from the simulator's generator (all shapes it makes) read back row for row
+/// the same from SQLite and PostgreSQL, and every row the mapping makes is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_sessions_read_back_the_same_from_sqlite_and_postgres() {
+    use btic::deliver::sql::SessionRows;
+    use btic::simulator::sessions::{Sessions, epoch};
+    let batch: Vec<Session> = Sessions::new(11, epoch()).take(300).collect();
+    let rows: u64 = batch
+        .iter()
+        .map(|s| SessionRows::new(HOST, s, true).row_count())
+        .sum();
+    let lite = sqlite();
+    let outcome = lite
+        .sink_with(true, 64)
+        .await
+        .unwrap()
+        .deliver(HOST, &batch)
+        .await;
+    assert_eq!(outcome.delivered(), 300, "{:?}", outcome.retryable_error());
+    assert_eq!(outcome.rows, rows);
+    assert_eq!(lite.counts().await.iter().sum::<i64>() as u64, rows);
+    let Some(pg) = postgres("generated").await else {
+        return;
+    };
+    let outcome = pg
+        .sink_with(true, 64)
+        .await
+        .unwrap()
+        .deliver(HOST, &batch)
+        .await;
+    assert_eq!(outcome.delivered(), 300, "{:?}", outcome.retryable_error());
+    assert_eq!(outcome.rows, rows);
+    let (a, b) = (lite.dump().await, pg.dump().await);
+    assert_eq!(a.len() as u64, rows);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    assert_eq!(a.len(), b.len());
+}
+
+/// `sslmode=require` speaks TLS and verifies the server's certificate against the
+/// system's roots: the local server's self-signed certificate is refused, with a clear
+/// error and without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_require_speaks_tls_and_verifies_the_server_certificate() {
+    if postgres("tls_probe").await.is_none() {
+        return;
+    }
+    let d = btic::config::SqlDestination {
+        dialect: btic::config::SqlDialect::Postgres,
+        connection: btic::config::SqlConnection::Path("unused".into()),
+        store_system_information: false,
+        batch_size: 10,
+    };
+    let url = btic::config::Secret::new(
+        "postgres://postgres:hunter2@127.0.0.1:5432/postgres?sslmode=require",
+    );
+    let err = SqlSink::connect("tls", &d, Some(&url)).await.unwrap_err();
+    let text = err.to_string();
+    println!("{text}");
+    assert!(
+        text.contains("certificate") || text.contains("TLS") || text.contains("tls"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -192,7 +192,8 @@ async fn a_session_with_a_bad_value_is_skipped_and_the_rest_of_the_file_lands() 
 }
 
 #[test]
-fn importing_into_an_unknown_destination_is_a_clear_usage_error() {
+fn importing_into_an_unknown_destination_or_site_is_a_clear_usage_error() {
+    // (Importing into a files destination works: tests/deliver_files.rs.)
     let target = sqlite();
     let dir = tempfile::tempdir().unwrap();
     let config = pipeline(dir.path(), &target);

@@ -1,8 +1,9 @@
 //! SQL Server, live. Runs only when `BTIC_MSSQL_URL` holds an ADO.NET connection string
 //! for a login that may create databases (for example
 //! `server=tcp:127.0.0.1,1433;user=sa;password=...;TrustServerCertificate=true`);
-//! otherwise it prints `SKIPPED: BTIC_MSSQL_URL not set` and returns. It makes its own
-//! database and drops it after.
+//! otherwise it reports itself ignored (skipped) in the test summary — never passed. It
+//! makes its own database and drops it after. A test binary of its own (`harness =
+//! false`) so that a skip is counted as one.
 
 mod sql_support;
 
@@ -53,12 +54,29 @@ async fn counts(ado: &str) -> Vec<i64> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlserver_live_delivery_is_idempotent_isolates_bad_sessions_and_check_leaves_nothing() {
+const TEST: &str =
+    "sqlserver_live_delivery_is_idempotent_isolates_bad_sessions_and_check_leaves_nothing";
+
+fn main() {
     let Ok(ado) = std::env::var("BTIC_MSSQL_URL") else {
-        println!("SKIPPED: BTIC_MSSQL_URL not set");
+        println!("\nrunning 1 test");
+        println!("test {TEST} ... ignored, SKIPPED: BTIC_MSSQL_URL not set");
+        println!("\ntest result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out\n");
         return;
     };
+    println!("\nrunning 1 test");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // A failure panics, which ends the process with a non-zero status.
+    runtime.block_on(live(ado));
+    println!("test {TEST} ... ok");
+    println!("\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n");
+}
+
+async fn live(ado: String) {
     let name = format!("btic_t_{}", std::process::id());
     exec(&ado, &format!("CREATE DATABASE [{name}]")).await;
     let db_ado = format!("{};Database={name}", ado.trim_end_matches(';'));

@@ -192,11 +192,34 @@ impl Fetcher {
         progress_key: &str,
         summary: &mut FetchSummary,
     ) -> Result<(), FetchError> {
+        self.fetch_window_by(
+            WindowBy::End,
+            report,
+            window,
+            routes,
+            lane,
+            progress_key,
+            summary,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_window_by(
+        &self,
+        by: WindowBy,
+        report: Report,
+        window: Window,
+        routes: &Routes,
+        lane: &Lane,
+        progress_key: &str,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
         // Depth-first over halves keeps the pieces in time order, so the progress key
         // only ever moves forward.
         let mut pending = vec![window];
         while let Some(w) = pending.pop() {
-            match self.request(report, w).await {
+            match self.request(by, report, w).await {
                 Ok(fetched)
                     if fetched.bytes() > self.pipeline.max_body_bytes && w.split().is_some() =>
                 {
@@ -213,8 +236,20 @@ impl Fetcher {
                     pending.push(a);
                 }
                 Ok(fetched) => {
-                    self.record(report, w, fetched, routes, lane, progress_key, summary)
+                    let request = format!(
+                        "{} {}={} duration={}",
+                        report.as_str(),
+                        match by {
+                            WindowBy::End => "end_time",
+                            WindowBy::Start => "start_time",
+                        },
+                        w.start.timestamp(),
+                        w.duration_secs()
+                    );
+                    let progress = (progress_key, w.end.timestamp());
+                    self.record(request, fetched, routes, lane, Some(progress), summary)
                         .await?;
+                    summary.watermark = Some(w.end);
                 }
                 Err(ApplianceError::Timeout { .. }) if w.split().is_some() => {
                     let (a, b) = w.split().expect("checked above");
@@ -228,9 +263,14 @@ impl Fetcher {
         Ok(())
     }
 
-    async fn request(&self, report: Report, w: Window) -> Result<Fetched, ApplianceError> {
+    async fn request(
+        &self,
+        by: WindowBy,
+        report: Report,
+        w: Window,
+    ) -> Result<Fetched, ApplianceError> {
         let window = appliance::Window {
-            by: WindowBy::End,
+            by,
             from: w.start,
             duration: Duration::from_secs(w.duration_secs()),
         };
@@ -251,46 +291,40 @@ impl Fetcher {
         outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Hands a spooled body to the parse stage, in one transaction with `progress`
+    /// (a state key and the value it moves to), when given.
     async fn record(
         &self,
-        report: Report,
-        w: Window,
+        request: String,
         fetched: Fetched,
         routes: &Routes,
         lane: &Lane,
-        progress_key: &str,
+        progress: Option<(&str, i64)>,
         summary: &mut FetchSummary,
     ) -> Result<(), FetchError> {
         let mut changes = Changes::new();
-        changes.put_state(progress_key, &w.end.timestamp())?;
+        if let Some((key, value)) = progress {
+            changes.put_state(key, &value)?;
+        }
         if let Some(body) = &fetched.body {
+            if let Some(job) = lane.backfill_job() {
+                // The backfill job waits for this body (keyed by its request, so a
+                // repeated window counts once).
+                changes.put_state(
+                    &crate::pipeline::backfill::pushed_key(job, &format!("w {request}")),
+                    &1u64,
+                )?;
+            }
             let item = FetchedBody {
                 site: self.site.name.clone(),
                 host: self.site.host_name().to_string(),
-                request: format!(
-                    "{} end_time={} duration={}",
-                    report.as_str(),
-                    w.start.timestamp(),
-                    w.duration_secs()
-                ),
+                request,
                 body: body.path.clone(),
                 bytes: body.bytes,
                 routes: routes.clone(),
                 lane: lane.clone(),
             };
             changes.push(FETCHED, &item)?;
-            if let Some(job) = lane.backfill_job() {
-                // The backfill job waits for this body (keyed by window, so a repeated
-                // window counts once).
-                changes.put_state(
-                    &crate::pipeline::backfill::pushed_key(
-                        job,
-                        &format!("w{}", w.start.timestamp()),
-                    ),
-                    &1u64,
-                )?;
-            }
             summary.bodies += 1;
             summary.bytes += body.bytes;
         }
@@ -302,9 +336,86 @@ impl Fetcher {
             return Err(e.into());
         }
         summary.windows += 1;
-        summary.watermark = Some(w.end);
         Ok(())
     }
+
+    /// Sessions still in progress: fetches `start_time` windows from their own watermark
+    /// (they include sessions that have not ended), then fetches again, by LSID, every
+    /// session the parse stage has seen in progress, until it ends or is older than
+    /// `in_progress_max_age`. The parse stage keeps the set of open sessions.
+    pub async fn fetch_in_progress(&self, routes: &Routes) -> Result<FetchSummary, FetchError> {
+        let report = Report::SupportSession;
+        let key = started_watermark_key(&self.site.name);
+        let watermark: Option<i64> = self.queue.state_get(&key).await?;
+        let watermark = watermark.and_then(|t| DateTime::from_timestamp(t, 0));
+        let now = self.client.appliance_now();
+        let mut summary = FetchSummary::default();
+        for window in plan_windows(watermark, self.start_from, now, &self.pipeline) {
+            self.fetch_window_by(
+                WindowBy::Start,
+                report,
+                window,
+                routes,
+                &Lane::Live,
+                &key,
+                &mut summary,
+            )
+            .await?;
+        }
+
+        let open: Vec<(String, i64)> = self.queue.state_list(&open_prefix(&self.site.name)).await?;
+        let oldest = (now
+            - TimeDelta::from_std(self.pipeline.in_progress_max_age).unwrap_or(TimeDelta::MAX))
+        .timestamp();
+        let mut expired = Changes::new();
+        let mut lsids = Vec::new();
+        for (key, started) in open {
+            if started < oldest {
+                expired.delete_state(&key);
+            } else if let Some(lsid) = key.rsplit('/').next() {
+                lsids.push(lsid.to_string());
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!(site = %self.site.name, "giving up on sessions in progress for longer than in_progress_max_age");
+            self.queue.commit(expired).await?;
+        }
+        for chunk in lsids.chunks(OPEN_LSIDS_PER_REQUEST) {
+            let started = std::time::Instant::now();
+            let outcome = self.client.support_sessions_by_lsid(chunk).await;
+            metrics::fetch_request(
+                &self.site.name,
+                report.as_str(),
+                outcome_label(&outcome),
+                started.elapsed(),
+            );
+            let fetched = outcome?;
+            metrics::downloaded_bytes(&self.site.name, report.as_str(), fetched.bytes());
+            let request = format!("{} lsids={}", report.as_str(), chunk.join(","));
+            self.record(request, fetched, routes, &Lane::Live, None, &mut summary)
+                .await?;
+        }
+        Ok(summary)
+    }
+}
+
+/// Sessions in progress fetched again per request.
+const OPEN_LSIDS_PER_REQUEST: usize = 50;
+
+/// The state key of the `start_time` watermark of a site (sessions in progress).
+pub fn started_watermark_key(site: &str) -> String {
+    format!("watermark/{site}/SupportSession/started")
+}
+
+/// The state key prefix of a site's sessions in progress.
+pub fn open_prefix(site: &str) -> String {
+    format!("open/{site}/")
+}
+
+/// The state key of one session in progress; its value is its start time (UNIX seconds,
+/// appliance time).
+pub fn open_key(site: &str, lsid: &str) -> String {
+    format!("{}{lsid}", open_prefix(site))
 }
 
 fn outcome_label<T>(outcome: &Result<T, ApplianceError>) -> &'static str {

@@ -1,16 +1,16 @@
 //! A pull reader over quick-xml's events, shaped for recursive descent: element names
-//! mapped to [`Name`] by local name, attributes decoded into reused buffers, text with
+//! mapped to [`Name`] by local name, attributes decoded only when asked for, text with
 //! the predefined entities and character references resolved, empty elements reported
 //! as an open followed by a close, and every byte read recorded (between marks) so that
 //! a session's exact bytes can be handed out.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
 
 use quick_xml::Reader;
-use quick_xml::XmlVersion;
 use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, Event};
 
 /// Element names the parsers know, by local name; everything else is `Other`. The
 /// variants spell the element names, hence the lint exception.
@@ -187,7 +187,7 @@ pub(crate) enum Tok {
     Open(Name),
     /// The innermost open element ends.
     Close,
-    /// A piece of character data, in [`Pull::text`].
+    /// Character data (read by [`Pull::leaf`]; elsewhere only its place is reported).
     Text,
     /// The end of the input.
     Eof,
@@ -206,18 +206,50 @@ pub(crate) struct Fault {
 /// recording stops.
 pub(crate) const MAX_RECORDED_BYTES: u64 = 64 * 1024 * 1024;
 
-/// A `BufRead` that counts the bytes and line feeds its reader consumes and records
-/// them while asked to.
+/// A `BufRead` that counts the bytes its reader consumes and records them (from the
+/// last mark on). Line feeds are counted when recorded bytes are let go, in one pass
+/// over each span rather than per event.
 #[derive(Debug)]
 struct Tee<R> {
     inner: R,
     consumed: u64,
+    /// Line feeds in everything consumed before `base`.
     newlines: u64,
-    /// Bytes consumed since `base`, while `recording`.
+    /// Bytes consumed since `base`, unless `overflow`.
     record: Vec<u8>,
     base: u64,
+    /// The span outgrew `limit`: recording stopped, its line feeds are counted as
+    /// they are consumed.
     overflow: bool,
     limit: u64,
+}
+
+impl<R> Tee<R> {
+    /// Lets go of the recorded bytes; recording starts again at the current position.
+    fn release(&mut self) -> Vec<u8> {
+        self.newlines += count_newlines(&self.record);
+        self.base = self.consumed;
+        self.overflow = false;
+        std::mem::take(&mut self.record)
+    }
+}
+
+/// Line feeds in `bytes`, eight bytes at a time: in each word, a byte that equals `\n`
+/// becomes zero after the XOR, and the mask arithmetic sets exactly the high bit of
+/// each zero byte (no carries between bytes), which a popcount then counts.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut count = 0u64;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word) ^ NEWLINES;
+        let zero_high_bits = !(((v & LOW7) + LOW7) | v | LOW7);
+        count += u64::from(zero_high_bits.count_ones());
+    }
+    count + chunks.remainder().iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 impl<R: BufRead> Read for Tee<R> {
@@ -244,14 +276,14 @@ impl<R: BufRead> BufRead for Tee<R> {
             // just been given; asking for it again does no IO.
             if let Ok(buffer) = self.inner.fill_buf() {
                 let chunk = &buffer[..amount.min(buffer.len())];
-                self.newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-                if !self.overflow {
-                    if self.record.len() as u64 + chunk.len() as u64 > self.limit {
-                        self.overflow = true;
-                        self.record = Vec::new();
-                    } else {
-                        self.record.extend_from_slice(chunk);
-                    }
+                if self.overflow {
+                    self.newlines += count_newlines(chunk);
+                } else if self.record.len() as u64 + chunk.len() as u64 > self.limit {
+                    self.newlines += count_newlines(&self.record) + count_newlines(chunk);
+                    self.overflow = true;
+                    self.record = Vec::new();
+                } else {
+                    self.record.extend_from_slice(chunk);
                 }
             }
         }
@@ -264,18 +296,24 @@ impl<R: BufRead> BufRead for Tee<R> {
 #[derive(Debug)]
 pub(crate) struct Pull<R> {
     reader: Reader<Tee<R>>,
+    /// The last event's bytes, kept until the next step: the attributes of an `Open` are
+    /// decoded from here only when asked for.
     buf: Vec<u8>,
-    /// Decoded attribute names and values of the last `Open`, as ranges into `attr_text`.
+    /// The last `Open`'s attributes: local names and raw (still escaped) values, as
+    /// ranges into `attr_text`.
     attrs: Vec<(Range<usize>, Range<usize>)>,
     attr_text: String,
-    /// Local name of the last `Open`.
+    /// Local name of the last `Open`, kept for the root and for unknown elements.
     local_name: String,
-    /// The character data of the last `Text`.
-    pub text: String,
     depth: usize,
     pending_close: bool,
     event_start: u64,
+    /// While set, `next` decodes nothing (skipping a subtree).
     lean: bool,
+    /// Where character data goes while `leaf` reads; `None` elsewhere (not copied).
+    text: Option<String>,
+    /// `leaf`'s buffer between calls.
+    spare: String,
 }
 
 impl<R: BufRead> Pull<R> {
@@ -299,11 +337,12 @@ impl<R: BufRead> Pull<R> {
             attrs: Vec::new(),
             attr_text: String::new(),
             local_name: String::new(),
-            text: String::new(),
             depth: 0,
             pending_close: false,
             event_start: 0,
             lean: false,
+            text: None,
+            spare: String::new(),
         }
     }
 
@@ -327,28 +366,31 @@ impl<R: BufRead> Pull<R> {
         self.event_start
     }
 
-    /// Local name of the last `Open`.
+    /// Local name of the last `Open` of the root or of an unknown (`Name::Other`) element.
     pub fn local_name(&self) -> &str {
         &self.local_name
     }
 
     /// Forgets what was recorded and records from the current position on.
     pub fn mark(&mut self) {
-        let tee = self.reader.get_mut();
-        tee.record.clear();
-        tee.base = tee.consumed;
-        tee.overflow = false;
+        self.reader.get_mut().release();
     }
 
-    /// The bytes consumed since the last `mark`, unless more than
-    /// the record limit were.
-    pub fn take_recorded(&mut self) -> Option<Vec<u8>> {
+    /// The bytes consumed from offset `from` (at or after the last `mark`) on, unless
+    /// more than the record limit were recorded. Comments, declarations and processing
+    /// instructions read between the mark and `from` are left out.
+    pub fn take_recorded_from(&mut self, from: u64) -> Option<Vec<u8>> {
         let tee = self.reader.get_mut();
         let overflow = tee.overflow;
-        let bytes = std::mem::take(&mut tee.record);
-        tee.base = tee.consumed;
-        tee.overflow = false;
-        if overflow { None } else { Some(bytes) }
+        let skip = from.saturating_sub(tee.base) as usize;
+        let mut bytes = tee.release();
+        if overflow {
+            return None;
+        }
+        if skip > 0 {
+            bytes.drain(..skip.min(bytes.len()));
+        }
+        Some(bytes)
     }
 
     /// Whether the span being recorded has outgrown the record limit.
@@ -360,31 +402,33 @@ impl<R: BufRead> Pull<R> {
     /// after the last mark); otherwise the line of the current position.
     pub fn line_of(&self, offset: u64) -> u64 {
         let tee = self.reader.get_ref();
-        let after = if offset >= tee.base && !tee.overflow {
-            let from = ((offset - tee.base) as usize).min(tee.record.len());
-            tee.record[from..].iter().filter(|&&b| b == b'\n').count() as u64
+        let upto = if offset >= tee.base && !tee.overflow {
+            ((offset - tee.base) as usize).min(tee.record.len())
         } else {
-            0
+            tee.record.len()
         };
-        tee.newlines - after + 1
+        tee.newlines + count_newlines(&tee.record[..upto]) + 1
     }
 
-    /// The value of attribute `local` (local name) of the last `Open`.
-    pub fn attr(&self, local: &str) -> Option<&str> {
-        self.attrs
+    /// The value of attribute `local` (local name) of the last `Open`, with entities and
+    /// character references resolved and whitespace normalised as XML prescribes.
+    pub fn attr(&self, local: &str) -> Option<Cow<'_, str>> {
+        let (_, value) = self
+            .attrs
             .iter()
-            .find(|(k, _)| &self.attr_text[k.clone()] == local)
-            .map(|(_, v)| &self.attr_text[v.clone()])
+            .find(|(key, _)| &self.attr_text[key.clone()] == local)?;
+        let raw = &self.attr_text[value.clone()];
+        if !raw.contains(['&', '\t', '\n', '\r']) {
+            return Some(Cow::Borrowed(raw));
+        }
+        // Checked when the element was read, so this cannot fail here.
+        let unescaped = quick_xml::escape::unescape(raw).ok()?;
+        Some(Cow::Owned(normalize_attribute(raw, &unescaped)))
     }
 
     /// The value of attribute `local`, owned.
     pub fn attr_owned(&self, local: &str) -> Option<String> {
-        self.attr(local).map(str::to_string)
-    }
-
-    /// While set, `next` leaves attributes and text undecoded (skipping a subtree).
-    fn set_lean(&mut self, lean: bool) {
-        self.lean = lean;
+        self.attr(local).map(Cow::into_owned)
     }
 
     /// The next step.
@@ -416,42 +460,26 @@ impl<R: BufRead> Pull<R> {
                     return Ok(Tok::Close);
                 }
                 Event::Text(t) => {
-                    if !self.lean {
-                        self.text.clear();
-                        self.text.push_str(&t.xml10_content());
+                    if let Some(text) = self.text.as_mut() {
+                        text.push_str(&t.xml10_content());
                     }
                     return Ok(Tok::Text);
                 }
                 Event::CData(t) => {
-                    if !self.lean {
-                        self.text.clear();
-                        self.text.push_str(&t.xml10_content());
+                    if let Some(text) = self.text.as_mut() {
+                        text.push_str(&t.xml10_content());
                     }
                     return Ok(Tok::Text);
                 }
                 Event::GeneralRef(r) => {
-                    self.text.clear();
-                    match r.resolve_char_ref() {
-                        Ok(Some(c)) => self.text.push(c),
-                        Ok(None) => {
-                            let entity = r.xml10_content();
-                            match resolve_predefined_entity(&entity) {
-                                Some(v) => self.text.push_str(v),
-                                None => {
-                                    return Err(Fault {
-                                        offset: start,
-                                        reason: format!(
-                                            "undefined entity &{entity}; (no DTD is read, no entity expanded)"
-                                        ),
-                                    });
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            return Err(Fault {
-                                offset: start,
-                                reason: e.to_string(),
-                            });
+                    let resolved = resolve_reference(&r).map_err(|reason| Fault {
+                        offset: start,
+                        reason,
+                    })?;
+                    if let Some(text) = self.text.as_mut() {
+                        match resolved {
+                            Resolved::Char(c) => text.push(c),
+                            Resolved::Str(s) => text.push_str(s),
                         }
                     }
                     return Ok(Tok::Text);
@@ -475,26 +503,34 @@ impl<R: BufRead> Pull<R> {
             if self.lean {
                 return Ok(Tok::Open(name));
             }
-            self.local_name.clear();
-            self.local_name.push_str(local);
+            if name == Name::Other || self.depth == 1 {
+                self.local_name.clear();
+                self.local_name.push_str(local);
+            }
             self.attrs.clear();
             self.attr_text.clear();
-            for attribute in element.attributes() {
+            // Duplicate names are not looked for: the first one wins, harmlessly.
+            let mut attributes = element.attributes();
+            attributes.with_checks(false);
+            for attribute in attributes {
                 let attribute = attribute.map_err(|e| Fault {
                     offset: start,
                     reason: format!("reading attributes: {e}"),
                 })?;
-                let value = attribute
-                    .normalized_value(XmlVersion::Implicit1_0)
-                    .map_err(|e| Fault {
+                if attribute.value.contains('&') {
+                    // Refuse undefined entities here, as in text.
+                    quick_xml::escape::unescape(&attribute.value).map_err(|e| Fault {
                         offset: start,
-                        reason: format!("reading attributes: {e}"),
+                        reason: format!(
+                            "reading attributes: {e} (no DTD is read, no entity expanded)"
+                        ),
                     })?;
-                let k0 = self.attr_text.len();
+                }
+                let k = self.attr_text.len();
                 self.attr_text.push_str(attribute.key.local_name().as_ref());
-                let k1 = self.attr_text.len();
-                self.attr_text.push_str(&value);
-                self.attrs.push((k0..k1, k1..self.attr_text.len()));
+                let v = self.attr_text.len();
+                self.attr_text.push_str(&attribute.value);
+                self.attrs.push((k..v, v..self.attr_text.len()));
             }
             return Ok(Tok::Open(name));
         }
@@ -515,7 +551,7 @@ impl<R: BufRead> Pull<R> {
 
     /// Reads until only `depth` elements are open.
     pub fn skip_to(&mut self, depth: usize) -> Result<(), Fault> {
-        self.set_lean(true);
+        let was_lean = std::mem::replace(&mut self.lean, true);
         let outcome = loop {
             if self.depth <= depth {
                 break Ok(());
@@ -526,26 +562,40 @@ impl<R: BufRead> Pull<R> {
                 Err(e) => break Err(e),
             }
         };
-        self.set_lean(false);
+        self.lean = was_lean;
         outcome
     }
 
     /// The text of the element just opened, trimmed; child elements are skipped.
     pub fn leaf(&mut self) -> Result<String, Fault> {
-        let mut out = String::new();
-        loop {
-            match self.next()? {
-                Tok::Text => out.push_str(&self.text),
-                Tok::Open(_) => self.skip()?,
-                Tok::Close => break,
-                Tok::Eof => return Err(self.eof_fault()),
+        // Text gathers in a buffer kept between calls; the value is then allocated once,
+        // at its trimmed size.
+        let mut gathered = std::mem::take(&mut self.spare);
+        gathered.clear();
+        self.text = Some(gathered);
+        let depth = self.depth;
+        let outcome = loop {
+            match self.next() {
+                Ok(Tok::Text) => {}
+                Ok(Tok::Open(_)) => {
+                    // Text of nested elements is not this element's.
+                    let text = self.text.take();
+                    let skipped = self.skip();
+                    self.text = text;
+                    if let Err(e) = skipped {
+                        break Err(e);
+                    }
+                }
+                Ok(Tok::Close) if self.depth < depth => break Ok(()),
+                Ok(Tok::Close) => {}
+                Ok(Tok::Eof) => break Err(self.eof_fault()),
+                Err(e) => break Err(e),
             }
-        }
-        let trimmed = out.trim_matches(is_xml_space);
-        if trimmed.len() != out.len() {
-            out = trimmed.to_string();
-        }
-        Ok(out)
+        };
+        let gathered = self.text.take().unwrap_or_default();
+        let value = gathered.trim_matches(is_xml_space).to_string();
+        self.spare = gathered;
+        outcome.map(|()| value)
     }
 
     /// Calls `f` for each child element of the element just opened, then consumes its
@@ -571,7 +621,106 @@ impl<R: BufRead> Pull<R> {
     }
 }
 
+/// Attribute-value normalisation (XML 1.0 §3.3.3): literal tabs and line ends become
+/// spaces, while characters written as references stay as they are. `raw` is the value
+/// as written, `unescaped` the same with references resolved.
+fn normalize_attribute(raw: &str, unescaped: &str) -> String {
+    if !raw.contains(['\t', '\n', '\r']) {
+        return unescaped.to_string();
+    }
+    // Normalise the literal whitespace of the raw text first, then resolve references.
+    let mut literal = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                literal.push(' ');
+            }
+            '\t' | '\n' => literal.push(' '),
+            c => literal.push(c),
+        }
+    }
+    quick_xml::escape::unescape(&literal)
+        .map(Cow::into_owned)
+        .unwrap_or(literal)
+}
+
+/// What an entity or character reference stands for.
+enum Resolved {
+    Char(char),
+    Str(&'static str),
+}
+
+/// Resolves a character reference or one of the five predefined entities; anything
+/// else is an error, since no DTD is read.
+fn resolve_reference(r: &BytesRef<'_>) -> Result<Resolved, String> {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => Ok(Resolved::Char(c)),
+        Ok(None) => match resolve_predefined_entity(r) {
+            Some(s) => Ok(Resolved::Str(s)),
+            None => Err(format!(
+                "undefined entity &{}; (no DTD is read, no entity expanded)",
+                &**r
+            )),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// XML's whitespace (space, tab, line feed, carriage return): what the parser trims.
 pub(crate) fn is_xml_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_feeds_are_counted_exactly_at_every_length_and_alignment() {
+        let text = b"a\n\n\x0b\x09\n\xff\n0123456789\n\n\n\x0a\x8a\x0a\x01\x0a\x00\x0a";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let naive = text[start..end].iter().filter(|&&b| b == b'\n').count() as u64;
+                assert_eq!(count_newlines(&text[start..end]), naive, "{start}..{end}");
+            }
+        }
+    }
+
+    fn attr_of(tag: &str, name: &str) -> Option<String> {
+        let mut p = Pull::new(tag.as_bytes());
+        assert!(matches!(p.next().unwrap(), Tok::Open(_)));
+        p.attr_owned(name)
+    }
+
+    #[test]
+    fn attribute_values_are_unescaped_and_normalised() {
+        assert_eq!(
+            attr_of("<a v=\"x &amp; &lt;y&gt; &quot;\"/>", "v").as_deref(),
+            Some("x & <y> \"")
+        );
+        assert_eq!(
+            attr_of("<a v=\"1&#10;2&#x9;3\"/>", "v").as_deref(),
+            Some("1\n2\t3")
+        );
+        assert_eq!(
+            attr_of("<a v=\"1\n2\r\n3\t4\"/>", "v").as_deref(),
+            Some("1 2 3 4")
+        );
+        assert_eq!(
+            attr_of("<a p:v='single' />", "v").as_deref(),
+            Some("single")
+        );
+        assert_eq!(attr_of("<a v=\"\"/>", "v").as_deref(), Some(""));
+        assert_eq!(attr_of("<a v=\"x\"/>", "w"), None);
+    }
+
+    #[test]
+    fn an_undefined_entity_in_an_attribute_is_a_fault() {
+        let mut p = Pull::new(&b"<a v=\"&bogus;\"/>"[..]);
+        assert!(p.next().is_err());
+    }
 }

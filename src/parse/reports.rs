@@ -81,7 +81,9 @@ pub fn parse_listing(r: impl BufRead) -> Result<Vec<SessionSummary>, ParseError>
                                 lsid: p.attr("lsid").unwrap_or_default().trim().to_string(),
                                 has_recording: p
                                     .attr("has_recording")
-                                    .and_then(|v| problems.flag("session_summary@has_recording", v))
+                                    .and_then(|v| {
+                                        problems.flag("session_summary@has_recording", &v)
+                                    })
                                     .unwrap_or(false),
                                 external_key: p.attr_owned("external_key"),
                             };

@@ -28,6 +28,8 @@ use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
 use crate::parse::{ApplianceError, ParseError, malformed};
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One session read from a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSession {
@@ -100,13 +102,20 @@ impl<R: BufRead> SessionReader<R> {
         if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
             return Err(self.fatal(fault));
         }
-        let Some(raw) = self.pull.take_recorded() else {
+        let Some(mut raw) = self.pull.take_recorded_from(offset) else {
             return Err(ParseError::SessionTooLarge {
                 lsid: session.lsid,
                 offset,
                 limit: self.pull.record_limit(),
             });
         };
+        let mut offset = offset;
+        if let Some(rest) = raw.strip_prefix(UTF8_BOM) {
+            // A `<session>` root right after a byte order mark: the mark is not part of
+            // the element.
+            raw = rest.to_vec();
+            offset += UTF8_BOM.len() as u64;
+        }
         if let Some(problem) = problems.first {
             return Err(ParseError::BadValue {
                 lsid: session.lsid,
@@ -275,7 +284,7 @@ fn read_session<R: BufRead>(
                 if name == Name::Team {
                     let id = p.attr_owned("id");
                     let primary = match p.attr("primary").or(p.attr("is_primary")) {
-                        Some(v) => problems.flag("team@primary", v),
+                        Some(v) => problems.flag("team@primary", &v),
                         None => None,
                     };
                     s.teams.push(Team {
@@ -331,7 +340,7 @@ fn recordings<R: BufRead>(
     p.children(|p, name| {
         if name == item {
             let instance = match p.attr("instance") {
-                Some(v) => problems.number("recording@instance", v).unwrap_or(0),
+                Some(v) => problems.number("recording@instance", &v).unwrap_or(0),
                 None => out.len() as u32,
             };
             let mut link = RecordingLink {
@@ -419,7 +428,7 @@ fn representative<R: BufRead>(
 
 fn event<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Event, Fault> {
     let mut e = Event {
-        timestamp: problems.time("event", p.attr("timestamp"), None),
+        timestamp: problems.time("event", p.attr("timestamp").as_deref(), None),
         event_type: p.attr("event_type").unwrap_or_default().to_string(),
         ..Event::default()
     };
@@ -823,6 +832,28 @@ mod failure_tests {
         assert_eq!(all.len(), 3);
         assert!(all[0].is_ok() && all[2].is_ok());
         assert!(matches!(&all[1], Err(ParseError::SessionTooLarge { lsid, .. }) if lsid == "big"));
+    }
+
+    #[test]
+    fn a_session_root_after_a_byte_order_mark_keeps_exact_bytes() {
+        let body = "\u{feff}<session lsid=\"a\"><lseq>1</lseq></session>";
+        let all = read(body);
+        let parsed = all[0].as_ref().unwrap();
+        assert_eq!(parsed.offset, 3);
+        assert_eq!(parsed.raw, &body.as_bytes()[3..]);
+    }
+
+    #[test]
+    fn a_session_root_right_after_the_declaration_keeps_exact_bytes() {
+        // Found by the fuzz target: the declaration was recorded as part of the session.
+        let body = "<?xml version=\"1.0\"?><session lsid=\"a\"><lseq>1</lseq></session>\n<!--x--><session lsid=\"b\"/>";
+        let all = read(body);
+        assert_eq!(all.len(), 2);
+        for item in &all {
+            let parsed = item.as_ref().unwrap();
+            assert!(body.as_bytes()[parsed.offset as usize..].starts_with(&parsed.raw));
+            assert!(parsed.raw.starts_with(b"<session"));
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //!
 //! Every item of the job carries `Lane::Backfill(job)`. Each step that creates items for
 //! the job records how many, keyed by what created them, in the same transaction as the
-//! items: the fetch stage `pushed/w<window start>` = 1 per body, the parse stage
+//! items: the fetch stage `pushed/w <request>` = 1 per body, the parse stage
 //! `pushed/b<body id>` = the items it pushed for that body (cumulative over restarts, like
 //! its own progress), the download stage `pushed/d<task id>` = its deliver items. Each
 //! step that consumes one of the job's items for good writes `done/<item id>` in its
@@ -550,7 +550,7 @@ mod tests {
             lsids: Vec::new(),
             routes: Routes {
                 sessions: vec!["pg".into()],
-                recordings: Vec::new(),
+                ..Routes::default()
             },
         }
     }

@@ -72,6 +72,12 @@ pub struct Routes {
     pub sessions: Vec<String>,
     /// `files` destinations that take the session's recordings.
     pub recordings: Vec<String>,
+    /// Destinations that also take sessions still in progress (SQL destinations of
+    /// transfers with `include_in_progress`); each later version replaces the earlier.
+    pub in_progress: Vec<String>,
+    /// Whether the parse stage keeps the set of sessions in progress of this site
+    /// (which the fetch stage asks for again until they end).
+    pub track_open: bool,
 }
 
 /// A report body on disk, waiting to be parsed.

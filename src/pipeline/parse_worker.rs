@@ -21,6 +21,7 @@ use super::items::{
     deliver_queue, download_queue,
 };
 use crate::deliver::files::ReportRoot;
+use crate::fetch::open_key;
 use crate::metrics;
 use crate::parse::{ParseError, ParsedSession, SessionReader};
 use crate::queue::{Changes, Claimed, Queue, QueueError};
@@ -197,6 +198,21 @@ fn route(
 ) -> Result<u64, QueueError> {
     let mut count = 0;
     let session = parsed.session;
+    if item.routes.track_open {
+        let key = open_key(&item.site, &session.lsid);
+        if session.is_closed() {
+            changes.delete_state(&key);
+        } else if let Some(started) = session.start_time {
+            changes.put_state(&key, &started.timestamp())?;
+        }
+    }
+    // A session in progress goes only where each version replaces the last (SQL); files
+    // destinations get it once it has ended.
+    let destinations = if session.is_closed() {
+        &item.routes.sessions
+    } else {
+        &item.routes.in_progress
+    };
     if session.is_closed() && !item.routes.recordings.is_empty() {
         for recording in Recording::of(&session) {
             changes.push(
@@ -213,7 +229,7 @@ fn route(
         }
     }
     let session = Box::new(session);
-    for destination in &item.routes.sessions {
+    for destination in destinations {
         changes.push(
             &deliver_queue(destination),
             &DeliverItem::Session {

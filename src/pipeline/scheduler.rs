@@ -65,7 +65,18 @@ pub fn routes_for(config: &Config, site: &str, report: Report) -> Routes {
         if t.data.contains(&recordings) && !routes.recordings.contains(&t.destination) {
             routes.recordings.push(t.destination.clone());
         }
+        let is_sql = config
+            .destination(&t.destination)
+            .is_some_and(|d| !d.is_files());
+        if report == Report::SupportSession
+            && t.include_in_progress
+            && is_sql
+            && !routes.in_progress.contains(&t.destination)
+        {
+            routes.in_progress.push(t.destination.clone());
+        }
     }
+    routes.track_open = !routes.in_progress.is_empty();
     routes
 }
 
@@ -194,6 +205,11 @@ impl Scheduler {
                     "fetched"
                 ),
                 Err(e) => problems.push(e.to_string()),
+            }
+            if routes.track_open
+                && let Err(e) = fetcher.fetch_in_progress(&routes).await
+            {
+                problems.push(e.to_string());
             }
         }
         for (site, destinations) in backups {

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::fetch::{Report, SkewRecord, skew_key, watermark_key};
+use crate::fetch::{Report, SkewRecord, open_prefix, skew_key, watermark_key};
 use crate::queue::{DeadLetterFilter, Queue, QueueError};
 
 /// The state key of a schedule's run record.
@@ -57,6 +57,8 @@ pub struct SiteStatus {
     pub skew_measured_at: Option<String>,
     /// One per report type fetched so far.
     pub watermarks: Vec<WatermarkStatus>,
+    /// Sessions in progress being fetched again until they end (`include_in_progress`).
+    pub open_sessions: usize,
 }
 
 /// One watermark.
@@ -130,7 +132,9 @@ impl Status {
                     });
                 }
             }
+            let open: Vec<(String, i64)> = queue.state_list(&open_prefix(&site.name)).await?;
             sites.push(SiteStatus {
+                open_sessions: open.len(),
                 name: site.name.clone(),
                 skew_seconds: skew.map(|s| s.skew_ms as f64 / 1000.0),
                 skew_measured_at: skew.and_then(|s| rfc3339(s.measured_at)),
@@ -197,6 +201,13 @@ impl Status {
             let _ = writeln!(out, "  {:<16} clock skew {skew}", s.name);
             if s.watermarks.is_empty() {
                 let _ = writeln!(out, "    no watermark yet");
+            }
+            if s.open_sessions > 0 {
+                let _ = writeln!(
+                    out,
+                    "    {} sessions in progress, fetched again until they end",
+                    s.open_sessions
+                );
             }
             for w in &s.watermarks {
                 let _ = writeln!(

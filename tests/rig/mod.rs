@@ -392,3 +392,18 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `btic dead-letter list --json`: every dead letter, as the command prints it.
+pub fn dead_letters(config: &Path) -> Vec<serde_json::Value> {
+    let out = btic()
+        .args(["dead-letter", "list", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "btic dead-letter list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("dead-letter list --json prints a JSON array")
+}

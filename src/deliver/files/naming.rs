@@ -360,4 +360,36 @@ mod tests {
         assert_eq!(number_of("x.flv", "y.1.flv"), None);
         assert_eq!(number_of("x", "x.4"), Some(4));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_values_give_a_relative_path_of_plain_components(
+            lsid in "\\PC{0,300}",
+            key in proptest::option::of("[./\\\\:a-z\\x00-\\x1f]{0,40}"),
+            format in proptest::sample::select(vec![
+                "%LSID%",
+                "%LSID%.%EXTENSION%",
+                "%EXTERNAL_KEY%/%LSID%.%EXTENSION%",
+                "%SUPPORT_SITE_HOST%/%EXTERNAL_KEY%/%LSID%-%INSTANCE%.%EXTENSION%",
+            ]),
+        ) {
+            let mut v = values(&lsid, "");
+            v.external_key = key;
+            let format = FileNameFormat::parse(format).unwrap();
+            let path = render(&format, &v).unwrap();
+            let components: Vec<_> = path.components().collect();
+            proptest::prop_assert!(!components.is_empty());
+            for c in components {
+                let std::path::Component::Normal(name) = c else {
+                    return Err(proptest::test_runner::TestCaseError::fail(format!("{c:?} in {path:?}")));
+                };
+                let name = name.to_str().unwrap();
+                proptest::prop_assert!(!name.starts_with('.'), "{name:?}");
+                proptest::prop_assert!(name.len() <= MAX_COMPONENT_BYTES, "{name:?}");
+                proptest::prop_assert!(!name.chars().any(|c| c.is_control() || "\\:*?\"<>|".contains(c)), "{name:?}");
+            }
+            let last = path.file_name().unwrap().to_str().unwrap();
+            proptest::prop_assert!(last.len() <= MAX_FILE_NAME_BYTES);
+        }
+    }
 }

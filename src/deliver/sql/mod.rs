@@ -446,3 +446,57 @@ fn probe_rows() -> SessionRows {
 fn btic_version() -> String {
     format!("btic {}", env!("CARGO_PKG_VERSION"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pipeline shares one sink between tasks and spawns its deliveries.
+    #[test]
+    fn a_sink_and_its_deliveries_can_cross_threads() {
+        fn is_send_sync<T: Send + Sync>() {}
+        fn is_send<T: Send>(_: &T) {}
+        is_send_sync::<SqlSink>();
+        fn deliveries(sink: &SqlSink, sessions: &[Session]) {
+            is_send(&sink.deliver("h", sessions));
+            is_send(&sink.check());
+        }
+        let _ = deliveries;
+    }
+
+    #[test]
+    fn only_connection_timeout_and_conflict_errors_are_retryable() {
+        let e = |f: fn(String, String) -> SqlError| f("w".into(), "m".into());
+        let cases: [(SqlError, bool); 7] = [
+            (
+                e(|what, message| SqlError::Connection { what, message }),
+                true,
+            ),
+            (e(|what, message| SqlError::Timeout { what, message }), true),
+            (
+                e(|what, message| SqlError::Conflict { what, message }),
+                true,
+            ),
+            (
+                e(|what, message| SqlError::Rejected { what, message }),
+                false,
+            ),
+            (e(|what, message| SqlError::Config { what, message }), false),
+            (
+                e(|what, message| SqlError::Database { what, message }),
+                false,
+            ),
+            (
+                SqlError::SchemaTooNew {
+                    what: "w".into(),
+                    found: 2,
+                    supported: 1,
+                },
+                false,
+            ),
+        ];
+        for (error, retryable) in cases {
+            assert_eq!(error.is_retryable(), retryable, "{error:?}");
+        }
+    }
+}

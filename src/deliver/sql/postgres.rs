@@ -122,6 +122,19 @@ struct Conn {
 
 /// One PostgreSQL destination: its settings and at most one open connection, which is
 /// dropped on a connection error and opened again by the next write.
+/// TLS for `sslmode=require`: the system's trusted roots, certificate and host name
+/// verified.
+fn tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 pub(super) struct Postgres {
     name: String,
     config: Config,
@@ -139,12 +152,6 @@ impl Postgres {
                     what: what.clone(),
                     message: format!("the url is not a PostgreSQL connection url: {e}"),
                 })?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(SqlError::Config {
-                what,
-                message: "sslmode=require asks for TLS, which this build does not speak to PostgreSQL; connect over a local socket or a trusted network with sslmode=disable or prefer".into(),
-            });
-        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(30));
         }
@@ -161,22 +168,45 @@ impl Postgres {
         Ok(pg)
     }
 
-    /// Opens a connection, migrates the schema and prepares the staging table.
-    async fn open(&self) -> Result<Conn, SqlError> {
-        let what = || format!("connecting to destination {:?}", self.name);
-        let (mut client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| classify(what(), &e))?;
-        // The connection task ends when the client is dropped or the server goes away;
-        // the client then reports itself closed and the next write reconnects.
+    /// Drives a connection in the background. The task ends when the client is dropped
+    /// or the server goes away; the client then reports itself closed and the next write
+    /// reconnects.
+    fn watch<F>(&self, connection: F)
+    where
+        F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    {
         let name = self.name.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(destination = %name, error = %e, "postgres connection ended");
             }
         });
+    }
+
+    /// Opens a connection, migrates the schema and prepares the staging table.
+    async fn open(&self) -> Result<Conn, SqlError> {
+        let what = || format!("connecting to destination {:?}", self.name);
+        // TLS only when the URL asks for it (`sslmode=require`): `prefer`, the default,
+        // would otherwise try TLS against servers whose certificate no one can verify
+        // (a self-signed one), and fail where plain connections work.
+        let mut client = if self.config.get_ssl_mode() == SslMode::Require {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config());
+            let (client, connection) = self
+                .config
+                .connect(tls)
+                .await
+                .map_err(|e| classify(what(), &e))?;
+            self.watch(connection);
+            client
+        } else {
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| classify(what(), &e))?;
+            self.watch(connection);
+            client
+        };
         migrate(&mut client).await.map_err(|e| {
             e.context(format!(
                 "migrating the schema of destination {:?}",
@@ -306,9 +336,17 @@ async fn migrate(client: &mut Client) -> Result<(), SqlError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(err)?;
-    tx.batch_execute(&schema::create_version_table(D))
+    // Looked up first: `IF NOT EXISTS` alone would log a notice on every connect.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('btic_schema_version') IS NOT NULL", &[])
         .await
-        .map_err(err)?;
+        .map_err(err)?
+        .get(0);
+    if !exists {
+        tx.batch_execute(&schema::create_version_table(D))
+            .await
+            .map_err(err)?;
+    }
     let found: Option<i32> = tx
         .query_one("SELECT max(version) FROM btic_schema_version", &[])
         .await

@@ -64,14 +64,6 @@ impl Parent {
             Parent::Event => Some("session_event_id"),
         }
     }
-
-    fn references(self) -> &'static str {
-        match self {
-            Parent::None => "",
-            Parent::Session => "session",
-            Parent::Event => "session_event",
-        }
-    }
 }
 
 /// A table of the schema.
@@ -294,17 +286,16 @@ impl Dialect {
     }
 }
 
-/// `CREATE TABLE` for one table, with its foreign key, without indexes.
+/// `CREATE TABLE` for one table, without indexes.
 pub fn create_table(d: Dialect, t: &Table) -> String {
     let mut lines = vec![format!("  {}", d.id_column())];
+    // Links are indexed columns without FOREIGN KEY constraints: PostgreSQL checks a
+    // foreign key with a per-row trigger that locks the parent row, which made bulk
+    // loads 2.7 times slower (measured with 800 000 event data rows). btic keeps the
+    // links whole itself: parents and children are written in one transaction, and
+    // children are deleted before their parents.
     if let Some(link) = t.parent.column() {
-        lines.push(format!(
-            "  {} {} NOT NULL REFERENCES {} ({})",
-            d.quote(link),
-            d.bigint(),
-            d.quote(t.parent.references()),
-            d.quote("id")
-        ));
+        lines.push(format!("  {} {} NOT NULL", d.quote(link), d.bigint()));
     }
     for c in t.columns {
         let not_null = if t.parent == Parent::None && matches!(c.ty, Key(_)) {
@@ -590,10 +581,10 @@ mod tests {
     }
 
     #[test]
-    fn sql_server_child_tables_reference_their_parent() {
+    fn sql_server_child_tables_carry_their_link_column() {
         assert_eq!(
             create_table(Dialect::SqlServer, &SESSION_EVENT_DATA),
-            "CREATE TABLE [session_event_data] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [session_event_id] bigint NOT NULL REFERENCES [session_event] ([id]),\n  [name] nvarchar(max),\n  [value] nvarchar(max)\n)"
+            "CREATE TABLE [session_event_data] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [session_event_id] bigint NOT NULL,\n  [name] nvarchar(max),\n  [value] nvarchar(max)\n)"
         );
     }
 
@@ -677,6 +668,24 @@ mod tests {
             // One index per link column.
             assert_eq!(ddl.len(), 8 + 1 + 7, "{d:?}");
         }
+    }
+
+    #[test]
+    fn sql_server_indexes_are_the_idempotency_key_and_one_per_link() {
+        let ddl = schema_v1(Dialect::SqlServer);
+        assert_eq!(
+            &ddl[8..],
+            [
+                "CREATE UNIQUE INDEX [session_host_name_lsid] ON [session] ([host_name], [lsid])",
+                "CREATE INDEX [session_event_session_id] ON [session_event] ([session_id])",
+                "CREATE INDEX [session_event_data_session_event_id] ON [session_event_data] ([session_event_id])",
+                "CREATE INDEX [system_information_session_event_id] ON [system_information] ([session_event_id])",
+                "CREATE INDEX [representative_session_id] ON [representative] ([session_id])",
+                "CREATE INDEX [customer_session_id] ON [customer] ([session_id])",
+                "CREATE INDEX [team_session_id] ON [team] ([session_id])",
+                "CREATE INDEX [custom_attribute_session_id] ON [custom_attribute] ([session_id])",
+            ]
+        );
     }
 
     #[test]

@@ -74,7 +74,6 @@ impl Sqlite {
             // durable before the queue lets go of its items.
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.pragma_update(None, "foreign_keys", "ON")?;
             migrate(&mut conn)?;
             Ok(conn)
         })
