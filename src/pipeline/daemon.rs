@@ -242,16 +242,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
 /// Publishes queue depths, oldest ages and dead-letter counts every few seconds.
 async fn update_gauges(queue: Queue, health: Arc<Health>, shutdown: CancellationToken) {
+    // Logged once each time the set of stalled queues changes, not every round.
+    let mut reported_stalled: Vec<String> = Vec::new();
     loop {
         if let Ok(queues) = queue.queues().await {
             for q in queues {
                 let oldest = queue.oldest_age(&q.name).await.ok().flatten();
                 metrics::queue_state(&q.name, q.depth, oldest);
-                if q.depth > 0 {
+                // Health is kept per queue, under the names the stage workers report
+                // progress with; a queue nobody reports on (`rejected`) is not judged.
+                if q.depth > 0 && q.name != super::items::REJECTED {
                     health.pending(&q.name);
                 }
             }
         }
+        let stalled = health.stalled();
+        if stalled != reported_stalled && !stalled.is_empty() {
+            tracing::error!(
+                queues = %stalled.join(", "),
+                "work is waiting and its stage has made no progress for {} minutes; /healthz answers 503",
+                STALL_AFTER.as_secs() / 60
+            );
+        }
+        reported_stalled = stalled;
         if let Ok(letters) = queue.dead_letters(DeadLetterFilter::All).await {
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             for l in letters {

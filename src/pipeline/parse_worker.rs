@@ -51,14 +51,14 @@ pub async fn run(
         };
         match claimed {
             Ok(claimed) => {
-                health.pending("parse");
+                health.pending(FETCHED);
                 if let Err(e) = parse_one(&queue, claimed).await {
                     metrics::stage_error("parse");
                     tracing::error!("parse stage: {e}");
                     // The item stays in its queue; wait a moment before trying again.
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-                health.progress("parse", false);
+                health.progress(FETCHED, false);
             }
             Err(e) => {
                 tracing::error!("parse stage: reading the fetched queue: {e}");
