@@ -660,6 +660,82 @@ impl Queue {
         }
     }
 
+    /// Takes up to `max` items of `queue` that are due now, in the order repeated
+    /// `next_ready` calls would take them, with one pass over the queue's indexes on one
+    /// blocking thread (repeated calls each rescan past the items already held). Broken
+    /// and undecodable items go to the dead letter as with `next_ready` and are not
+    /// counted. Returns an empty list when nothing is ready.
+    pub async fn next_ready_many<T: DeserializeOwned + Send + 'static>(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<Claimed<T>>, QueueError> {
+        codec::check_name(queue)?;
+        let now_ms = millis(SystemTime::now());
+        let claims = self.inner.claims.clone();
+        let name = queue.to_owned();
+        let found = self
+            .blocking(move |store| {
+                let mut held = lock(&claims);
+                let found =
+                    store.next_ready_many(&name, now_ms, max, &mut |id| held.contains(&id))?;
+                for candidate in &found {
+                    let (Candidate::Item { id, .. } | Candidate::Broken { id, .. }) = candidate;
+                    held.insert(*id);
+                }
+                Ok(found)
+            })
+            .await?;
+        // Every candidate is held from here on; each becomes a ticket (or is buried) so
+        // its claim is released whatever happens below.
+        let mut claimed = Vec::with_capacity(found.len());
+        let mut failure = None;
+        for candidate in found {
+            let (id, record, broken) = match candidate {
+                Candidate::Item { id, record } => (id, Some(record), None),
+                Candidate::Broken { id, raw, error } => (id, None, Some((raw, error))),
+            };
+            let claim = Claim {
+                claims: self.inner.claims.clone(),
+                id,
+                notify: self.notifier(queue),
+            };
+            if failure.is_some() {
+                drop(claim);
+                continue;
+            }
+            if let Some((raw, error)) = broken {
+                if let Err(e) = self.bury(queue, id, raw, error, claim).await {
+                    failure = Some(e);
+                }
+                continue;
+            }
+            let Some(record) = record else { continue };
+            let ticket = ticket(queue, id, &record, claim);
+            match codec::decode_payload::<T>(
+                &record.payload,
+                || format!("queue {queue:?}"),
+                || format!("item {id}"),
+            ) {
+                Ok(item) => claimed.push(Claimed { item, ticket }),
+                Err(error) => {
+                    tracing::error!("{error}; moving the item to the dead letter");
+                    if let Err(e) = self
+                        .dead_letter(ticket, &error.to_string(), &[("queue", queue)])
+                        .await
+                    {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        match failure {
+            // The items taken so far are released with their tickets.
+            Some(e) => Err(e),
+            None => Ok(claimed),
+        }
+    }
+
     async fn bury(
         &self,
         queue: &str,

@@ -319,6 +319,61 @@ impl Store {
         Ok(None)
     }
 
+    /// Up to `max` items of `queue` in the order `next_ready` would hand them out one by
+    /// one (due retries first, then the ready index), in one pass over each index.
+    /// `skip` says which ids are held already.
+    pub(crate) fn next_ready_many(
+        &self,
+        queue: &str,
+        now_ms: u64,
+        max: usize,
+        skip: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Vec<Candidate>, QueueError> {
+        let reading = || storage(format!("reading {}", place(queue)));
+        let mut found = Vec::new();
+        if max == 0 {
+            return Ok(found);
+        }
+        let waiting = waiting_prefix(queue);
+        for entry in self.items.scan_prefix(&waiting) {
+            let (key, _) = entry.map_err(reading())?;
+            let (Some(due), Some(id)) = (
+                read_u64(&key, waiting.len()),
+                read_u64(&key, waiting.len() + 8),
+            ) else {
+                continue;
+            };
+            if due > now_ms {
+                break;
+            }
+            if skip(id) {
+                continue;
+            }
+            if let Some(candidate) = self.candidate(queue, id)? {
+                found.push(candidate);
+                if found.len() == max {
+                    return Ok(found);
+                }
+            }
+        }
+        for entry in self.items.scan_prefix(ready_prefix(queue)) {
+            let (_, value) = entry.map_err(reading())?;
+            let Some(id) = read_u64(&value, 0) else {
+                continue;
+            };
+            if skip(id) {
+                continue;
+            }
+            if let Some(candidate) = self.candidate(queue, id)? {
+                found.push(candidate);
+                if found.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn candidate(&self, queue: &str, id: u64) -> Result<Option<Candidate>, QueueError> {
         let bytes = self
             .items

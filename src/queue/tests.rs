@@ -54,6 +54,44 @@ async fn items_come_out_in_push_order() {
 }
 
 #[tokio::test]
+async fn next_ready_many_takes_what_repeated_next_ready_would_and_skips_held_items() {
+    let (_dir, queue) = open();
+    let jobs: Vec<Job> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|n| job(n))
+        .collect();
+    queue.push_many("q", &jobs).await.unwrap();
+    let first = take(&queue, "q").await;
+    queue
+        .retry_later(first.ticket, "try again", Duration::ZERO)
+        .await
+        .unwrap();
+    let held = take(&queue, "q").await;
+    assert_eq!(held.item.name, "a", "a due retry goes first");
+    let batch: Vec<Claimed<Job>> = queue.next_ready_many("q", 3).await.unwrap();
+    let taken: Vec<&str> = batch.iter().map(|c| c.item.name.as_str()).collect();
+    assert_eq!(taken, ["b", "c", "d"]);
+    let rest: Vec<Claimed<Job>> = queue.next_ready_many("q", 10).await.unwrap();
+    let taken: Vec<&str> = rest.iter().map(|c| c.item.name.as_str()).collect();
+    assert_eq!(taken, ["e", "f"]);
+    assert!(
+        queue
+            .next_ready_many::<Job>("q", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Released claims make their items available again, in order.
+    drop(batch);
+    let again: Vec<Claimed<Job>> = queue.next_ready_many("q", 10).await.unwrap();
+    let taken: Vec<&str> = again.iter().map(|c| c.item.name.as_str()).collect();
+    assert_eq!(taken, ["b", "c", "d"]);
+    let tickets = again.into_iter().map(|c| c.ticket).collect();
+    queue.hand_off_many(tickets, Changes::new()).await.unwrap();
+    assert_eq!(queue.depth("q").await.unwrap(), 3);
+}
+
+#[tokio::test]
 async fn hand_off_moves_the_item_and_writes_state_in_one_step() {
     let (_dir, queue) = open();
     queue.push("fetched", &job("a")).await.unwrap();
