@@ -189,13 +189,21 @@ impl Pg {
     }
 
     pub async fn drop_now(&self) {
+        // Two statements: DROP DATABASE refuses to run inside the implicit transaction
+        // of a multi-statement batch.
         if let Some(admin) = admin_client().await {
             let _ = admin
                 .batch_execute(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; DROP DATABASE IF EXISTS {0}",
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
                     self.name
                 ))
                 .await;
+            let outcome = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name))
+                .await;
+            if let Err(e) = outcome {
+                println!("dropping test database {}: {e}", self.name);
+            }
         }
     }
 }
