@@ -287,15 +287,28 @@ impl Admin {
         client: &reqwest::Client,
         path: &str,
     ) -> Result<Value, AdminError> {
+        Self::send(addr, client.get(format!("http://{addr}{path}"))).await
+    }
+
+    async fn post(
+        addr: &SocketAddr,
+        client: &reqwest::Client,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Value, AdminError> {
+        Self::send(addr, client.post(format!("http://{addr}{path}")).json(body)).await
+    }
+
+    /// Sends one admin request; a non-success status is the daemon's error text.
+    async fn send(
+        addr: &SocketAddr,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, AdminError> {
         let http = |e: reqwest::Error| AdminError::Http {
             addr: *addr,
             reason: e.to_string(),
         };
-        let response = client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .map_err(http)?;
+        let response = request.send().await.map_err(http)?;
         if !response.status().is_success() {
             return Err(AdminError::Daemon(
                 response.text().await.unwrap_or_default(),
@@ -346,22 +359,7 @@ impl Admin {
         match self {
             Admin::Direct(queue, _) => Ok(replay(queue, request).await?),
             Admin::Daemon(addr, client) => {
-                let http = |e: reqwest::Error| AdminError::Http {
-                    addr: *addr,
-                    reason: e.to_string(),
-                };
-                let response = client
-                    .post(format!("http://{addr}/admin/replay"))
-                    .json(request)
-                    .send()
-                    .await
-                    .map_err(http)?;
-                if !response.status().is_success() {
-                    return Err(AdminError::Daemon(
-                        response.text().await.unwrap_or_default(),
-                    ));
-                }
-                let v: Value = response.json().await.map_err(http)?;
+                let v = Self::post(addr, client, "/admin/replay", request).await?;
                 Ok(v["replayed"].as_u64().unwrap_or(0))
             }
         }
@@ -373,22 +371,7 @@ impl Admin {
         client: &reqwest::Client,
         request: &BackfillRequest,
     ) -> Result<String, AdminError> {
-        let http = |e: reqwest::Error| AdminError::Http {
-            addr: *addr,
-            reason: e.to_string(),
-        };
-        let response = client
-            .post(format!("http://{addr}/admin/backfill"))
-            .json(request)
-            .send()
-            .await
-            .map_err(http)?;
-        if !response.status().is_success() {
-            return Err(AdminError::Daemon(
-                response.text().await.unwrap_or_default(),
-            ));
-        }
-        let v: Value = response.json().await.map_err(http)?;
+        let v = Self::post(addr, client, "/admin/backfill", request).await?;
         Ok(v["job"].as_str().unwrap_or_default().to_string())
     }
 
