@@ -284,39 +284,7 @@ impl Store {
         now_ms: u64,
         skip: &mut dyn FnMut(u64) -> bool,
     ) -> Result<Option<Candidate>, QueueError> {
-        let reading = || storage(format!("reading {}", place(queue)));
-        let waiting = waiting_prefix(queue);
-        for entry in self.items.scan_prefix(&waiting) {
-            let (key, _) = entry.map_err(reading())?;
-            let (Some(due), Some(id)) = (
-                read_u64(&key, waiting.len()),
-                read_u64(&key, waiting.len() + 8),
-            ) else {
-                continue;
-            };
-            if due > now_ms {
-                break;
-            }
-            if skip(id) {
-                continue;
-            }
-            if let Some(found) = self.candidate(queue, id)? {
-                return Ok(Some(found));
-            }
-        }
-        for entry in self.items.scan_prefix(ready_prefix(queue)) {
-            let (_, value) = entry.map_err(reading())?;
-            let Some(id) = read_u64(&value, 0) else {
-                continue;
-            };
-            if skip(id) {
-                continue;
-            }
-            if let Some(found) = self.candidate(queue, id)? {
-                return Ok(Some(found));
-            }
-        }
-        Ok(None)
+        Ok(self.next_ready_many(queue, now_ms, 1, skip)?.pop())
     }
 
     /// Up to `max` items of `queue` in the order `next_ready` would hand them out one by
