@@ -200,8 +200,13 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
             .expect("a session with a recording")
             .lsid;
         sim.set_faults(faults);
+        // Faults are drawn at random: go on past four rounds until one was
+        // injected and retried (a round without any has odds of 1 in 4).
         let mut retried = 0;
-        for _ in 0..4 {
+        for round in 0..40 {
+            if round >= 4 && retried > 0 && sim.stats().faults > 0 {
+                break;
+            }
             let report = client
                 .support_sessions(last_hours(&client, WindowBy::End, 2))
                 .await
