@@ -164,6 +164,12 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    if matches!(
+        args.command,
+        Command::Run { .. } | Command::Demo | Command::Backfill { .. }
+    ) {
+        cli::limit_malloc_arenas();
+    }
     init_logging(args.log_format);
     let outcome = match args.command {
         Command::Check {

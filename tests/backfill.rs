@@ -460,7 +460,7 @@ async fn a_backfill_by_lsid_delivers_exactly_those_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_survives_a_killed_daemon_and_finishes_when_run_again_after_the_restart() {
+async fn a_backfill_survives_a_killed_daemon_which_finishes_it_after_its_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = SIM_ARGS.to_vec();
     args.extend(["--fault-slow", "0.3", "--slow-seconds", "0.2"]);
@@ -522,8 +522,26 @@ async fn a_backfill_survives_a_killed_daemon_and_finishes_when_run_again_after_t
         "the follower cannot succeed without its daemon"
     );
 
+    // The restarted daemon resumes the unfinished job by itself, with nobody following.
     let _daemon = Daemon::start(&config, &log);
     started().await;
+    let truth = sim.truth_with_end(now).await;
+    let wanted = in_range(&truth, from, to);
+    assert!(
+        eventually(Duration::from_secs(120), async || {
+            sqlite_lsids(&dir.path().join("back.sqlite")).len() >= wanted.len()
+        })
+        .await,
+        "the restarted daemon did not finish the job on its own: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("resuming an unfinished backfill job"),
+        "the daemon did not say it resumed the job"
+    );
+    // Running the command again follows (or reports) the same job.
     let out = backfill(&config, &args, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -531,8 +549,6 @@ async fn a_backfill_survives_a_killed_daemon_and_finishes_when_run_again_after_t
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let truth = sim.truth_with_end(now).await;
-    let wanted = in_range(&truth, from, to);
     let back = sqlite_lsids(&dir.path().join("back.sqlite"));
     assert!(back.values().all(|n| *n == 1), "duplicated rows in back");
     assert_eq!(
@@ -543,4 +559,68 @@ async fn a_backfill_survives_a_killed_daemon_and_finishes_when_run_again_after_t
         stdout.contains(&format!("{} sessions delivered", wanted.len())),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_whose_destination_refuses_every_session_ends_with_them_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let config = config(
+        dir.path(),
+        &sim,
+        &sqlite_destination(dir.path(), "back"),
+        &transfer("back"),
+        "1h",
+    );
+    // btic's own schema, then a trigger that refuses every session: a permanent error.
+    let out = btic()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("BTIC_TEST_SECRET", "demo-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let database = dir.path().join("back.sqlite");
+    rusqlite::Connection::open(&database)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse_all BEFORE INSERT ON session \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+
+    let (now, _) = sim.truth(None).await;
+    let (from, to) = (now - 22 * 3600, now - 2 * 3600);
+    let args = [
+        "--site",
+        "sim",
+        "--from",
+        &rfc3339(from),
+        "--to",
+        &rfc3339(to),
+    ];
+    let out = backfill(&config, &args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a job whose items are all dead-lettered is finished: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = sim.truth_with_end(now).await;
+    let wanted = in_range(&truth, from, to);
+    assert!(!wanted.is_empty());
+    assert!(
+        stdout.contains(&format!(
+            "0 sessions delivered, 0 recordings delivered, {} dead-lettered",
+            wanted.len()
+        )),
+        "{stdout}"
+    );
+    assert!(sqlite_lsids(&database).is_empty());
+    let letters = rig::dead_letters(&config);
+    assert_eq!(letters.len(), wanted.len(), "{letters:?}");
 }

@@ -221,6 +221,13 @@ fn bad_configurations_name_file_line_and_key() {
             "bad.toml:3:26: pipeline.retry.max_attempts: 0 is out of range; use 1 to 1000",
         ),
         (
+            edit(
+                "state_dir = \"/tmp/btic\"",
+                "state_dir = \"/tmp/btic\"\n[pipeline]\nstall_after = \"2s\"",
+            ),
+            "bad.toml:3:15: pipeline.stall_after: must be at least 10s",
+        ),
+        (
             edit("every = \"5m\"", "every = 5"),
             "bad.toml:21:9: schedule[0].every: invalid type: integer `5`, expected a string",
         ),

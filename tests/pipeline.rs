@@ -245,6 +245,19 @@ async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered(
     assert!(letters.is_empty(), "dead letters: {letters:?}");
 }
 
+/// `btic_dead_letter_items{destination="pg"}` as the daemon's `/metrics` shows it.
+async fn dead_gauge(port: u16) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("btic_dead_letter_items{destination=\"pg\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
     let Some(pg) = Pg::create("replay_delivers_dead_letters_once").await else {
@@ -304,6 +317,16 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
     );
     assert!(pg.lsids().await.is_empty());
 
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            dead_gauge(port)
+                .await
+                .is_some_and(|n| n as usize >= truth.len())
+        })
+        .await,
+        "btic_dead_letter_items{{destination=\"pg\"}} is {:?}",
+        dead_gauge(port).await
+    );
     client
         .batch_execute("ALTER TABLE session DROP CONSTRAINT refuse_all")
         .await
@@ -327,6 +350,14 @@ async fn replay_delivers_dead_letters_once_after_the_destination_is_fixed() {
         })
         .await,
         "replayed sessions did not arrive"
+    );
+    // The dead-letter gauge follows the replay back to zero.
+    assert!(
+        eventually(Duration::from_secs(15), async || dead_gauge(port).await
+            == Some(0.0))
+        .await,
+        "btic_dead_letter_items{{destination=\"pg\"}} stayed at {:?}",
+        dead_gauge(port).await
     );
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
@@ -397,6 +428,19 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
         .await,
         "the backlog did not build up: {}",
         status()
+    );
+    // Holding the backlog (retrying the database, new live sessions arriving) does not
+    // make the daemon grow: it keeps the backlog on disk, not in memory.
+    let at_backlog = daemon.rss_kib().expect("the daemon's VmRSS");
+    let mut peak = at_backlog;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(daemon.rss_kib().unwrap_or(0));
+    }
+    println!("daemon VmRSS holding the backlog: {at_backlog} KiB, then at most {peak} KiB");
+    assert!(
+        peak <= at_backlog + 16 * 1024,
+        "memory grew while holding the backlog: {at_backlog} KiB -> {peak} KiB"
     );
     block(true).await;
     assert!(
@@ -530,4 +574,37 @@ async fn sessions_in_progress_reach_sql_destinations_and_files_get_only_ended_on
     let rows = sqlite_lsids(&sqlite);
     assert!(truth.keys().all(|l| rows.contains_key(l)));
     assert!(rows.values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_removes_spool_files_that_no_item_refers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &files_destination(dir.path(), "archive"),
+        &transfer("archive", "[\"sessions\", \"recordings\"]"),
+    );
+    // Left behind by a crash between a download and its hand-off.
+    let spool = dir.path().join("state").join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let orphan = spool.join("orphan.flv");
+    std::fs::write(&orphan, b"left behind").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    assert!(
+        eventually(Duration::from_secs(30), async || !orphan.exists()).await,
+        "the orphan spool file is still there: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("removed spool files no queue item refers to")
+    );
 }

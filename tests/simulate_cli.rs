@@ -104,6 +104,37 @@ fn check_reports_permissions_and_skew_of_a_simulated_site() {
 }
 
 #[test]
+fn check_json_is_one_document_with_the_site_and_destination_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulate(dir.path(), &["--deny", "perm_backup"]);
+    let config = pipeline(dir.path(), &sim.addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_btic"))
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .env("BTIC_TEST_SIM_SECRET", "demo-secret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let document: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is exactly one JSON document");
+    let sites = document["checks"]["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 1, "{document}");
+    assert_eq!(sites[0]["ok"], false, "{document}");
+    assert_eq!(
+        sites[0]["missing_permissions"][0], "perm_backup",
+        "{document}"
+    );
+    assert_eq!(sites[0]["api_version"], "1.24.1", "{document}");
+    let destinations = document["checks"]["destinations"].as_array().unwrap();
+    assert_eq!(
+        destinations.len(),
+        document["destinations"].as_array().unwrap().len(),
+        "{document}"
+    );
+}
+
+#[test]
 fn check_fails_when_the_account_lacks_the_backup_permission() {
     let dir = tempfile::tempdir().unwrap();
     let sim = simulate(dir.path(), &["--deny", "perm_backup"]);

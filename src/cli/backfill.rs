@@ -217,7 +217,12 @@ async fn follow(
     loop {
         let p = Admin::backfill_progress(addr, client, &job)
             .await
-            .map_err(failed)?;
+            .map_err(|e| {
+                CliError::failed(format!(
+                    "backfill {job}: lost the daemon ({e}); a daemon resumes the job when it \
+                     starts again, and the same command follows it"
+                ))
+            })?;
         show(bar, &p);
         if let Some(summary) = p.summary {
             return Ok(summary);
@@ -270,13 +275,14 @@ async fn in_process(
     // The stages the job needs: parse, rejected, this site's downloads and the
     // deliveries to its destinations.
     let stages = CancellationToken::new();
-    let health = Arc::new(Health::new(Duration::from_secs(15 * 60)));
+    let health = Arc::new(Health::new(config.pipeline.stall_after));
     let reachability = Arc::new(Reachability::default());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(parse_worker::run(
         queue.clone(),
         stages.clone(),
         health.clone(),
+        parse_worker::raw_xml_destinations(config),
     ));
     tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
     tasks.spawn(

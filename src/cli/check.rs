@@ -34,12 +34,15 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
     if let Err(errors) = config.resolve_secrets() {
         warnings.extend(errors.0.iter().map(|e| format!("{e} (needed at run time)")));
     }
-    if json {
-        println!("{}", summary_json(&config, &warnings));
-    } else {
+    // Text goes out as it is learned; JSON is one document, printed once complete.
+    let mut document = json.then(|| summary_json(&config, &warnings));
+    if !json {
         print!("{}", summary_text(&config, &warnings));
     }
     if offline {
+        if let Some(document) = document {
+            println!("{document}");
+        }
         return Ok(());
     }
     // Whatever can be contacted is; a secret that cannot be read fails its own part.
@@ -47,13 +50,20 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
     for e in &secret_errors {
         eprintln!("error: {e}");
     }
-    let failed_sites = check_sites(&config, &secrets, json)
+    let mut site_checks = Vec::new();
+    let mut destination_checks = Vec::new();
+    let failed_sites = check_sites(&config, &secrets, json.then_some(&mut site_checks))
         + config
             .sites
             .iter()
             .filter(|site| !secrets.client_secrets.contains_key(&site.name))
             .count();
-    let failed_destinations = check_destinations(&config, &secrets)?;
+    let failed_destinations =
+        check_destinations(&config, &secrets, json.then_some(&mut destination_checks))?;
+    if let Some(document) = document.as_mut() {
+        document["checks"] = json!({"sites": site_checks, "destinations": destination_checks});
+        println!("{document}");
+    }
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     match (failed_sites, failed_destinations) {
         (0, 0) => Ok(()),
@@ -75,10 +85,12 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
 
 /// Tests every destination: SQL ones connect, create or migrate the schema and
 /// round-trip a probe row in a transaction that is rolled back; files ones write and
-/// remove a probe file. Prints one line each and returns how many failed.
+/// remove a probe file. Prints one line each (or adds one object each to `json`) and
+/// returns how many failed.
 fn check_destinations(
     config: &Config,
     secrets: &crate::config::ResolvedSecrets,
+    mut json: Option<&mut Vec<serde_json::Value>>,
 ) -> Result<usize, CliError> {
     use crate::deliver::files::FilesSink;
     use crate::deliver::sql::SqlSink;
@@ -103,8 +115,18 @@ fn check_destinations(
                 .map(|()| format!("{} is writable", files.directory.display()))
                 .map_err(|e| e.to_string()),
         };
+        if let Some(json) = json.as_deref_mut() {
+            json.push(match &outcome {
+                Ok(line) => json!({"destination": d.name, "ok": true, "detail": line}),
+                Err(e) => json!({"destination": d.name, "ok": false, "error": e}),
+            });
+        }
         match outcome {
-            Ok(line) => println!("destination {}: {line}", d.name),
+            Ok(line) => {
+                if json.is_none() {
+                    println!("destination {}: {line}", d.name);
+                }
+            }
             Err(e) => {
                 eprintln!("error: destination {}: {e}", d.name);
                 failed += 1;
@@ -115,8 +137,13 @@ fn check_destinations(
 }
 
 /// Contacts every site: a token, `get_api_info` (API version, the permissions btic needs,
-/// the clock skew). Prints one block per site and returns how many failed.
-fn check_sites(config: &Config, secrets: &crate::config::ResolvedSecrets, json: bool) -> usize {
+/// the clock skew). Prints one block per site (or adds one object each to `json`) and
+/// returns how many failed.
+fn check_sites(
+    config: &Config,
+    secrets: &crate::config::ResolvedSecrets,
+    mut json: Option<&mut Vec<serde_json::Value>>,
+) -> usize {
     use crate::appliance::{ApplianceClient, ClientOptions, has_permission};
     use crate::config::{DataKind, RetryPolicy};
 
@@ -129,7 +156,7 @@ fn check_sites(config: &Config, secrets: &crate::config::ResolvedSecrets, json: 
     };
     let spool = std::env::temp_dir().join(format!("btic-check-{}", std::process::id()));
     let mut failed = 0;
-    if !json {
+    if json.is_none() {
         println!("\nsite checks");
     }
     for site in &config.sites {
@@ -179,18 +206,15 @@ fn check_sites(config: &Config, secrets: &crate::config::ResolvedSecrets, json: 
                     .filter(|p| !has_permission(&info, p))
                     .collect();
                 let skew_seconds = skew.map(|s| s.num_milliseconds() as f64 / 1000.0);
-                if json {
-                    println!(
-                        "{}",
-                        json!({
-                            "site": site.name,
-                            "ok": missing.is_empty(),
-                            "api_version": info.api_version,
-                            "permissions": info.permissions.iter().map(|p| (p.name.clone(), p.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-                            "missing_permissions": missing,
-                            "skew_seconds": skew_seconds,
-                        })
-                    );
+                if let Some(json) = json.as_deref_mut() {
+                    json.push(json!({
+                        "site": site.name,
+                        "ok": missing.is_empty(),
+                        "api_version": info.api_version,
+                        "permissions": info.permissions.iter().map(|p| (p.name.clone(), p.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                        "missing_permissions": missing,
+                        "skew_seconds": skew_seconds,
+                    }));
                 } else {
                     println!(
                         "  {:<16} token ok, API version {}",
@@ -229,11 +253,8 @@ fn check_sites(config: &Config, secrets: &crate::config::ResolvedSecrets, json: 
                 }
             }
             Err(e) => {
-                if json {
-                    println!(
-                        "{}",
-                        json!({"site": site.name, "ok": false, "error": e.to_string()})
-                    );
+                if let Some(json) = json.as_deref_mut() {
+                    json.push(json!({"site": site.name, "ok": false, "error": e.to_string()}));
                 } else {
                     println!("  {:<16} FAILED", site.name);
                 }

@@ -1,6 +1,7 @@
 //! The commands behind `btic`'s subcommands: each takes parsed arguments, prints for a
 //! person (or as JSON), and returns a `CliError` carrying the exit code.
 
+mod arenas;
 mod backfill;
 mod check;
 mod daemon;
@@ -9,6 +10,7 @@ mod inspect;
 mod simulate;
 mod state;
 
+pub use arenas::limit_malloc_arenas;
 pub use backfill::{BackfillArgs, backfill};
 pub use check::check;
 pub use daemon::{demo, run};

@@ -75,6 +75,9 @@ pub struct PipelineConfig {
     pub max_body_bytes: u64,
     /// In-progress sessions are re-fetched until they end or are this old. Default 1 day.
     pub in_progress_max_age: Duration,
+    /// A stage with work waiting and no progress for this long makes `/healthz` answer
+    /// 503 and is logged at ERROR. Default 15 minutes.
+    pub stall_after: Duration,
     /// Retry budget for retryable failures.
     pub retry: RetryPolicy,
 }
@@ -175,6 +178,12 @@ impl Destination {
     /// Whether this is a `files` destination (the only kind that takes recordings and backups).
     pub fn is_files(&self) -> bool {
         matches!(self.kind, DestinationKind::Files(_))
+    }
+
+    /// Whether it writes sessions as the appliance's XML (a `files` destination with
+    /// `format = "xml"`): the only kind that needs a session's raw element.
+    pub fn writes_raw_xml(&self) -> bool {
+        matches!(&self.kind, DestinationKind::Files(f) if f.format == SessionFormat::Xml)
     }
 }
 

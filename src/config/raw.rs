@@ -33,6 +33,7 @@ pub(crate) struct RawPipeline {
     pub max_window: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub in_progress_max_age: Option<String>,
+    pub stall_after: Option<String>,
     pub retry: Option<RawRetry>,
 }
 

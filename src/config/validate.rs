@@ -249,6 +249,14 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
         text(|r| r.in_progress_max_age.as_ref()),
         Duration::from_secs(DAY),
     );
+    let stall_after = p.duration(
+        "pipeline.stall_after",
+        text(|r| r.stall_after.as_ref()),
+        Duration::from_secs(15 * 60),
+    );
+    if stall_after < Duration::from_secs(10) {
+        p.error("pipeline.stall_after", "must be at least 10s");
+    }
     let max_body_bytes = rp.and_then(|r| r.max_body_bytes).unwrap_or(64 << 20);
     if max_body_bytes < 4096 {
         p.error("pipeline.max_body_bytes", "must be at least 4096");
@@ -287,6 +295,7 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
         max_window,
         max_body_bytes,
         in_progress_max_age,
+        stall_after,
         retry: RetryPolicy {
             max_attempts,
             initial,

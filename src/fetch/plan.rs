@@ -102,6 +102,7 @@ mod tests {
             max_window: Duration::from_secs(max_window),
             max_body_bytes: 1 << 20,
             in_progress_max_age: Duration::from_secs(86_400),
+            stall_after: Duration::from_secs(900),
             retry: RetryPolicy {
                 max_attempts: 3,
                 initial: Duration::from_secs(1),

@@ -93,8 +93,17 @@ pub fn item_json(item: &DeadLetterItem) -> Value {
                 session,
                 raw,
                 ..
-            } => json!({"kind": "session", "site": site, "host": host, "lsid": session.lsid,
-                        "end_time": session.end_time, "xml": String::from_utf8_lossy(&raw)}),
+            } => {
+                let mut value = json!({"kind": "session", "site": site, "host": host,
+                                       "lsid": session.lsid, "end_time": session.end_time});
+                // Items for SQL and JSON-files destinations carry the parsed session
+                // only; XML-files destinations' items carry the element as written.
+                value["session"] = json!(session);
+                if !raw.is_empty() {
+                    value["xml"] = json!(String::from_utf8_lossy(&raw));
+                }
+                value
+            }
             DeliverItem::Recording {
                 site,
                 naming,

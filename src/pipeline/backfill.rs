@@ -15,7 +15,7 @@
 //! | `backfill/<job>/next`              | i64        | with each fetched body (fetch progress)   |
 //! | `backfill/<job>/fetched`           | bool       | once every window (or LSID) is fetched    |
 //! | `backfill/<job>/pushed/<what>`     | u64        | items a step handed on for the job        |
-//! | `backfill/<job>/done/<item id>`    | `Finished` | when one of the job's items left the pipeline |
+//! | `backfill/<job>/done/<item id>`    | `Finished` | when one of the job's items left the pipeline or was dead-lettered |
 //!
 //! # Knowing when everything is through
 //!
@@ -25,15 +25,16 @@
 //! `pushed/b<body id>` = the items it pushed for that body (cumulative over restarts, like
 //! its own progress), the download stage `pushed/d<task id>` = its deliver items. Each
 //! step that consumes one of the job's items for good writes `done/<item id>` in its
-//! hand-off transaction, and an item moved to the dead letter carries the metadata
-//! `backfill = <job>`. The job is through when its fetching is finished and
-//! `sum(pushed) == count(done) + count(dead letters of the job)`; the check reads the
-//! finished counts before the created ones, so items created meanwhile cannot make it
-//! pass early. All keys are written in
+//! hand-off transaction; an item moved to the dead letter gets `done/<item id>` =
+//! `DeadLettered` in the dead-lettering transaction and carries the metadata
+//! `backfill = <job>` (so purging the dead letter cannot strand the job). The job is
+//! through when its fetching is finished and `sum(pushed) == count(done)`; the check
+//! reads the finished counts before the created ones, so items created meanwhile cannot
+//! make it pass early. All keys are written in
 //! the transactions that move the items and are keyed by identity (window, item id), so
 //! an at-least-once redo after a crash rewrites the same keys: the counts stay exact, and
 //! a crash anywhere only delays the moment the sums meet. An item that is replayed from
-//! the dead letter and then delivered leaves the dead letter and gains its `done` key.
+//! the dead letter keeps counting as through; once delivered, its `done` key says so.
 //! (An item that cannot even be decoded is dead-lettered by the queue without the
 //! metadata; such a job would keep waiting and says so in its progress.)
 //!
@@ -51,7 +52,7 @@ use super::items::{FETCHED, FetchedBody, Lane, Routes};
 use crate::config::PipelineConfig;
 use crate::fetch::plan::Window;
 use crate::fetch::{FetchError, FetchSummary, Fetcher, Report};
-use crate::queue::{Changes, DeadLetterFilter, Queue, QueueError};
+use crate::queue::{Changes, Queue, QueueError, Ticket};
 
 /// The dead-letter metadata key naming the backfill job of an item.
 pub const JOB_METADATA: &str = "backfill";
@@ -69,6 +70,30 @@ pub enum Finished {
     Recording,
     /// A body was parsed or a download handed on.
     Other,
+    /// It was moved to the dead letter (replayed and delivered later, it becomes one of
+    /// the above).
+    DeadLettered,
+}
+
+/// Moves `ticket` to the dead letter with `reason` and `metadata`. An item of backfill
+/// job `job` also carries the job in its metadata and gets its `done` key
+/// ([`Finished::DeadLettered`]) in the same transaction, so the job counts it through
+/// even after the dead letter is purged.
+pub async fn dead_letter(
+    queue: &Queue,
+    ticket: Ticket,
+    reason: &str,
+    mut metadata: Vec<(&str, &str)>,
+    job: Option<&str>,
+) -> Result<(), QueueError> {
+    let mut state = Changes::new();
+    if let Some(job) = job {
+        metadata.push((JOB_METADATA, job));
+        state.put_state(&done_key(job, ticket.id()), &Finished::DeadLettered)?;
+    }
+    queue
+        .dead_letter_with(ticket, reason, &metadata, state)
+        .await
 }
 
 /// The state key of a job's record.
@@ -219,24 +244,10 @@ pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> 
     // created (and counted in `pushed`) before it finished, so reading `pushed` last can
     // only overcount the items still to come, never declare the job through early.
     let done: Vec<(String, Finished)> = queue.state_list(&format!("backfill/{job}/done/")).await?;
-    let dead = dead_letters_of(queue, job).await?;
     let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
     p.items = pushed.iter().map(|(_, n)| n).sum();
-    p.through = done.len() as u64 + dead;
+    p.through = done.len() as u64;
     Ok(p)
-}
-
-async fn dead_letters_of(queue: &Queue, job: &str) -> Result<u64, QueueError> {
-    Ok(queue
-        .dead_letters(DeadLetterFilter::All)
-        .await?
-        .iter()
-        .filter(|l| {
-            l.metadata
-                .iter()
-                .any(|(k, v)| k == JOB_METADATA && v == job)
-        })
-        .count() as u64)
 }
 
 /// Runs (or resumes) a job until everything it enqueued is through, reporting progress
@@ -411,13 +422,14 @@ async fn finish(
             Finished::Session => "sessions",
             Finished::Recording => "recordings",
             Finished::Other => "other",
+            Finished::DeadLettered => "dead",
         };
         *counts.entry(name).or_default() += 1;
     }
     let summary = Summary {
         sessions_delivered: counts.get("sessions").copied().unwrap_or(0),
         recordings_delivered: counts.get("recordings").copied().unwrap_or(0),
-        dead_lettered: dead_letters_of(queue, job).await?,
+        dead_lettered: counts.get("dead").copied().unwrap_or(0),
         bodies: pushed
             .iter()
             .filter(|(k, _)| {
@@ -526,6 +538,49 @@ impl Backfills {
                 .insert(id, state);
         });
         Ok(job)
+    }
+
+    /// At the daemon's start: starts again every job whose record has no summary yet (a
+    /// job started through the admin API keeps going after a restart, whether or not
+    /// its `btic backfill` still follows it), and deletes per-item keys left behind by
+    /// finished jobs (an item replayed from the dead letter and delivered after its job
+    /// finished). Returns the ids of the jobs started.
+    pub async fn resume_unfinished(self: &std::sync::Arc<Self>) -> Result<Vec<String>, QueueError> {
+        let keys = self.queue.state_keys("backfill/").await?;
+        let jobs: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("backfill/"))
+            .filter(|job| !job.contains('/'))
+            .collect();
+        let mut started = Vec::new();
+        for job in jobs {
+            let Some(record) = self.queue.state_get::<JobRecord>(&job_key(job)).await? else {
+                continue;
+            };
+            if record.summary.is_some() {
+                let leftovers = format!("backfill/{job}/");
+                let mut changes = Changes::new();
+                let mut any = false;
+                for key in keys.iter().filter(|k| k.starts_with(&leftovers)) {
+                    changes.delete_state(key);
+                    any = true;
+                }
+                if any {
+                    self.queue.commit(changes).await?;
+                }
+                continue;
+            }
+            match self.start(record.request) {
+                Ok(id) => {
+                    tracing::info!(job = %id, "resuming an unfinished backfill job");
+                    started.push(id);
+                }
+                Err(reason) => {
+                    tracing::warn!(job = %job, "cannot resume backfill job: {reason}");
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Where `job` stands, with the error if its task failed here.

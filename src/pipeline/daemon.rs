@@ -21,19 +21,17 @@ use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
 use super::deliver_worker::DeliverWorker;
 use super::download_worker::DownloadWorker;
-use super::items::{DeliverItem, DownloadTask, FETCHED, FetchedBody};
+use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
 use super::parse_worker;
 use super::scheduler::{Reachability, Scheduler};
 use crate::appliance::{ApplianceClient, ClientOptions};
 use crate::config::{Config, DataKind};
 use crate::fetch::Fetcher;
 use crate::metrics::{self, Health};
-use crate::queue::{DeadLetterFilter, Queue};
+use crate::queue::Queue;
 
 /// How long stage workers get to finish their items after shutdown is asked for.
 pub const DRAIN: Duration = Duration::from_secs(8);
-/// A stage with work waiting and no progress for this long makes `/healthz` fail.
-const STALL_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +84,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let started = std::time::SystemTime::now();
     tokio::spawn({
         let (queue, spool) = (queue.clone(), spool.clone());
-        async move { sweep_spool(&queue, &spool, started).await }
+        // Only these queues' items (and dead letters) can own a spool file: report
+        // bodies, and recordings and backups on their way to a files destination.
+        let owners: BTreeSet<String> = std::iter::once(FETCHED.to_string())
+            .chain(
+                config
+                    .destinations
+                    .iter()
+                    .filter(|d| d.is_files())
+                    .map(|d| deliver_queue(&d.name)),
+            )
+            .collect();
+        async move { sweep_spool(&queue, &spool, owners, started).await }
     });
 
     let handle = metrics::install();
-    let health = Arc::new(Health::new(STALL_AFTER));
+    let health = Arc::new(Health::new(config.pipeline.stall_after));
     let listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .map_err(|e| RunError::Listen {
@@ -178,6 +187,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         stop: stages.clone(),
         jobs: Default::default(),
     });
+    if let Err(e) = backfills.resume_unfinished().await {
+        tracing::error!("looking for unfinished backfill jobs: {e}");
+    }
     let mut router = metrics::router(handle, health.clone());
     if config.metrics.listen.ip().is_loopback() {
         router = router.merge(admin::router(queue.clone(), config.clone(), backfills));
@@ -199,9 +211,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         queue.clone(),
         stages.clone(),
         health.clone(),
+        parse_worker::raw_xml_destinations(&config),
     ));
     tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
-    tasks.spawn(update_gauges(queue.clone(), health.clone(), stages.clone()));
+    tasks.spawn(update_gauges(
+        queue.clone(),
+        health.clone(),
+        config.pipeline.stall_after,
+        stages.clone(),
+    ));
     let scheduler = Scheduler {
         config: config.clone(),
         fetchers,
@@ -241,9 +259,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 }
 
 /// Publishes queue depths, oldest ages and dead-letter counts every few seconds.
-async fn update_gauges(queue: Queue, health: Arc<Health>, shutdown: CancellationToken) {
+async fn update_gauges(
+    queue: Queue,
+    health: Arc<Health>,
+    stall_after: Duration,
+    shutdown: CancellationToken,
+) {
     // Logged once each time the set of stalled queues changes, not every round.
     let mut reported_stalled: Vec<String> = Vec::new();
+    let mut reported_dead: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         if let Ok(queues) = queue.queues().await {
             for q in queues {
@@ -260,22 +284,29 @@ async fn update_gauges(queue: Queue, health: Arc<Health>, shutdown: Cancellation
         if stalled != reported_stalled && !stalled.is_empty() {
             tracing::error!(
                 queues = %stalled.join(", "),
-                "work is waiting and its stage has made no progress for {} minutes; /healthz answers 503",
-                STALL_AFTER.as_secs() / 60
+                "work is waiting and its stage has made no progress for {}s (pipeline.stall_after); /healthz answers 503",
+                stall_after.as_secs()
             );
         }
         reported_stalled = stalled;
-        if let Ok(letters) = queue.dead_letters(DeadLetterFilter::All).await {
-            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for l in letters {
-                let key = l
-                    .queue
-                    .strip_prefix("deliver/")
-                    .map_or(l.queue.clone(), str::to_string);
-                *counts.entry(key).or_default() += 1;
-            }
-            for (destination, n) in counts {
-                metrics::dead_letters(&destination, n);
+        match queue.dead_letter_counts().await {
+            Err(e) => tracing::warn!("counting dead letters for the metrics: {e}"),
+            Ok(by_queue) => {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for (name, n) in by_queue {
+                    let key = name
+                        .strip_prefix("deliver/")
+                        .map_or(name.clone(), str::to_string);
+                    *counts.entry(key).or_default() += n;
+                }
+                // A destination whose dead letters were all replayed goes back to 0.
+                for gone in reported_dead.keys().filter(|k| !counts.contains_key(*k)) {
+                    metrics::dead_letters(gone, 0);
+                }
+                for (destination, n) in &counts {
+                    metrics::dead_letters(destination, *n);
+                }
+                reported_dead = counts;
             }
         }
         tokio::select! {
@@ -290,27 +321,31 @@ async fn update_gauges(queue: Queue, health: Arc<Health>, shutdown: Cancellation
 /// Only files last modified before `started` are candidates: the stages running
 /// meanwhile create new files, and every item that refers to an older file existed
 /// before the scan began.
-async fn sweep_spool(queue: &Queue, spool: &Path, started: std::time::SystemTime) {
+async fn sweep_spool(
+    queue: &Queue,
+    spool: &Path,
+    owners: BTreeSet<String>,
+    started: std::time::SystemTime,
+) {
     let referenced = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let seen = referenced.clone();
     let report = queue
-        .verify(move |entry| {
-            let path = if entry.queue == FETCHED {
-                entry.decode::<FetchedBody>().ok().map(|f| f.body)
-            } else if entry.queue.starts_with("deliver/") {
-                entry
-                    .decode::<DeliverItem>()
-                    .ok()
-                    .and_then(|d| d.spool().cloned())
-            } else {
-                let _ = entry.decode::<DownloadTask>();
-                None
-            };
-            if let Some(p) = path {
-                seen.lock().expect("sweep lock").insert(p);
-            }
-            Ok(())
-        })
+        .visit_items(
+            move |name| owners.contains(name),
+            move |entry| {
+                let path = if entry.queue == FETCHED {
+                    entry.decode::<FetchedBody>().ok().map(|f| f.body)
+                } else {
+                    entry
+                        .decode::<DeliverItem>()
+                        .ok()
+                        .and_then(|d| d.spool().cloned())
+                };
+                if let Some(p) = path {
+                    seen.lock().expect("sweep lock").insert(p);
+                }
+            },
+        )
         .await;
     if let Err(e) = report {
         tracing::warn!("checking the queue before sweeping the spool: {e}");

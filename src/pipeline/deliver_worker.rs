@@ -310,11 +310,8 @@ impl DeliverWorker {
         } else {
             tracing::error!(destination = %name, attempts, "moved to the dead letter: {reason}");
             metrics::delivered(name, "dead_letter", 1, Duration::ZERO);
-            let mut metadata = vec![("stage", "deliver"), ("destination", name.as_str())];
-            if let Some(j) = job {
-                metadata.push((backfill::JOB_METADATA, j));
-            }
-            self.queue.dead_letter(ticket, reason, &metadata).await
+            let metadata = vec![("stage", "deliver"), ("destination", name.as_str())];
+            backfill::dead_letter(&self.queue, ticket, reason, metadata, job).await
         };
         if let Err(e) = outcome {
             tracing::error!("deliver/{name}: recording a failed delivery: {e}");

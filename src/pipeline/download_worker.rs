@@ -147,11 +147,8 @@ impl DownloadWorker {
             self.queue.retry_later(ticket, &reason, delay).await
         } else {
             tracing::error!(site = %self.site, attempts, "moved to the dead letter: {reason}");
-            let mut metadata = vec![("stage", "download"), ("site", self.site.as_str())];
-            if let Some(j) = job {
-                metadata.push((backfill::JOB_METADATA, j));
-            }
-            self.queue.dead_letter(ticket, &reason, &metadata).await
+            let metadata = vec![("stage", "download"), ("site", self.site.as_str())];
+            backfill::dead_letter(&self.queue, ticket, &reason, metadata, job).await
         };
         if let Err(e) = outcome {
             tracing::error!(site = %self.site, "recording a failed download: {e}");

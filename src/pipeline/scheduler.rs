@@ -126,12 +126,22 @@ impl Scheduler {
                         next.outcome = "ok".into();
                         next.failures = 0;
                         metrics::schedule_succeeded(&schedule.name, started);
-                        tracing::info!(schedule = %schedule.name, "schedule ran");
+                        if run.failures > 0 {
+                            tracing::info!(schedule = %schedule.name, failures = run.failures, "schedule ran, after failed attempts");
+                        } else {
+                            tracing::info!(schedule = %schedule.name, "schedule ran");
+                        }
                     }
                     Err(e) => {
-                        next.outcome = e.clone();
                         next.failures += 1;
-                        tracing::warn!(schedule = %schedule.name, "schedule run incomplete: {e}");
+                        // Said once per reason: a site that stays down for hours is one
+                        // warning (and the failure count in `status`), not one per retry.
+                        if next.failures == 1 || e != run.outcome {
+                            tracing::warn!(schedule = %schedule.name, failures = next.failures, "schedule run incomplete: {e}; retrying with backoff");
+                        } else {
+                            tracing::debug!(schedule = %schedule.name, failures = next.failures, "schedule run incomplete again: {e}");
+                        }
+                        next.outcome = e;
                     }
                 }
                 if let Err(e) = self.queue.state_put(&key, &next).await {

@@ -3,7 +3,6 @@
 //! item, dead letters per destination, and the last run of every schedule. The same
 //! code serves the daemon's admin API and a direct read when no daemon runs.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::fetch::{Report, SkewRecord, open_prefix, skew_key, watermark_key};
-use crate::queue::{DeadLetterFilter, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 
 /// The state key of a schedule's run record.
 pub fn schedule_key(name: &str) -> String {
@@ -150,10 +149,7 @@ impl Status {
                 oldest_age_seconds: oldest.map(|d| d.as_secs_f64()),
             });
         }
-        let mut dead: BTreeMap<String, u64> = BTreeMap::new();
-        for letter in queue.dead_letters(DeadLetterFilter::All).await? {
-            *dead.entry(letter.queue).or_default() += 1;
-        }
+        let dead = queue.dead_letter_counts().await?;
         let mut schedules = Vec::new();
         for s in &config.schedules {
             let run: Option<ScheduleRun> = queue.state_get(&schedule_key(&s.name)).await?;

@@ -7,7 +7,27 @@ use serde::{Deserialize, Serialize};
 use super::QueueError;
 
 /// The format-version byte in front of every stored value written by this build.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Version 2 packs item payloads ([`encode_payload`]); version 1 stored them as bare
+/// postcard.
+pub(crate) const FORMAT_VERSION: u8 = 2;
+
+/// The oldest format-version byte this build reads. Version 1 envelopes have the same
+/// layout; only their payloads lack the tag byte ([`upgrade_payload`]).
+pub(crate) const OLDEST_VERSION: u8 = 1;
+
+/// Payload tag: postcard as is.
+const PAYLOAD_PLAIN: u8 = 0;
+/// Payload tag: one zstd frame holding the postcard bytes, its content size recorded.
+const PAYLOAD_ZSTD: u8 = 1;
+/// Payloads this long or longer are compressed. Report sessions (a parsed session
+/// plus its raw XML, 10-30 KiB) shrink about six-fold; a queue that holds small values
+/// keeps sled's memory small (see the module documentation).
+const COMPRESS_FROM: usize = 512;
+/// zstd's fastest regular level: ~5x on session XML at several hundred MB/s.
+const ZSTD_LEVEL: i32 = 1;
+/// The largest payload a frame may claim to hold (a report session is capped at
+/// 64 MiB of XML); a corrupt frame header must not make the reader allocate more.
+const MAX_PAYLOAD_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Ready positions of freshly pushed items start here; replayed items count down from
 /// it, so they sort in front of everything pushed.
@@ -169,18 +189,6 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec
     Ok(bytes)
 }
 
-/// Postcard-encodes a caller's value without a version byte (it travels inside an
-/// envelope that has one).
-pub(crate) fn encode_payload<T: Serialize + ?Sized>(
-    value: &T,
-    what: &str,
-) -> Result<Vec<u8>, QueueError> {
-    postcard::to_stdvec(value).map_err(|e| QueueError::Encode {
-        what: what.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
 /// Decodes a versioned value, naming `place` and `key` in any error.
 pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
@@ -188,7 +196,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
     key: impl Fn() -> String,
 ) -> Result<T, QueueError> {
     match bytes.first() {
-        Some(&FORMAT_VERSION) => decode_payload(&bytes[1..], place, key),
+        Some(&version) if (OLDEST_VERSION..=FORMAT_VERSION).contains(&version) => {
+            decode_postcard(&bytes[1..]).map_err(|reason| QueueError::Decode {
+                place: place(),
+                key: key(),
+                reason,
+            })
+        }
         Some(&version) => Err(QueueError::UnknownVersion {
             place: place(),
             key: key(),
@@ -202,8 +216,33 @@ pub(crate) fn decode<T: DeserializeOwned>(
     }
 }
 
-/// Decodes a caller's payload, naming `place` and `key` in any error. Trailing bytes
-/// are an error too: they mean the value was written as a different type.
+/// Encodes a caller's value as a payload: a tag byte, then its postcard bytes, either
+/// as they are or, from [`COMPRESS_FROM`] bytes on, as one zstd frame. No version byte:
+/// it travels inside an envelope that has one.
+pub(crate) fn encode_payload<T: Serialize + ?Sized>(
+    value: &T,
+    what: &str,
+) -> Result<Vec<u8>, QueueError> {
+    let encode_error = |reason: String| QueueError::Encode {
+        what: what.to_owned(),
+        reason,
+    };
+    let mut plain = vec![PAYLOAD_PLAIN];
+    postcard::to_io(value, &mut plain).map_err(|e| encode_error(e.to_string()))?;
+    if plain.len() - 1 < COMPRESS_FROM {
+        return Ok(plain);
+    }
+    let frame = zstd::bulk::compress(&plain[1..], ZSTD_LEVEL)
+        .map_err(|e| encode_error(format!("compressing: {e}")))?;
+    let mut packed = Vec::with_capacity(frame.len() + 1);
+    packed.push(PAYLOAD_ZSTD);
+    packed.extend_from_slice(&frame);
+    Ok(packed)
+}
+
+/// Decodes a caller's payload written by [`encode_payload`], naming `place` and `key`
+/// in any error. Trailing bytes are an error too: they mean the value was written as a
+/// different type.
 pub(crate) fn decode_payload<T: DeserializeOwned>(
     bytes: &[u8],
     place: impl Fn() -> String,
@@ -214,10 +253,44 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(
         key: key(),
         reason,
     };
-    let (value, rest) =
-        postcard::take_from_bytes(bytes).map_err(|e| decode_error(e.to_string()))?;
+    match bytes.split_first() {
+        Some((&PAYLOAD_PLAIN, postcard)) => decode_postcard(postcard).map_err(decode_error),
+        Some((&PAYLOAD_ZSTD, frame)) => {
+            let size = match zstd::zstd_safe::get_frame_content_size(frame) {
+                Ok(Some(size)) if size <= MAX_PAYLOAD_BYTES => size,
+                Ok(Some(size)) => {
+                    return Err(decode_error(format!(
+                        "compressed payload claims {size} bytes"
+                    )));
+                }
+                Ok(None) | Err(_) => {
+                    return Err(decode_error(
+                        "compressed payload has no valid header".into(),
+                    ));
+                }
+            };
+            let postcard = zstd::bulk::decompress(frame, size as usize)
+                .map_err(|e| decode_error(format!("decompressing: {e}")))?;
+            decode_postcard(&postcard).map_err(decode_error)
+        }
+        Some((tag, _)) => Err(decode_error(format!("unknown payload tag {tag}"))),
+        None => Err(decode_error("empty payload".to_owned())),
+    }
+}
+
+/// Brings the payload of an item or dead-letter record read from a value with format
+/// `version` to the current packed form (version 1 stored bare postcard).
+pub(crate) fn upgrade_payload(version: u8, payload: &mut Vec<u8>) {
+    if version == 1 {
+        payload.insert(0, PAYLOAD_PLAIN);
+    }
+}
+
+/// A postcard value that fills `bytes` exactly.
+fn decode_postcard<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
-        return Err(decode_error(format!("{} bytes left over", rest.len())));
+        return Err(format!("{} bytes left over", rest.len()));
     }
     Ok(value)
 }
@@ -274,6 +347,54 @@ mod tests {
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back: (String, u64) = decode(&bytes, String::new, String::new).unwrap();
         assert_eq!(back, ("x".to_owned(), 5));
+    }
+
+    #[test]
+    fn payloads_round_trip_plain_when_small_and_compressed_when_large() {
+        let small = encode_payload(&"x".to_owned(), "test").unwrap();
+        assert_eq!(small[0], PAYLOAD_PLAIN);
+        let large_value = "<session>".repeat(1000);
+        let large = encode_payload(&large_value, "test").unwrap();
+        assert_eq!(large[0], PAYLOAD_ZSTD);
+        assert!(
+            large.len() < large_value.len() / 10,
+            "{} bytes",
+            large.len()
+        );
+        let back: String = decode_payload(&large, String::new, String::new).unwrap();
+        assert_eq!(back, large_value);
+        let back: String = decode_payload(&small, String::new, String::new).unwrap();
+        assert_eq!(back, "x");
+    }
+
+    #[test]
+    fn version_1_items_with_bare_payloads_still_decode() {
+        let record = ItemRecord {
+            first_seen_ms: 1,
+            attempts: 0,
+            slot: Slot::Ready(5),
+            first_error: None,
+            last_error: None,
+            last_tried_ms: None,
+            payload: postcard::to_stdvec(&"old".to_owned()).unwrap(),
+        };
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_stdvec(&record).unwrap());
+        let mut back: ItemRecord = decode(&bytes, String::new, String::new).unwrap();
+        upgrade_payload(bytes[0], &mut back.payload);
+        let value: String = decode_payload(&back.payload, String::new, String::new).unwrap();
+        assert_eq!(value, "old");
+    }
+
+    #[test]
+    fn a_damaged_compressed_payload_is_a_decode_error() {
+        let mut packed = encode_payload(&"<session>".repeat(1000), "test").unwrap();
+        let middle = packed.len() / 2;
+        packed.truncate(middle);
+        let err = decode_payload::<String>(&packed, || "q".into(), || "item 1".into()).unwrap_err();
+        assert!(matches!(err, QueueError::Decode { .. }), "{err}");
+        let err = decode_payload::<String>(&[9, 1], || "q".into(), || "item 1".into()).unwrap_err();
+        assert!(err.to_string().contains("unknown payload tag 9"), "{err}");
     }
 
     #[test]

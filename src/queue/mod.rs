@@ -33,7 +33,9 @@
 //!
 //! One sled database (the directory given to [`Queue::open`]; the pipeline uses
 //! `<state_dir>/queue`) with four trees. Every value starts with a format-version byte
-//! (currently 1) followed by postcard. `q` below is a queue name as u16 big-endian length
+//! (currently 2) followed by postcard. The caller's payload inside an item or dead
+//! letter is packed: a tag byte, then postcard either as is or, from 512 bytes on, as
+//! one zstd frame (level 1). `q` below is a queue name as u16 big-endian length
 //! then its UTF-8 bytes, so no queue's keys are a prefix of another's; numbers are u64
 //! big-endian so keys sort numerically.
 //!
@@ -114,7 +116,7 @@ mod error;
 mod flush;
 mod storage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -145,7 +147,7 @@ impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
             flush_interval: Duration::ZERO,
-            cache_capacity_bytes: 64 * 1024 * 1024,
+            cache_capacity_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -255,7 +257,7 @@ pub struct DeadLetter {
     pub last_tried: SystemTime,
     /// Context given by the caller (stage, destination, ...).
     pub metadata: Vec<(String, String)>,
-    /// Size of the encoded payload.
+    /// Size of the payload as stored (compressed, if it was large).
     pub payload_bytes: usize,
 }
 
@@ -264,7 +266,7 @@ pub struct DeadLetter {
 pub struct DeadLetterItem {
     /// Everything but the payload.
     pub letter: DeadLetter,
-    /// The payload, postcard-encoded.
+    /// The payload as stored (packed: tag byte, postcard, maybe compressed).
     pub payload: Vec<u8>,
 }
 
@@ -297,7 +299,7 @@ pub struct VerifyEntry<'a> {
     pub dead: bool,
     /// Its id.
     pub id: ItemId,
-    /// Its payload, postcard-encoded.
+    /// Its payload as stored (packed: tag byte, postcard, maybe compressed).
     pub payload: &'a [u8],
 }
 
@@ -582,13 +584,33 @@ impl Queue {
         reason: &str,
         metadata: &[(&str, &str)],
     ) -> Result<(), QueueError> {
+        self.dead_letter_with(ticket, reason, metadata, Changes::new())
+            .await
+    }
+
+    /// [`Queue::dead_letter`] that also writes the state keys of `state` in the same
+    /// transaction (its pushes, if any, are refused: nothing may leave a dead item).
+    pub async fn dead_letter_with(
+        &self,
+        ticket: Ticket,
+        reason: &str,
+        metadata: &[(&str, &str)],
+        state: Changes,
+    ) -> Result<(), QueueError> {
+        if !state.pushes.is_empty() {
+            return Err(QueueError::Encode {
+                what: format!("dead letter of item {}", ticket.id),
+                reason: "a dead-lettered item cannot push items".to_owned(),
+            });
+        }
+        let state = state.state;
         let (queue, id, reason) = (ticket.queue.clone(), ticket.id.0, reason.to_owned());
         let metadata: Vec<(String, String)> = metadata
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let now = millis(SystemTime::now());
-        self.durably(move |store| store.dead_letter(&queue, id, &reason, &metadata, now))
+        self.durably(move |store| store.dead_letter(&queue, id, &reason, &metadata, &state, now))
             .await?;
         drop(ticket);
         Ok(())
@@ -800,13 +822,25 @@ impl Queue {
         &self,
         filter: DeadLetterFilter,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let found = self
-            .blocking(move |store| store.dead_letters(&filter))
-            .await?;
-        Ok(found
-            .iter()
-            .map(|(id, record)| letter(*id, record))
-            .collect())
+        self.blocking(move |store| {
+            let mut found = Vec::new();
+            store.dead_letters(&filter, &mut |id, record| found.push(letter(id, &record)))?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// How many dead letters came from each queue (queues without any are absent).
+    /// Reads one record at a time, so a large dead letter costs time, not memory.
+    pub async fn dead_letter_counts(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        self.blocking(move |store| {
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            store.dead_letters(&DeadLetterFilter::All, &mut |_, record| {
+                *counts.entry(record.queue).or_default() += 1;
+            })?;
+            Ok(counts)
+        })
+        .await
     }
 
     /// One dead letter with its payload.
@@ -897,6 +931,14 @@ impl Queue {
             .collect()
     }
 
+    /// The keys of every state record that starts with `prefix`, in key order, whatever
+    /// their types.
+    pub async fn state_keys(&self, prefix: &str) -> Result<Vec<String>, QueueError> {
+        let name = prefix.to_owned();
+        let entries = self.blocking(move |store| store.state_scan(&name)).await?;
+        Ok(entries.into_iter().map(|(key, _)| key).collect())
+    }
+
     /// Writes a state record on its own; returns once durable. To tie it to queue
     /// changes, use `Changes::put_state` with `commit` or `hand_off`.
     pub async fn state_put<T: Serialize + ?Sized>(
@@ -941,6 +983,46 @@ impl Queue {
             dead_letters,
             problems,
         })
+    }
+
+    /// Hands every item of the queues `which` selects (by name), and every dead letter
+    /// that came from such a queue, to `visit`, one record at a time. Unlike `verify`,
+    /// the other queues are not read at all: with a large backlog in a queue that does
+    /// not matter to the caller this costs neither time nor sled's memory for its pages.
+    pub async fn visit_items<F>(
+        &self,
+        which: impl Fn(&str) -> bool + Send + 'static,
+        mut visit: F,
+    ) -> Result<(), QueueError>
+    where
+        F: FnMut(&VerifyEntry<'_>) + Send + 'static,
+    {
+        self.blocking(move |store| {
+            for (queue, _) in store.queues()? {
+                if !which(&queue) {
+                    continue;
+                }
+                store.items_of(&queue, &mut |id, record| {
+                    visit(&VerifyEntry {
+                        queue: &queue,
+                        dead: false,
+                        id: ItemId(id),
+                        payload: &record.payload,
+                    });
+                })?;
+            }
+            store.dead_letters(&DeadLetterFilter::All, &mut |id, record| {
+                if which(&record.queue) {
+                    visit(&VerifyEntry {
+                        queue: &record.queue,
+                        dead: true,
+                        id: ItemId(id),
+                        payload: &record.payload,
+                    });
+                }
+            })
+        })
+        .await
     }
 
     /// Runs `work` on the blocking pool and returns once what it committed is durable.

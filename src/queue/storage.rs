@@ -96,14 +96,30 @@ fn depth_key(queue: &str) -> Vec<u8> {
 }
 
 fn decode_item(queue: &str, id: u64, bytes: &[u8]) -> Result<ItemRecord, QueueError> {
-    codec::decode(bytes, || place(queue), || format!("item {id}"))
+    let mut record: ItemRecord = codec::decode(bytes, || place(queue), || format!("item {id}"))?;
+    codec::upgrade_payload(bytes[0], &mut record.payload);
+    Ok(record)
 }
 
 fn decode_dead(id: u64, bytes: &[u8]) -> Result<DeadRecord, QueueError> {
-    codec::decode(bytes, || "dead letter".to_owned(), || format!("item {id}"))
+    let mut record: DeadRecord =
+        codec::decode(bytes, || "dead letter".to_owned(), || format!("item {id}"))?;
+    codec::upgrade_payload(bytes[0], &mut record.payload);
+    Ok(record)
 }
 
 impl Tx<'_> {
+    /// Writes or deletes state keys.
+    fn write_state(&self, state: &[StateChange]) -> TxResult<()> {
+        for (key, value) in state {
+            match value {
+                Some(bytes) => self.state.insert(key.as_bytes(), bytes.clone())?,
+                None => self.state.remove(key.as_bytes())?,
+            };
+        }
+        Ok(())
+    }
+
     /// Removes an item and its index entry; the caller adjusts the depth.
     fn take_item(&self, queue: &str, id: u64) -> TxResult<ItemRecord> {
         let Some(bytes) = self.items.get(item_key(queue, id))? else {
@@ -201,7 +217,9 @@ impl Store {
                     .map_err(open_error)?;
                 store.db.flush().map_err(open_error)?;
             }
-            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+            // A version-1 database holds version-1 values, which this build reads.
+            Some(v) if matches!(v.as_ref(), [v] if (codec::OLDEST_VERSION..=FORMAT_VERSION).contains(v)) =>
+                {}
             Some(v) => {
                 return Err(QueueError::UnknownVersion {
                     place: "queue database".to_owned(),
@@ -264,12 +282,7 @@ impl Store {
                 ids.push(tx.push(queue, payload, now_ms)?);
                 *deltas.entry(queue).or_default() += 1;
             }
-            for (key, value) in state {
-                match value {
-                    Some(bytes) => tx.state.insert(key.as_bytes(), bytes.clone())?,
-                    None => tx.state.remove(key.as_bytes())?,
-                };
-            }
+            tx.write_state(state)?;
             tx.adjust_depths(&deltas)?;
             Ok(ids)
         })
@@ -409,11 +422,13 @@ impl Store {
         id: u64,
         reason: &str,
         metadata: &[(String, String)],
+        state: &[StateChange],
         now_ms: u64,
     ) -> Result<(), QueueError> {
         self.transact(
             &format!("dead-lettering item {id} of {}", place(queue)),
             |tx| {
+                tx.write_state(state)?;
                 let record = tx.take_item(queue, id)?;
                 let dead = DeadRecord {
                     queue: queue.to_owned(),
@@ -498,17 +513,18 @@ impl Store {
         Ok(keys)
     }
 
-    /// Dead letters matching `filter`, in id order, decoded.
+    /// Hands each dead letter matching `filter` to `visit`, decoded, in id order; one
+    /// record (with its payload) is in memory at a time.
     pub(crate) fn dead_letters(
         &self,
         filter: &DeadLetterFilter,
-    ) -> Result<Vec<(u64, DeadRecord)>, QueueError> {
-        let mut found = Vec::new();
+        visit: &mut dyn FnMut(u64, DeadRecord),
+    ) -> Result<(), QueueError> {
         if let DeadLetterFilter::Id(id) = filter {
             if let Some(record) = self.dead_letter_record(id.0)? {
-                found.push((id.0, record));
+                visit(id.0, record);
             }
-            return Ok(found);
+            return Ok(());
         }
         for entry in self.dead.iter() {
             let (key, value) = entry.map_err(storage("reading the dead letter"))?;
@@ -517,10 +533,10 @@ impl Store {
             };
             let record = decode_dead(id, &value)?;
             if filter.matches(&record.queue) {
-                found.push((id, record));
+                visit(id, record);
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// One dead letter, if there is one with this id.
@@ -543,11 +559,9 @@ impl Store {
             }
             return Ok(ids);
         }
-        Ok(self
-            .dead_letters(filter)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+        let mut ids = Vec::new();
+        self.dead_letters(filter, &mut |id, _| ids.push(id))?;
+        Ok(ids)
     }
 
     /// Moves matching dead letters back to the front of their queues, attempts reset,
@@ -637,6 +651,23 @@ impl Store {
             queues.push((name, read_u64(&value, 0).unwrap_or(0)));
         }
         Ok(queues)
+    }
+
+    /// Hands every item of `queue` to `visit`, in id order, one record at a time.
+    pub(crate) fn items_of(
+        &self,
+        queue: &str,
+        visit: &mut dyn FnMut(u64, ItemRecord),
+    ) -> Result<(), QueueError> {
+        let prefix = item_prefix(queue);
+        for entry in self.items.scan_prefix(&prefix) {
+            let (key, value) = entry.map_err(storage(format!("reading {}", place(queue))))?;
+            let Some(id) = read_u64(&key, prefix.len()) else {
+                continue;
+            };
+            visit(id, decode_item(queue, id, &value)?);
+        }
+        Ok(())
     }
 
     /// When the item that entered `queue` first (lowest id) did so, in ms.
@@ -775,7 +806,10 @@ impl Store {
         }
         for entry in self.state.iter() {
             let (key, value) = entry.map_err(storage("reading state"))?;
-            if value.first() != Some(&FORMAT_VERSION) {
+            if !value
+                .first()
+                .is_some_and(|v| (codec::OLDEST_VERSION..=FORMAT_VERSION).contains(v))
+            {
                 problems.push(format!(
                     "state key {:?} has unknown format version {:?}",
                     String::from_utf8_lossy(&key),

@@ -222,6 +222,84 @@ async fn replay_puts_dead_letters_back_in_front_in_their_order_with_attempts_res
     let left = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].queue, "other");
+    let counts = queue.dead_letter_counts().await.unwrap();
+    assert_eq!(counts, BTreeMap::from([("other".to_owned(), 1)]));
+}
+
+#[tokio::test]
+async fn visit_items_reads_only_the_chosen_queues_and_their_dead_letters() {
+    let (_dir, queue) = open();
+    queue
+        .push_many("keep", &[job("a"), job("b")])
+        .await
+        .unwrap();
+    queue
+        .push_many("skip", &[job("x"), job("y")])
+        .await
+        .unwrap();
+    let dead = take(&queue, "keep").await;
+    queue.dead_letter(dead.ticket, "bad", &[]).await.unwrap();
+    let dead = take(&queue, "skip").await;
+    queue.dead_letter(dead.ticket, "bad", &[]).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let into = seen.clone();
+    queue
+        .visit_items(
+            |name| name == "keep",
+            move |entry| {
+                let name = entry.decode::<Job>().unwrap().name;
+                into.lock()
+                    .unwrap()
+                    .push((entry.queue.to_owned(), entry.dead, name));
+            },
+        )
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("keep".to_owned(), false, "b".to_owned()),
+            ("keep".to_owned(), true, "a".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_with_writes_its_state_in_the_same_transaction_and_counts_by_queue() {
+    let (_dir, queue) = open();
+    queue.push_many("q", &[job("a"), job("b")]).await.unwrap();
+    queue.push("r", &job("c")).await.unwrap();
+    for name in ["q", "q", "r"] {
+        let claimed = take(&queue, name).await;
+        let mut state = Changes::new();
+        state
+            .put_state(&format!("why/{}", claimed.item.name), &1u8)
+            .unwrap();
+        queue
+            .dead_letter_with(claimed.ticket, "bad", &[], state)
+            .await
+            .unwrap();
+    }
+    let keys = queue.state_keys("why/").await.unwrap();
+    assert_eq!(keys, ["why/a", "why/b", "why/c"]);
+    let counts = queue.dead_letter_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        BTreeMap::from([("q".to_owned(), 2), ("r".to_owned(), 1)])
+    );
+    // A dead letter cannot push items.
+    queue.push("q", &job("d")).await.unwrap();
+    let claimed = take(&queue, "q").await;
+    let mut pushing = Changes::new();
+    pushing.push("elsewhere", &job("e")).unwrap();
+    assert!(
+        queue
+            .dead_letter_with(claimed.ticket, "bad", &[], pushing)
+            .await
+            .is_err()
+    );
+    assert_eq!(queue.depth("q").await.unwrap(), 1);
 }
 
 #[tokio::test]
