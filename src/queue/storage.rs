@@ -187,6 +187,36 @@ impl Tx<'_> {
     }
 }
 
+/// Removes the snapshot files sled had not finished writing when its process died.
+///
+/// sled writes a snapshot to `snap.<lsn>.generating`, syncs it and renames it to
+/// `snap.<lsn>`; but when it opens a database it reads the highest-named `snap.*` file,
+/// the unfinished one included, and refuses to open if its checksum does not match
+/// ("Read corrupted data at file offset None"). A process killed while writing one (as a
+/// daemon can be at any moment, and sled writes one right after opening) would leave a
+/// queue that never opens again. The unfinished file holds nothing the log does not:
+/// the previous complete snapshot, or none, plus the log recover the same state.
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(
+                "removing {}: a queue snapshot left unfinished by an interrupted run",
+                entry.path().display()
+            );
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the database in `dir`. sled's own periodic flusher is off:
     /// every fsync comes from `Store::flush`, called by the group-commit flusher.
@@ -195,6 +225,10 @@ impl Store {
             path: dir.to_owned(),
             source,
         };
+        remove_unfinished_snapshots(dir).map_err(|e| QueueError::Open {
+            path: dir.to_owned(),
+            source: sled::Error::Io(e),
+        })?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
