@@ -127,6 +127,13 @@ fn bad_configurations_name_file_line_and_key() {
             "bad.toml:25:21: schedule[0].transfer[0].data[1]: recordings can only go to a files destination, but \"reports\" is postgres",
         ),
         (
+            edit(
+                "data = [\"sessions\"]",
+                "data = [\"sessions\", \"presentations\"]",
+            ),
+            "bad.toml:25:21: schedule[0].transfer[0].data[1]: presentations can only go to a files destination, but \"reports\" is postgres",
+        ),
+        (
             edit("data = [\"sessions\"]", "data = [\"backups\"]"),
             "bad.toml:25:9: schedule[0].transfer[0].data[0]: backups can only go to a files destination, but \"reports\" is postgres",
         ),

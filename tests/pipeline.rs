@@ -608,3 +608,94 @@ async fn a_start_removes_spool_files_that_no_item_refers_to() {
             .contains("removed spool files no queue item refers to")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presentations_and_their_recordings_reach_a_files_destination_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two days of history at 300 sessions a day: 15 presentations a day.
+    let sim = Sim::start(
+        dir.path(),
+        &[
+            "--days",
+            "2",
+            "--sessions-per-day",
+            "300",
+            "--recording-bytes",
+            "4096",
+        ],
+    );
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &files_destination(dir.path(), "archive"),
+        &transfer(
+            "archive",
+            "[\"presentations\", \"presentation_recordings\"]",
+        ),
+    );
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let truth = sim.presentations(now - 10).await;
+    assert!(truth.len() >= 20, "presentations: {}", truth.len());
+    assert!(truth.values().any(|(_, recorded)| *recorded));
+    assert!(truth.values().any(|(_, recorded)| !*recorded));
+    let archive = dir.path().join("archive");
+    // `<host>-presentation-<lsid>.xml` holding the element as the report wrote it, and
+    // `<host>-presentation-<lsid>.mp4` for each recorded one.
+    let complete = || {
+        let names: Vec<String> = std::fs::read_dir(&archive)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        truth.iter().all(|(lsid, (xml, recorded))| {
+            let data = names
+                .iter()
+                .find(|n| n.ends_with(&format!("-presentation-{lsid}.xml")))
+                .and_then(|n| std::fs::read_to_string(archive.join(n)).ok());
+            let has_file = names
+                .iter()
+                .any(|n| n.ends_with(&format!("-presentation-{lsid}.mp4")));
+            data.is_some_and(|d| d.contains(xml.as_str())) && has_file == *recorded
+        })
+    };
+    let arrived = eventually(Duration::from_secs(120), async || complete()).await;
+    assert!(
+        arrived,
+        "the files destination lacks presentations\nlog:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let names: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let recorded = truth.values().filter(|(_, r)| *r).count();
+    let (_, numbered) = other_files(&archive);
+    assert!(numbered.is_empty(), "numbered duplicates: {numbered:?}");
+    // Nothing but the presentations that ended (a few more may have ended meanwhile).
+    let xml = names.iter().filter(|n| n.ends_with(".xml")).count();
+    let mp4 = names.iter().filter(|n| n.ends_with(".mp4")).count();
+    assert!(xml >= truth.len() && xml <= truth.len() + 2, "{names:?}");
+    assert!(mp4 >= recorded && mp4 <= recorded + 2, "{names:?}");
+    assert_eq!(names.len(), xml + mp4, "{names:?}");
+    let sample = names.iter().find(|n| n.ends_with(".xml")).unwrap();
+    let text = std::fs::read_to_string(archive.join(sample)).unwrap();
+    assert!(
+        text.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presentation_session_list xmlns=\""
+        ),
+        "{text}"
+    );
+    assert!(
+        rig::dead_letters(&config).is_empty(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

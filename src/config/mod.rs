@@ -426,11 +426,15 @@ impl DataKind {
         Self::ALL.into_iter().find(|k| k.as_str() == text)
     }
 
-    /// Whether only `files` destinations can take this kind.
+    /// Whether only `files` destinations can take this kind (the SQL schema has no
+    /// tables for presentations).
     pub fn needs_files_destination(self) -> bool {
         matches!(
             self,
-            DataKind::Recordings | DataKind::PresentationRecordings | DataKind::Backups
+            DataKind::Recordings
+                | DataKind::Presentations
+                | DataKind::PresentationRecordings
+                | DataKind::Backups
         )
     }
 }

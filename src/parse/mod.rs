@@ -4,6 +4,8 @@
 //!   any `BufRead` and yields one [`ParsedSession`] at a time: the typed `Session`, the
 //!   exact bytes of its `<session>` element (for the file destination's `xml` format)
 //!   and its byte offset. Memory holds one session, never the body.
+//! - [`PresentationReader`] does the same for a `PresentationSession` body, yielding
+//!   each presentation's LSID, LSEQ and exact bytes.
 //! - [`find_error`], [`parse_listing`] and [`parse_api_info`] read the small bodies:
 //!   `<error>` answers, `SupportSessionListing` and `get_api_info`.
 //!
@@ -15,11 +17,13 @@
 //!
 //! `parse` does no IO of its own: callers hand it a reader.
 
+mod presentation;
 mod pull;
 mod reports;
 mod session;
 mod values;
 
+pub use presentation::{ParsedPresentation, PresentationReader};
 pub use reports::{find_error, parse_api_info, parse_listing};
 pub use session::{ParsedSession, SessionReader};
 

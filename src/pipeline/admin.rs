@@ -115,6 +115,10 @@ pub fn item_json(item: &DeadLetterItem) -> Value {
             DeliverItem::Backup { site, spool, .. } => {
                 json!({"kind": "backup", "site": site, "spool": spool})
             }
+            DeliverItem::Presentation {
+                site, naming, raw, ..
+            } => json!({"kind": "presentation", "site": site, "lsid": naming.lsid,
+                        "xml": String::from_utf8_lossy(&raw)}),
         })
     } else if queue.starts_with("download/") {
         item.decode::<DownloadTask>().map(|d| match d {

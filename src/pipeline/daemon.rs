@@ -25,7 +25,7 @@ use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
 use super::parse_worker;
 use super::scheduler::{Reachability, Scheduler};
 use crate::appliance::{ApplianceClient, ClientOptions};
-use crate::config::{Config, DataKind};
+use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::metrics::{self, Health};
 use crate::queue::Queue;
@@ -106,21 +106,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             addr: config.metrics.listen,
             reason: e.to_string(),
         })?;
-
-    for t in config.schedules.iter().flat_map(|s| &s.transfers) {
-        if t.data.iter().any(|k| {
-            matches!(
-                k,
-                DataKind::Presentations | DataKind::PresentationRecordings
-            )
-        }) {
-            tracing::warn!(
-                site = %t.site,
-                destination = %t.destination,
-                "presentations and presentation recordings are not exported yet; this transfer's other data kinds are"
-            );
-        }
-    }
 
     let stages = CancellationToken::new();
     let reachability = Arc::new(Reachability::default());

@@ -246,7 +246,9 @@ impl DeliverWorker {
                 let kind = match &item {
                     DeliverItem::Session { .. } => backfill::Finished::Session,
                     DeliverItem::Recording { .. } => backfill::Finished::Recording,
-                    DeliverItem::Backup { .. } => backfill::Finished::Other,
+                    DeliverItem::Backup { .. } | DeliverItem::Presentation { .. } => {
+                        backfill::Finished::Other
+                    }
                 };
                 if let Err(e) = finished.put_state(&backfill::done_key(job, ticket.id()), &kind) {
                     tracing::error!("deliver/{}: {e}", self.destination.name);
@@ -352,6 +354,11 @@ fn write_file(sink: &FilesSink, item: DeliverItem) -> Result<(), FilesError> {
         }
         DeliverItem::Backup { host, spool, .. } => {
             sink.deliver_backup(&host, &spool)?;
+        }
+        DeliverItem::Presentation {
+            naming, raw, root, ..
+        } => {
+            sink.deliver_presentation(&naming.for_files(), &raw, &root)?;
         }
     }
     Ok(())

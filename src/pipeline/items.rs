@@ -19,12 +19,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::deliver::files::{RecordingKind as FileRecordingKind, ReportRoot, SessionNaming};
+use crate::fetch::Report;
 use crate::model::Session;
 
 /// The queue of spooled report bodies.
 pub const FETCHED: &str = "fetched";
 /// The queue of bad sessions on their way to the dead letter.
 pub const REJECTED: &str = "rejected";
+
+/// `%SESSION_TYPE%` of a presentation and of its recording.
+pub const PRESENTATION_TYPE: &str = "presentation";
 
 /// The delivery queue of a destination.
 pub fn deliver_queue(destination: &str) -> String {
@@ -97,6 +101,19 @@ pub struct FetchedBody {
     pub routes: Routes,
     /// The lane it travels in.
     pub lane: Lane,
+}
+
+impl FetchedBody {
+    /// The report the body answers: `request` starts with the report's name (both
+    /// producers, window and LSID fetches, write it so), which saves the item a field.
+    pub fn report(&self) -> Report {
+        let name = self.request.split_whitespace().next().unwrap_or_default();
+        if name == Report::PresentationSession.as_str() {
+            Report::PresentationSession
+        } else {
+            Report::SupportSession
+        }
+    }
 }
 
 /// The recordings a session can have, as a queue item carries them.
@@ -201,6 +218,17 @@ impl Naming {
         }
     }
 
+    /// The naming values of a presentation from `host`.
+    pub fn presentation(host: &str, lsid: &str, lseq: Option<i64>) -> Naming {
+        Naming {
+            host: host.to_string(),
+            lsid: lsid.to_string(),
+            lseq,
+            external_key: None,
+            session_type: PRESENTATION_TYPE.to_string(),
+        }
+    }
+
     /// The files destination's type.
     pub fn for_files(&self) -> SessionNaming {
         SessionNaming {
@@ -283,13 +311,27 @@ pub enum DeliverItem {
         /// The spool file.
         spool: PathBuf,
     },
+    /// A presentation's data (files destinations only). Appended last: the variant's
+    /// index is its postcard tag.
+    Presentation {
+        /// The `[[site]]`.
+        site: String,
+        /// Its naming values (`session_type` is `presentation`).
+        naming: Naming,
+        /// Its element as the appliance wrote it.
+        raw: Vec<u8>,
+        /// The report root's prefix and namespace declarations.
+        root: ReportRoot,
+        /// The lane of the body it came from.
+        lane: Lane,
+    },
 }
 
 impl DeliverItem {
     /// The spool file this item owns, if any.
     pub fn spool(&self) -> Option<&PathBuf> {
         match self {
-            DeliverItem::Session { .. } => None,
+            DeliverItem::Session { .. } | DeliverItem::Presentation { .. } => None,
             DeliverItem::Recording { spool, .. } | DeliverItem::Backup { spool, .. } => Some(spool),
         }
     }
@@ -297,9 +339,9 @@ impl DeliverItem {
     /// The backfill job it belongs to, if any.
     pub fn backfill_job(&self) -> Option<&str> {
         match self {
-            DeliverItem::Session { lane, .. } | DeliverItem::Recording { lane, .. } => {
-                lane.backfill_job()
-            }
+            DeliverItem::Session { lane, .. }
+            | DeliverItem::Recording { lane, .. }
+            | DeliverItem::Presentation { lane, .. } => lane.backfill_job(),
             DeliverItem::Backup { .. } => None,
         }
     }
@@ -312,6 +354,7 @@ impl DeliverItem {
                 naming, recording, ..
             } => format!("recording {} of session {}", recording.label(), naming.lsid),
             DeliverItem::Backup { site, .. } => format!("backup of site {site:?}"),
+            DeliverItem::Presentation { naming, .. } => format!("presentation {}", naming.lsid),
         }
     }
 }

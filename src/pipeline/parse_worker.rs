@@ -5,7 +5,9 @@
 //! crash the body is parsed again and the sessions already handed on are skipped, so
 //! nothing is enqueued twice. A malformed body goes to the dead letter with its byte
 //! offset once the sessions before the fault are handed on; a single bad session goes to
-//! the dead letter alone (through the `rejected` queue).
+//! the dead letter alone (through the `rejected` queue). A `PresentationSession` body
+//! goes the same way, one `Presentation` item per presentation and files destination
+//! and one recording download per presentation when a files destination wants them.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -24,9 +26,12 @@ use super::items::{
 };
 use crate::config::Config;
 use crate::deliver::files::ReportRoot;
+use crate::fetch::Report;
 use crate::fetch::open_key;
 use crate::metrics;
-use crate::parse::{ParseError, ParsedSession, SessionReader};
+use crate::parse::{
+    ParseError, ParsedPresentation, ParsedSession, PresentationReader, SessionReader,
+};
 use crate::queue::{Changes, Claimed, Queue, QueueError};
 
 /// Sessions per transaction. Up to three chunks are in memory at once (one being
@@ -37,9 +42,26 @@ const CHUNK_SESSIONS: usize = 64;
 /// Raw bytes per transaction (whichever limit comes first).
 const CHUNK_BYTES: usize = 2 << 20;
 
-/// What the reading thread sends: sessions (or bad ones) in order, then how it ended.
+/// One record of a body: a support session, or a presentation. Unboxed: a chunk holds at
+/// most 64, and boxing would cost every session an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Session(ParsedSession),
+    Presentation(ParsedPresentation),
+}
+
+impl Parsed {
+    fn raw_len(&self) -> usize {
+        match self {
+            Parsed::Session(s) => s.raw.len(),
+            Parsed::Presentation(p) => p.raw.len(),
+        }
+    }
+}
+
+/// What the reading thread sends: records (or bad ones) in order, then how it ended.
 enum Chunk {
-    Sessions(Vec<Result<ParsedSession, ParseError>>),
+    Sessions(Vec<Result<Parsed, ParseError>>),
     /// The body cannot be read on (malformed, or the spool file is unreadable).
     Fatal(String),
 }
@@ -121,7 +143,8 @@ async fn parse_one(
     // The reading thread parses ahead by at most one chunk (the channel holds one).
     let (tx, mut rx) = mpsc::channel(1);
     let path = item.body.clone();
-    let reader = tokio::task::spawn_blocking(move || read_chunks(path, done, tx));
+    let report = item.report();
+    let reader = tokio::task::spawn_blocking(move || read_chunks(path, report, done, tx));
 
     let mut handed_on = done;
     let mut fatal = None;
@@ -133,9 +156,16 @@ async fn parse_one(
                 handed_on += sessions.len() as u64;
                 for outcome in sessions {
                     match outcome {
-                        Ok(s) => {
+                        Ok(record) => {
                             parsed += 1;
-                            let n = route(&mut changes, &item, s, &root, raw_xml)?;
+                            let n = match record {
+                                Parsed::Session(s) => {
+                                    route(&mut changes, &item, s, &root, raw_xml)?
+                                }
+                                Parsed::Presentation(p) => {
+                                    route_presentation(&mut changes, &item, p, &root)?
+                                }
+                            };
                             pushed += n;
                             job_pushed += n;
                         }
@@ -274,9 +304,50 @@ fn route(
     Ok(count)
 }
 
-/// Runs on a blocking thread: parses `path`, skips the first `skip` sessions (handed on
-/// before a restart), and sends the rest in chunks.
-fn read_chunks(path: PathBuf, skip: u64, tx: mpsc::Sender<Chunk>) {
+/// Adds the queue items for one presentation (files destinations only); returns how
+/// many. Presentations are read from `end_time` windows, so each one has ended.
+fn route_presentation(
+    changes: &mut Changes,
+    item: &FetchedBody,
+    parsed: ParsedPresentation,
+    root: &ReportRoot,
+) -> Result<u64, QueueError> {
+    let naming = Naming::presentation(&item.host, &parsed.lsid, parsed.lseq);
+    let mut count = 0;
+    if !item.routes.recordings.is_empty() {
+        // Whether a presentation was recorded is not in its data as far as is known:
+        // the download asks, and "no data" means there is none.
+        changes.push(
+            &download_queue(&item.site),
+            &DownloadTask::Recording {
+                site: item.site.clone(),
+                naming: naming.clone(),
+                recording: Recording::Presentation,
+                destinations: item.routes.recordings.clone(),
+                lane: item.lane.clone(),
+            },
+        )?;
+        count += 1;
+    }
+    for destination in &item.routes.sessions {
+        changes.push(
+            &deliver_queue(destination),
+            &DeliverItem::Presentation {
+                site: item.site.clone(),
+                naming: naming.clone(),
+                raw: parsed.raw.clone(),
+                root: root.clone(),
+                lane: item.lane.clone(),
+            },
+        )?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Runs on a blocking thread: parses `path` as a `report` body, skips the first `skip`
+/// records (handed on before a restart), and sends the rest in chunks.
+fn read_chunks(path: PathBuf, report: Report, skip: u64, tx: mpsc::Sender<Chunk>) {
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) => {
@@ -287,11 +358,19 @@ fn read_chunks(path: PathBuf, skip: u64, tx: mpsc::Sender<Chunk>) {
             return;
         }
     };
-    let mut reader = SessionReader::new(BufReader::with_capacity(256 << 10, file));
+    let body = BufReader::with_capacity(256 << 10, file);
+    let reader: Box<dyn Iterator<Item = Result<Parsed, ParseError>>> = match report {
+        Report::SupportSession => {
+            Box::new(SessionReader::new(body).map(|r| r.map(Parsed::Session)))
+        }
+        Report::PresentationSession => {
+            Box::new(PresentationReader::new(body).map(|r| r.map(Parsed::Presentation)))
+        }
+    };
     let mut index = 0u64;
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
-    for outcome in reader.by_ref() {
+    for outcome in reader {
         if let Err(e) = &outcome
             && e.is_fatal()
         {
@@ -305,7 +384,7 @@ fn read_chunks(path: PathBuf, skip: u64, tx: mpsc::Sender<Chunk>) {
         if index <= skip {
             continue;
         }
-        chunk_bytes += outcome.as_ref().map_or(0, |s| s.raw.len());
+        chunk_bytes += outcome.as_ref().map_or(0, Parsed::raw_len);
         chunk.push(outcome);
         if chunk.len() >= CHUNK_SESSIONS || chunk_bytes >= CHUNK_BYTES {
             if tx

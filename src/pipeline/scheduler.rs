@@ -189,7 +189,7 @@ impl Scheduler {
                         reports.insert((t.site.as_str(), Report::SupportSession));
                     }
                     DataKind::Presentations | DataKind::PresentationRecordings => {
-                        // Presentation reports are not exported yet (see README).
+                        reports.insert((t.site.as_str(), Report::PresentationSession));
                     }
                     DataKind::Backups => backups
                         .entry(t.site.as_str())

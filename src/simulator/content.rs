@@ -49,17 +49,85 @@ pub fn listing(sessions: &[Session], ns: Namespace) -> Vec<u8> {
     written(|w| render::write_session_summary_list(w, ns, &rows))
 }
 
-/// A `PresentationSession` answer: the simulator holds no presentations, and an empty
-/// result is an empty root element.
-pub fn presentation_list(ns: Namespace) -> Vec<u8> {
+/// Salt of the presentations' schedule seed, so their LSIDs differ from the sessions'.
+const PRESENTATION_SALT: u64 = 0x7072_6573_656e_7421;
+
+/// The seed of the presentations' schedule for a simulator seed.
+pub fn presentation_seed(seed: u64) -> u64 {
+    seed ^ PRESENTATION_SALT
+}
+
+/// Presentations a day: one for every twenty support sessions, at least one.
+pub fn presentations_per_day(sessions_per_day: u32) -> u32 {
+    (sessions_per_day / 20).max(1)
+}
+
+/// Whether presentation `index` was recorded (every other one).
+pub fn presentation_has_recording(index: u64) -> bool {
+    index.is_multiple_of(2)
+}
+
+const PRESENTERS: [&str; 4] = [
+    "Ada Lovelace",
+    "Grace Hopper",
+    "Tom O'Neil & Partners",
+    "Zoë Ångström",
+];
+
+/// Presentation `index` of its schedule `seed` (from [`presentation_seed`]): one
+/// `<presentation_session>` element. The API reference gives the report but not its
+/// elements, so these are modelled on the support session's (LSID attribute, `lseq`,
+/// times, public site) plus a presenter and attendees.
+pub fn presentation(seed: u64, index: u64, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    let seconds = (end - start).num_seconds().max(0);
+    let presenter = PRESENTERS[(index % PRESENTERS.len() as u64) as usize];
+    let attendees: String = (0..index % 4)
+        .map(|i| {
+            format!(
+                "<attendee id=\"{}\"><name>Attendee {i}</name></attendee>",
+                index * 10 + i
+            )
+        })
+        .collect();
+    format!(
+        "<presentation_session lsid=\"{lsid}\">\
+         <lseq>{lseq}</lseq>\
+         <start_time timestamp=\"{st}\">{sr}</start_time>\
+         <end_time timestamp=\"{et}\">{er}</end_time>\
+         <duration>{h:02}:{m:02}:{s:02}</duration>\
+         <public_site id=\"1\">Default</public_site>\
+         <primary_presenter gsnumber=\"{g}\">{presenter}</primary_presenter>\
+         <attendee_list>{attendees}</attendee_list>\
+         </presentation_session>",
+        lsid = lsid(seed, index),
+        lseq = index + 1,
+        st = start.timestamp(),
+        sr = start.to_rfc3339(),
+        et = end.timestamp(),
+        er = end.to_rfc3339(),
+        h = seconds / 3600,
+        m = seconds / 60 % 60,
+        s = seconds % 60,
+        g = 100 + index % 7,
+        presenter = presenter.replace('&', "&amp;").replace('\'', "&apos;"),
+    )
+}
+
+/// A `PresentationSession` answer holding these elements (an empty result is an empty
+/// root element).
+pub fn presentation_list(elements: &[String], ns: Namespace) -> Vec<u8> {
     let xmlns = ns
         .uri()
         .map(|u| format!(" xmlns=\"{u}\""))
         .unwrap_or_default();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presentation_session_list{xmlns}></presentation_session_list>\n"
-    )
-    .into_bytes()
+    let mut out =
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presentation_session_list{xmlns}>");
+    for element in elements {
+        out.push('\n');
+        out.push_str(element);
+    }
+    out.push_str("\n</presentation_session_list>\n");
+    out.into_bytes()
 }
 
 /// A `get_api_info` answer.

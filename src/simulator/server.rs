@@ -46,6 +46,8 @@ pub struct Stats {
 pub(crate) struct State {
     options: Options,
     catalog: Catalog,
+    /// The presentations' schedule (see `content::presentation_seed`).
+    presentations: Catalog,
     /// Live tokens, oldest first; at most `MAX_TOKENS`.
     tokens: Mutex<VecDeque<(String, Instant)>>,
     faults: Mutex<Faults>,
@@ -60,6 +62,12 @@ impl State {
         let now = skewed(Utc::now(), options.skew_seconds);
         State {
             catalog: Catalog::new(options.seed, options.sessions_per_day, options.days, now),
+            presentations: Catalog::new(
+                content::presentation_seed(options.seed),
+                content::presentations_per_day(options.sessions_per_day),
+                options.days,
+                now,
+            ),
             faults: Mutex::new(options.faults.clone()),
             options,
             tokens: Mutex::new(VecDeque::new()),
@@ -381,7 +389,11 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// The sessions a window selects, per the documented semantics.
-fn window(state: &State, params: &[(String, String)]) -> Result<Vec<Slot>, String> {
+fn window(
+    state: &State,
+    catalog: &Catalog,
+    params: &[(String, String)],
+) -> Result<Vec<Slot>, String> {
     let now = state.appliance_now();
     let duration: i64 = match param(params, "duration") {
         Some(d) => d
@@ -410,11 +422,9 @@ fn window(state: &State, params: &[(String, String)]) -> Result<Vec<Slot>, Strin
         from + TimeDelta::seconds(duration * unit)
     };
     if by_start {
-        Ok(state
-            .catalog
-            .starting_between(from, to.min(now + TimeDelta::seconds(1))))
+        Ok(catalog.starting_between(from, to.min(now + TimeDelta::seconds(1))))
     } else {
-        let mut slots = state.catalog.starting_between(
+        let mut slots = catalog.starting_between(
             from - TimeDelta::seconds(MAX_LENGTH_SECONDS),
             to.min(now + TimeDelta::seconds(1)),
         );
@@ -469,7 +479,7 @@ async fn reporting(
                     .filter_map(|l| state.catalog.find(l.trim(), now))
                     .collect())
             } else {
-                window(&state, &params)
+                window(&state, &state.catalog, &params)
             };
             let root = if report == "SupportSession" {
                 "session_list"
@@ -492,10 +502,34 @@ async fn reporting(
                 }
             }
         }
-        "PresentationSession" | "PresentationSessionListing" => (
-            Answer::Text(content::presentation_list(ns)),
-            "presentation_session_list",
-        ),
+        "PresentationSession" | "PresentationSessionListing" => {
+            let catalog = &state.presentations;
+            let slots = match param(&params, "lsid").or_else(|| param(&params, "lsids")) {
+                Some(lsids) => Ok(lsids
+                    .split(',')
+                    .filter_map(|l| catalog.find(l.trim(), now))
+                    .collect()),
+                None => window(&state, catalog, &params),
+            };
+            let root = "presentation_session_list";
+            match slots {
+                Err(message) => (Answer::Text(content::error(&message, None, ns)), root),
+                Ok(slots) => {
+                    // Only ended presentations are reported (the end_time windows ask
+                    // for nothing else, and a start_time window of the report is not
+                    // used by the pipeline).
+                    let elements: Vec<String> = slots
+                        .iter()
+                        .filter(|s| s.end <= now)
+                        .map(|s| content::presentation(catalog.seed(), s.index, s.start, s.end))
+                        .collect();
+                    (
+                        Answer::Text(content::presentation_list(&elements, ns)),
+                        root,
+                    )
+                }
+            }
+        }
         "SupportSessionRecording"
         | "ShowMyScreenRecording"
         | "CommandShellRecording"
@@ -523,24 +557,35 @@ fn recording(
     let Some(lsid) = param(params, "lsid") else {
         return Answer::Text(content::error("Missing required parameter: lsid", None, ns));
     };
-    let Some(slot) = state.catalog.find(lsid.trim(), now) else {
+    let catalog = if report == "PresentationSessionRecording" {
+        &state.presentations
+    } else {
+        &state.catalog
+    };
+    let Some(slot) = catalog.find(lsid.trim(), now) else {
         return Answer::Text(content::error(
             "No archives found for the given search criteria.",
             None,
             ns,
         ));
     };
-    let session = state.catalog.session(slot, now);
     let instance = param(params, "instance").unwrap_or("0");
     let exists = match report {
-        "SupportSessionRecording" => session.has_screen_recording(),
-        "ShowMyScreenRecording" => !session.show_my_screen_recordings.is_empty(),
-        "CommandShellRecording" => session
-            .command_shell_recordings
-            .iter()
-            .any(|r| r.instance.to_string() == instance.trim()),
-        // The simulator holds no presentations.
-        _ => false,
+        "PresentationSessionRecording" => {
+            slot.end <= now && content::presentation_has_recording(slot.index)
+        }
+        _ => {
+            let session = state.catalog.session(slot, now);
+            match report {
+                "SupportSessionRecording" => session.has_screen_recording(),
+                "ShowMyScreenRecording" => !session.show_my_screen_recordings.is_empty(),
+                "CommandShellRecording" => session
+                    .command_shell_recordings
+                    .iter()
+                    .any(|r| r.instance.to_string() == instance.trim()),
+                _ => false,
+            }
+        }
     };
     if !exists {
         return Answer::Text(content::error(
@@ -695,7 +740,8 @@ async fn backup(
 }
 
 /// `GET /_sim/sessions?closed_before=UNIX`: the closed sessions that ended before the
-/// time (and by appliance-now), oldest end first, with their digests.
+/// time (and by appliance-now), oldest end first, with their digests; and likewise the
+/// ended presentations, each with its element as the report writes it.
 async fn truth(AxumState(state): AxumState<Arc<State>>, uri: Uri) -> Response {
     if !state.options.truth {
         return (
@@ -730,10 +776,30 @@ async fn truth(AxumState(state): AxumState<Arc<State>>, uri: Uri) -> Response {
             })
         })
         .collect();
+    let catalog = &state.presentations;
+    let mut slots = catalog.starting_between(
+        DateTime::<Utc>::MIN_UTC.max(before - TimeDelta::days(i64::from(state.options.days) + 1)),
+        before,
+    );
+    slots.retain(|s| s.end < before && s.end <= now);
+    slots.sort_by_key(|s| (s.end, s.index));
+    let presentations: Vec<_> = slots
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "lsid": content::lsid(catalog.seed(), s.index),
+                "start_time": s.start.timestamp(),
+                "end_time": s.end.timestamp(),
+                "has_recording": content::presentation_has_recording(s.index),
+                "xml": content::presentation(catalog.seed(), s.index, s.start, s.end),
+            })
+        })
+        .collect();
     axum::Json(serde_json::json!({
         "appliance_now": now.timestamp(),
         "closed_before": before.timestamp(),
         "sessions": sessions,
+        "presentations": presentations,
     }))
     .into_response()
 }

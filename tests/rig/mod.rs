@@ -90,6 +90,38 @@ impl Sim {
         (v["appliance_now"].as_i64().unwrap(), sessions)
     }
 
+    /// The ended presentations that ended before `closed_before` (appliance time):
+    /// `lsid -> (element as the report writes it, whether it was recorded)`.
+    pub async fn presentations(&self, closed_before: i64) -> BTreeMap<String, (String, bool)> {
+        let url = format!(
+            "https://{}/_sim/sessions?closed_before={closed_before}",
+            self.host
+        );
+        let v: serde_json::Value = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["presentations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["lsid"].as_str().unwrap().to_string(),
+                    (
+                        p["xml"].as_str().unwrap().to_string(),
+                        p["has_recording"].as_bool().unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Like `truth`, with each session's end time: `lsid -> (digest, end_time)`.
     pub async fn truth_with_end(&self, closed_before: i64) -> BTreeMap<String, (String, i64)> {
         let url = format!(

@@ -197,6 +197,8 @@ impl RecordingKind {
 pub enum Item<'a> {
     /// A session's data file.
     Session(&'a SessionNaming),
+    /// A presentation's data file (always XML).
+    Presentation(&'a SessionNaming),
     /// A recording of a session, with the file's extension (`flv`, `mp4`, `bin`).
     Recording(&'a SessionNaming, RecordingKind, &'a str),
     /// A site backup from this host (no port).
@@ -206,7 +208,7 @@ pub enum Item<'a> {
 /// The default `file_name_format` of an item's kind (see the module doc's table).
 pub fn default_format(item: &Item<'_>) -> &'static str {
     match item {
-        Item::Session(_) => DEFAULT_SESSION_FORMAT,
+        Item::Session(_) | Item::Presentation(_) => DEFAULT_SESSION_FORMAT,
         Item::Recording(_, RecordingKind::Screen | RecordingKind::Presentation, _) => {
             DEFAULT_RECORDING_FORMAT
         }
@@ -485,6 +487,7 @@ impl FilesSink {
         };
         let values = match item {
             Item::Session(naming) => naming.values(None, self.session_extension()),
+            Item::Presentation(naming) => naming.values(None, "xml"),
             Item::Recording(naming, kind, extension) => naming.values(kind.instance(), extension),
             Item::Backup(host) => NameValues {
                 support_site_host: Some(host.to_string()),
@@ -531,6 +534,22 @@ impl FilesSink {
                 json
             }
         };
+        self.deliver(&rel, Content::Bytes(&bytes), false)
+    }
+
+    /// Writes one presentation's data file: `raw` is its element exactly as the parser
+    /// captured it, wrapped in a `<presentation_session_list>` that repeats `root`'s
+    /// prefix and namespace declarations. Always XML (a presentation has no typed model
+    /// to write as JSON), named like session data with `naming.session_type`
+    /// `presentation`.
+    pub fn deliver_presentation(
+        &self,
+        naming: &SessionNaming,
+        raw: &[u8],
+        root: &ReportRoot,
+    ) -> Result<Delivered, FilesError> {
+        let rel = self.file_name(&Item::Presentation(naming))?;
+        let bytes = xml::list_file(raw, root, xml::PRESENTATION_LIST);
         self.deliver(&rel, Content::Bytes(&bytes), false)
     }
 
@@ -739,6 +758,7 @@ impl FilesSink {
 fn describe(item: &Item<'_>) -> String {
     match item {
         Item::Session(n) => format!("session {} from {}", n.lsid, n.host),
+        Item::Presentation(n) => format!("presentation {} from {}", n.lsid, n.host),
         Item::Recording(n, kind, _) => {
             format!("{kind:?} recording of session {} from {}", n.lsid, n.host)
         }

@@ -66,11 +66,21 @@ impl ReportRoot {
     }
 }
 
-/// The whole file: declaration, wrapper start tag, the fragment, wrapper end tag.
+/// The wrapper of session data files.
+pub const SESSION_LIST: &str = "session_list";
+/// The wrapper of presentation data files.
+pub const PRESENTATION_LIST: &str = "presentation_session_list";
+
+/// The whole session file: declaration, wrapper start tag, the fragment, wrapper end tag.
 pub fn session_file(raw: &[u8], root: &ReportRoot) -> Vec<u8> {
+    list_file(raw, root, SESSION_LIST)
+}
+
+/// A file of one fragment inside a `list` wrapper element (local name).
+pub fn list_file(raw: &[u8], root: &ReportRoot, list: &str) -> Vec<u8> {
     let element = match root.prefix.as_deref().filter(|p| is_name(p)) {
-        Some(prefix) => format!("{prefix}:session_list"),
-        None => "session_list".to_string(),
+        Some(prefix) => format!("{prefix}:{list}"),
+        None => list.to_string(),
     };
     let mut out = Vec::with_capacity(raw.len() + 200);
     out.extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
