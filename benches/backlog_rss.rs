@@ -11,7 +11,8 @@ mod e2e_support;
 use std::time::{Duration, Instant};
 
 use e2e_support::{
-    Daemon, Pg, Sim, env_number, free_port, load_average, mib, pipeline, queue_depths, vm_kib,
+    Daemon, Pg, Sim, env_number, free_port, load_average, mib, pipeline, queue_depths,
+    sessions_parsed, vm_kib,
 };
 
 const CLOSED_PORT_URL: &str = "postgres://postgres@127.0.0.1:1/unreachable";
@@ -21,6 +22,7 @@ struct Outcome {
     size: u64,
     truth: usize,
     backlog: u64,
+    sessions: u64,
     fill: Duration,
     hold_hwm: u64,
     drained: i64,
@@ -44,14 +46,15 @@ async fn main() {
         }
     }
     println!(
-        "| sessions per day | closed in truth | backlog reached | fill s | peak RSS holding MiB | drained | drain s | peak RSS draining MiB |"
+        "| sessions per day | closed in truth | sessions queued (items) | fill s | peak RSS holding MiB | drained | drain s | peak RSS draining MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         println!(
-            "| {} | {} | {} | {:.0} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} ({}) | {:.0} | {} | {} | {:.0} | {} |",
             o.size,
             o.truth,
+            o.sessions,
             o.backlog,
             o.fill.as_secs_f64(),
             mib(o.hold_hwm),
@@ -81,7 +84,7 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
     let daemon = Daemon::start(&config, &log);
     let pid = daemon.pid();
     let started = Instant::now();
-    println!("  phase    t(s)  fetched  deliver/pg  VmRSS MiB  VmHWM MiB");
+    println!("  phase    t(s)  fetched  deliver/pg   sessions  VmRSS MiB  VmHWM MiB");
     let mut last_print = Instant::now();
     let mut backlog = 0;
     loop {
@@ -89,15 +92,18 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
         let depths = queue_depths(metrics_port).await;
         backlog = depths.get("deliver/pg").copied().unwrap_or(backlog);
         let fetched = depths.get("fetched").copied().unwrap_or(0);
-        // The simulator keeps adding live sessions, so the queue passes the truth's size.
-        let full = backlog as usize >= truth.len();
+        // Sessions wait in bundles (up to 16 per item), so the queued sessions are the
+        // parsed ones. The simulator keeps adding live sessions, so they pass the truth.
+        let sessions = sessions_parsed(metrics_port).await;
+        let full = sessions as usize >= truth.len() && fetched == 0;
         if last_print.elapsed() >= Duration::from_secs(15) || full {
             last_print = Instant::now();
             println!(
-                "  fill  {:>7.0} {:>8} {:>11} {:>10} {:>10}",
+                "  fill  {:>7.0} {:>8} {:>11} {:>10} {:>10} {:>10}",
                 started.elapsed().as_secs_f64(),
                 fetched,
                 backlog,
+                sessions,
                 mib(vm_kib(pid, "VmRSS").unwrap_or(0)),
                 mib(vm_kib(pid, "VmHWM").unwrap_or(0)),
             );
@@ -112,11 +118,13 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
     let depths = queue_depths(metrics_port).await;
     backlog = depths.get("deliver/pg").copied().unwrap_or(backlog);
     let hold_hwm = vm_kib(pid, "VmHWM").unwrap_or(0);
+    let sessions = sessions_parsed(metrics_port).await;
     println!(
-        "  hold  {:>7.0} {:>8} {:>11} {:>10} {:>10}",
+        "  hold  {:>7.0} {:>8} {:>11} {:>10} {:>10} {:>10}",
         started.elapsed().as_secs_f64(),
         depths.get("fetched").copied().unwrap_or(0),
         backlog,
+        sessions,
         mib(vm_kib(pid, "VmRSS").unwrap_or(0)),
         mib(hold_hwm),
     );
@@ -159,6 +167,7 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
     Some(Outcome {
         size,
         truth: truth.len(),
+        sessions,
         backlog,
         fill,
         hold_hwm,

@@ -246,7 +246,9 @@ async fn transient_faults_at_twenty_percent_are_retried_and_never_dead_lettered(
 }
 
 /// `btic_dead_letter_items{destination="pg"}` as the daemon's `/metrics` shows it.
-async fn dead_gauge(port: u16) -> Option<f64> {
+/// The value of the first sample of the daemon's `/metrics` whose line starts with
+/// `series` (a metric name with its labels).
+async fn metric(port: u16, series: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .ok()?
@@ -254,8 +256,12 @@ async fn dead_gauge(port: u16) -> Option<f64> {
         .await
         .ok()?;
     text.lines()
-        .find(|l| l.starts_with("btic_dead_letter_items{destination=\"pg\"}"))
+        .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn dead_gauge(port: u16) -> Option<f64> {
+    metric(port, "btic_dead_letter_items{destination=\"pg\"}").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,10 +400,11 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
     block(false).await;
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), SIM_ARGS);
+    let port = free_port();
     let config = pipeline(
         dir.path(),
         &sim,
-        free_port(),
+        port,
         &postgres_destination(&pg),
         &transfer("pg", "[\"sessions\"]"),
     );
@@ -414,16 +421,19 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
             .unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
+    // Every session parsed and queued (in bundles of up to 16 for a SQL destination).
     assert!(
         eventually(Duration::from_secs(60), async || {
-            status()["queues"]
+            let parsed = metric(port, "btic_sessions_parsed_total{site=\"sim\"}").await;
+            let queued = status()["queues"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .any(|q| {
                     q["name"] == "deliver/pg"
-                        && q["depth"].as_u64().unwrap_or(0) as usize >= truth.len()
-                })
+                        && q["depth"].as_u64().unwrap_or(0) as usize >= truth.len().div_ceil(16)
+                });
+            parsed.unwrap_or(0.0) as usize >= truth.len() && queued
         })
         .await,
         "the backlog did not build up: {}",
@@ -698,4 +708,95 @@ async fn presentations_and_their_recordings_reach_a_files_destination_once() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_refused_inside_a_bundle_goes_alone_to_the_dead_letter_and_the_rest_arrive() {
+    let Some(pg) = Pg::create("a_session_refused_inside_a_bundle").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), SIM_ARGS);
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &postgres_destination(&pg),
+        &transfer("pg", "[\"sessions\"]"),
+    );
+    // btic's schema, then a constraint that refuses about one session in sixteen (LSIDs
+    // are hex), so most bundles hold both kinds.
+    let out = rig::btic()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("BTIC_TEST_SECRET", "demo-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg.client()
+        .await
+        .batch_execute("ALTER TABLE session ADD CONSTRAINT refuse_zero CHECK (lsid NOT LIKE '0%')")
+        .await
+        .unwrap();
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    let (refused, accepted): (Vec<&String>, Vec<&String>) =
+        truth.keys().partition(|l| l.starts_with('0'));
+    assert!(!refused.is_empty() && accepted.len() > 100);
+    let dead_lsids = || {
+        rig::dead_letters(&config)
+            .iter()
+            .filter_map(|d| {
+                let out = rig::btic()
+                    .args(["dead-letter", "show", "--config"])
+                    .arg(&config)
+                    .arg(d["id"].to_string())
+                    .output()
+                    .ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                Some((
+                    v["payload"]["kind"].as_str()?.to_string(),
+                    v["payload"]["lsid"].as_str()?.to_string(),
+                ))
+            })
+            .collect::<Vec<_>>()
+    };
+    let arrived = eventually(Duration::from_secs(90), async || {
+        let rows = pg.lsids().await;
+        accepted.iter().all(|l| rows.contains_key(*l))
+            && rig::dead_letters(&config).len() >= refused.len()
+    })
+    .await;
+    assert!(
+        arrived,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let rows = pg.lsids().await;
+    assert!(rows.values().all(|n| *n == 1));
+    assert!(rows.keys().all(|l| !l.starts_with('0')));
+    // Each refused session is a dead letter of its own; no bundle is.
+    let dead = dead_lsids();
+    assert!(dead.iter().all(|(kind, _)| kind == "session"), "{dead:?}");
+    let mut lsids: Vec<&str> = dead.iter().map(|(_, l)| l.as_str()).collect();
+    lsids.sort();
+    lsids.dedup();
+    assert_eq!(
+        lsids.len(),
+        dead.len(),
+        "a session dead-lettered twice: {dead:?}"
+    );
+    assert!(
+        refused.iter().all(|l| lsids.contains(&l.as_str())),
+        "refused {refused:?}, dead {lsids:?}"
+    );
+    pg.drop_now().await;
 }

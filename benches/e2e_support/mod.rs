@@ -341,6 +341,18 @@ pub async fn queue_depths(metrics_port: u16) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// `btic_sessions_parsed_total` summed over sites (0 while the daemon does not answer).
+pub async fn sessions_parsed(metrics_port: u16) -> u64 {
+    let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await else {
+        return 0;
+    };
+    let text = answer.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with("btic_sessions_parsed_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// MiB from KiB, one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)

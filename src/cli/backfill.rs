@@ -282,7 +282,7 @@ async fn in_process(
         queue.clone(),
         stages.clone(),
         health.clone(),
-        parse_worker::raw_xml_destinations(config),
+        parse_worker::item_shapes(config),
     ));
     tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
     tasks.spawn(

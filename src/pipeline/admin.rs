@@ -119,6 +119,16 @@ pub fn item_json(item: &DeadLetterItem) -> Value {
                 site, naming, raw, ..
             } => json!({"kind": "presentation", "site": site, "lsid": naming.lsid,
                         "xml": String::from_utf8_lossy(&raw)}),
+            DeliverItem::Sessions {
+                site,
+                host,
+                sessions,
+                ..
+            } => {
+                let lsids: Vec<&str> = sessions.iter().map(|s| s.lsid.as_str()).collect();
+                json!({"kind": "sessions", "site": site, "host": host, "lsids": lsids,
+                       "sessions": sessions})
+            }
         })
     } else if queue.starts_with("download/") {
         item.decode::<DownloadTask>().map(|d| match d {

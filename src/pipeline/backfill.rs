@@ -73,6 +73,9 @@ pub enum Finished {
     /// It was moved to the dead letter (replayed and delivered later, it becomes one of
     /// the above).
     DeadLettered,
+    /// This many sessions of a bundle reached a destination (the rest, if any, went
+    /// on as items of their own, counted under the bundle's `pushed` key).
+    Sessions(u64),
 }
 
 /// Moves `ticket` to the dead letter with `reason` and `metadata`. An item of backfill
@@ -418,13 +421,14 @@ async fn finish(
     let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for (_, f) in &done {
-        let name = match f {
-            Finished::Session => "sessions",
-            Finished::Recording => "recordings",
-            Finished::Other => "other",
-            Finished::DeadLettered => "dead",
+        let (name, n) = match f {
+            Finished::Session => ("sessions", 1),
+            Finished::Sessions(n) => ("sessions", *n),
+            Finished::Recording => ("recordings", 1),
+            Finished::Other => ("other", 1),
+            Finished::DeadLettered => ("dead", 1),
         };
-        *counts.entry(name).or_default() += 1;
+        *counts.entry(name).or_default() += n;
     }
     let summary = Summary {
         sessions_delivered: counts.get("sessions").copied().unwrap_or(0),

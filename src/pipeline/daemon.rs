@@ -196,7 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         queue.clone(),
         stages.clone(),
         health.clone(),
-        parse_worker::raw_xml_destinations(&config),
+        parse_worker::item_shapes(&config),
     ));
     tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
     tasks.spawn(update_gauges(

@@ -12,13 +12,21 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::backfill;
-use super::items::{DeliverItem, deliver_queue};
+use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::scheduler::Reachability;
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
-use crate::deliver::files::{FilesError, FilesSink};
+use crate::deliver::files::{FilesError, FilesSink, ReportRoot};
 use crate::deliver::sql::SqlSink;
 use crate::metrics::{self, Health};
 use crate::queue::{Changes, Claimed, Queue, QueueError, Ticket};
+
+/// One claimed item of a SQL batch: a session, or a bundle (with its site and lane).
+struct SqlClaim {
+    ticket: Ticket,
+    job: Option<String>,
+    sessions: Vec<crate::model::Session>,
+    bundle: Option<(String, Lane)>,
+}
 
 /// Everything a deliver worker needs.
 #[derive(Debug, Clone)]
@@ -104,16 +112,27 @@ impl DeliverWorker {
                     }
                 }
             }
+            // The rest of the batch, up to `batch_size` sessions; each call is one pass
+            // over the queue (taking items one by one rescans the ones already held).
+            let mut sessions = first.item.session_count();
             let mut batch = vec![first];
-            // The rest of the batch in one pass over the queue (taking items one by one
-            // rescans the ones already held, and costs a thread hand-off each).
-            match self
-                .queue
-                .next_ready_many::<DeliverItem>(&queue_name, sql.batch_size.saturating_sub(1))
-                .await
-            {
-                Ok(more) => batch.extend(more),
-                Err(e) => tracing::error!("deliver/{}: {e}", self.destination.name),
+            while sessions < sql.batch_size {
+                let want = (sql.batch_size - sessions).div_ceil(BUNDLE_SESSIONS);
+                match self
+                    .queue
+                    .next_ready_many::<DeliverItem>(&queue_name, want)
+                    .await
+                {
+                    Ok(more) if more.is_empty() => break,
+                    Ok(more) => {
+                        sessions += more.iter().map(|c| c.item.session_count()).sum::<usize>();
+                        batch.extend(more);
+                    }
+                    Err(e) => {
+                        tracing::error!("deliver/{}: {e}", self.destination.name);
+                        break;
+                    }
+                }
             }
             let healthy = self
                 .deliver_sql_batch(sink.as_ref().expect("connected above"), batch)
@@ -131,66 +150,115 @@ impl DeliverWorker {
         let started = Instant::now();
         let name = &self.destination.name;
         // Group by host name: one `deliver` call per site host.
-        type Entry = (Ticket, crate::model::Session, Option<String>);
-        let mut by_host: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        let mut by_host: BTreeMap<String, Vec<SqlClaim>> = BTreeMap::new();
         for Claimed { item, ticket } in batch {
             let job = item.backfill_job().map(str::to_string);
-            match item {
-                DeliverItem::Session { host, session, .. } => {
-                    by_host
-                        .entry(host)
-                        .or_default()
-                        .push((ticket, *session, job));
-                }
+            let (host, claim) = match item {
+                DeliverItem::Session { host, session, .. } => (
+                    host,
+                    SqlClaim {
+                        ticket,
+                        job,
+                        sessions: vec![*session],
+                        bundle: None,
+                    },
+                ),
+                DeliverItem::Sessions {
+                    site,
+                    host,
+                    sessions,
+                    lane,
+                } => (
+                    host,
+                    SqlClaim {
+                        ticket,
+                        job,
+                        sessions,
+                        bundle: Some((site, lane)),
+                    },
+                ),
                 other => {
                     let reason =
                         format!("{} cannot go to SQL destination {name:?}", other.describe());
                     self.finish_failed(ticket, &reason, false, job.as_deref())
                         .await;
+                    continue;
                 }
-            }
+            };
+            by_host.entry(host).or_default().push(claim);
         }
         let mut healthy = true;
-        for (host, entries) in by_host {
-            let mut tickets = Vec::new();
+        for (host, claims) in by_host {
             let mut sessions = Vec::new();
-            let mut jobs = Vec::new();
-            for (ticket, session, job) in entries {
-                tickets.push(ticket);
-                sessions.push(session);
-                jobs.push(job);
+            let mut claimed = Vec::new();
+            for claim in claims {
+                let count = claim.sessions.len();
+                sessions.extend(claim.sessions);
+                claimed.push((claim.ticket, claim.job, claim.bundle, count));
             }
             let outcome = sink.deliver(&host, &sessions).await;
+            let mut results = outcome.sessions.into_iter();
+            let mut at = 0;
             let mut done = Vec::new();
             let mut finished = Changes::new();
             let (mut ok, mut failed) = (0u64, 0u64);
-            for (((ticket, session), job), result) in tickets
-                .into_iter()
-                .zip(&sessions)
-                .zip(jobs)
-                .zip(outcome.sessions)
-            {
-                match result {
-                    Ok(()) => {
-                        if let Some(job) = &job
-                            && let Err(e) = finished.put_state(
-                                &backfill::done_key(job, ticket.id()),
-                                &backfill::Finished::Session,
-                            )
+            for (ticket, job, bundle, count) in claimed {
+                let part = &sessions[at..at + count];
+                let outcomes: Vec<_> = results.by_ref().take(count).collect();
+                at += count;
+                let errors: Vec<(usize, &crate::deliver::sql::SqlError)> = outcomes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+                    .collect();
+                if errors.is_empty() {
+                    if let Some(job) = &job {
+                        let kind = match bundle {
+                            Some(_) => backfill::Finished::Sessions(count as u64),
+                            None => backfill::Finished::Session,
+                        };
+                        if let Err(e) =
+                            finished.put_state(&backfill::done_key(job, ticket.id()), &kind)
                         {
                             tracing::error!("deliver/{name}: recording a backfill delivery: {e}");
                         }
-                        done.push(ticket);
-                        ok += 1;
                     }
-                    Err(e) => {
+                    done.push(ticket);
+                    ok += count as u64;
+                    continue;
+                }
+                let retryable = errors.iter().all(|(_, e)| e.is_retryable());
+                healthy &= !errors.iter().any(|(_, e)| e.is_retryable());
+                if let Some((_, e)) = errors.iter().find(|(_, e)| e.is_retryable()) {
+                    self.reachability.set(name, Some(e.to_string()));
+                }
+                let (first, e) = errors[0];
+                let reason = format!("session {}: {e}", part[first].lsid);
+                match bundle {
+                    // A whole bundle that failed for a passing reason waits and comes
+                    // again as it is.
+                    Some(_) if retryable && errors.len() == count => {
+                        failed += count as u64;
+                        self.finish_failed(ticket, &reason, true, job.as_deref())
+                            .await;
+                    }
+                    // Otherwise the sessions that failed go on alone (each then with its
+                    // own retries and, if need be, its own dead letter).
+                    Some((site, lane)) => {
+                        failed += errors.len() as u64;
+                        ok += (count - errors.len()) as u64;
+                        let alone: Vec<_> = errors.iter().map(|(i, _)| &part[*i]).collect();
+                        tracing::warn!(
+                            destination = %name,
+                            "{} of {count} sessions of a bundle failed ({reason}); they go on one by one",
+                            alone.len()
+                        );
+                        self.split_bundle(ticket, &site, &host, &lane, &alone, count)
+                            .await;
+                    }
+                    None => {
                         failed += 1;
-                        healthy &= !e.is_retryable();
-                        if e.is_retryable() {
-                            self.reachability.set(name, Some(e.to_string()));
-                        }
-                        let reason = format!("session {}: {e}", session.lsid);
-                        self.finish_failed(ticket, &reason, e.is_retryable(), job.as_deref())
+                        self.finish_failed(ticket, &reason, retryable, job.as_deref())
                             .await;
                     }
                 }
@@ -206,6 +274,64 @@ impl DeliverWorker {
             metrics::stage_progress("deliver", ok + failed, ok, started.elapsed());
         }
         healthy
+    }
+
+    /// Replaces a bundle of `count` sessions, some of which were delivered, by one item
+    /// per session in `alone`, in one transaction. A backfill job counts the bundle's
+    /// delivered sessions and waits for the new items.
+    async fn split_bundle(
+        &self,
+        ticket: Ticket,
+        site: &str,
+        host: &str,
+        lane: &Lane,
+        alone: &[&crate::model::Session],
+        count: usize,
+    ) {
+        let name = &self.destination.name;
+        let queue = deliver_queue(name);
+        let mut changes = Changes::new();
+        let mut noted = Ok(&mut changes);
+        for session in alone {
+            noted = noted.and_then(|c| {
+                c.push(
+                    &queue,
+                    &DeliverItem::Session {
+                        site: site.to_string(),
+                        host: host.to_string(),
+                        session: Box::new((*session).clone()),
+                        raw: Vec::new(),
+                        root: ReportRoot::default(),
+                        lane: lane.clone(),
+                    },
+                )
+            });
+        }
+        if let Some(job) = lane.backfill_job() {
+            let delivered = (count - alone.len()) as u64;
+            noted = noted
+                .and_then(|c| {
+                    c.put_state(
+                        &backfill::done_key(job, ticket.id()),
+                        &backfill::Finished::Sessions(delivered),
+                    )
+                })
+                .and_then(|c| {
+                    c.put_state(
+                        &backfill::pushed_key(job, &format!("s{}", ticket.id())),
+                        &(alone.len() as u64),
+                    )
+                });
+        }
+        let outcome = match noted {
+            Ok(_) => self.queue.hand_off(ticket, changes).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            // The bundle stays: it comes again, and the delivered sessions are upserted
+            // once more, harmlessly.
+            tracing::error!("deliver/{name}: splitting a bundle: {e}");
+        }
     }
 
     async fn run_files(self, files: crate::config::FilesDestination, shutdown: CancellationToken) {
@@ -246,6 +372,9 @@ impl DeliverWorker {
                 let kind = match &item {
                     DeliverItem::Session { .. } => backfill::Finished::Session,
                     DeliverItem::Recording { .. } => backfill::Finished::Recording,
+                    DeliverItem::Sessions { sessions, .. } => {
+                        backfill::Finished::Sessions(sessions.len() as u64)
+                    }
                     DeliverItem::Backup { .. } | DeliverItem::Presentation { .. } => {
                         backfill::Finished::Other
                     }
@@ -359,6 +488,13 @@ fn write_file(sink: &FilesSink, item: DeliverItem) -> Result<(), FilesError> {
             naming, raw, root, ..
         } => {
             sink.deliver_presentation(&naming.for_files(), &raw, &root)?;
+        }
+        DeliverItem::Sessions { .. } => {
+            // The parse stage bundles sessions for SQL destinations only.
+            return Err(FilesError::InvalidName {
+                item: item.describe(),
+                reason: "bundles of sessions go to SQL destinations only".into(),
+            });
         }
     }
     Ok(())

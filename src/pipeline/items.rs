@@ -5,7 +5,7 @@
 //! |-----------------------|----------------|-----------------------|----------------|
 //! | `fetched`             | `FetchedBody`  | fetch                 | parse          |
 //! | `download/<site>`     | `DownloadTask` | parse, scheduler      | download       |
-//! | `deliver/<dest>`      | `DeliverItem`  | parse, download       | deliver        |
+//! | `deliver/<dest>`      | `DeliverItem`  | parse, download, deliver (a split bundle) | deliver |
 //! | `rejected`            | `Rejected`     | parse                 | moved at once to the dead letter |
 //!
 //! Every item that stems from a report body carries that body's `Lane` (its last field),
@@ -325,13 +325,39 @@ pub enum DeliverItem {
         /// The lane of the body it came from.
         lane: Lane,
     },
+    /// Up to `BUNDLE_SESSIONS` sessions of one body for one SQL destination, which
+    /// takes them in batches anyway: one queue item instead of one per session keeps a
+    /// large backlog's index (and the memory sled spends on it) small.
+    Sessions {
+        /// The `[[site]]`.
+        site: String,
+        /// `host_name`.
+        host: String,
+        /// The sessions, in report order.
+        sessions: Vec<Session>,
+        /// The lane of the body they came from.
+        lane: Lane,
+    },
 }
 
+/// The most sessions one `DeliverItem::Sessions` holds.
+pub const BUNDLE_SESSIONS: usize = 16;
+
 impl DeliverItem {
+    /// How many sessions it carries (1 for anything but a bundle).
+    pub fn session_count(&self) -> usize {
+        match self {
+            DeliverItem::Sessions { sessions, .. } => sessions.len(),
+            _ => 1,
+        }
+    }
+
     /// The spool file this item owns, if any.
     pub fn spool(&self) -> Option<&PathBuf> {
         match self {
-            DeliverItem::Session { .. } | DeliverItem::Presentation { .. } => None,
+            DeliverItem::Session { .. }
+            | DeliverItem::Presentation { .. }
+            | DeliverItem::Sessions { .. } => None,
             DeliverItem::Recording { spool, .. } | DeliverItem::Backup { spool, .. } => Some(spool),
         }
     }
@@ -341,7 +367,8 @@ impl DeliverItem {
         match self {
             DeliverItem::Session { lane, .. }
             | DeliverItem::Recording { lane, .. }
-            | DeliverItem::Presentation { lane, .. } => lane.backfill_job(),
+            | DeliverItem::Presentation { lane, .. }
+            | DeliverItem::Sessions { lane, .. } => lane.backfill_job(),
             DeliverItem::Backup { .. } => None,
         }
     }
@@ -355,6 +382,16 @@ impl DeliverItem {
             } => format!("recording {} of session {}", recording.label(), naming.lsid),
             DeliverItem::Backup { site, .. } => format!("backup of site {site:?}"),
             DeliverItem::Presentation { naming, .. } => format!("presentation {}", naming.lsid),
+            DeliverItem::Sessions { sessions, .. } => match sessions.as_slice() {
+                [one] => format!("session {}", one.lsid),
+                [first, .., last] => format!(
+                    "{} sessions ({} to {})",
+                    sessions.len(),
+                    first.lsid,
+                    last.lsid
+                ),
+                [] => "no sessions".to_string(),
+            },
         }
     }
 }

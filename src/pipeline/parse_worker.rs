@@ -1,5 +1,6 @@
 //! The parse stage: takes a spooled report body from `fetched`, streams its sessions and
-//! hands them on — one `deliver/<destination>` item per session and destination, one
+//! hands them on — one `deliver/<destination>` item per session and files destination,
+//! one bundle of up to `BUNDLE_SESSIONS` sessions per SQL destination, one
 //! `download/<site>` task per recording a files destination wants — in chunks, each
 //! chunk in one queue transaction with the count of sessions handed on so far. After a
 //! crash the body is parsed again and the sessions already handed on are skipped, so
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::backfill;
 use super::items::{
-    DeliverItem, DownloadTask, FETCHED, FetchedBody, Naming, REJECTED, Recording, Rejected,
-    deliver_queue, download_queue,
+    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchedBody, Naming, REJECTED, Recording,
+    Rejected, deliver_queue, download_queue,
 };
 use crate::config::Config;
 use crate::deliver::files::ReportRoot;
@@ -66,26 +67,39 @@ enum Chunk {
     Fatal(String),
 }
 
-/// The destinations whose session items carry the raw `<session>` element and the
-/// report root (files destinations writing XML). The others get the parsed session
-/// only, which keeps their queued items and delivery batches about half the size.
-pub fn raw_xml_destinations(config: &Config) -> Arc<BTreeSet<String>> {
-    Arc::new(
+/// What each destination's session items look like.
+#[derive(Debug, Default)]
+pub struct ItemShapes {
+    /// Destinations whose session items carry the raw `<session>` element and the report
+    /// root (files destinations writing XML). The others get the parsed session only,
+    /// which keeps their queued items and delivery batches about half the size.
+    raw_xml: BTreeSet<String>,
+    /// Destinations that take sessions in bundles (`DeliverItem::Sessions`, SQL).
+    bundled: BTreeSet<String>,
+}
+
+/// The item shapes of `config`'s destinations.
+pub fn item_shapes(config: &Config) -> Arc<ItemShapes> {
+    let names = |keep: fn(&crate::config::Destination) -> bool| {
         config
             .destinations
             .iter()
-            .filter(|d| d.writes_raw_xml())
+            .filter(|d| keep(d))
             .map(|d| d.name.clone())
-            .collect(),
-    )
+            .collect()
+    };
+    Arc::new(ItemShapes {
+        raw_xml: names(|d| d.writes_raw_xml()),
+        bundled: names(|d| !d.is_files()),
+    })
 }
 
-/// Runs the parse stage until `shutdown`; `raw_xml` from [`raw_xml_destinations`].
+/// Runs the parse stage until `shutdown`; `shapes` from [`item_shapes`].
 pub async fn run(
     queue: Queue,
     shutdown: CancellationToken,
     health: Arc<metrics::Health>,
-    raw_xml: Arc<BTreeSet<String>>,
+    shapes: Arc<ItemShapes>,
 ) {
     loop {
         let claimed = tokio::select! {
@@ -95,7 +109,7 @@ pub async fn run(
         match claimed {
             Ok(claimed) => {
                 health.pending(FETCHED);
-                if let Err(e) = parse_one(&queue, claimed, &raw_xml).await {
+                if let Err(e) = parse_one(&queue, claimed, &shapes).await {
                     metrics::stage_error("parse");
                     tracing::error!("parse stage: {e}");
                     // The item stays in its queue; wait a moment before trying again.
@@ -119,7 +133,7 @@ fn progress_key(id: crate::queue::ItemId) -> String {
 async fn parse_one(
     queue: &Queue,
     claimed: Claimed<FetchedBody>,
-    raw_xml: &BTreeSet<String>,
+    shapes: &ItemShapes,
 ) -> Result<(), QueueError> {
     let started = Instant::now();
     let Claimed { item, ticket } = claimed;
@@ -153,6 +167,7 @@ async fn parse_one(
         match chunk {
             Chunk::Sessions(sessions) => {
                 let mut changes = Changes::new();
+                let mut bundles = Bundles::new();
                 handed_on += sessions.len() as u64;
                 for outcome in sessions {
                     match outcome {
@@ -160,7 +175,7 @@ async fn parse_one(
                             parsed += 1;
                             let n = match record {
                                 Parsed::Session(s) => {
-                                    route(&mut changes, &item, s, &root, raw_xml)?
+                                    route(&mut changes, &mut bundles, &item, s, &root, shapes)?
                                 }
                                 Parsed::Presentation(p) => {
                                     route_presentation(&mut changes, &item, p, &root)?
@@ -189,6 +204,9 @@ async fn parse_one(
                         }
                     }
                 }
+                let n = push_bundles(&mut changes, &item, bundles)?;
+                pushed += n;
+                job_pushed += n;
                 changes.put_state(&key, &handed_on)?;
                 if let Some(k) = &pushed_key {
                     changes.put_state(k, &job_pushed)?;
@@ -241,13 +259,43 @@ async fn parse_one(
     Ok(())
 }
 
-/// Adds the queue items for one session; returns how many.
+/// Sessions of one chunk waiting to be bundled, per destination.
+type Bundles = std::collections::BTreeMap<String, Vec<crate::model::Session>>;
+
+/// Pushes the chunk's bundles, at most `BUNDLE_SESSIONS` sessions each; returns how
+/// many items.
+fn push_bundles(
+    changes: &mut Changes,
+    item: &FetchedBody,
+    bundles: Bundles,
+) -> Result<u64, QueueError> {
+    let mut count = 0;
+    for (destination, sessions) in bundles {
+        for part in sessions.chunks(BUNDLE_SESSIONS) {
+            changes.push(
+                &deliver_queue(&destination),
+                &DeliverItem::Sessions {
+                    site: item.site.clone(),
+                    host: item.host.clone(),
+                    sessions: part.to_vec(),
+                    lane: item.lane.clone(),
+                },
+            )?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Adds the queue items for one session (or adds it to `bundles`); returns how many
+/// items it pushed.
 fn route(
     changes: &mut Changes,
+    bundles: &mut Bundles,
     item: &FetchedBody,
     parsed: ParsedSession,
     root: &ReportRoot,
-    raw_xml: &BTreeSet<String>,
+    shapes: &ItemShapes,
 ) -> Result<u64, QueueError> {
     let mut count = 0;
     let session = parsed.session;
@@ -281,9 +329,15 @@ fn route(
             count += 1;
         }
     }
+    for destination in destinations.iter().filter(|d| shapes.bundled.contains(*d)) {
+        bundles
+            .entry(destination.clone())
+            .or_default()
+            .push(session.clone());
+    }
     let session = Box::new(session);
-    for destination in destinations {
-        let (raw, root) = if raw_xml.contains(destination) {
+    for destination in destinations.iter().filter(|d| !shapes.bundled.contains(*d)) {
+        let (raw, root) = if shapes.raw_xml.contains(destination) {
             (parsed.raw.clone(), root.clone())
         } else {
             (Vec::new(), ReportRoot::default())
