@@ -141,6 +141,10 @@ pub struct QueueOptions {
     pub flush_interval: Duration,
     /// Memory sled may use for its page cache, in bytes.
     pub cache_capacity_bytes: u64,
+    /// How long to wait for another process that has the database open (default 10 s):
+    /// `btic status` and the other commands open it for a moment when no daemon
+    /// answers, which must not stop a daemon that is starting.
+    pub lock_wait: Duration,
 }
 
 impl Default for QueueOptions {
@@ -148,8 +152,15 @@ impl Default for QueueOptions {
         QueueOptions {
             flush_interval: Duration::ZERO,
             cache_capacity_bytes: 16 * 1024 * 1024,
+            lock_wait: Duration::from_secs(10),
         }
     }
+}
+
+/// Whether sled failed to open because another process holds the database's lock
+/// (sled reports it as an `Other` error wrapping the `WouldBlock` of the file lock).
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 /// An item's id: unique across queues and the dead letter, growing across restarts.
@@ -471,9 +482,21 @@ impl Queue {
     }
 
     /// Opens (or creates) the database in `dir`. Recovery after a crash happens here and
-    /// needs no manual step. Fails if another process has the database open.
+    /// needs no manual step. Fails if another process still has the database open after
+    /// `options.lock_wait` (blocking the calling thread until then).
     pub fn open_with(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Queue, QueueError> {
-        let store = Arc::new(Store::open(dir.as_ref(), options.cache_capacity_bytes)?);
+        let started = std::time::Instant::now();
+        let store = loop {
+            match Store::open(dir.as_ref(), options.cache_capacity_bytes) {
+                Err(QueueError::Open {
+                    source: sled::Error::Io(e),
+                    ..
+                }) if is_lock_held(&e) && started.elapsed() < options.lock_wait => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => break Arc::new(other?),
+            }
+        };
         let flusher = Arc::new(Flusher::start(store.clone(), options.flush_interval)?);
         Ok(Queue {
             inner: Arc::new(Inner {

@@ -521,3 +521,29 @@ async fn a_snapshot_left_unfinished_by_a_killed_process_does_not_stop_the_queue_
     assert_eq!(names(&queue, "q").await, ["a", "b"]);
     assert!(queue.verify(|_| Ok(())).await.unwrap().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_waits_for_a_brief_holder_and_fails_after_the_lock_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue");
+    let holder = Queue::open(&path).unwrap();
+    holder.push("q", &job("a")).await.unwrap();
+
+    // Held longer than the wait: a clear error naming the directory.
+    let short = QueueOptions {
+        lock_wait: Duration::from_millis(300),
+        ..QueueOptions::default()
+    };
+    let err = Queue::open_with(&path, short).unwrap_err();
+    assert!(err.to_string().contains("queue"), "{err}");
+
+    // Held for a moment (as `btic status` does): the second opener waits and gets in.
+    let opener = std::thread::spawn({
+        let path = path.clone();
+        move || Queue::open(&path)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    holder.close().await.unwrap();
+    let queue = opener.join().unwrap().unwrap();
+    assert_eq!(names(&queue, "q").await, ["a"]);
+}
