@@ -68,6 +68,7 @@ impl DeliverWorker {
         let queue_name = deliver_queue(&self.destination.name);
         let mut sink: Option<SqlSink> = None;
         let mut connect_failures = 0u32;
+        let mut last_connect_error: Option<String> = None;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -86,9 +87,10 @@ impl DeliverWorker {
                     Ok(s) => {
                         self.reachability.set(&self.destination.name, None);
                         if connect_failures > 0 {
-                            tracing::info!(destination = %self.destination.name, "connected again");
+                            tracing::info!(destination = %self.destination.name, failures = connect_failures, "connected again");
                         }
                         connect_failures = 0;
+                        last_connect_error = None;
                         sink = Some(s);
                     }
                     Err(e) => {
@@ -98,11 +100,17 @@ impl DeliverWorker {
                         self.reachability
                             .set(&self.destination.name, Some(e.to_string()));
                         let delay = self.retry.delay_after(connect_failures);
-                        if e.is_retryable() {
-                            tracing::warn!(destination = %self.destination.name, "{e}; trying again in {delay:?}");
+                        // Said once per reason; while it lasts, at debug level.
+                        let message = e.to_string();
+                        let name = &self.destination.name;
+                        if last_connect_error.as_deref() == Some(message.as_str()) {
+                            tracing::debug!(destination = %name, failures = connect_failures, "{e}; trying again in {delay:?}");
+                        } else if e.is_retryable() {
+                            tracing::warn!(destination = %name, "{e}; trying again in {delay:?} (repeats are logged at debug level)");
                         } else {
-                            tracing::error!(destination = %self.destination.name, "{e}; trying again in {delay:?}");
+                            tracing::error!(destination = %name, "{e}; trying again in {delay:?} (repeats are logged at debug level)");
                         }
+                        last_connect_error = Some(message);
                         metrics::stage_error("deliver");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,

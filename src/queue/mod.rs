@@ -151,7 +151,7 @@ impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
             flush_interval: Duration::ZERO,
-            cache_capacity_bytes: 16 * 1024 * 1024,
+            cache_capacity_bytes: 8 * 1024 * 1024,
             lock_wait: Duration::from_secs(10),
         }
     }
