@@ -179,6 +179,18 @@ fn shown(lsid: &str) -> &str {
     if lsid.is_empty() { "(no lsid)" } else { lsid }
 }
 
+/// What is wrong when a reader meets the end of its body: elements left open, or no
+/// root element at all; `None` for a complete body.
+fn end_of_body<R: std::io::BufRead>(pull: &pull::Pull<R>, saw_root: bool) -> Option<pull::Fault> {
+    if pull.depth() > 0 {
+        return Some(pull.eof_fault());
+    }
+    (!saw_root).then(|| pull::Fault {
+        offset: pull.event_start(),
+        reason: "body has no root element".into(),
+    })
+}
+
 /// The `Malformed` error for a fault, with its line.
 fn malformed<R: std::io::BufRead>(
     pull: &pull::Pull<R>,

@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
-use crate::parse::{ApplianceError, ParseError, malformed};
+use crate::parse::{ApplianceError, ParseError, end_of_body, malformed};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -176,18 +176,8 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                 }
                 Tok::Eof => {
                     self.done = true;
-                    if self.pull.depth() > 0 {
-                        let fault = self.pull.eof_fault();
-                        return Some(Err(self.fatal(fault)));
-                    }
-                    if self.root.is_none() {
-                        let fault = Fault {
-                            offset: self.pull.event_start(),
-                            reason: "body has no root element".into(),
-                        };
-                        return Some(Err(self.fatal(fault)));
-                    }
-                    return None;
+                    let fault = end_of_body(&self.pull, self.root.is_some())?;
+                    return Some(Err(self.fatal(fault)));
                 }
                 Tok::Text | Tok::Close => {}
             }

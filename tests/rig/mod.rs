@@ -60,9 +60,8 @@ impl Sim {
         }
     }
 
-    /// The closed sessions that ended before `closed_before` (appliance time), and the
-    /// appliance's now: `(now, lsid -> digest)`.
-    pub async fn truth(&self, closed_before: Option<i64>) -> (i64, BTreeMap<String, String>) {
+    /// `GET /_sim/sessions`, optionally `?closed_before=`, as JSON.
+    async fn ground_truth(&self, closed_before: Option<i64>) -> serde_json::Value {
         let mut url = format!("https://{}/_sim/sessions", self.host);
         if let Some(t) = closed_before {
             url.push_str(&format!("?closed_before={t}"));
@@ -76,6 +75,13 @@ impl Sim {
             .json()
             .await
             .unwrap();
+        v
+    }
+
+    /// The closed sessions that ended before `closed_before` (appliance time), and the
+    /// appliance's now: `(now, lsid -> digest)`.
+    pub async fn truth(&self, closed_before: Option<i64>) -> (i64, BTreeMap<String, String>) {
+        let v = self.ground_truth(closed_before).await;
         let sessions = v["sessions"]
             .as_array()
             .unwrap()
@@ -93,19 +99,7 @@ impl Sim {
     /// The ended presentations that ended before `closed_before` (appliance time):
     /// `lsid -> (element as the report writes it, whether it was recorded)`.
     pub async fn presentations(&self, closed_before: i64) -> BTreeMap<String, (String, bool)> {
-        let url = format!(
-            "https://{}/_sim/sessions?closed_before={closed_before}",
-            self.host
-        );
-        let v: serde_json::Value = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.ground_truth(Some(closed_before)).await;
         v["presentations"]
             .as_array()
             .unwrap()
@@ -124,19 +118,7 @@ impl Sim {
 
     /// Like `truth`, with each session's end time: `lsid -> (digest, end_time)`.
     pub async fn truth_with_end(&self, closed_before: i64) -> BTreeMap<String, (String, i64)> {
-        let url = format!(
-            "https://{}/_sim/sessions?closed_before={closed_before}",
-            self.host
-        );
-        let v: serde_json::Value = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.ground_truth(Some(closed_before)).await;
         v["sessions"]
             .as_array()
             .unwrap()
