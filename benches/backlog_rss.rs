@@ -84,7 +84,9 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
     let daemon = Daemon::start(&config, &log);
     let pid = daemon.pid();
     let started = Instant::now();
-    println!("  phase    t(s)  fetched  deliver/pg   sessions  VmRSS MiB  VmHWM MiB");
+    println!(
+        "  phase    t(s)  fetched  deliver/pg   sessions  VmRSS MiB  VmHWM MiB  (anon + file)"
+    );
     let mut last_print = Instant::now();
     let mut backlog = 0;
     loop {
@@ -92,20 +94,22 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
         let depths = queue_depths(metrics_port).await;
         backlog = depths.get("deliver/pg").copied().unwrap_or(backlog);
         let fetched = depths.get("fetched").copied().unwrap_or(0);
-        // Sessions wait in bundles (up to 16 per item), so the queued sessions are the
+        // Sessions wait in bundles (up to 4 per item), so the queued sessions are the
         // parsed ones. The simulator keeps adding live sessions, so they pass the truth.
         let sessions = sessions_parsed(metrics_port).await;
         let full = sessions as usize >= truth.len();
         if last_print.elapsed() >= Duration::from_secs(15) || full {
             last_print = Instant::now();
             println!(
-                "  fill  {:>7.0} {:>8} {:>11} {:>10} {:>10} {:>10}",
+                "  fill  {:>7.0} {:>8} {:>11} {:>10} {:>10} {:>10}  ({} + {})",
                 started.elapsed().as_secs_f64(),
                 fetched,
                 backlog,
                 sessions,
                 mib(vm_kib(pid, "VmRSS").unwrap_or(0)),
                 mib(vm_kib(pid, "VmHWM").unwrap_or(0)),
+                mib(vm_kib(pid, "RssAnon").unwrap_or(0)),
+                mib(vm_kib(pid, "RssFile").unwrap_or(0)),
             );
         }
         if full || started.elapsed() > fill_limit {
@@ -120,13 +124,19 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
     let hold_hwm = vm_kib(pid, "VmHWM").unwrap_or(0);
     let sessions = sessions_parsed(metrics_port).await;
     println!(
-        "  hold  {:>7.0} {:>8} {:>11} {:>10} {:>10} {:>10}",
+        "  hold  {:>7.0} {:>8} {:>11} {:>10} {:>10} {:>10}  ({} + {})",
         started.elapsed().as_secs_f64(),
         depths.get("fetched").copied().unwrap_or(0),
         backlog,
         sessions,
         mib(vm_kib(pid, "VmRSS").unwrap_or(0)),
         mib(hold_hwm),
+        mib(vm_kib(pid, "RssAnon").unwrap_or(0)),
+        mib(vm_kib(pid, "RssFile").unwrap_or(0)),
+    );
+    println!(
+        "  state directory {} MiB",
+        mib(dir_bytes(&dir.path().join("state")) / 1024)
     );
     daemon.terminate();
 
@@ -175,4 +185,19 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
         drain,
         drain_hwm,
     })
+}
+
+/// The bytes of the files under `path`.
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

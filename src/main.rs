@@ -171,6 +171,12 @@ fn main() -> ExitCode {
         cli::limit_malloc_arenas();
     }
     init_logging(args.log_format);
+    if matches!(
+        args.command,
+        Command::Run { .. } | Command::Demo | Command::Backfill { .. }
+    ) {
+        cli::trim_freed_memory();
+    }
     let outcome = match args.command {
         Command::Check {
             config,

@@ -421,7 +421,7 @@ async fn a_postgres_outage_keeps_the_backlog_and_delivers_it_when_the_database_i
             .unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
-    // Every session parsed and queued (in bundles of up to 16 for a SQL destination).
+    // Every session parsed and queued (in bundles of up to 4 for a SQL destination).
     assert!(
         eventually(Duration::from_secs(60), async || {
             let parsed = metric(port, "btic_sessions_parsed_total{site=\"sim\"}").await;

@@ -202,9 +202,14 @@ impl Pg {
 }
 
 /// A `btic run` child process; killed when dropped.
+///
+/// `BTIC_BENCH_WRAPPER` (a command and its arguments, split at spaces) runs the daemon
+/// under another program, a heap profiler say (`heaptrack -o /tmp/hold`); readings and
+/// signals then go to the `btic` process the wrapper started.
 #[derive(Debug)]
 pub struct Daemon {
     pub child: Child,
+    pid: u32,
 }
 
 impl Daemon {
@@ -214,7 +219,17 @@ impl Daemon {
             .append(true)
             .open(log)
             .expect("opening the daemon's log");
-        let child = btic()
+        let wrapper = std::env::var("BTIC_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_btic"));
+                c
+            }
+            None => btic(),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -223,17 +238,23 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("starting btic run");
-        Daemon { child }
+        let pid = if wrapper.trim().is_empty() {
+            child.id()
+        } else {
+            wrapped_btic(child.id())
+        };
+        Daemon { child, pid }
     }
 
+    /// The `btic` process (under a wrapper, the wrapper's `btic` descendant).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// SIGTERM, and wait (at most 60 s) for the exit.
     pub fn terminate(mut self) -> Option<i32> {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid.to_string()])
             .status();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
@@ -251,6 +272,31 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first process named `btic` among the descendants of `wrapper` (waits up to 30 s
+/// for it to start); `wrapper` itself when there is none.
+fn wrapped_btic(wrapper: u32) -> u32 {
+    fn children(pid: u32) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let mut pending = vec![wrapper];
+        while let Some(pid) = pending.pop() {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid != wrapper && name.trim() == "btic" {
+                return pid;
+            }
+            pending.extend(children(pid));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wrapper
 }
 
 /// A pipeline file for `sim` with one PostgreSQL destination `pg` at `url`; one-hour

@@ -39,3 +39,52 @@ pub fn limit_malloc_arenas() {
         let _failed = command.args(args).env(VARIABLE, ARENAS).exec();
     }
 }
+
+/// The variable that sets the seconds between trims; `0` turns trimming off.
+const TRIM_VARIABLE: &str = "BTIC_MALLOC_TRIM_SECONDS";
+/// Seconds between trims unless [`TRIM_VARIABLE`] says otherwise.
+const TRIM_SECONDS: u64 = 5;
+
+/// Starts a thread that hands the pages malloc holds free back to the kernel every
+/// `BTIC_MALLOC_TRIM_SECONDS` (default 5; `0` turns it off) with `malloc_trim`. glibc
+/// returns only the free memory at the top of its heap by itself; a deliver batch's
+/// hundreds of decoded sessions, freed between longer-lived allocations of the queue's
+/// cache, otherwise stayed resident (`benches/README.md`, backlog).
+// The one call into C: glibc's `malloc_trim` has no safe binding.
+#[allow(unsafe_code)]
+pub fn trim_freed_memory() {
+    let seconds = match std::env::var(TRIM_VARIABLE) {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                tracing::warn!(
+                    "{TRIM_VARIABLE}={v:?} is not a number of seconds; using {TRIM_SECONDS}"
+                );
+                TRIM_SECONDS
+            }
+        },
+        Err(_) => TRIM_SECONDS,
+    };
+    if seconds == 0 {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let every = std::time::Duration::from_secs(seconds);
+        let spawned = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every);
+                    // SAFETY: malloc_trim only walks malloc's own free lists, under
+                    // malloc's locks; it has no preconditions.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("not trimming freed memory: {e}");
+        }
+    }
+}

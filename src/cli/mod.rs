@@ -10,7 +10,7 @@ mod inspect;
 mod simulate;
 mod state;
 
-pub use arenas::limit_malloc_arenas;
+pub use arenas::{limit_malloc_arenas, trim_freed_memory};
 pub use backfill::{BackfillArgs, backfill};
 pub use check::check;
 pub use daemon::{demo, run};

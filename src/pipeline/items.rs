@@ -341,7 +341,15 @@ pub enum DeliverItem {
 }
 
 /// The most sessions one `DeliverItem::Sessions` holds.
-pub const BUNDLE_SESSIONS: usize = 16;
+///
+/// Fewer items mean a smaller page table in sled (it keeps an entry for every node and
+/// splits a leaf at 16 keys, whatever their size), larger items larger leaves. sled's
+/// cache is 256 shards that each keep at least their last node, so a leaf larger than a
+/// shard's share of the cache (32 KiB of 8 MiB) stays resident per shard regardless of
+/// the capacity: leaves of 16-session bundles (~110 KB) held ~28 MB. Four sessions
+/// (~1.7 KB compressed each item) keep a leaf within its share (`benches/README.md`,
+/// backlog).
+pub const BUNDLE_SESSIONS: usize = 4;
 
 impl DeliverItem {
     /// How many sessions it carries (1 for anything but a bundle).
