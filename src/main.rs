@@ -164,17 +164,16 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    if matches!(
+    // The commands that run the pipeline for long get glibc tuned for a small RSS.
+    let pipeline = matches!(
         args.command,
         Command::Run { .. } | Command::Demo | Command::Backfill { .. }
-    ) {
+    );
+    if pipeline {
         cli::limit_malloc_arenas();
     }
     init_logging(args.log_format);
-    if matches!(
-        args.command,
-        Command::Run { .. } | Command::Demo | Command::Backfill { .. }
-    ) {
+    if pipeline {
         cli::trim_freed_memory();
     }
     let outcome = match args.command {
