@@ -16,16 +16,51 @@ use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::scheduler::Reachability;
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
 use crate::deliver::files::{FilesError, FilesSink, ReportRoot};
-use crate::deliver::sql::SqlSink;
+use crate::deliver::sql::{SessionRows, SqlSink};
 use crate::metrics::{self, Health};
-use crate::queue::{Changes, Claimed, Queue, QueueError, Ticket};
+use crate::model::Session;
+use crate::queue::{Changes, Claimed, Packed, Queue, QueueError, Ticket};
 
-/// One claimed item of a SQL batch: a session, or a bundle (with its site and lane).
+/// One claimed item of a SQL batch, its sessions already mapped to rows: a session, or
+/// a bundle (with its site and lane, and where to find its sessions again should some
+/// of them have to go on alone).
 struct SqlClaim {
     ticket: Ticket,
     job: Option<String>,
-    sessions: Vec<crate::model::Session>,
-    bundle: Option<(String, Lane)>,
+    lsids: Vec<String>,
+    bundle: Option<Bundle>,
+}
+
+struct Bundle {
+    site: String,
+    lane: Lane,
+    sessions: BundleSessions,
+}
+
+/// An item of a batch as it was taken.
+enum Taken {
+    Decoded(DeliverItem),
+    Packed(Packed),
+}
+
+/// A bundle's sessions: kept as decoded (the batch's first item), or as stored, to be
+/// decoded again only in the rare case of a split.
+enum BundleSessions {
+    Kept(Vec<Session>),
+    Packed(Packed),
+}
+
+impl BundleSessions {
+    fn into_sessions(self) -> Result<Vec<Session>, String> {
+        match self {
+            BundleSessions::Kept(sessions) => Ok(sessions),
+            BundleSessions::Packed(packed) => match packed.decode::<DeliverItem>() {
+                Ok(DeliverItem::Sessions { sessions, .. }) => Ok(sessions),
+                Ok(other) => Err(format!("{} is not a bundle", other.describe())),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
 }
 
 /// Everything a deliver worker needs.
@@ -120,30 +155,19 @@ impl DeliverWorker {
                     }
                 }
             }
-            // The rest of the batch, up to `batch_size` sessions; each call is one pass
-            // over the queue (taking items one by one rescans the ones already held).
-            let mut sessions = first.item.session_count();
-            let mut batch = vec![first];
-            while sessions < sql.batch_size {
+            // The rest of the batch, up to `batch_size` sessions (reckoning full bundles),
+            // in one pass over the queue, left packed until each is mapped to rows.
+            let sessions = first.item.session_count();
+            let mut more = Vec::new();
+            if sessions < sql.batch_size {
                 let want = (sql.batch_size - sessions).div_ceil(BUNDLE_SESSIONS);
-                match self
-                    .queue
-                    .next_ready_many::<DeliverItem>(&queue_name, want)
-                    .await
-                {
-                    Ok(more) if more.is_empty() => break,
-                    Ok(more) => {
-                        sessions += more.iter().map(|c| c.item.session_count()).sum::<usize>();
-                        batch.extend(more);
-                    }
-                    Err(e) => {
-                        tracing::error!("deliver/{}: {e}", self.destination.name);
-                        break;
-                    }
+                match self.queue.next_ready_many_packed(&queue_name, want).await {
+                    Ok(taken) => more = taken,
+                    Err(e) => tracing::error!("deliver/{}: {e}", self.destination.name),
                 }
             }
             let healthy = self
-                .deliver_sql_batch(sink.as_ref().expect("connected above"), batch)
+                .deliver_sql_batch(sink.as_ref().expect("connected above"), first, more)
                 .await;
             if !healthy {
                 // The connection may be gone; the next batch connects afresh.
@@ -153,38 +177,46 @@ impl DeliverWorker {
         }
     }
 
-    /// Delivers one batch; returns false when a retryable failure suggests reconnecting.
-    async fn deliver_sql_batch(&self, sink: &SqlSink, batch: Vec<Claimed<DeliverItem>>) -> bool {
+    /// Delivers one batch: `first` as taken by `wait_ready`, `more` still packed. Each
+    /// item is decoded, mapped to rows and dropped in turn, so the batch is never held as
+    /// sessions and rows at once. Returns false when a retryable failure suggests
+    /// reconnecting.
+    async fn deliver_sql_batch(
+        &self,
+        sink: &SqlSink,
+        first: Claimed<DeliverItem>,
+        more: Vec<Claimed<Packed>>,
+    ) -> bool {
         let started = Instant::now();
         let name = &self.destination.name;
-        // Group by host name: one `deliver` call per site host.
-        let mut by_host: BTreeMap<String, Vec<SqlClaim>> = BTreeMap::new();
-        for Claimed { item, ticket } in batch {
+        // Grouped by host name: one `deliver_rows` call per site host.
+        let mut by_host: BTreeMap<String, (Vec<SessionRows>, Vec<SqlClaim>)> = BTreeMap::new();
+        let first = std::iter::once((first.ticket, Taken::Decoded(first.item)));
+        let rest = more
+            .into_iter()
+            .map(|Claimed { item, ticket }| (ticket, Taken::Packed(item)));
+        for (ticket, taken) in first.chain(rest) {
+            let (item, packed) = match taken {
+                Taken::Decoded(item) => (item, None),
+                Taken::Packed(packed) => match packed.decode::<DeliverItem>() {
+                    Ok(item) => (item, Some(packed)),
+                    Err(e) => {
+                        if let Err(e) = self.queue.dead_letter_undecodable(ticket, &e).await {
+                            tracing::error!("deliver/{name}: {e}");
+                        }
+                        continue;
+                    }
+                },
+            };
             let job = item.backfill_job().map(str::to_string);
-            let (host, claim) = match item {
-                DeliverItem::Session { host, session, .. } => (
-                    host,
-                    SqlClaim {
-                        ticket,
-                        job,
-                        sessions: vec![*session],
-                        bundle: None,
-                    },
-                ),
+            let (host, sessions, bundle) = match item {
+                DeliverItem::Session { host, session, .. } => (host, vec![*session], None),
                 DeliverItem::Sessions {
                     site,
                     host,
                     sessions,
                     lane,
-                } => (
-                    host,
-                    SqlClaim {
-                        ticket,
-                        job,
-                        sessions,
-                        bundle: Some((site, lane)),
-                    },
-                ),
+                } => (host, sessions, Some((site, lane))),
                 other => {
                     let reason =
                         format!("{} cannot go to SQL destination {name:?}", other.describe());
@@ -193,27 +225,42 @@ impl DeliverWorker {
                     continue;
                 }
             };
-            by_host.entry(host).or_default().push(claim);
+            let (rows, claims) = by_host.entry(host.clone()).or_default();
+            rows.extend(sessions.iter().map(|s| sink.rows(&host, s)));
+            let lsids = sessions.iter().map(|s| s.lsid.clone()).collect();
+            // A bundle taken packed is found again in its packed form; the sessions
+            // themselves go now.
+            let bundle = bundle.map(|(site, lane)| Bundle {
+                site,
+                lane,
+                sessions: match packed {
+                    Some(packed) => BundleSessions::Packed(packed),
+                    None => BundleSessions::Kept(sessions),
+                },
+            });
+            claims.push(SqlClaim {
+                ticket,
+                job,
+                lsids,
+                bundle,
+            });
         }
         let mut healthy = true;
-        for (host, claims) in by_host {
-            let mut sessions = Vec::new();
-            let mut claimed = Vec::new();
-            for claim in claims {
-                let count = claim.sessions.len();
-                sessions.extend(claim.sessions);
-                claimed.push((claim.ticket, claim.job, claim.bundle, count));
-            }
-            let outcome = sink.deliver(&host, &sessions).await;
+        for (host, (rows, claims)) in by_host {
+            let outcome = sink.deliver_rows(rows).await;
             let mut results = outcome.sessions.into_iter();
-            let mut at = 0;
             let mut done = Vec::new();
             let mut finished = Changes::new();
             let (mut ok, mut failed) = (0u64, 0u64);
-            for (ticket, job, bundle, count) in claimed {
-                let part = &sessions[at..at + count];
+            for SqlClaim {
+                ticket,
+                job,
+                lsids,
+                bundle,
+            } in claims
+            {
+                let count = lsids.len();
                 let outcomes: Vec<_> = results.by_ref().take(count).collect();
-                at += count;
                 let errors: Vec<(usize, &crate::deliver::sql::SqlError)> = outcomes
                     .iter()
                     .enumerate()
@@ -241,7 +288,7 @@ impl DeliverWorker {
                     self.reachability.set(name, Some(e.to_string()));
                 }
                 let (first, e) = errors[0];
-                let reason = format!("session {}: {e}", part[first].lsid);
+                let reason = format!("session {}: {e}", lsids[first]);
                 match bundle {
                     // A whole bundle that failed for a passing reason waits and comes
                     // again as it is.
@@ -252,16 +299,33 @@ impl DeliverWorker {
                     }
                     // Otherwise the sessions that failed go on alone (each then with its
                     // own retries and, if need be, its own dead letter).
-                    Some((site, lane)) => {
+                    Some(bundle) => {
+                        let sessions = match bundle.sessions.into_sessions() {
+                            Ok(sessions) if sessions.len() == count => sessions,
+                            Ok(_) | Err(_) => {
+                                // It decoded a moment ago; should it not now, the
+                                // bundle waits and comes again whole.
+                                failed += count as u64;
+                                self.finish_failed(ticket, &reason, true, job.as_deref())
+                                    .await;
+                                continue;
+                            }
+                        };
                         failed += errors.len() as u64;
                         ok += (count - errors.len()) as u64;
-                        let alone: Vec<_> = errors.iter().map(|(i, _)| &part[*i]).collect();
+                        let alone: Vec<Session> = sessions
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(i, _)| errors.iter().any(|(k, _)| k == i))
+                            .map(|(_, s)| s)
+                            .collect();
                         tracing::warn!(
                             destination = %name,
                             "{} of {count} sessions of a bundle failed ({reason}); they go on one by one",
                             alone.len()
                         );
-                        self.split_bundle(ticket, &site, &host, &lane, &alone, count)
+                        let (site, lane) = (bundle.site, bundle.lane);
+                        self.split_bundle(ticket, &site, &host, &lane, alone, count)
                             .await;
                     }
                     None => {
@@ -293,13 +357,14 @@ impl DeliverWorker {
         site: &str,
         host: &str,
         lane: &Lane,
-        alone: &[&crate::model::Session],
+        alone: Vec<Session>,
         count: usize,
     ) {
         let name = &self.destination.name;
         let queue = deliver_queue(name);
         let mut changes = Changes::new();
         let mut noted = Ok(&mut changes);
+        let alone_count = alone.len();
         for session in alone {
             noted = noted.and_then(|c| {
                 c.push(
@@ -307,7 +372,7 @@ impl DeliverWorker {
                     &DeliverItem::Session {
                         site: site.to_string(),
                         host: host.to_string(),
-                        session: Box::new((*session).clone()),
+                        session: Box::new(session),
                         raw: Vec::new(),
                         root: ReportRoot::default(),
                         lane: lane.clone(),
@@ -316,7 +381,7 @@ impl DeliverWorker {
             });
         }
         if let Some(job) = lane.backfill_job() {
-            let delivered = (count - alone.len()) as u64;
+            let delivered = (count - alone_count) as u64;
             noted = noted
                 .and_then(|c| {
                     c.put_state(
@@ -327,7 +392,7 @@ impl DeliverWorker {
                 .and_then(|c| {
                     c.put_state(
                         &backfill::pushed_key(job, &format!("s{}", ticket.id())),
-                        &(alone.len() as u64),
+                        &(alone_count as u64),
                     )
                 });
         }

@@ -403,6 +403,26 @@ impl<T> Claimed<T> {
     }
 }
 
+/// An item's payload as stored (packed: tag byte, postcard, maybe compressed), taken
+/// with [`Queue::next_ready_many_packed`] and decoded when the caller wants it.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    queue: String,
+    id: ItemId,
+    bytes: Vec<u8>,
+}
+
+impl Packed {
+    /// Decodes the payload as the type that was pushed; may be called more than once.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, QueueError> {
+        codec::decode_payload(
+            &self.bytes,
+            || format!("queue {:?}", self.queue),
+            || format!("item {}", self.id),
+        )
+    }
+}
+
 /// Ids currently held by a `Ticket`, over all queues (ids are unique across queues).
 type Claims = Arc<Mutex<HashSet<u64>>>;
 
@@ -696,11 +716,7 @@ impl Queue {
                 || format!("item {id}"),
             ) {
                 Ok(item) => return Ok(Some(Claimed { item, ticket })),
-                Err(error) => {
-                    tracing::error!("{error}; moving the item to the dead letter");
-                    self.dead_letter(ticket, &error.to_string(), &[("queue", queue)])
-                        .await?;
-                }
+                Err(error) => self.dead_letter_undecodable(ticket, &error).await?,
             }
         }
     }
@@ -715,6 +731,40 @@ impl Queue {
         queue: &str,
         max: usize,
     ) -> Result<Vec<Claimed<T>>, QueueError> {
+        let packed = self.next_ready_many_packed(queue, max).await?;
+        let mut claimed = Vec::with_capacity(packed.len());
+        let mut failure = None;
+        for Claimed { item, ticket } in packed {
+            if failure.is_some() {
+                // Released with its ticket.
+                continue;
+            }
+            match item.decode::<T>() {
+                Ok(item) => claimed.push(Claimed { item, ticket }),
+                Err(error) => {
+                    if let Err(e) = self.dead_letter_undecodable(ticket, &error).await {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        match failure {
+            // The items taken so far are released with their tickets.
+            Some(e) => Err(e),
+            None => Ok(claimed),
+        }
+    }
+
+    /// Like [`next_ready_many`](Self::next_ready_many), but leaves the payloads as
+    /// stored: a caller that decodes and drops them one at a time holds the batch in its
+    /// compact form. A payload that then does not decode goes to the dead letter with
+    /// [`dead_letter_undecodable`](Self::dead_letter_undecodable). Broken records (not
+    /// even a payload) are buried here, as `next_ready` does.
+    pub async fn next_ready_many_packed(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<Claimed<Packed>>, QueueError> {
         codec::check_name(queue)?;
         let now_ms = millis(SystemTime::now());
         let claims = self.inner.claims.clone();
@@ -757,28 +807,31 @@ impl Queue {
             }
             let Some(record) = record else { continue };
             let ticket = ticket(queue, id, &record, claim);
-            match codec::decode_payload::<T>(
-                &record.payload,
-                || format!("queue {queue:?}"),
-                || format!("item {id}"),
-            ) {
-                Ok(item) => claimed.push(Claimed { item, ticket }),
-                Err(error) => {
-                    tracing::error!("{error}; moving the item to the dead letter");
-                    if let Err(e) = self
-                        .dead_letter(ticket, &error.to_string(), &[("queue", queue)])
-                        .await
-                    {
-                        failure = Some(e);
-                    }
-                }
-            }
+            let item = Packed {
+                queue: queue.to_owned(),
+                id: ItemId(id),
+                bytes: record.payload,
+            };
+            claimed.push(Claimed { item, ticket });
         }
         match failure {
             // The items taken so far are released with their tickets.
             Some(e) => Err(e),
             None => Ok(claimed),
         }
+    }
+
+    /// Moves an item whose payload did not decode (`error`, as [`Packed::decode`]
+    /// returned it) to the dead letter, as `next_ready` does with such items.
+    pub async fn dead_letter_undecodable(
+        &self,
+        ticket: Ticket,
+        error: &QueueError,
+    ) -> Result<(), QueueError> {
+        tracing::error!("{error}; moving the item to the dead letter");
+        let queue = ticket.queue.clone();
+        self.dead_letter(ticket, &error.to_string(), &[("queue", &queue)])
+            .await
     }
 
     async fn bury(

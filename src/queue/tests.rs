@@ -92,6 +92,60 @@ async fn next_ready_many_takes_what_repeated_next_ready_would_and_skips_held_ite
 }
 
 #[tokio::test]
+async fn packed_items_decode_when_asked_and_an_undecodable_one_goes_to_the_dead_letter() {
+    let (_dir, queue) = open();
+    queue.push("q", &job("a")).await.unwrap();
+    queue.push("q", &7u8).await.unwrap();
+    queue.push("q", &job("c")).await.unwrap();
+    let batch = queue.next_ready_many_packed("q", 10).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    let first = &batch[0].item;
+    assert_eq!(first.decode::<Job>().unwrap(), job("a"));
+    assert_eq!(first.decode::<Job>().unwrap(), job("a"), "decoding again");
+    let error = batch[1].item.decode::<Job>().unwrap_err();
+    assert!(
+        matches!(&error, QueueError::Decode { place, .. } if place.contains("\"q\"")),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&batch[1].id().to_string()),
+        "{error}"
+    );
+    // Held while packed: nothing else is ready.
+    assert!(queue.next_ready::<Job>("q").await.unwrap().is_none());
+    let mut batch = batch.into_iter();
+    let (a, bad, c) = (
+        batch.next().unwrap(),
+        batch.next().unwrap(),
+        batch.next().unwrap(),
+    );
+    let bad_id = bad.id();
+    queue
+        .dead_letter_undecodable(bad.ticket, &error)
+        .await
+        .unwrap();
+    let letters = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].id, bad_id);
+    assert_eq!(letters[0].queue, "q");
+    assert_eq!(letters[0].last_error, error.to_string());
+    queue
+        .hand_off_many(vec![a.ticket, c.ticket], Changes::new())
+        .await
+        .unwrap();
+    assert_eq!(queue.depth("q").await.unwrap(), 0);
+
+    // `next_ready_many` decodes as it takes, and buries what does not decode.
+    queue.push("q", &job("d")).await.unwrap();
+    queue.push("q", &7u8).await.unwrap();
+    let taken: Vec<Claimed<Job>> = queue.next_ready_many("q", 10).await.unwrap();
+    let names: Vec<&str> = taken.iter().map(|c| c.item.name.as_str()).collect();
+    assert_eq!(names, ["d"]);
+    let letters = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
+    assert_eq!(letters.len(), 2);
+}
+
+#[tokio::test]
 async fn hand_off_moves_the_item_and_writes_state_in_one_step() {
     let (_dir, queue) = open();
     queue.push("fetched", &job("a")).await.unwrap();

@@ -292,21 +292,33 @@ impl SqlSink {
     /// Writes `sessions` seen on the site `host_name`, idempotently, and says what became
     /// of each (see the module doc).
     pub async fn deliver(&self, host_name: &str, sessions: &[Session]) -> BatchOutcome {
+        let rows = sessions.iter().map(|s| self.rows(host_name, s)).collect();
+        self.deliver_rows(rows).await
+    }
+
+    /// The rows this destination writes for `session` seen on the site `host_name`.
+    pub fn rows(&self, host_name: &str, session: &Session) -> SessionRows {
+        SessionRows::new(host_name, session, self.store_system_information)
+    }
+
+    /// Writes sessions already mapped with [`rows`](Self::rows), idempotently, and says
+    /// what became of each, in order. A caller that maps each session and drops it holds
+    /// only the rows of a batch, not the sessions too.
+    pub async fn deliver_rows(&self, rows: Vec<SessionRows>) -> BatchOutcome {
+        let lsids: Vec<String> = rows.iter().map(|r| r.lsid().to_string()).collect();
         // The last copy of a repeated lsid wins; the others share its outcome.
         let mut last: HashMap<&str, usize> = HashMap::new();
-        for (i, s) in sessions.iter().enumerate() {
-            if !s.lsid.is_empty() {
-                last.insert(s.lsid.as_str(), i);
+        for (i, lsid) in lsids.iter().enumerate() {
+            if !lsid.is_empty() {
+                last.insert(lsid.as_str(), i);
             }
         }
         let mut unique: Vec<usize> = last.values().copied().collect();
-        unique.sort_by(|&a, &b| sessions[a].lsid.cmp(&sessions[b].lsid));
-        let rows: Arc<Vec<SessionRows>> = Arc::new(
-            unique
-                .iter()
-                .map(|&i| SessionRows::new(host_name, &sessions[i], self.store_system_information))
-                .collect(),
-        );
+        unique.sort_by(|&a, &b| lsids[a].cmp(&lsids[b]));
+        let mut slots: Vec<Option<SessionRows>> = rows.into_iter().map(Some).collect();
+        let rows: Arc<Vec<SessionRows>> =
+            Arc::new(unique.iter().filter_map(|&i| slots[i].take()).collect());
+        drop(slots);
         let mut results: Vec<Option<Result<(), SqlError>>> = vec![None; rows.len()];
         let mut written = 0u64;
         let mut pending: VecDeque<Vec<usize>> = (0..rows.len())
@@ -351,12 +363,12 @@ impl SqlSink {
         let by_lsid: HashMap<&str, usize> = unique
             .iter()
             .enumerate()
-            .map(|(k, &i)| (sessions[i].lsid.as_str(), k))
+            .map(|(k, &i)| (lsids[i].as_str(), k))
             .collect();
-        let sessions = sessions
+        let sessions = lsids
             .iter()
-            .map(|s| {
-                let Some(&k) = by_lsid.get(s.lsid.as_str()) else {
+            .map(|lsid| {
+                let Some(&k) = by_lsid.get(lsid.as_str()) else {
                     // Without an lsid there is no key to make the write idempotent.
                     return Err(SqlError::Rejected {
                         what: format!("delivering to destination {:?}", self.name),
