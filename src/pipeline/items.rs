@@ -1,5 +1,10 @@
 //! What travels through the queues. Every type here is postcard-encoded by `queue`, so
-//! fields are positional: add new fields at the end and bump nothing else.
+//! fields are positional and there is no per-type version: a field added, removed or
+//! reordered here or in `model::Session` makes the items already queued on an
+//! installation's disk undecodable. New kinds of item are new enum variants at the end
+//! (old items keep their tags). `tests/queue_format.rs` pins the encoding of every item
+//! type in a golden file, so such a change fails the suite instead of surprising an
+//! upgrade.
 //!
 //! | queue                 | item           | producer              | consumer       |
 //! |-----------------------|----------------|-----------------------|----------------|
