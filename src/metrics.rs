@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use futures::future::BoxFuture;
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
@@ -345,14 +346,23 @@ impl Health {
     }
 }
 
+/// Work done before each `/metrics` rendering, so that gauges read from state (queue
+/// depths, say) are those of the moment of the scrape.
+pub type Refresh = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// `/metrics`, `/healthz` and `/readyz`; the daemon merges its admin API into this router.
-pub fn router(handle: PrometheusHandle, health: Arc<Health>) -> Router {
+/// `refresh`, if any, runs before every `/metrics` answer.
+pub fn router(handle: PrometheusHandle, health: Arc<Health>, refresh: Option<Refresh>) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
                 let handle = handle.clone();
+                let refresh = refresh.clone();
                 async move {
+                    if let Some(refresh) = refresh {
+                        refresh().await;
+                    }
                     (
                         [("content-type", "text/plain; version=0.0.4")],
                         handle.render(),
@@ -420,6 +430,36 @@ mod tests {
             }
             assert!(seen > 5, "{file} names only {seen} metrics");
         }
+    }
+
+    #[tokio::test]
+    async fn every_scrape_runs_the_refresh_first() {
+        let handle = install();
+        let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = scrapes.clone();
+        let refresh: Refresh = Arc::new(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move { queue_state("refresh-test", n, None) })
+        });
+        let app = router(
+            handle,
+            Arc::new(Health::new(Duration::from_secs(60))),
+            Some(refresh),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for n in 1..=2 {
+            let text = reqwest::get(format!("http://{address}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let line = format!("btic_queue_depth{{queue=\"refresh-test\"}} {n}\n");
+            assert!(text.contains(&line), "scrape {n}: {text}");
+        }
+        assert_eq!(scrapes.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::appliance::{ApplianceClient, ClientOptions};
 use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::metrics::{self, Health};
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueDepth};
 
 /// How long stage workers get to finish their items after shutdown is asked for.
 pub const DRAIN: Duration = Duration::from_secs(8);
@@ -175,7 +175,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     if let Err(e) = backfills.resume_unfinished().await {
         tracing::error!("looking for unfinished backfill jobs: {e}");
     }
-    let mut router = metrics::router(handle, health.clone());
+    // Queue depths and ages are read again at every scrape (and every 5 s for health).
+    let sampled = queue.clone();
+    let refresh: metrics::Refresh = Arc::new(move || {
+        let queue = sampled.clone();
+        Box::pin(async move {
+            publish_queue_gauges(&queue).await;
+        })
+    });
+    let mut router = metrics::router(handle, health.clone(), Some(refresh));
     if config.metrics.listen.ip().is_loopback() {
         router = router.merge(admin::router(queue.clone(), config.clone(), backfills));
     } else {
@@ -243,6 +251,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Ok(())
 }
 
+/// Publishes every queue's depth and oldest item's age; returns the depths.
+async fn publish_queue_gauges(queue: &Queue) -> Vec<QueueDepth> {
+    let Ok(queues) = queue.queues().await else {
+        return Vec::new();
+    };
+    for q in &queues {
+        let oldest = queue.oldest_age(&q.name).await.ok().flatten();
+        metrics::queue_state(&q.name, q.depth, oldest);
+    }
+    queues
+}
+
 /// Publishes queue depths, oldest ages and dead-letter counts every few seconds.
 async fn update_gauges(
     queue: Queue,
@@ -254,15 +274,11 @@ async fn update_gauges(
     let mut reported_stalled: Vec<String> = Vec::new();
     let mut reported_dead: BTreeMap<String, u64> = BTreeMap::new();
     loop {
-        if let Ok(queues) = queue.queues().await {
-            for q in queues {
-                let oldest = queue.oldest_age(&q.name).await.ok().flatten();
-                metrics::queue_state(&q.name, q.depth, oldest);
-                // Health is kept per queue, under the names the stage workers report
-                // progress with; a queue nobody reports on (`rejected`) is not judged.
-                if q.depth > 0 && q.name != super::items::REJECTED {
-                    health.pending(&q.name);
-                }
+        for q in publish_queue_gauges(&queue).await {
+            // Health is kept per queue, under the names the stage workers report
+            // progress with; a queue nobody reports on (`rejected`) is not judged.
+            if q.depth > 0 && q.name != super::items::REJECTED {
+                health.pending(&q.name);
             }
         }
         let stalled = health.stalled();
