@@ -89,7 +89,8 @@ enum Command {
         /// A destination (repeatable; default: every destination a transfer names for the site).
         #[arg(long)]
         destination: Vec<String>,
-        /// Data kinds, comma separated: sessions, recordings (default: sessions).
+        /// Data kinds, comma separated: sessions, recordings, presentations,
+        /// presentation_recordings (default: sessions).
         #[arg(long)]
         data: Option<String>,
     },

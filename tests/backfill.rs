@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use rig::{Daemon, Sim, btic, eventually, free_port, json_files, pipeline, sqlite_lsids};
 
 const SIM_ARGS: &[&str] = &["--days", "1", "--sessions-per-day", "150"];
+/// 20 presentations a day, every other one recorded.
+const PRESENTATIONS_SIM_ARGS: &[&str] = &[
+    "--days=2",
+    "--sessions-per-day=400",
+    "--recording-bytes=4096",
+];
 
 fn sqlite_destination(dir: &Path, name: &str) -> String {
     format!(
@@ -48,8 +54,35 @@ fn rfc3339(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339()
 }
 
+/// The pipeline file with one files destination, `archive`, taking the site's sessions.
+fn archive_config(dir: &Path, sim: &Sim) -> PathBuf {
+    config(
+        dir,
+        sim,
+        &files_destination(dir, "archive"),
+        &transfer("archive"),
+        "3d",
+    )
+}
+
+/// `--site sim --from FROM --to TO` followed by `more`.
+fn range_args(from: i64, to: i64, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--site",
+        "sim",
+        "--from",
+        &rfc3339(from),
+        "--to",
+        &rfc3339(to),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(more.iter().map(|a| a.to_string()));
+    args
+}
+
 /// Runs `btic backfill` with `args` and waits for it (at most `limit`).
-fn backfill(config: &Path, args: &[&str], limit: Duration) -> Output {
+fn backfill<S: AsRef<std::ffi::OsStr>>(config: &Path, args: &[S], limit: Duration) -> Output {
     let mut child = btic()
         .arg("backfill")
         .arg("--config")
@@ -134,16 +167,7 @@ async fn a_backfill_beside_the_live_daemon_delivers_its_range_once_and_leaves_th
     let started = Instant::now();
     let out = backfill(
         &config,
-        &[
-            "--site",
-            "sim",
-            "--from",
-            &rfc3339(from),
-            "--to",
-            &rfc3339(to),
-            "--destination",
-            "back",
-        ],
+        &range_args(from, to, &["--destination", "back"]),
         Duration::from_secs(120),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -207,23 +231,10 @@ async fn a_backfill_without_a_daemon_runs_the_stages_itself_and_a_second_run_rep
 {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(dir.path(), SIM_ARGS);
-    let config = config(
-        dir.path(),
-        &sim,
-        &files_destination(dir.path(), "archive"),
-        &transfer("archive"),
-        "3d",
-    );
+    let config = archive_config(dir.path(), &sim);
     let (now, _) = sim.truth(None).await;
     let (from, to) = (now - 22 * 3600, now - 2 * 3600);
-    let args = [
-        "--site",
-        "sim",
-        "--from",
-        &rfc3339(from),
-        "--to",
-        &rfc3339(to),
-    ];
+    let args = range_args(from, to, &[]);
     let started = Instant::now();
     let out = backfill(&config, &args, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -263,6 +274,76 @@ async fn a_backfill_without_a_daemon_runs_the_stages_itself_and_a_second_run_rep
     // A backfill has no live watermark to move.
     let status = status_json(&config).unwrap();
     assert_eq!(live_watermark(&status), None, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_presentations_writes_those_of_its_range_and_their_recordings_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), PRESENTATIONS_SIM_ARGS);
+    let config = archive_config(dir.path(), &sim);
+    let (now, _) = sim.truth(None).await;
+    let (from, to) = (now - 30 * 3600, now - 2 * 3600);
+    let args = range_args(
+        from,
+        to,
+        &["--data", "presentations,presentation_recordings"],
+    );
+    let out = backfill(&config, &args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "backfill failed: {stdout}\n{stderr}");
+
+    let wanted: BTreeMap<String, rig::Presentation> = sim
+        .presentations(now)
+        .await
+        .into_iter()
+        .filter(|(_, p)| p.end_time >= from && p.end_time < to)
+        .collect();
+    assert!(
+        wanted.len() >= 10,
+        "presentations in range: {}",
+        wanted.len()
+    );
+    let recorded = wanted.values().filter(|p| p.recorded).count();
+    assert!(recorded > 0 && recorded < wanted.len());
+    let archive = dir.path().join("archive");
+    let mut names: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = Vec::new();
+    for (lsid, p) in &wanted {
+        let xml = names
+            .iter()
+            .find(|n| n.ends_with(&format!("-presentation-{lsid}.xml")))
+            .unwrap_or_else(|| panic!("no file for presentation {lsid}: {names:?}"));
+        let text = std::fs::read_to_string(archive.join(xml)).unwrap();
+        assert!(
+            text.contains(&p.xml),
+            "{xml} holds another element:\n{text}"
+        );
+        expected.push(xml.clone());
+        if p.recorded {
+            expected.push(xml.replace(".xml", ".mp4"));
+        }
+    }
+    expected.sort();
+    // Exactly the range's presentations and recordings: no sessions, no numbered copies.
+    assert_eq!(names, expected);
+    assert!(
+        stdout.contains(&format!(
+            "0 sessions delivered, {recorded} recordings delivered, 0 dead-lettered"
+        )) && stdout.contains(&format!("{} presentations delivered", wanted.len())),
+        "{stdout}"
+    );
+
+    // The same command names the same finished job and writes nothing again.
+    let again = backfill(&config, &args, Duration::from_secs(60));
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,6 +419,25 @@ async fn bad_backfill_arguments_exit_with_code_two_and_say_what_is_wrong() {
             ],
             "only to files destinations",
         ),
+        (
+            &["--site", "sim", "--lsid", "x", "--data", "presentations"],
+            "not by --lsid",
+        ),
+        (
+            &[
+                "--site",
+                "sim",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-01-02",
+                "--destination",
+                "lite",
+                "--data",
+                "presentations",
+            ],
+            "presentations go only to files destinations",
+        ),
     ];
     for (args, message) in cases {
         let out = backfill(&config, args, Duration::from_secs(30));
@@ -356,21 +456,14 @@ async fn a_backfill_killed_at_any_moment_resumes_when_run_again_and_delivers_eac
     let mut args = SIM_ARGS.to_vec();
     args.extend(["--fault-slow", "0.3", "--slow-seconds", "0.2"]);
     let sim = Sim::start(dir.path(), &args);
-    let config = config(
-        dir.path(),
-        &sim,
-        &files_destination(dir.path(), "archive"),
-        &transfer("archive"),
-        "3d",
-    );
+    let config = archive_config(dir.path(), &sim);
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("max_window = \"12h\"", "max_window = \"20m\"");
     std::fs::write(&config, text).unwrap();
     let (now, _) = sim.truth(None).await;
     let (from, to) = (now - 22 * 3600, now - 2 * 3600);
-    let (from_text, to_text) = (rfc3339(from), rfc3339(to));
-    let args = ["--site", "sim", "--from", &from_text, "--to", &to_text];
+    let args = range_args(from, to, &[]);
 
     let mut interrupted = 0;
     for delay_ms in [300, 700, 1200, 1800] {
@@ -378,7 +471,7 @@ async fn a_backfill_killed_at_any_moment_resumes_when_run_again_and_delivers_eac
             .arg("backfill")
             .arg("--config")
             .arg(&config)
-            .args(args)
+            .args(&args)
             .env("BTIC_TEST_SECRET", "demo-secret")
             .env("RUST_LOG", "off")
             .stdout(std::process::Stdio::null())
@@ -477,17 +570,7 @@ async fn a_backfill_survives_a_killed_daemon_which_finishes_it_after_its_restart
     std::fs::write(&config, text).unwrap();
     let (now, _) = sim.truth(None).await;
     let (from, to) = (now - 22 * 3600, now - 2 * 3600);
-    let (from_text, to_text) = (rfc3339(from), rfc3339(to));
-    let args = [
-        "--site",
-        "sim",
-        "--from",
-        &from_text,
-        "--to",
-        &to_text,
-        "--destination",
-        "back",
-    ];
+    let args = range_args(from, to, &["--destination", "back"]);
     let log = dir.path().join("run.log");
     let started = || async {
         assert!(
@@ -505,7 +588,7 @@ async fn a_backfill_survives_a_killed_daemon_which_finishes_it_after_its_restart
         .arg("backfill")
         .arg("--config")
         .arg(&config)
-        .args(args)
+        .args(&args)
         .env("RUST_LOG", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -595,14 +678,7 @@ async fn a_backfill_whose_destination_refuses_every_session_ends_with_them_dead_
 
     let (now, _) = sim.truth(None).await;
     let (from, to) = (now - 22 * 3600, now - 2 * 3600);
-    let args = [
-        "--site",
-        "sim",
-        "--from",
-        &rfc3339(from),
-        "--to",
-        &rfc3339(to),
-    ];
+    let args = range_args(from, to, &[]);
     let out = backfill(&config, &args, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

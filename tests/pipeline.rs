@@ -649,8 +649,8 @@ async fn presentations_and_their_recordings_reach_a_files_destination_once() {
     let (now, _) = sim.truth(None).await;
     let truth = sim.presentations(now - 10).await;
     assert!(truth.len() >= 20, "presentations: {}", truth.len());
-    assert!(truth.values().any(|(_, recorded)| *recorded));
-    assert!(truth.values().any(|(_, recorded)| !*recorded));
+    assert!(truth.values().any(|p| p.recorded));
+    assert!(truth.values().any(|p| !p.recorded));
     let archive = dir.path().join("archive");
     // `<host>-presentation-<lsid>.xml` holding the element as the report wrote it, and
     // `<host>-presentation-<lsid>.mp4` for each recorded one.
@@ -661,7 +661,7 @@ async fn presentations_and_their_recordings_reach_a_files_destination_once() {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        truth.iter().all(|(lsid, (xml, recorded))| {
+        truth.iter().all(|(lsid, p)| {
             let data = names
                 .iter()
                 .find(|n| n.ends_with(&format!("-presentation-{lsid}.xml")))
@@ -669,7 +669,7 @@ async fn presentations_and_their_recordings_reach_a_files_destination_once() {
             let has_file = names
                 .iter()
                 .any(|n| n.ends_with(&format!("-presentation-{lsid}.mp4")));
-            data.is_some_and(|d| d.contains(xml.as_str())) && has_file == *recorded
+            data.is_some_and(|d| d.contains(p.xml.as_str())) && has_file == p.recorded
         })
     };
     let arrived = eventually(Duration::from_secs(120), async || complete()).await;
@@ -686,7 +686,7 @@ async fn presentations_and_their_recordings_reach_a_files_destination_once() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .collect();
-    let recorded = truth.values().filter(|(_, r)| *r).count();
+    let recorded = truth.values().filter(|p| p.recorded).count();
     let (_, numbered) = other_files(&archive);
     assert!(numbered.is_empty(), "numbered duplicates: {numbered:?}");
     // Nothing but the presentations that ended (a few more may have ended meanwhile).

@@ -1,5 +1,5 @@
-//! The postcard form of everything the pipeline keeps in its queue, pinned by a golden
-//! file. Queue items are positional postcard with no version of their own, so any change
+//! The postcard form of everything the pipeline keeps in its queue (items, and the
+//! backfill records of its state area), pinned by a golden file. Queue items are positional postcard with no version of their own, so any change
 //! to these types — a field added, removed or reordered, in the item or in the `Session`
 //! inside it — makes items already on an installation's disk undecodable (they would go
 //! to the dead letter). Each sample is encoded and compared with
@@ -23,7 +23,7 @@ use btic::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
     Representative, Session, SystemInfoCategory, Team, TransferredFile,
 };
-use btic::pipeline::backfill::Finished;
+use btic::pipeline::backfill::{BackfillRequest, Finished, JobRecord, Summary};
 use btic::pipeline::items::{
     DeliverItem, DownloadTask, FetchedBody, Lane, Naming, Recording, Rejected, Routes,
 };
@@ -283,7 +283,33 @@ samples! {
         Finished::Other,
         Finished::DeadLettered,
         Finished::Sessions(4),
+        Finished::Presentation,
     ],
+    "backfill.job" => JobRecord {
+        request: BackfillRequest {
+            site: "main".into(),
+            from: Some(1_700_000_000),
+            to: Some(1_700_086_400),
+            lsids: vec!["c0ffee".into()],
+            routes: Routes {
+                sessions: vec!["pg".into()],
+                ..Routes::default()
+            },
+            presentations: Routes {
+                sessions: vec!["archive".into()],
+                recordings: vec!["archive".into()],
+                ..Routes::default()
+            },
+        },
+        summary: Some(Summary {
+            sessions_delivered: 10,
+            recordings_delivered: 2,
+            dead_lettered: 1,
+            bodies: 3,
+            bytes: 4096,
+            presentations_delivered: 5,
+        }),
+    },
 }
 
 /// One test, so that a blessing run writes the file before it is read back.

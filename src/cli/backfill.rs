@@ -41,7 +41,8 @@ pub struct BackfillArgs {
     pub lsids: Vec<String>,
     /// Destinations (default: every destination a transfer names for the site).
     pub destinations: Vec<String>,
-    /// Data kinds, comma separated (`sessions`, `recordings`; default `sessions`).
+    /// Data kinds, comma separated (`sessions`, `recordings`, `presentations`,
+    /// `presentation_recordings`; default `sessions`).
     pub data: Option<String>,
 }
 
@@ -71,13 +72,29 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
     let mut kinds = Vec::new();
     for k in args.data.as_deref().unwrap_or("sessions").split(',') {
         match DataKind::parse(k.trim()) {
-            Some(kind @ (DataKind::Sessions | DataKind::Recordings)) => kinds.push(kind),
+            Some(
+                kind @ (DataKind::Sessions
+                | DataKind::Recordings
+                | DataKind::Presentations
+                | DataKind::PresentationRecordings),
+            ) => kinds.push(kind),
             _ => {
                 return Err(CliError::config(format!(
-                    "--data: {k:?} cannot be backfilled (sessions, recordings)"
+                    "--data: {k:?} cannot be backfilled (sessions, recordings, presentations, presentation_recordings)"
                 )));
             }
         }
+    }
+    let presentations_wanted = kinds.iter().any(|k| {
+        matches!(
+            k,
+            DataKind::Presentations | DataKind::PresentationRecordings
+        )
+    });
+    if presentations_wanted && !args.lsids.is_empty() {
+        return Err(CliError::config(
+            "presentations are backfilled by range (--from, --to), not by --lsid",
+        ));
     }
     let destinations = if args.destinations.is_empty() {
         let mut all = Vec::new();
@@ -96,10 +113,32 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
         args.destinations.clone()
     };
     let mut routes = Routes::default();
+    let mut presentations = Routes::default();
     for d in &destinations {
         let is_files = config
             .destination(d)
             .is_some_and(|d| matches!(d.kind, DestinationKind::Files(_)));
+        // Presentations and their recordings go only to files destinations: one named
+        // with --destination must be one; by default the others are passed over.
+        for (kind, to) in [
+            (DataKind::Presentations, &mut presentations.sessions),
+            (
+                DataKind::PresentationRecordings,
+                &mut presentations.recordings,
+            ),
+        ] {
+            if !kinds.contains(&kind) {
+                continue;
+            }
+            if is_files {
+                to.push(d.clone());
+            } else if !args.destinations.is_empty() {
+                return Err(CliError::config(format!(
+                    "{} go only to files destinations, and {d:?} is not one",
+                    kind.as_str()
+                )));
+            }
+        }
         if kinds.contains(&DataKind::Sessions) {
             routes.sessions.push(d.clone());
         }
@@ -113,7 +152,8 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
             }
         }
     }
-    if routes.sessions.is_empty() && routes.recordings.is_empty() {
+    let nothing = |r: &Routes| r.sessions.is_empty() && r.recordings.is_empty();
+    if nothing(&routes) && nothing(&presentations) {
         return Err(CliError::config(format!(
             "nothing to backfill: no destination takes {} from site {:?} (name one with --destination)",
             args.data.as_deref().unwrap_or("sessions"),
@@ -126,6 +166,7 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
         to,
         lsids: args.lsids.clone(),
         routes,
+        presentations,
     })
 }
 
@@ -165,8 +206,13 @@ pub fn backfill(path: &Path, args: &BackfillArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::failed(e.to_string()))?;
         let summary = outcome?;
+        let presentations = if request.presentations.sessions.is_empty() {
+            String::new()
+        } else {
+            format!(", {} presentations delivered", summary.presentations_delivered)
+        };
         println!(
-            "backfill {job}: {} sessions delivered, {} recordings delivered, {} dead-lettered, {} report bodies, {} bytes",
+            "backfill {job}: {} sessions delivered, {} recordings delivered, {} dead-lettered, {} report bodies, {} bytes{presentations}",
             summary.sessions_delivered,
             summary.recordings_delivered,
             summary.dead_lettered,
@@ -295,15 +341,7 @@ async fn in_process(
         }
         .run(stages.clone()),
     );
-    let mut destinations: Vec<&String> = request
-        .routes
-        .sessions
-        .iter()
-        .chain(&request.routes.recordings)
-        .collect();
-    destinations.sort();
-    destinations.dedup();
-    for name in destinations {
+    for name in request.destinations() {
         let Some(destination) = config.destination(name) else {
             continue;
         };

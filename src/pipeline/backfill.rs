@@ -76,6 +76,8 @@ pub enum Finished {
     /// This many sessions of a bundle reached a destination (the rest, if any, went
     /// on as items of their own, counted under the bundle's `pushed` key).
     Sessions(u64),
+    /// A presentation's data reached a destination.
+    Presentation,
 }
 
 /// Moves `ticket` to the dead letter with `reason` and `metadata`. An item of backfill
@@ -118,6 +120,11 @@ fn next_key(job: &str) -> String {
     format!("backfill/{job}/next")
 }
 
+/// The fetch cursor of a job's presentations (its sessions use `next_key`).
+fn next_presentations_key(job: &str) -> String {
+    format!("backfill/{job}/next-presentations")
+}
+
 fn fetched_key(job: &str) -> String {
     format!("backfill/{job}/fetched")
 }
@@ -135,9 +142,23 @@ pub struct BackfillRequest {
     pub lsids: Vec<String>,
     /// Where the sessions and recordings go.
     pub routes: Routes,
+    /// Where the range's presentations (`sessions`) and their recordings (`recordings`)
+    /// go: files destinations, or none. Ranges only.
+    pub presentations: Routes,
 }
 
 impl BackfillRequest {
+    /// Every destination the job writes to, sorted, each once.
+    pub fn destinations(&self) -> Vec<&String> {
+        let mut all: Vec<&String> = [&self.routes, &self.presentations]
+            .into_iter()
+            .flat_map(|r| r.sessions.iter().chain(&r.recordings))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The job id: the first 16 hex digits of a SHA-256 over the request.
     pub fn job_id(&self) -> String {
         let mut hash = Sha256::new();
@@ -168,6 +189,8 @@ pub struct Summary {
     pub bodies: u64,
     /// Bytes of report bodies fetched in this run (not counting runs before a restart).
     pub bytes: u64,
+    /// Presentations written to destinations.
+    pub presentations_delivered: u64,
 }
 
 /// Where a job stands.
@@ -235,7 +258,11 @@ pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> 
         .await?
         .unwrap_or(false);
     if let (Some(from), Some(to)) = (record.request.from, record.request.to) {
-        let next: i64 = queue.state_get(&next_key(job)).await?.unwrap_or(from);
+        // The range is done as far as the report that is furthest behind.
+        let mut next = to;
+        for (_, key) in range_reports(&record.request, job) {
+            next = next.min(queue.state_get(&key).await?.unwrap_or(from));
+        }
         p.range_total = (to - from).max(0) as u64;
         p.range_done = if p.fetched {
             p.range_total
@@ -314,6 +341,18 @@ pub async fn run(
     finish(queue, &job, request, fetched.bytes).await
 }
 
+/// The reports a range job fetches, each with the state key of its cursor.
+fn range_reports(request: &BackfillRequest, job: &str) -> Vec<(Report, String)> {
+    let mut reports = Vec::new();
+    if !request.routes.sessions.is_empty() || !request.routes.recordings.is_empty() {
+        reports.push((Report::SupportSession, next_key(job)));
+    }
+    if !request.presentations.sessions.is_empty() || !request.presentations.recordings.is_empty() {
+        reports.push((Report::PresentationSession, next_presentations_key(job)));
+    }
+    reports
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn fetch_range(
     queue: &Queue,
@@ -334,28 +373,29 @@ async fn fetch_range(
     let limit = fetcher.client().appliance_now()
         - TimeDelta::from_std(pipeline.settle_lag).unwrap_or_default();
     let to = DateTime::from_timestamp(to, 0).unwrap_or(limit).min(limit);
-    let next: Option<i64> = queue.state_get(&next_key(&job)).await?;
-    let mut cursor = DateTime::from_timestamp(next.unwrap_or(from).max(from), 0).unwrap_or(to);
     let step = TimeDelta::from_std(pipeline.max_window.max(Duration::from_secs(1)))
         .unwrap_or(TimeDelta::hours(1));
-    while cursor < to {
-        if stop.is_cancelled() {
-            return Err(BackfillError::Stopped);
+    // One report after the other, each with its own cursor, so a restart resumes each
+    // where it stopped.
+    for (report, cursor_key) in range_reports(request, &job) {
+        let routes = match report {
+            Report::SupportSession => &request.routes,
+            Report::PresentationSession => &request.presentations,
+        };
+        let next: Option<i64> = queue.state_get(&cursor_key).await?;
+        let mut cursor = DateTime::from_timestamp(next.unwrap_or(from).max(from), 0).unwrap_or(to);
+        while cursor < to {
+            if stop.is_cancelled() {
+                return Err(BackfillError::Stopped);
+            }
+            let end = (cursor + step).min(to);
+            let window = Window { start: cursor, end };
+            fetcher
+                .fetch_window(report, window, routes, lane, &cursor_key, summary)
+                .await?;
+            cursor = end;
+            on_progress(&progress(queue, &job).await?);
         }
-        let end = (cursor + step).min(to);
-        let window = Window { start: cursor, end };
-        fetcher
-            .fetch_window(
-                Report::SupportSession,
-                window,
-                &request.routes,
-                lane,
-                &next_key(&job),
-                summary,
-            )
-            .await?;
-        cursor = end;
-        on_progress(&progress(queue, &job).await?);
     }
     Ok(())
 }
@@ -425,6 +465,7 @@ async fn finish(
             Finished::Session => ("sessions", 1),
             Finished::Sessions(n) => ("sessions", *n),
             Finished::Recording => ("recordings", 1),
+            Finished::Presentation => ("presentations", 1),
             Finished::Other => ("other", 1),
             Finished::DeadLettered => ("dead", 1),
         };
@@ -443,6 +484,7 @@ async fn finish(
             })
             .count() as u64,
         bytes,
+        presentations_delivered: counts.get("presentations").copied().unwrap_or(0),
     };
     let mut changes = Changes::new();
     changes.put_state(
@@ -459,6 +501,7 @@ async fn finish(
         changes.delete_state(key);
     }
     changes.delete_state(&next_key(job));
+    changes.delete_state(&next_presentations_key(job));
     changes.delete_state(&fetched_key(job));
     queue.commit(changes).await?;
     Ok(summary)
@@ -498,10 +541,8 @@ impl Backfills {
             return Err(format!("no site named {:?}", request.site));
         };
         if let Some(d) = request
-            .routes
-            .sessions
-            .iter()
-            .chain(&request.routes.recordings)
+            .destinations()
+            .into_iter()
             .find(|d| self.config.destination(d).is_none())
         {
             return Err(format!("no destination named {d:?}"));
@@ -558,8 +599,16 @@ impl Backfills {
             .collect();
         let mut started = Vec::new();
         for job in jobs {
-            let Some(record) = self.queue.state_get::<JobRecord>(&job_key(job)).await? else {
-                continue;
+            let record = match self.queue.state_get::<JobRecord>(&job_key(job)).await {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                // Written by a version whose record had another layout: that job is
+                // not resumed (running its command again starts it afresh); the others are.
+                Err(e @ QueueError::Decode { .. }) => {
+                    tracing::warn!(job = %job, "cannot resume backfill job: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if record.summary.is_some() {
                 let leftovers = format!("backfill/{job}/");
@@ -611,6 +660,7 @@ mod tests {
                 sessions: vec!["pg".into()],
                 ..Routes::default()
             },
+            presentations: Routes::default(),
         }
     }
 
@@ -624,6 +674,39 @@ mod tests {
         let mut other = request();
         other.to = Some(1_700_086_401);
         assert_ne!(other.job_id(), request().job_id());
+        let mut other = request();
+        other.presentations.sessions.push("archive".into());
+        assert_ne!(other.job_id(), request().job_id());
+    }
+
+    #[test]
+    fn a_range_job_fetches_each_report_it_routes_with_a_cursor_of_its_own() {
+        let reports = |r: &BackfillRequest| -> Vec<(Report, String)> { range_reports(r, "j") };
+        assert_eq!(
+            reports(&request()),
+            [(Report::SupportSession, "backfill/j/next".to_string())]
+        );
+        let mut both = request();
+        both.presentations.recordings.push("archive".into());
+        assert_eq!(
+            reports(&both),
+            [
+                (Report::SupportSession, "backfill/j/next".to_string()),
+                (
+                    Report::PresentationSession,
+                    "backfill/j/next-presentations".to_string()
+                ),
+            ]
+        );
+        let mut only = both.clone();
+        only.routes = Routes::default();
+        assert_eq!(
+            reports(&only),
+            [(
+                Report::PresentationSession,
+                "backfill/j/next-presentations".to_string()
+            )]
+        );
     }
 
     #[test]

@@ -448,9 +448,8 @@ impl DeliverWorker {
                     DeliverItem::Sessions { sessions, .. } => {
                         backfill::Finished::Sessions(sessions.len() as u64)
                     }
-                    DeliverItem::Backup { .. } | DeliverItem::Presentation { .. } => {
-                        backfill::Finished::Other
-                    }
+                    DeliverItem::Presentation { .. } => backfill::Finished::Presentation,
+                    DeliverItem::Backup { .. } => backfill::Finished::Other,
                 };
                 if let Err(e) = finished.put_state(&backfill::done_key(job, ticket.id()), &kind) {
                     tracing::error!("deliver/{}: {e}", self.destination.name);

@@ -96,9 +96,8 @@ impl Sim {
         (v["appliance_now"].as_i64().unwrap(), sessions)
     }
 
-    /// The ended presentations that ended before `closed_before` (appliance time):
-    /// `lsid -> (element as the report writes it, whether it was recorded)`.
-    pub async fn presentations(&self, closed_before: i64) -> BTreeMap<String, (String, bool)> {
+    /// The presentations that ended before `closed_before` (appliance time), by lsid.
+    pub async fn presentations(&self, closed_before: i64) -> BTreeMap<String, Presentation> {
         let v = self.ground_truth(Some(closed_before)).await;
         v["presentations"]
             .as_array()
@@ -107,10 +106,11 @@ impl Sim {
             .map(|p| {
                 (
                     p["lsid"].as_str().unwrap().to_string(),
-                    (
-                        p["xml"].as_str().unwrap().to_string(),
-                        p["has_recording"].as_bool().unwrap(),
-                    ),
+                    Presentation {
+                        xml: p["xml"].as_str().unwrap().to_string(),
+                        recorded: p["has_recording"].as_bool().unwrap(),
+                        end_time: p["end_time"].as_i64().unwrap(),
+                    },
                 )
             })
             .collect()
@@ -308,6 +308,17 @@ pub fn sqlite_lsids(path: &Path) -> BTreeMap<String, i64> {
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .map(|rows| rows.flatten().collect())
         .unwrap_or_default()
+}
+
+/// A presentation of the simulator's ground truth.
+#[derive(Debug, Clone)]
+pub struct Presentation {
+    /// Its element as the report writes it.
+    pub xml: String,
+    /// Whether it was recorded.
+    pub recorded: bool,
+    /// When it ended (appliance time, UNIX seconds).
+    pub end_time: i64,
 }
 
 /// Session JSON files in a files destination: lsid -> digest of the content (without
