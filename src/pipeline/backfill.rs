@@ -13,6 +13,7 @@
 //! |------------------------------------|------------|-------------------------------------------|
 //! | `backfill/<job>`                   | `JobRecord`| at start, and with the summary at the end |
 //! | `backfill/<job>/next`              | i64        | with each fetched body (fetch progress)   |
+//! | `backfill/<job>/next-presentations`| i64        | the same for a job's presentations        |
 //! | `backfill/<job>/fetched`           | bool       | once every window (or LSID) is fetched    |
 //! | `backfill/<job>/pushed/<what>`     | u64        | items a step handed on for the job        |
 //! | `backfill/<job>/done/<item id>`    | `Finished` | when one of the job's items left the pipeline or was dead-lettered |
