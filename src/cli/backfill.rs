@@ -118,9 +118,13 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
         let is_files = config
             .destination(d)
             .is_some_and(|d| matches!(d.kind, DestinationKind::Files(_)));
-        // Presentations and their recordings go only to files destinations: one named
-        // with --destination must be one; by default the others are passed over.
+        if kinds.contains(&DataKind::Sessions) {
+            routes.sessions.push(d.clone());
+        }
+        // Everything else goes only to files destinations: one named with --destination
+        // must be one; by default the others are passed over.
         for (kind, to) in [
+            (DataKind::Recordings, &mut routes.recordings),
             (DataKind::Presentations, &mut presentations.sessions),
             (
                 DataKind::PresentationRecordings,
@@ -136,18 +140,6 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
                 return Err(CliError::config(format!(
                     "{} go only to files destinations, and {d:?} is not one",
                     kind.as_str()
-                )));
-            }
-        }
-        if kinds.contains(&DataKind::Sessions) {
-            routes.sessions.push(d.clone());
-        }
-        if kinds.contains(&DataKind::Recordings) {
-            if is_files {
-                routes.recordings.push(d.clone());
-            } else if !args.destinations.is_empty() {
-                return Err(CliError::config(format!(
-                    "recordings go only to files destinations, and {d:?} is not one"
                 )));
             }
         }
