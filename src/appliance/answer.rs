@@ -53,16 +53,13 @@ pub(crate) fn meaning_of(kind: ApplianceErrorKind) -> ErrorMeaning {
     }
 }
 
-/// Whether `get_api_info` grants a permission (`1`, `true`, or any level other than
-/// `0`/`none`/`false`/`deny`).
+/// Whether `get_api_info` grants a permission: it is there and not `0` (the values seen
+/// are `0`/`1`, and levels such as `full_access` or `read_only` for `perm_command`).
 pub fn has_permission(info: &ApiInfo, permission: &str) -> bool {
     info.permissions
         .iter()
         .find(|p| p.name == permission)
-        .is_some_and(|p| {
-            let v = p.value.trim().to_ascii_lowercase();
-            !(v.is_empty() || v == "0" || v == "false" || v == "none" || v == "deny")
-        })
+        .is_some_and(|p| p.value.trim() != "0")
 }
 
 #[cfg(test)]
@@ -97,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn permissions_are_granted_by_any_value_but_zero_or_none() {
+    fn permissions_are_missing_only_when_absent_or_zero() {
         let info = ApiInfo {
             permissions: vec![
                 DataValue {

@@ -17,6 +17,7 @@
 //!
 //! `parse` does no IO of its own: callers hand it a reader.
 
+pub mod known_texts;
 mod presentation;
 mod pull;
 mod reports;
@@ -44,39 +45,24 @@ pub struct ApplianceError {
 /// The known families of `<error>` texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ApplianceErrorKind {
-    /// Nothing matched the request (`No archives found for the given search criteria.`).
+    /// Nothing matched the request: an empty result (`No Support report information
+    /// matching your chosen criteria is available.`, localised).
     NoData,
     /// The recording is gone (`This recording has expired and can no longer be viewed or
     /// downloaded.`): permanent for that item.
     RecordingExpired,
-    /// The credentials were refused (`Login failed`, `Authentication failed ...`).
+    /// The credentials were refused (`Login failed`, or a `code` naming authentication).
     LoginFailed,
-    /// Any other text.
+    /// Any other text: that one request failed.
     Other,
 }
 
 impl ApplianceError {
-    /// Classifies an `<error>` element's text and `code` attribute.
+    /// Classifies an `<error>` element's text and `code` attribute by the table of
+    /// known texts (`known_texts`).
     pub fn classify(message: &str, code: Option<String>) -> Self {
-        let lower = message.to_lowercase();
-        let code_lower = code.as_deref().unwrap_or("").to_lowercase();
-        let kind = if lower.contains("expired") {
-            ApplianceErrorKind::RecordingExpired
-        } else if lower.contains("login failed")
-            || lower.contains("authentication failed")
-            || lower.contains("invalid credentials")
-            || lower.contains("not authorized")
-            || lower.contains("unauthorized")
-            || code_lower.contains("auth")
-        {
-            ApplianceErrorKind::LoginFailed
-        } else if lower.starts_with("no ") && lower.contains("found") {
-            ApplianceErrorKind::NoData
-        } else {
-            ApplianceErrorKind::Other
-        };
         ApplianceError {
-            kind,
+            kind: known_texts::meaning(message, code.as_deref()),
             message: message.trim().to_string(),
             code,
         }

@@ -132,8 +132,9 @@ pub fn parse_listing(r: impl BufRead) -> Result<Vec<SessionSummary>, ParseError>
 }
 
 /// Reads a `get_api_info` body (`<api_information>`): `api_version`, `company_name`,
-/// `timestamp` (UNIX seconds, or ISO 8601) and every `perm_*` element. An `<error>` body
-/// is `ParseError::Appliance`.
+/// `timestamp` (UNIX seconds, or ISO 8601) and the permissions, nested
+/// (`permissions/permission[@name]`, as real appliances answer) or flat (`perm_*`
+/// elements under the root). An `<error>` body is `ParseError::Appliance`.
 pub fn parse_api_info(r: impl BufRead) -> Result<ApiInfo, ParseError> {
     let mut p = Pull::new(r);
     let mut info = ApiInfo::default();
@@ -157,6 +158,21 @@ pub fn parse_api_info(r: impl BufRead) -> Result<ApiInfo, ParseError> {
                         Name::Error if appliance_error.is_none() => {
                             appliance_error = Some(error_element(p)?);
                         }
+                        // As captured (RS 19.1) and documented:
+                        // `<permissions><permission name="perm_x">1</permission>…`.
+                        Name::Permissions => p.children(|p, child| {
+                            if child == Name::Permission
+                                && let Some(name) = p.attr_owned("name")
+                            {
+                                let value = p.leaf()?;
+                                info.permissions.push(DataValue {
+                                    name: name.trim().to_string(),
+                                    value,
+                                });
+                            }
+                            Ok(())
+                        })?,
+                        // The flat form some clients' fixtures show: `<perm_x>1</perm_x>`.
                         Name::Other if p.local_name().starts_with("perm_") => {
                             let name = p.local_name().to_string();
                             let value = p.leaf()?;
