@@ -43,7 +43,7 @@ use spool::SpoolWriter;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Which end of a session a window selects on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WindowBy {
     /// `start_time`: sessions that began in the window, including those still in progress.
     Start,
@@ -184,6 +184,9 @@ struct Call {
     download: bool,
     /// Authenticated (everything but `check_health`).
     auth: bool,
+    /// A password sent as the JSON body `{"password": "..."}` (the backup's, as the
+    /// vendor documents it).
+    password: Option<Secret>,
 }
 
 /// The result of a single attempt that reached the end of the body.
@@ -332,25 +335,22 @@ impl ApplianceClient {
             params,
             download: true,
             auth: true,
+            password: None,
         })
         .await
     }
 
-    /// The site configuration backup (`.nsb`), with the backup password when one is set.
+    /// The site configuration backup (`.nsb`), with the backup password, when one is
+    /// set, as the JSON body `{"password": "..."}` the vendor documents.
     pub async fn backup(&self) -> Result<Fetched, ApplianceError> {
-        let params = self
-            .inner
-            .backup_password
-            .as_ref()
-            .map(|p| vec![("password", p.expose().to_string())])
-            .unwrap_or_default();
         self.execute(Call {
             what: "backup".into(),
             method: reqwest::Method::POST,
             path: "/api/backup",
-            params,
+            params: Vec::new(),
             download: true,
             auth: true,
+            password: self.inner.backup_password.clone(),
         })
         .await
     }
@@ -365,6 +365,7 @@ impl ApplianceClient {
             params: vec![("action", "get_api_info".into())],
             download: false,
             auth: true,
+            password: None,
         })
         .await
     }
@@ -405,6 +406,7 @@ impl ApplianceClient {
             params: Vec::new(),
             download: true,
             auth: false,
+            password: None,
         };
         match self.attempt(&call).await {
             Ok(attempt) => {
@@ -429,6 +431,7 @@ impl ApplianceClient {
             params,
             download: false,
             auth: true,
+            password: None,
         })
         .await
     }
@@ -612,7 +615,11 @@ impl ApplianceClient {
         if let Some(bearer) = bearer {
             request = request.header(header::AUTHORIZATION, bearer);
         }
-        request = if call.method == reqwest::Method::POST {
+        request = if let Some(password) = &call.password {
+            request
+                .query(&call.params)
+                .json(&serde_json::json!({ "password": password.expose() }))
+        } else if call.method == reqwest::Method::POST {
             request.form(&call.params)
         } else {
             request.query(&call.params)
@@ -712,10 +719,16 @@ impl ApplianceClient {
         let status = response.status().as_u16();
         if status == 400 || status == 401 || status == 403 {
             let excerpt = excerpt(response).await;
+            // RFC 6749 names the refusal in the JSON body's `error` (`invalid_client`,
+            // as PRA 25.2 answers): the structural signal, when there is one.
+            let reason = match oauth_error_code(&excerpt) {
+                Some(code) => format!("the token endpoint answered HTTP {status} ({code})"),
+                None => format!("the token endpoint answered HTTP {status}: {excerpt}"),
+            };
             return Err(ApplianceError::Credentials {
                 site: self.inner.site.clone(),
                 client_id: self.inner.client_id.clone(),
-                reason: format!("the token endpoint answered HTTP {status}: {excerpt}"),
+                reason,
             });
         }
         if status != 200 {
@@ -835,6 +848,15 @@ async fn excerpt(response: reqwest::Response) -> String {
     let text = String::from_utf8_lossy(&body);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(200).collect()
+}
+
+/// The `error` code of an RFC 6749 error answer (`{"error": "invalid_client"}`).
+fn oauth_error_code(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = value.get("error")?.as_str()?;
+    code.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        .then(|| code.to_string())
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
