@@ -65,7 +65,10 @@
 //! entry; write or delete the state keys; adjust the depth counters of every queue
 //! touched. Then the caller waits for the flush. `commit` is the same transaction with
 //! nothing consumed ("advance this watermark in the transaction that enqueues the batch
-//! covering it").
+//! covering it"). An output may also go straight to the dead letter
+//! ([`Changes::bury`]: a fresh id, a dead record naming the queue a replay moves it to),
+//! so work that failed before it was ever an item is dead-lettered in the same
+//! transaction as the progress that moves past it.
 //!
 //! # When it flushes
 //!
@@ -130,7 +133,7 @@ pub use error::QueueError;
 
 use codec::{DeadRecord, ItemRecord};
 use flush::Flusher;
-use storage::{Candidate, Store};
+use storage::{Buried, Candidate, Store};
 
 /// How the database is opened.
 #[derive(Debug, Clone)]
@@ -173,11 +176,13 @@ impl fmt::Display for ItemId {
     }
 }
 
-/// Outputs of a transaction: pushes to queues and writes to the state area, in order.
-/// Values are encoded when added, so building the set is where encoding fails.
+/// Outputs of a transaction: pushes to queues, items put straight into the dead letter,
+/// and writes to the state area, in order. Values are encoded when added, so building
+/// the set is where encoding fails.
 #[derive(Debug, Default)]
 pub struct Changes {
     pushes: Vec<(String, Vec<u8>)>,
+    buried: Vec<Buried>,
     state: Vec<(String, Option<Vec<u8>>)>,
 }
 
@@ -196,6 +201,34 @@ impl Changes {
         codec::check_name(queue)?;
         let payload = codec::encode_payload(item, &format!("item for queue {queue:?}"))?;
         self.pushes.push((queue.to_owned(), payload));
+        Ok(self)
+    }
+
+    /// Adds an item that goes straight to the dead letter, as if it had been pushed to
+    /// `queue` and had failed there for good with `reason` after `attempts` attempts:
+    /// `replay` moves it to `queue`. For work that failed before it was ever an item (a
+    /// request refused by its source), so that it is dead-lettered in the same
+    /// transaction as the progress that moves past it.
+    pub fn bury<T: Serialize + ?Sized>(
+        &mut self,
+        queue: &str,
+        item: &T,
+        reason: &str,
+        attempts: u32,
+        metadata: &[(&str, &str)],
+    ) -> Result<&mut Changes, QueueError> {
+        codec::check_name(queue)?;
+        let payload = codec::encode_payload(item, &format!("dead letter for queue {queue:?}"))?;
+        self.buried.push(Buried {
+            queue: queue.to_owned(),
+            payload,
+            reason: reason.to_owned(),
+            attempts: attempts.max(1),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        });
         Ok(self)
     }
 
@@ -218,7 +251,7 @@ impl Changes {
 
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.pushes.is_empty() && self.state.is_empty()
+        self.pushes.is_empty() && self.buried.is_empty() && self.state.is_empty()
     }
 
     fn queues(&self) -> Vec<String> {
@@ -587,10 +620,14 @@ impl Queue {
         let consumed: Vec<(String, u64)> =
             tickets.iter().map(|t| (t.queue.clone(), t.id.0)).collect();
         let queues = changes.queues();
-        let Changes { pushes, state } = changes;
+        let Changes {
+            pushes,
+            buried,
+            state,
+        } = changes;
         let now = millis(SystemTime::now());
         let ids = self
-            .durably(move |store| store.apply(&consumed, &pushes, &state, now))
+            .durably(move |store| store.apply(&consumed, &pushes, &buried, &state, now))
             .await?;
         drop(tickets);
         self.wake(queues);
@@ -640,7 +677,7 @@ impl Queue {
         metadata: &[(&str, &str)],
         state: Changes,
     ) -> Result<(), QueueError> {
-        if !state.pushes.is_empty() {
+        if !state.pushes.is_empty() || !state.buried.is_empty() {
             return Err(QueueError::Encode {
                 what: format!("dead letter of item {}", ticket.id),
                 reason: "a dead-lettered item cannot push items".to_owned(),

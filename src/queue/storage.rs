@@ -26,6 +26,21 @@ const CHUNK: usize = 256;
 /// A change to the state area inside a transaction.
 pub(crate) type StateChange = (String, Option<Vec<u8>>);
 
+/// An item that goes straight to the dead letter (`Changes::bury`).
+#[derive(Debug)]
+pub(crate) struct Buried {
+    /// The queue a replay moves it to.
+    pub queue: String,
+    /// The packed payload.
+    pub payload: Vec<u8>,
+    /// Why it failed.
+    pub reason: String,
+    /// Attempts made before it was buried.
+    pub attempts: u32,
+    /// The caller's context.
+    pub metadata: Vec<(String, String)>,
+}
+
 /// The open database and its four trees.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -297,6 +312,7 @@ impl Store {
         &self,
         consumed: &[(String, u64)],
         pushes: &[(String, Vec<u8>)],
+        buried: &[Buried],
         state: &[StateChange],
         now_ms: u64,
     ) -> Result<Vec<u64>, QueueError> {
@@ -315,6 +331,24 @@ impl Store {
             for (queue, payload) in pushes {
                 ids.push(tx.push(queue, payload, now_ms)?);
                 *deltas.entry(queue).or_default() += 1;
+            }
+            for b in buried {
+                let id = tx.items.generate_id()?;
+                let dead = DeadRecord {
+                    queue: b.queue.clone(),
+                    attempts: b.attempts,
+                    first_seen_ms: now_ms,
+                    last_tried_ms: now_ms,
+                    first_error: b.reason.clone(),
+                    last_error: b.reason.clone(),
+                    metadata: b.metadata.clone(),
+                    payload: b.payload.clone(),
+                };
+                let bytes = match codec::encode(&dead, &format!("dead letter {id}")) {
+                    Ok(bytes) => bytes,
+                    Err(error) => return abort(error),
+                };
+                tx.dead.insert(id.to_be_bytes().to_vec(), bytes)?;
             }
             tx.write_state(state)?;
             tx.adjust_depths(&deltas)?;

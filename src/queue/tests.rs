@@ -601,3 +601,51 @@ async fn opening_waits_for_a_brief_holder_and_fails_after_the_lock_wait() {
     let queue = opener.join().unwrap().unwrap();
     assert_eq!(names(&queue, "q").await, ["a"]);
 }
+
+#[tokio::test]
+async fn a_buried_output_is_a_dead_letter_written_with_the_rest_and_replays_to_its_queue() {
+    let (_dir, queue) = open();
+    queue.push("in", &job("a")).await.unwrap();
+    let claimed = take(&queue, "in").await;
+    let mut changes = Changes::new();
+    changes
+        .push("out", &job("b"))
+        .unwrap()
+        .bury("later", &job("c"), "refused: no", 3, &[("stage", "fetch")])
+        .unwrap()
+        .put_state("progress", &7u64)
+        .unwrap();
+    queue.hand_off(claimed.ticket, changes).await.unwrap();
+    assert_eq!(queue.depth("in").await.unwrap(), 0);
+    assert_eq!(queue.depth("out").await.unwrap(), 1);
+    assert_eq!(queue.depth("later").await.unwrap(), 0, "buried, not queued");
+    assert_eq!(queue.state_get::<u64>("progress").await.unwrap(), Some(7));
+
+    let letters = queue.dead_letters(DeadLetterFilter::All).await.unwrap();
+    let [letter] = letters.as_slice() else {
+        panic!("one dead letter, not {letters:?}");
+    };
+    assert_eq!(letter.queue, "later");
+    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.first_error, "refused: no");
+    assert_eq!(letter.last_error, "refused: no");
+    assert_eq!(letter.metadata, [("stage".to_owned(), "fetch".to_owned())]);
+    let shown = queue.dead_letter_show(letter.id).await.unwrap();
+    assert_eq!(shown.decode::<Job>().unwrap(), job("c"));
+
+    // Replay moves it to the queue it was buried for, with a fresh budget.
+    assert_eq!(queue.replay(DeadLetterFilter::All).await.unwrap(), 1);
+    let claimed = take(&queue, "later").await;
+    assert_eq!(claimed.item, job("c"));
+    assert_eq!(claimed.id(), letter.id);
+
+    // A dead letter's own state changes cannot bury anything either.
+    let mut burying = Changes::new();
+    burying.bury("x", &job("d"), "no", 1, &[]).unwrap();
+    assert!(
+        queue
+            .dead_letter_with(claimed.ticket, "bad", &[], burying)
+            .await
+            .is_err()
+    );
+}
