@@ -18,14 +18,17 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use btic::appliance::WindowBy;
 use btic::deliver::files::ReportRoot;
+use btic::fetch::plan::Window;
+use btic::fetch::{FetchRequest, Report, Selection};
 use btic::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
     Representative, Session, SystemInfoCategory, Team, TransferredFile,
 };
 use btic::pipeline::backfill::{BackfillRequest, Finished, JobRecord, Summary};
 use btic::pipeline::items::{
-    DeliverItem, DownloadTask, FetchedBody, Lane, Naming, Recording, Rejected, Routes,
+    DeliverItem, DownloadTask, FetchTask, FetchedBody, Lane, Naming, Recording, Rejected, Routes,
 };
 
 const GOLDEN: &str = "tests/golden/queue_items.txt";
@@ -275,6 +278,47 @@ samples! {
         reason: "lseq is not a number".into(),
         request: "SupportSession end_date=2023-11-14".into(),
         raw: b"<session lsid=\"bad\"/>".to_vec(),
+        lane: Lane::Live,
+    },
+    "fetch.window" => FetchTask {
+        site: "main".into(),
+        request: FetchRequest::ended(
+            Report::PresentationSession,
+            Window {
+                start: time(1_700_000_000).unwrap(),
+                end: time(1_700_003_600).unwrap(),
+            },
+        ),
+        routes: Routes {
+            sessions: vec!["archive".into()],
+            ..Routes::default()
+        },
+        lane: job(),
+    },
+    "fetch.started" => FetchTask {
+        site: "main".into(),
+        request: FetchRequest {
+            report: Report::SupportSession,
+            selection: Selection::Window(
+                WindowBy::Start,
+                Window {
+                    start: time(1_700_000_000).unwrap(),
+                    end: time(1_700_000_900).unwrap(),
+                },
+            ),
+        },
+        routes: Routes::default(),
+        lane: Lane::Live,
+    },
+    "fetch.lsids" => FetchTask {
+        site: "main".into(),
+        request: FetchRequest::lsids(&["c0ffee".into(), "beef".into()]),
+        routes: Routes {
+            sessions: vec!["pg".into()],
+            in_progress: vec!["pg".into()],
+            track_open: true,
+            ..Routes::default()
+        },
         lane: Lane::Live,
     },
     "backfill.finished" => vec![

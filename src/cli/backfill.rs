@@ -24,6 +24,7 @@ use crate::pipeline::backfill::{self, BackfillRequest, Progress, Summary};
 use crate::pipeline::daemon::spool_dir;
 use crate::pipeline::deliver_worker::DeliverWorker;
 use crate::pipeline::download_worker::DownloadWorker;
+use crate::pipeline::fetch_worker::FetchWorker;
 use crate::pipeline::items::Routes;
 use crate::pipeline::parse_worker;
 use crate::pipeline::scheduler::Reachability;
@@ -310,7 +311,8 @@ async fn in_process(
         config.start_from,
     );
 
-    // The stages the job needs: parse, rejected, this site's downloads and the
+    // The stages the job needs: this site's requests to make again, parse, rejected,
+    // this site's downloads and the
     // deliveries to its destinations.
     let stages = CancellationToken::new();
     let health = Arc::new(Health::new(config.pipeline.stall_after));
@@ -323,6 +325,16 @@ async fn in_process(
         parse_worker::item_shapes(config),
     ));
     tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
+    tasks.spawn(
+        FetchWorker {
+            fetcher: fetcher.clone(),
+            queue: queue.clone(),
+            retry: config.pipeline.retry,
+            max_body_bytes: config.pipeline.max_body_bytes,
+            health: health.clone(),
+        }
+        .run(stages.clone()),
+    );
     tasks.spawn(
         DownloadWorker {
             site: site.name.clone(),

@@ -98,6 +98,14 @@ pub fn dead_letter_list(path: &Path, json: bool) -> Result<(), CliError> {
                 l["last_tried"].as_str().unwrap_or(""),
                 l["last_error"].as_str().unwrap_or("")
             );
+            // A report request says what it asks for.
+            let meta = &l["metadata"];
+            let report = meta["report"].as_str().unwrap_or("");
+            if let Some(window) = meta["window"].as_str() {
+                println!("{:>8}  {report}: sessions that {window}", "");
+            } else if let Some(lsids) = meta["lsids"].as_str() {
+                println!("{:>8}  {report}: sessions {lsids}", "");
+            }
         }
         Ok(())
     })

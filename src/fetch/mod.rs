@@ -5,6 +5,7 @@
 //! is split in halves and fetched again.
 
 pub mod plan;
+mod request;
 
 use std::time::Duration;
 
@@ -14,9 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::appliance::{self, ApplianceClient, ApplianceError, Fetched, WindowBy};
 use crate::config::{PipelineConfig, Site, StartFrom};
 use crate::metrics;
-use crate::pipeline::items::{FETCHED, FetchedBody, Lane, Routes};
+use crate::pipeline::backfill;
+use crate::pipeline::items::{FETCHED, FetchTask, FetchedBody, Lane, Routes, fetch_queue};
 use crate::queue::{Changes, Queue, QueueError};
 use plan::{Window, plan_windows};
+pub use request::{FetchRequest, Selection, UnknownRequest};
 
 /// The report types btic reads sessions from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +91,8 @@ pub struct FetchSummary {
     pub windows: u64,
     /// The watermark after the run, if it moved.
     pub watermark: Option<DateTime<Utc>>,
+    /// Requests the appliance refused for good, now in the dead letter.
+    pub refused: u64,
 }
 
 /// Fetches the reports of one site.
@@ -219,7 +224,12 @@ impl Fetcher {
         // only ever moves forward.
         let mut pending = vec![window];
         while let Some(w) = pending.pop() {
-            match self.request(by, report, w).await {
+            let request = FetchRequest {
+                report,
+                selection: Selection::Window(by, w),
+            };
+            let progress = Some((progress_key, w.end.timestamp()));
+            match self.request(&request).await {
                 Ok(fetched)
                     if fetched.bytes() > self.pipeline.max_body_bytes && w.split().is_some() =>
                 {
@@ -236,18 +246,7 @@ impl Fetcher {
                     pending.push(a);
                 }
                 Ok(fetched) => {
-                    let request = format!(
-                        "{} {}={} duration={}",
-                        report.as_str(),
-                        match by {
-                            WindowBy::End => "end_time",
-                            WindowBy::Start => "start_time",
-                        },
-                        w.start.timestamp(),
-                        w.duration_secs()
-                    );
-                    let progress = (progress_key, w.end.timestamp());
-                    self.record(request, fetched, routes, lane, Some(progress), summary)
+                    self.record(&request, fetched, routes, lane, progress, summary)
                         .await?;
                     summary.watermark = Some(w.end);
                 }
@@ -257,45 +256,113 @@ impl Fetcher {
                     pending.push(b);
                     pending.push(a);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let settled = self
+                        .settle_failure(request, e, routes, lane, progress, summary)
+                        .await?;
+                    summary.watermark = Some(w.end);
+                    // A request refused for good does not stop the run; one that kept
+                    // failing for a passing reason does: the appliance is in trouble, and
+                    // the next run (after a backoff) goes on from the moved watermark.
+                    if let Settled::Deferred(e) = settled {
+                        return Err(e.into());
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    async fn request(
+    /// Fetches the sessions `lsids` (in one request), moving `progress` with the body.
+    /// A request refused as a whole goes to the site's fetch queue, where it is split
+    /// until the LSID the appliance refuses is alone in the dead letter.
+    pub async fn fetch_lsids(
         &self,
-        by: WindowBy,
-        report: Report,
-        w: Window,
-    ) -> Result<Fetched, ApplianceError> {
-        let window = appliance::Window {
-            by,
-            from: w.start,
-            duration: Duration::from_secs(w.duration_secs()),
-        };
+        lsids: &[String],
+        routes: &Routes,
+        lane: &Lane,
+        progress: Option<(&str, i64)>,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let request = FetchRequest::lsids(lsids);
+        match self.request(&request).await {
+            Ok(fetched) => {
+                self.record(&request, fetched, routes, lane, progress, summary)
+                    .await
+            }
+            Err(e) => match self
+                .settle_failure(request, e, routes, lane, progress, summary)
+                .await?
+            {
+                Settled::Deferred(e) => Err(e.into()),
+                Settled::Refused | Settled::Split => Ok(()),
+            },
+        }
+    }
+
+    /// One request to the appliance (with the client's retries), counted in the metrics.
+    pub async fn request(&self, request: &FetchRequest) -> Result<Fetched, ApplianceError> {
         let started = std::time::Instant::now();
-        let outcome = match report {
-            Report::SupportSession => self.client.support_sessions(window).await,
-            Report::PresentationSession => self.client.presentation_sessions(window).await,
+        let outcome = match &request.selection {
+            Selection::Window(by, w) => {
+                let window = appliance::Window {
+                    by: *by,
+                    from: w.start,
+                    duration: Duration::from_secs(w.duration_secs()),
+                };
+                match request.report {
+                    Report::SupportSession => self.client.support_sessions(window).await,
+                    Report::PresentationSession => self.client.presentation_sessions(window).await,
+                }
+            }
+            Selection::Lsids(lsids) => self.client.support_sessions_by_lsid(lsids).await,
         };
+        let report = request.report.as_str();
         metrics::fetch_request(
             &self.site.name,
-            report.as_str(),
+            report,
             outcome_label(&outcome),
             started.elapsed(),
         );
         if let Ok(f) = &outcome {
-            metrics::downloaded_bytes(&self.site.name, report.as_str(), f.bytes());
+            metrics::downloaded_bytes(&self.site.name, report, f.bytes());
         }
         outcome
+    }
+
+    /// Adds to `changes` the parse stage's item for a spooled body (and, for a backfill
+    /// job, that it waits for the body).
+    pub fn add_body(
+        &self,
+        changes: &mut Changes,
+        request: &FetchRequest,
+        body: &appliance::Spooled,
+        routes: &Routes,
+        lane: &Lane,
+    ) -> Result<(), QueueError> {
+        let request = request.to_string();
+        if let Some(job) = lane.backfill_job() {
+            // Keyed by its request, so a repeated window counts once.
+            changes.put_state(&backfill::pushed_key(job, &format!("w {request}")), &1u64)?;
+        }
+        let item = FetchedBody {
+            site: self.site.name.clone(),
+            host: self.site.host_name().to_string(),
+            request,
+            body: body.path.clone(),
+            bytes: body.bytes,
+            routes: routes.clone(),
+            lane: lane.clone(),
+        };
+        changes.push(FETCHED, &item)?;
+        Ok(())
     }
 
     /// Hands a spooled body to the parse stage, in one transaction with `progress`
     /// (a state key and the value it moves to), when given.
     async fn record(
         &self,
-        request: String,
+        request: &FetchRequest,
         fetched: Fetched,
         routes: &Routes,
         lane: &Lane,
@@ -307,24 +374,7 @@ impl Fetcher {
             changes.put_state(key, &value)?;
         }
         if let Some(body) = &fetched.body {
-            if let Some(job) = lane.backfill_job() {
-                // The backfill job waits for this body (keyed by its request, so a
-                // repeated window counts once).
-                changes.put_state(
-                    &crate::pipeline::backfill::pushed_key(job, &format!("w {request}")),
-                    &1u64,
-                )?;
-            }
-            let item = FetchedBody {
-                site: self.site.name.clone(),
-                host: self.site.host_name().to_string(),
-                request,
-                body: body.path.clone(),
-                bytes: body.bytes,
-                routes: routes.clone(),
-                lane: lane.clone(),
-            };
-            changes.push(FETCHED, &item)?;
+            self.add_body(&mut changes, request, body, routes, lane)?;
             summary.bodies += 1;
             summary.bytes += body.bytes;
         }
@@ -337,6 +387,69 @@ impl Fetcher {
         }
         summary.windows += 1;
         Ok(())
+    }
+
+    /// A request failed after the client's retries. Unless the site itself cannot be
+    /// worked with (unreachable, credentials, TLS: then nothing moves and the caller
+    /// stops), the request leaves the run in one transaction with `progress`: to the
+    /// site's fetch queue when the failure may pass (retried there within the retry
+    /// budget) or when it is an LSID list to split, else straight to the dead letter
+    /// with the appliance's text, for `btic replay`.
+    async fn settle_failure(
+        &self,
+        request: FetchRequest,
+        error: ApplianceError,
+        routes: &Routes,
+        lane: &Lane,
+        progress: Option<(&str, i64)>,
+        summary: &mut FetchSummary,
+    ) -> Result<Settled, FetchError> {
+        if site_level(&error) {
+            return Err(error.into());
+        }
+        let queue = fetch_queue(&self.site.name);
+        let task = |request: FetchRequest| FetchTask {
+            site: self.site.name.clone(),
+            request,
+            routes: routes.clone(),
+            lane: lane.clone(),
+        };
+        let mut changes = Changes::new();
+        if let Some((key, value)) = progress {
+            changes.put_state(key, &value)?;
+        }
+        let described = request.describe();
+        let settled = if error.is_retryable() {
+            tracing::warn!(site = %self.site.name, "{described}: {error}; the request waits in {queue} to be tried again, the run moves on");
+            backfill::add_task(&mut changes, lane, &request)?;
+            changes.push(&queue, &task(request))?;
+            Settled::Deferred(error)
+        } else if let Some((a, b)) = request.split() {
+            tracing::warn!(site = %self.site.name, "{described}: {error}; splitting the list to find the LSID refused");
+            for half in [a, b] {
+                backfill::add_task(&mut changes, lane, &half)?;
+                changes.push(&queue, &task(half))?;
+            }
+            Settled::Split
+        } else {
+            tracing::error!(site = %self.site.name, "{described}: {error}; moved to the dead letter (`btic replay` asks again), the run moves on");
+            let metadata = task_metadata(&self.site.name, &request, lane);
+            let metadata: Vec<(&str, &str)> =
+                metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            backfill::add_task(&mut changes, lane, &request)?;
+            backfill::finish_task(
+                &mut changes,
+                lane,
+                &request,
+                backfill::Finished::DeadLettered,
+            )?;
+            changes.bury(&queue, &task(request), &error.to_string(), 1, &metadata)?;
+            summary.refused += 1;
+            Settled::Refused
+        };
+        self.queue.commit(changes).await?;
+        summary.windows += 1;
+        Ok(settled)
     }
 
     /// Sessions still in progress: fetches `start_time` windows from their own watermark
@@ -381,22 +494,76 @@ impl Fetcher {
             self.queue.commit(expired).await?;
         }
         for chunk in lsids.chunks(OPEN_LSIDS_PER_REQUEST) {
-            let started = std::time::Instant::now();
-            let outcome = self.client.support_sessions_by_lsid(chunk).await;
-            metrics::fetch_request(
-                &self.site.name,
-                report.as_str(),
-                outcome_label(&outcome),
-                started.elapsed(),
-            );
-            let fetched = outcome?;
-            metrics::downloaded_bytes(&self.site.name, report.as_str(), fetched.bytes());
-            let request = format!("{} lsids={}", report.as_str(), chunk.join(","));
-            self.record(request, fetched, routes, &Lane::Live, None, &mut summary)
+            self.fetch_lsids(chunk, routes, &Lane::Live, None, &mut summary)
                 .await?;
         }
         Ok(summary)
     }
+}
+
+/// How a failed request left the run.
+#[derive(Debug)]
+enum Settled {
+    /// It failed for a passing reason and waits in the site's fetch queue.
+    Deferred(ApplianceError),
+    /// An LSID list, split in halves into the site's fetch queue.
+    Split,
+    /// It was refused for good and is in the dead letter.
+    Refused,
+}
+
+/// Whether a failure is the site's rather than one request's: it cannot be reached or
+/// worked with at all (network, TLS, credentials, an HTTP status other than 429/5xx, the
+/// spool), so moving past the request would only move past every other one too.
+pub fn site_level(error: &ApplianceError) -> bool {
+    match error {
+        ApplianceError::Setup { .. }
+        | ApplianceError::Credentials { .. }
+        | ApplianceError::Token { .. }
+        | ApplianceError::Tls { .. }
+        | ApplianceError::Connect { .. }
+        | ApplianceError::Spool { .. } => true,
+        ApplianceError::Status { .. } => !error.is_retryable(),
+        ApplianceError::Timeout { .. }
+        | ApplianceError::Interrupted { .. }
+        | ApplianceError::ErrorBody { .. }
+        | ApplianceError::RecordingExpired { .. }
+        | ApplianceError::BadAnswer { .. } => false,
+    }
+}
+
+/// The dead-letter metadata of a report request: stage, site, report, what it selects
+/// (`window` or `lsids`), the request's text and, in a backfill lane, the job.
+pub fn task_metadata(
+    site: &str,
+    request: &FetchRequest,
+    lane: &Lane,
+) -> Vec<(&'static str, String)> {
+    let mut metadata = vec![
+        ("stage", "fetch".to_string()),
+        ("site", site.to_string()),
+        ("report", request.report.as_str().to_string()),
+    ];
+    match &request.selection {
+        Selection::Window(by, w) => metadata.push((
+            "window",
+            format!(
+                "{} in [{}, {})",
+                match by {
+                    WindowBy::End => "ended",
+                    WindowBy::Start => "started",
+                },
+                w.start.to_rfc3339(),
+                w.end.to_rfc3339()
+            ),
+        )),
+        Selection::Lsids(lsids) => metadata.push(("lsids", lsids.join(","))),
+    }
+    metadata.push(("request", request.to_string()));
+    if let Some(job) = lane.backfill_job() {
+        metadata.push((backfill::JOB_METADATA, job.to_string()));
+    }
+    metadata
 }
 
 /// Sessions in progress fetched again per request.

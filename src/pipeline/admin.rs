@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::backfill::{BackfillRequest, Backfills, Progress};
-use super::items::{DeliverItem, DownloadTask, FetchedBody, Rejected};
+use super::items::{DeliverItem, DownloadTask, FetchTask, FetchedBody, Rejected};
 use super::status::Status;
 use crate::config::Config;
 use crate::queue::{DeadLetter, DeadLetterFilter, DeadLetterItem, ItemId, Queue, QueueError};
@@ -150,6 +150,12 @@ pub fn item_json(item: &DeadLetterItem) -> Value {
         item.decode::<FetchedBody>().map(|f| {
             json!({"kind": "report body", "site": f.site, "request": f.request,
                    "body": f.body, "bytes": f.bytes})
+        })
+    } else if queue.starts_with("fetch/") {
+        item.decode::<FetchTask>().map(|t| {
+            json!({"kind": "report request", "site": t.site, "request": t.request.to_string(),
+                   "selects": t.request.describe(), "routes": t.routes.sessions,
+                   "backfill": t.lane.backfill_job()})
         })
     } else if queue == super::items::REJECTED {
         item.decode::<Rejected>().map(|r| {

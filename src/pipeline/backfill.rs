@@ -49,10 +49,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::items::{FETCHED, FetchedBody, Lane, Routes};
+use super::items::{Lane, Routes};
 use crate::config::PipelineConfig;
 use crate::fetch::plan::Window;
-use crate::fetch::{FetchError, FetchSummary, Fetcher, Report};
+use crate::fetch::{FetchError, FetchRequest, FetchSummary, Fetcher, Report};
 use crate::queue::{Changes, Queue, QueueError, Ticket};
 
 /// The dead-letter metadata key naming the backfill job of an item.
@@ -115,6 +115,38 @@ pub fn pushed_key(job: &str, what: &str) -> String {
 /// The state key saying item `id` of `job` is through.
 pub fn done_key(job: &str, id: crate::queue::ItemId) -> String {
     format!("backfill/{job}/done/{id}")
+}
+
+/// The name under which a job counts a report request that became a `FetchTask`
+/// (`pushed/f <request>`, `done/f <request>`): by its request, so the same request
+/// counts once however often it is retried, replayed or written again after a crash.
+fn task_name(request: &FetchRequest) -> String {
+    format!("f {request}")
+}
+
+/// In a backfill lane, adds to `changes` that the job waits for the task of `request`.
+pub fn add_task(
+    changes: &mut Changes,
+    lane: &Lane,
+    request: &FetchRequest,
+) -> Result<(), QueueError> {
+    if let Some(job) = lane.backfill_job() {
+        changes.put_state(&pushed_key(job, &task_name(request)), &1u64)?;
+    }
+    Ok(())
+}
+
+/// In a backfill lane, adds to `changes` that the task of `request` is through.
+pub fn finish_task(
+    changes: &mut Changes,
+    lane: &Lane,
+    request: &FetchRequest,
+    how: Finished,
+) -> Result<(), QueueError> {
+    if let Some(job) = lane.backfill_job() {
+        changes.put_state(&format!("backfill/{job}/done/{}", task_name(request)), &how)?;
+    }
+    Ok(())
 }
 
 fn next_key(job: &str) -> String {
@@ -411,42 +443,15 @@ async fn fetch_lsids(
     let job = lane.backfill_job().unwrap_or_default().to_string();
     // `next` counts the LSID batches already fetched.
     let first: i64 = queue.state_get(&next_key(&job)).await?.unwrap_or(0);
+    let cursor = next_key(&job);
     for (i, batch) in request.lsids.chunks(LSIDS_PER_REQUEST).enumerate() {
         if (i as i64) < first {
             continue;
         }
-        let fetched = fetcher
-            .client()
-            .support_sessions_by_lsid(batch)
-            .await
-            .map_err(FetchError::from)?;
-        let mut changes = Changes::new();
-        changes.put_state(&next_key(&job), &(i as i64 + 1))?;
-        if let Some(body) = &fetched.body {
-            let site = fetcher.site();
-            changes.push(
-                FETCHED,
-                &FetchedBody {
-                    site: site.name.clone(),
-                    host: site.host_name().to_string(),
-                    request: format!("SupportSession lsids={}", batch.join(",")),
-                    body: body.path.clone(),
-                    bytes: body.bytes,
-                    routes: request.routes.clone(),
-                    lane: lane.clone(),
-                },
-            )?;
-            changes.put_state(&pushed_key(&job, &format!("l{i}")), &1u64)?;
-            summary.bodies += 1;
-            summary.bytes += body.bytes;
-        }
-        if let Err(e) = queue.commit(changes).await {
-            if let Some(body) = &fetched.body {
-                let _ = std::fs::remove_file(&body.path);
-            }
-            return Err(e.into());
-        }
-        summary.windows += 1;
+        let progress = Some((cursor.as_str(), i as i64 + 1));
+        fetcher
+            .fetch_lsids(batch, &request.routes, lane, progress, summary)
+            .await?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! the shutdown token fires.
 //!
 //! Tasks and what bounds them: one parse worker; one deliver worker per destination; one
-//! download worker per site; one scheduler; one gauge updater; one HTTP server. Each ends
+//! fetch worker (requests to make again) and one download worker per site; one scheduler; one gauge updater; one HTTP server. Each ends
 //! when `shutdown` is cancelled, after finishing the item it holds (its hand-off either
 //! happens whole or not at all), and the daemon waits for them at most `DRAIN` before it
 //! flushes the queue and returns. Nothing here buffers items in memory: every hand-over
@@ -21,6 +21,7 @@ use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
 use super::deliver_worker::DeliverWorker;
 use super::download_worker::DownloadWorker;
+use super::fetch_worker::FetchWorker;
 use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
 use super::parse_worker;
 use super::scheduler::{Reachability, Scheduler};
@@ -130,16 +131,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             &spool,
             options,
         )?;
-        fetchers.insert(
-            site.name.clone(),
-            Fetcher::new(
-                site.clone(),
-                client.clone(),
-                queue.clone(),
-                config.pipeline.clone(),
-                config.start_from,
-            ),
+        let fetcher = Fetcher::new(
+            site.clone(),
+            client.clone(),
+            queue.clone(),
+            config.pipeline.clone(),
+            config.start_from,
         );
+        fetchers.insert(site.name.clone(), fetcher.clone());
+        let worker = FetchWorker {
+            fetcher,
+            queue: queue.clone(),
+            retry: config.pipeline.retry,
+            max_body_bytes: config.pipeline.max_body_bytes,
+            health: health.clone(),
+        };
+        tasks.spawn(worker.run(stages.clone()));
         let worker = DownloadWorker {
             site: site.name.clone(),
             client,

@@ -12,6 +12,7 @@
 //! | `download/<site>`     | `DownloadTask` | parse, scheduler      | download       |
 //! | `deliver/<dest>`      | `DeliverItem`  | parse, download, deliver (a split bundle) | deliver |
 //! | `rejected`            | `Rejected`     | parse                 | moved at once to the dead letter |
+//! | `fetch/<site>`        | `FetchTask`    | fetch (a request that failed), parse (a malformed body), fetch worker (a split) | fetch worker |
 //!
 //! Every item that stems from a report body carries that body's `Lane` (its last field),
 //! so the stages can account for a backfill job's items (see `backfill`). The `lane`
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::deliver::files::{RecordingKind as FileRecordingKind, ReportRoot, SessionNaming};
-use crate::fetch::Report;
+use crate::fetch::{FetchRequest, Report};
 use crate::model::Session;
 
 /// The queue of spooled report bodies.
@@ -38,6 +39,12 @@ pub const PRESENTATION_TYPE: &str = "presentation";
 /// The delivery queue of a destination.
 pub fn deliver_queue(destination: &str) -> String {
     format!("deliver/{destination}")
+}
+
+/// The queue of a site's report requests that failed once: retried, split or, in the
+/// dead letter, waiting for `btic replay`.
+pub fn fetch_queue(site: &str) -> String {
+    format!("fetch/{site}")
 }
 
 /// The download queue of a site.
@@ -89,6 +96,21 @@ pub struct Routes {
     pub track_open: bool,
 }
 
+/// A report request to make again: one that failed in a scheduled or backfill run (the
+/// watermark or the job's cursor moved past it in the transaction that queued it), a
+/// body that came back malformed, or half of an LSID list the appliance refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchTask {
+    /// The `[[site]]`.
+    pub site: String,
+    /// The request.
+    pub request: FetchRequest,
+    /// Where its sessions go.
+    pub routes: Routes,
+    /// The lane it travels in.
+    pub lane: Lane,
+}
+
 /// A report body on disk, waiting to be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchedBody {
@@ -109,8 +131,14 @@ pub struct FetchedBody {
 }
 
 impl FetchedBody {
-    /// The report the body answers: `request` starts with the report's name (both
-    /// producers, window and LSID fetches, write it so), which saves the item a field.
+    /// The request the body answers, read back from its text (`FetchRequest`'s form);
+    /// `None` for a text of another shape.
+    pub fn fetch_request(&self) -> Option<FetchRequest> {
+        self.request.parse().ok()
+    }
+
+    /// The report the body answers: `request` starts with the report's name (every
+    /// producer writes it so), which saves the item a field.
     pub fn report(&self) -> Report {
         let name = self.request.split_whitespace().next().unwrap_or_default();
         if name == Report::PresentationSession.as_str() {

@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod daemon;
 pub mod deliver_worker;
 pub mod download_worker;
+pub mod fetch_worker;
 pub mod items;
 pub mod parse_worker;
 pub mod schedule;

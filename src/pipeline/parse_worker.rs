@@ -4,8 +4,9 @@
 //! `download/<site>` task per recording a files destination wants — in chunks, each
 //! chunk in one queue transaction with the count of sessions handed on so far. After a
 //! crash the body is parsed again and the sessions already handed on are skipped, so
-//! nothing is enqueued twice. A malformed body goes to the dead letter with its byte
-//! offset once the sessions before the fault are handed on; a single bad session goes to
+//! nothing is enqueued twice. A malformed body's request goes to the dead letter (as a
+//! `FetchTask`, which `btic replay` asks the appliance for again) with the byte offset
+//! of the fault, once the sessions before the fault are handed on; a single bad session goes to
 //! the dead letter alone (through the `rejected` queue). A `PresentationSession` body
 //! goes the same way, one `Presentation` item per presentation and files destination
 //! and one recording download per presentation when a files destination wants them.
@@ -22,13 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::backfill;
 use super::items::{
-    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchedBody, Naming, REJECTED, Recording,
-    Rejected, deliver_queue, download_queue,
+    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, Naming, REJECTED,
+    Recording, Rejected, deliver_queue, download_queue, fetch_queue,
 };
 use crate::config::Config;
 use crate::deliver::files::ReportRoot;
-use crate::fetch::Report;
-use crate::fetch::open_key;
+use crate::fetch::{Report, open_key, task_metadata};
 use crate::metrics;
 use crate::parse::{
     ParseError, ParsedPresentation, ParsedSession, PresentationReader, SessionReader,
@@ -223,23 +223,67 @@ async fn parse_one(
     }
     metrics::parsed(&item.site, parsed, bad + u64::from(fatal.is_some()));
     match fatal {
-        Some(reason) => {
-            tracing::error!(
-                site = %item.site,
-                request = %item.request,
-                body = %item.body.display(),
-                "report body moved to the dead letter: {reason}"
-            );
-            // The body file stays: the dead letter refers to it and a replay reads it.
-            let body = item.body.display().to_string();
-            let metadata = vec![
-                ("stage", "parse"),
-                ("site", item.site.as_str()),
-                ("request", item.request.as_str()),
-                ("body", body.as_str()),
-            ];
-            backfill::dead_letter(queue, ticket, &reason, metadata, job.as_deref()).await?;
-        }
+        Some(reason) => match item.fetch_request() {
+            // The request goes to the dead letter (the sessions before the fault are
+            // handed on): `btic replay` asks the appliance again, whose next answer
+            // may well be whole, and idempotent destinations absorb the repeats.
+            Some(request) => {
+                tracing::error!(
+                    site = %item.site,
+                    request = %item.request,
+                    "report body is malformed; its request moved to the dead letter (`btic replay` asks again): {reason}"
+                );
+                let metadata = task_metadata(&item.site, &request, &item.lane);
+                let metadata: Vec<(&str, &str)> =
+                    metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let mut changes = Changes::new();
+                changes.delete_state(&key);
+                if let Some(j) = &job {
+                    changes.put_state(
+                        &backfill::done_key(j, ticket.id()),
+                        &backfill::Finished::Other,
+                    )?;
+                }
+                backfill::add_task(&mut changes, &item.lane, &request)?;
+                backfill::finish_task(
+                    &mut changes,
+                    &item.lane,
+                    &request,
+                    backfill::Finished::DeadLettered,
+                )?;
+                let task = FetchTask {
+                    site: item.site.clone(),
+                    request,
+                    routes: item.routes.clone(),
+                    lane: item.lane.clone(),
+                };
+                let reason = format!("{}: {reason}", item.request);
+                changes.bury(&fetch_queue(&item.site), &task, &reason, 1, &metadata)?;
+                queue.hand_off(ticket, changes).await?;
+                if let Err(e) = std::fs::remove_file(&item.body) {
+                    tracing::warn!("removing spool file {}: {e}", item.body.display());
+                }
+            }
+            // A request text of another shape (written by an older version) cannot be
+            // asked again: the body itself waits in the dead letter.
+            None => {
+                tracing::error!(
+                    site = %item.site,
+                    request = %item.request,
+                    body = %item.body.display(),
+                    "report body moved to the dead letter: {reason}"
+                );
+                // The body file stays: the dead letter refers to it and a replay reads it.
+                let body = item.body.display().to_string();
+                let metadata = vec![
+                    ("stage", "parse"),
+                    ("site", item.site.as_str()),
+                    ("request", item.request.as_str()),
+                    ("body", body.as_str()),
+                ];
+                backfill::dead_letter(queue, ticket, &reason, metadata, job.as_deref()).await?;
+            }
+        },
         None => {
             let mut changes = Changes::new();
             changes.delete_state(&key);
