@@ -800,3 +800,218 @@ async fn a_session_refused_inside_a_bundle_goes_alone_to_the_dead_letter_and_the
     );
     pg.drop_now().await;
 }
+
+/// Rewrites a key of the `[pipeline]` table of `config` (`max_window = "12h"` by default).
+fn set_pipeline_key(config: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains(from), "{from} not in the pipeline file");
+    std::fs::write(config, text.replace(from, to)).unwrap();
+}
+
+/// An appliance as real ones answer (the simulator's default: empty windows as a root
+/// `<error>`, nested permissions, chunked answers), a clock an hour ahead, transient
+/// faults, and hour-long windows of which most are empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_everything_through_empty_hours_from_an_appliance_answering_like_the_captures()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(
+        dir.path(),
+        &[
+            "--days",
+            "1",
+            "--sessions-per-day",
+            "8",
+            "--skew",
+            "3600",
+            "--fault-5xx",
+            "0.05",
+            "--fault-truncate",
+            "0.05",
+            "--fault-reset",
+            "0.05",
+        ],
+    );
+    let config = pipeline(
+        dir.path(),
+        &sim,
+        free_port(),
+        &sqlite_destination(dir.path()),
+        &transfer("lite", "[\"sessions\"]"),
+    );
+    set_pipeline_key(&config, "max_window = \"12h\"", "max_window = \"1h\"");
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let (_, truth) = sim.truth(Some(now - 10)).await;
+    assert!(truth.len() >= 4, "too few sessions to mean anything");
+    let db = dir.path().join("btic.sqlite");
+    assert!(
+        eventually(Duration::from_secs(120), async || {
+            let rows = sqlite_lsids(&db);
+            truth.keys().all(|l| rows.contains_key(l))
+        })
+        .await,
+        "not every session arrived: {} of {}\nlog:\n{}",
+        sqlite_lsids(&db).len(),
+        truth.len(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    // About seventy windows of three days were fetched, most of them empty.
+    assert!(
+        !log_text.contains("moved to the dead letter"),
+        "an empty window was taken for a failure:\n{log_text}"
+    );
+    assert!(rig::dead_letters(&config).is_empty());
+    assert!(sqlite_lsids(&db).values().all(|n| *n == 1));
+    assert_nothing_extra(&sim, sqlite_lsids(&db).into_keys()).await;
+}
+
+/// The windows `[start, end)` of the fetch items in the dead letter (UNIX seconds), from
+/// the `window` metadata `btic dead-letter list` shows.
+fn refused_windows(letters: &[serde_json::Value]) -> Vec<(i64, i64)> {
+    letters
+        .iter()
+        .filter(|l| l["metadata"]["stage"] == "fetch")
+        .map(|l| {
+            let window = l["metadata"]["window"].as_str().expect("a window");
+            let range = window
+                .split_once('[')
+                .and_then(|(_, r)| r.strip_suffix(')'))
+                .expect("[start, end)");
+            let (a, b) = range.split_once(", ").unwrap();
+            let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp();
+            (t(a), t(b))
+        })
+        .collect()
+}
+
+/// A window the appliance refuses with an `<error>` btic does not know: the site goes
+/// on, the window waits in the dead letter with the appliance's text, and `btic replay`
+/// asks for it again once the appliance answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_window_waits_in_the_dead_letter_and_replay_delivers_its_sessions_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused_at = chrono::Utc::now().timestamp() - 6 * 3600;
+    let sim = Sim::start(
+        dir.path(),
+        &[
+            "--days",
+            "1",
+            "--sessions-per-day",
+            "300",
+            "--refuse-window",
+            &refused_at.to_string(),
+        ],
+    );
+    let destinations = [
+        sqlite_destination(dir.path()),
+        files_destination(dir.path(), "archive"),
+    ]
+    .join("\n");
+    let transfers = [
+        transfer("lite", "[\"sessions\"]"),
+        transfer("archive", "[\"sessions\"]"),
+    ]
+    .join("");
+    let port = free_port();
+    let config = pipeline(dir.path(), &sim, port, &destinations, &transfers);
+    set_pipeline_key(&config, "max_window = \"12h\"", "max_window = \"1h\"");
+    let log = dir.path().join("run.log");
+    let daemon = Daemon::start(&config, &log);
+    let (now, _) = sim.truth(None).await;
+    let truth = sim.truth_with_end(now - 10).await;
+    let db = dir.path().join("btic.sqlite");
+
+    // Every session outside the refused windows arrives; the windows wait.
+    let mut windows = Vec::new();
+    let arrived = eventually(Duration::from_secs(120), async || {
+        windows = refused_windows(&rig::dead_letters(&config));
+        let rows = sqlite_lsids(&db);
+        !windows.is_empty()
+            && truth.iter().all(|(lsid, (_, end))| {
+                rows.contains_key(lsid) || windows.iter().any(|(a, b)| (*a..*b).contains(end))
+            })
+    })
+    .await;
+    assert!(
+        arrived,
+        "windows {windows:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        windows.iter().any(|(a, b)| (*a..*b).contains(&refused_at)),
+        "{windows:?} does not hold {refused_at}"
+    );
+    let letters = rig::dead_letters(&config);
+    for letter in letters.iter().filter(|l| l["metadata"]["stage"] == "fetch") {
+        assert!(letter["queue"] == "fetch/sim", "{letter}");
+        assert_eq!(letter["metadata"]["report"], "SupportSession");
+        let error = letter["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("The report could not be generated for the requested range."),
+            "the appliance's text: {error}"
+        );
+    }
+    // Sessions that only the refused window holds are missing (the windows around it
+    // overlap it by at most `overlap`, two minutes).
+    let rows = sqlite_lsids(&db);
+    let only_refused: Vec<&String> = truth
+        .iter()
+        .filter(|(_, (_, end))| {
+            windows
+                .iter()
+                .any(|(a, b)| (*a + 120..*b - 120).contains(end))
+        })
+        .map(|(lsid, _)| lsid)
+        .collect();
+    assert!(!only_refused.is_empty());
+    assert!(only_refused.iter().all(|l| !rows.contains_key(*l)));
+    // Its metric covers fetch items too.
+    assert!(
+        eventually(Duration::from_secs(15), async || {
+            metric(port, "btic_dead_letter_items{destination=\"fetch/sim\"}")
+                .await
+                .is_some_and(|n| n as usize == windows.len())
+        })
+        .await
+    );
+
+    // The appliance answers again; replay asks for the windows once more.
+    sim.refuse(&[]).await;
+    let out = rig::btic()
+        .args(["replay", "--all", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = dir.path().join("archive");
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            let rows = sqlite_lsids(&db);
+            let (held, _) = json_files(&files);
+            truth
+                .keys()
+                .all(|l| rows.contains_key(l) && held.contains_key(l))
+        })
+        .await,
+        "the replayed windows' sessions did not arrive; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(rig::dead_letters(&config).is_empty());
+    assert!(sqlite_lsids(&db).values().all(|n| *n == 1), "once each");
+    let (held, numbered) = json_files(&files);
+    assert!(numbered.is_empty(), "no second copy: {numbered:?}");
+    for (lsid, (digest, _)) in &truth {
+        assert_eq!(held.get(lsid), Some(digest), "{lsid}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The crash test of the whole daemon: `btic run` is SIGKILLed at random moments and
 //! restarted, again and again, while it fetches, parses, downloads and delivers. At the
 //! end the destinations hold exactly the simulator's ground truth: every session once,
-//! no duplicate rows, no numbered duplicate files. Iterations: `BTIC_CRASH_ITERATIONS`
+//! no duplicate rows, no numbered duplicate files — also of two windows the appliance
+//! refused meanwhile, which wait in the dead letter until replayed. Iterations: `BTIC_CRASH_ITERATIONS`
 //! (default 20); the seed is printed and can be fixed with `BTIC_CRASH_SEED`.
 
 mod rig;
@@ -33,6 +34,10 @@ async fn killing_the_daemon_at_random_moments_loses_nothing_and_duplicates_nothi
 
     let pg = Pg::create("killing_the_daemon_at_random_moments").await;
     let dir = tempfile::tempdir().unwrap();
+    // Two windows the appliance refuses while the daemon is being killed: their requests
+    // go to the dead letter in the transactions that move the watermark past them.
+    let now = chrono::Utc::now().timestamp();
+    let refused = [now - 30 * 3600, now - 10 * 3600].map(|t| t.to_string());
     let sim = Sim::start(
         dir.path(),
         &[
@@ -42,6 +47,10 @@ async fn killing_the_daemon_at_random_moments_loses_nothing_and_duplicates_nothi
             "300",
             "--recording-bytes",
             "65536",
+            "--refuse-window",
+            &refused[0],
+            "--refuse-window",
+            &refused[1],
         ],
     );
     let mut destinations = format!(
@@ -74,6 +83,21 @@ async fn killing_the_daemon_at_random_moments_loses_nothing_and_duplicates_nothi
             println!("after {} kills: {} session files", i + 1, files.len());
         }
     }
+
+    // The appliance answers those windows again; the dead letter is replayed with no
+    // daemon running (the command opens the state itself).
+    sim.refuse(&[]).await;
+    let out = rig::btic()
+        .args(["replay", "--all", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
 
     let daemon = Daemon::start(&config, &log);
     let (now, _) = sim.truth(None).await;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::CliError;
-use crate::simulator::{Faults, Namespace, Options, Simulator};
+use crate::simulator::{EmptyAnswer, Faults, Language, Namespace, Options, Simulator};
 
 /// `btic simulate` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,7 +56,7 @@ pub struct SimulateArgs {
     /// Rate of connections dropped after the headers.
     #[arg(long, default_value_t = 0.0)]
     pub fault_reset: f64,
-    /// Rate of bodies cut short of their Content-Length.
+    /// Rate of bodies cut off halfway (the chunked stream breaks).
     #[arg(long, default_value_t = 0.0)]
     pub fault_truncate: f64,
     /// Rate of answers delayed by --slow-seconds.
@@ -86,9 +86,29 @@ pub struct SimulateArgs {
     /// Every Nth session's recordings have expired (0: none).
     #[arg(long, default_value_t = 0)]
     pub expired_recording_every: u64,
-    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX.
+    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX, and take
+    /// POST /_sim/refusals {"windows": [UNIX, ...]} to change --refuse-window.
     #[arg(long)]
     pub truth: bool,
+    /// Answer an empty report window with the documented empty root element instead of
+    /// the root `<error>` real appliances answer with.
+    #[arg(long)]
+    pub empty_as_element: bool,
+    /// Language of the appliance's texts: en or fr.
+    #[arg(long, default_value = "en", value_parser = parse_language)]
+    pub language: Language,
+    /// Refuse every report request whose window contains this appliance time (UNIX
+    /// seconds) with an `<error>` no client knows (repeatable).
+    #[arg(long = "refuse-window", allow_hyphen_values = true)]
+    pub refuse_window: Vec<i64>,
+}
+
+fn parse_language(text: &str) -> Result<Language, String> {
+    match text {
+        "en" => Ok(Language::English),
+        "fr" => Ok(Language::French),
+        _ => Err(format!("unknown language \"{text}\"; use en or fr")),
+    }
 }
 
 fn parse_namespace(text: &str) -> Result<Namespace, String> {
@@ -155,6 +175,13 @@ impl SimulateArgs {
             denied_permissions: self.deny.clone(),
             expired_recording_every: self.expired_recording_every,
             truth: self.truth,
+            empty_answer: if self.empty_as_element {
+                EmptyAnswer::Element
+            } else {
+                EmptyAnswer::Error
+            },
+            language: self.language,
+            refused_windows: self.refuse_window.clone(),
         })
     }
 }

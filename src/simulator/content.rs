@@ -140,7 +140,12 @@ pub fn api_info(now: DateTime<Utc>, permissions: &[(String, bool)], ns: Namespac
             .iter()
             .map(|(name, granted)| DataValue {
                 name: name.clone(),
-                value: if *granted { "1" } else { "0" }.into(),
+                value: match (name.as_str(), granted) {
+                    (_, false) => "0",
+                    ("perm_command", true) => "full_access",
+                    (_, true) => "1",
+                }
+                .into(),
             })
             .collect(),
     };

@@ -31,7 +31,8 @@ pub struct Faults {
     pub rate_429: f64,
     /// The connection is dropped right after the headers.
     pub rate_reset: f64,
-    /// `Content-Length` announces the whole body but only half of it is sent.
+    /// Only half of the body is sent before the connection breaks (a cut chunked
+    /// stream: answers carry no `Content-Length`, as real appliances' do not).
     pub rate_truncate: f64,
     /// The answer is delayed by `slow_delay`.
     pub rate_slow: f64,
@@ -80,8 +81,38 @@ pub struct Options {
     pub denied_permissions: Vec<String>,
     /// Every Nth session's recordings have expired (0: none).
     pub expired_recording_every: u64,
-    /// Serve the ground truth at `/_sim/sessions`.
+    /// Serve the ground truth at `/_sim/sessions` (and take `POST /_sim/refusals`).
     pub truth: bool,
+    /// How an empty report window is answered: a root `<error>` with the "no data"
+    /// text, as real appliances do (the default), or the documented empty root element.
+    pub empty_answer: EmptyAnswer,
+    /// The language of the "no data" texts.
+    pub language: Language,
+    /// Report requests whose window contains one of these appliance times (UNIX
+    /// seconds) are refused with an `<error>` no client knows, until changed with
+    /// `Simulator::set_refused_windows` or `POST /_sim/refusals`.
+    pub refused_windows: Vec<i64>,
+}
+
+/// How the simulator answers a report window without sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EmptyAnswer {
+    /// A root `<error>` saying that no report information matches, as captured from
+    /// real appliances (`sekoia_pr1266_error_no_data_REAL_fragment.xml`).
+    #[default]
+    Error,
+    /// The report's root element with no children, as the API reference documents.
+    Element,
+}
+
+/// The language the simulated appliance writes its texts in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Language {
+    /// English.
+    #[default]
+    English,
+    /// French (a real appliance's French "no data" text is known in part).
+    French,
 }
 
 impl Default for Options {
@@ -109,6 +140,9 @@ impl Default for Options {
             denied_permissions: Vec::new(),
             expired_recording_every: 0,
             truth: false,
+            empty_answer: EmptyAnswer::Error,
+            language: Language::English,
+            refused_windows: Vec::new(),
         }
     }
 }
@@ -204,6 +238,12 @@ impl Simulator {
     /// Changes the fault rates while running.
     pub fn set_faults(&self, faults: Faults) {
         self.state.set_faults(faults);
+    }
+
+    /// Report requests whose window contains one of these appliance times (UNIX
+    /// seconds) are refused from now on; an empty list refuses none.
+    pub fn set_refused_windows(&self, times: Vec<i64>) {
+        self.state.set_refused_windows(times);
     }
 
     /// Invalidates every live token (like regenerating the client secret, without changing it).

@@ -57,6 +57,17 @@ impl Namespace {
         }
     }
 
+    /// The namespace of the command API's answers (`get_api_info`), the reporting
+    /// namespace's sibling (`.../namespaces/API/command`).
+    pub fn command_uri(self) -> Option<&'static str> {
+        match self {
+            Namespace::Bomgar => Some("http://www.bomgar.com/namespaces/API/command"),
+            Namespace::BeyondTrust => Some("https://www.beyondtrust.com/namespaces/API/command"),
+            Namespace::Sra => Some("http://www.beyondtrust.com/sra/namespaces/API/command"),
+            Namespace::None => None,
+        }
+    }
+
     fn attribute(self) -> String {
         match self.uri() {
             Some(uri) => format!(" xmlns=\"{uri}\""),
@@ -250,24 +261,37 @@ pub fn write_session_summary_list(
 
 /// Writes a `get_api_info` body.
 pub fn write_api_info(w: &mut impl Write, ns: Namespace, info: &ApiInfo) -> io::Result<()> {
+    // As an RS 19.1 appliance answers (`ragmob_rs19_get_api_info_REAL.xml`): the command
+    // API's namespace, a blank line after the declaration, tabs, and the permissions
+    // nested as `<permission name="...">`, oddly indented.
     let mut x = Xml { w };
     x.raw(DECLARATION)?;
-    writeln!(x.w, "<api_information{}>", ns.attribute())?;
-    x.leaf(2, "api_version", &[], info.api_version.as_deref())?;
-    x.leaf(
-        2,
-        "timestamp",
-        &[],
-        info.timestamp.map(|t| t.timestamp().to_string()).as_deref(),
-    )?;
-    x.leaf(2, "company_name", &[], info.company_name.as_deref())?;
-    for p in &info.permissions {
-        // Permission names come from the model; only `perm_*` names are written.
-        if p.name.starts_with("perm_") && p.name.bytes().all(is_name_byte) {
-            x.leaf(2, &p.name, &[], Some(&p.value))?;
+    x.raw("\n")?;
+    match ns.command_uri() {
+        Some(uri) => writeln!(x.w, "<api_information xmlns=\"{uri}\">")?,
+        None => x.raw("<api_information>\n")?,
+    }
+    let timestamp = info.timestamp.map(|t| t.timestamp().to_string());
+    for (name, value) in [
+        ("api_version", info.api_version.as_deref()),
+        ("company_name", info.company_name.as_deref()),
+        ("timestamp", timestamp.as_deref()),
+    ] {
+        if let Some(value) = value {
+            write!(x.w, "\t<{name}>")?;
+            x.text(value)?;
+            writeln!(x.w, "</{name}>")?;
         }
     }
-    x.raw("</api_information>\n")
+    x.raw("\t<permissions>\n")?;
+    for p in &info.permissions {
+        x.raw("\t\t\t\t<permission")?;
+        x.attr("name", &p.name)?;
+        x.raw(">")?;
+        x.text(&p.value)?;
+        x.raw("</permission>\n")?;
+    }
+    x.raw("\t\t\n\t</permissions>\n</api_information>\n")
 }
 
 /// Writes an `<error>` body as the root element, as appliances answer a failed login.
@@ -396,10 +420,6 @@ pub fn session_list_of_size(seed: u64, ns: Namespace, bytes: u64) -> Vec<u8> {
 
 fn flag(b: bool) -> &'static str {
     if b { "1" } else { "0" }
-}
-
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// A small XML writer with the appliance's formatting habits.

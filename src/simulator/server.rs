@@ -51,6 +51,8 @@ pub(crate) struct State {
     /// Live tokens, oldest first; at most `MAX_TOKENS`.
     tokens: Mutex<VecDeque<(String, Instant)>>,
     faults: Mutex<Faults>,
+    /// Appliance times whose windows are refused (`Options::refused_windows`).
+    refused_windows: Mutex<Vec<i64>>,
     tokens_issued: AtomicU64,
     api_requests: AtomicU64,
     unauthorized: AtomicU64,
@@ -69,6 +71,7 @@ impl State {
                 now,
             ),
             faults: Mutex::new(options.faults.clone()),
+            refused_windows: Mutex::new(options.refused_windows.clone()),
             options,
             tokens: Mutex::new(VecDeque::new()),
             tokens_issued: AtomicU64::new(0),
@@ -95,6 +98,22 @@ impl State {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
+    pub(crate) fn set_refused_windows(&self, times: Vec<i64>) {
+        *self
+            .refused_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = times;
+    }
+
+    /// Whether a window `[from, to)` is to be refused.
+    fn refuses(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        self.refused_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|t| (from.timestamp()..to.timestamp()).contains(t))
+    }
+
     pub(crate) fn revoke_tokens(&self) {
         self.tokens
             .lock()
@@ -115,16 +134,51 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/backup", any(backup))
         .route("/check_health", get(|| async { "OK" }))
         .route("/_sim/sessions", get(truth))
-        .layer(axum::middleware::map_response(close_connection))
+        .route("/_sim/refusals", post(refusals))
+        .layer(axum::middleware::map_response(like_the_appliance))
         .with_state(state)
 }
 
-/// The vendor closes the connection after every answer.
-async fn close_connection(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
+/// Every answer is framed as real appliances frame theirs
+/// (`ragmob_rs19_response_headers_REAL.txt`): `Server: Apache`, `Connection: close` (the
+/// vendor closes the connection after every answer) and `Transfer-Encoding: chunked`
+/// with no `Content-Length`, so a cut answer is a broken chunked stream.
+async fn like_the_appliance(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let headers = &mut parts.headers;
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::SERVER, HeaderValue::from_static("Apache"));
+    headers.remove(header::CONTENT_LENGTH);
+    // A body of unknown length is sent chunked.
+    Response::from_parts(parts, Body::from_stream(body.into_data_stream()))
+}
+
+/// `POST /_sim/refusals` with `{"windows": [UNIX, ...]}`: the appliance times whose
+/// windows are refused from now on (`[]`: none). Test rigs only (`--truth`).
+async fn refusals(
+    AxumState(state): AxumState<Arc<State>>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    if !state.options.truth {
+        return (
+            StatusCode::NOT_FOUND,
+            "test controls are off; start with --truth",
+        )
+            .into_response();
+    }
+    let Some(times) = body["windows"].as_array().and_then(|a| {
+        a.iter()
+            .map(serde_json::Value::as_i64)
+            .collect::<Option<Vec<_>>>()
+    }) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected {\"windows\": [UNIX, ...]}",
+        )
+            .into_response();
+    };
+    state.set_refused_windows(times);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn xml(body: Vec<u8>) -> Response {
@@ -295,11 +349,10 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
             if !truncate {
                 return xml(text);
             }
-            let length = text.len() as u64;
-            let half = Bytes::from(text).slice(..(length as usize / 2));
+            let half = text.len() / 2;
+            let half = Bytes::from(text).slice(..half);
             cut_stream(
                 vec![(header::CONTENT_TYPE, "text/xml; charset=UTF-8".into())],
-                length,
                 half,
             )
         }
@@ -311,7 +364,7 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
         } => {
             let limit = if truncate { length / 2 } else { length };
             let stream = generated(first, filler, limit);
-            let mut builder = Response::builder().header(header::CONTENT_LENGTH, length);
+            let mut builder = Response::builder();
             for (name, value) in headers {
                 builder = builder.header(name, value);
             }
@@ -330,11 +383,11 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
     }
 }
 
-/// A response promising `length` bytes that sends `part` and then breaks.
-fn cut_stream(headers: Vec<(header::HeaderName, String)>, length: u64, part: Bytes) -> Response {
+/// A response that sends `part` and then breaks.
+fn cut_stream(headers: Vec<(header::HeaderName, String)>, part: Bytes) -> Response {
     let stream =
         futures::stream::iter([Ok(part), Err(std::io::Error::other("simulated truncation"))]);
-    let mut builder = Response::builder().header(header::CONTENT_LENGTH, length);
+    let mut builder = Response::builder();
     for (name, value) in headers {
         builder = builder.header(name, value);
     }
@@ -388,12 +441,55 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// What a report request selects.
+enum Selected {
+    /// The sessions of a window, which it was asked for as `[from, to)`.
+    Window {
+        slots: Vec<Slot>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    /// The sessions asked for by LSID (every one of them is known).
+    Lsids(Vec<Slot>),
+}
+
+impl Selected {
+    fn slots(&self) -> &[Slot] {
+        match self {
+            Selected::Window { slots, .. } | Selected::Lsids(slots) => slots,
+        }
+    }
+}
+
+/// What `lsid`, `lsids` or a window select in `catalog`. An LSID the appliance does not
+/// know refuses the whole request ("Invalid lsid.", as one public client's fixture has
+/// it; the text is unverified, the refusal of the whole list is the point).
+fn select(
+    state: &State,
+    catalog: &Catalog,
+    params: &[(String, String)],
+) -> Result<Selected, String> {
+    let now = state.appliance_now();
+    match param(params, "lsid").or_else(|| param(params, "lsids")) {
+        Some(lsids) => lsids
+            .split(',')
+            .map(|l| {
+                catalog
+                    .find(l.trim(), now)
+                    .ok_or_else(|| "Invalid lsid.".to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Selected::Lsids),
+        None => window(state, catalog, params),
+    }
+}
+
 /// The sessions a window selects, per the documented semantics.
 fn window(
     state: &State,
     catalog: &Catalog,
     params: &[(String, String)],
-) -> Result<Vec<Slot>, String> {
+) -> Result<Selected, String> {
     let now = state.appliance_now();
     let duration: i64 = match param(params, "duration") {
         Some(d) => d
@@ -421,8 +517,8 @@ fn window(
     } else {
         from + TimeDelta::seconds(duration * unit)
     };
-    if by_start {
-        Ok(catalog.starting_between(from, to.min(now + TimeDelta::seconds(1))))
+    let slots = if by_start {
+        catalog.starting_between(from, to.min(now + TimeDelta::seconds(1)))
     } else {
         let mut slots = catalog.starting_between(
             from - TimeDelta::seconds(MAX_LENGTH_SECONDS),
@@ -430,8 +526,59 @@ fn window(
         );
         slots.retain(|s| s.end >= from && s.end < to && s.end <= now);
         slots.sort_by_key(|s| (s.end, s.index));
-        Ok(slots)
+        slots
+    };
+    Ok(Selected::Window { slots, from, to })
+}
+
+/// The text a refused window is answered with: one that no client knows.
+pub(crate) const REFUSAL: &str = "The report could not be generated for the requested range.";
+
+/// The "no data" text of a report (the English one as captured from a real appliance;
+/// of the French one only the end is known, `correspondant à vos critères n’est
+/// disponible.`, so its start is made up in the same style).
+fn no_data_text(report: &str, language: super::Language) -> &'static str {
+    let presentation = report.starts_with("Presentation");
+    match (language, presentation) {
+        (super::Language::English, false) => {
+            "No Support report information matching your chosen criteria is available."
+        }
+        (super::Language::English, true) => {
+            "No Presentation report information matching your chosen criteria is available."
+        }
+        (super::Language::French, false) => {
+            "Aucune information de rapport d'assistance correspondant à vos critères n’est disponible."
+        }
+        (super::Language::French, true) => {
+            "Aucune information de rapport de présentation correspondant à vos critères n’est disponible."
+        }
     }
+}
+
+/// The answer to a report request: an `<error>` for a bad or refused one, the "no data"
+/// `<error>` for an empty one (unless the simulator writes empty elements), else the
+/// report made by `render` from the selected slots.
+fn report_answer(
+    state: &State,
+    report: &str,
+    selected: Result<Selected, String>,
+    render: impl FnOnce(&[Slot]) -> Vec<u8>,
+) -> Answer {
+    let ns = state.ns();
+    let selected = match selected {
+        Err(message) => return Answer::Text(content::error(&message, None, ns)),
+        Ok(s) => s,
+    };
+    if let Selected::Window { from, to, .. } = &selected
+        && state.refuses(*from, *to)
+    {
+        return Answer::Text(content::error(REFUSAL, None, ns));
+    }
+    if selected.slots().is_empty() && state.options.empty_answer == super::EmptyAnswer::Error {
+        let text = no_data_text(report, state.options.language);
+        return Answer::Text(content::error(text, None, ns));
+    }
+    Answer::Text(render(selected.slots()))
 }
 
 fn parse_unix(text: &str) -> Result<DateTime<Utc>, String> {
@@ -471,64 +618,50 @@ async fn reporting(
     let report = param(&params, "generate_report").unwrap_or_default();
     let (answer, root) = match report {
         "SupportSession" | "SupportSessionListing" => {
-            let slots = if let Some(one) = param(&params, "lsid") {
-                Ok(state.catalog.find(one.trim(), now).into_iter().collect())
-            } else if let Some(many) = param(&params, "lsids") {
-                Ok(many
-                    .split(',')
-                    .filter_map(|l| state.catalog.find(l.trim(), now))
-                    .collect())
-            } else {
-                window(&state, &state.catalog, &params)
-            };
+            let catalog = &state.catalog;
+            let selected = select(&state, catalog, &params);
+            let answer = report_answer(&state, report, selected, |slots| {
+                let sessions: Vec<_> = slots.iter().map(|s| catalog.session(*s, now)).collect();
+                if report == "SupportSession" {
+                    content::session_list(&sessions, ns)
+                } else {
+                    content::listing(&sessions, ns)
+                }
+            });
             let root = if report == "SupportSession" {
                 "session_list"
             } else {
                 "session_summary_list"
             };
-            match slots {
-                Err(message) => (Answer::Text(content::error(&message, None, ns)), root),
-                Ok(slots) => {
-                    let sessions: Vec<_> = slots
-                        .iter()
-                        .map(|s| state.catalog.session(*s, now))
-                        .collect();
-                    let text = if report == "SupportSession" {
-                        content::session_list(&sessions, ns)
-                    } else {
-                        content::listing(&sessions, ns)
-                    };
-                    (Answer::Text(text), root)
-                }
-            }
+            (answer, root)
         }
         "PresentationSession" | "PresentationSessionListing" => {
             let catalog = &state.presentations;
-            let slots = match param(&params, "lsid").or_else(|| param(&params, "lsids")) {
-                Some(lsids) => Ok(lsids
-                    .split(',')
-                    .filter_map(|l| catalog.find(l.trim(), now))
-                    .collect()),
-                None => window(&state, catalog, &params),
-            };
-            let root = "presentation_session_list";
-            match slots {
-                Err(message) => (Answer::Text(content::error(&message, None, ns)), root),
-                Ok(slots) => {
-                    // Only ended presentations are reported (the end_time windows ask
-                    // for nothing else, and a start_time window of the report is not
-                    // used by the pipeline).
-                    let elements: Vec<String> = slots
-                        .iter()
-                        .filter(|s| s.end <= now)
-                        .map(|s| content::presentation(catalog.seed(), s.index, s.start, s.end))
-                        .collect();
-                    (
-                        Answer::Text(content::presentation_list(&elements, ns)),
-                        root,
-                    )
+            // Only ended presentations are reported (the end_time windows ask for
+            // nothing else, and a start_time window of the report is not used by the
+            // pipeline).
+            let selected = select(&state, catalog, &params).map(|selected| match selected {
+                Selected::Window {
+                    mut slots,
+                    from,
+                    to,
+                } => {
+                    slots.retain(|s| s.end <= now);
+                    Selected::Window { slots, from, to }
                 }
-            }
+                Selected::Lsids(mut slots) => {
+                    slots.retain(|s| s.end <= now);
+                    Selected::Lsids(slots)
+                }
+            });
+            let answer = report_answer(&state, report, selected, |slots| {
+                let elements: Vec<String> = slots
+                    .iter()
+                    .map(|s| content::presentation(catalog.seed(), s.index, s.start, s.end))
+                    .collect();
+                content::presentation_list(&elements, ns)
+            });
+            (answer, "presentation_session_list")
         }
         "SupportSessionRecording"
         | "ShowMyScreenRecording"
@@ -650,12 +783,18 @@ async fn command(
     let params = params_of(Some(&uri), &body);
     let answer = match param(&params, "action") {
         Some("get_api_info") => {
+            // The nine permissions an RS 19.1 appliance lists, in its order; each is
+            // granted (`perm_command` at its highest level) unless denied.
             let permissions: Vec<(String, bool)> = [
+                "perm_command",
                 "perm_reporting_support",
                 "perm_reporting_presentation",
+                "perm_reporting_license",
+                "perm_reporting_archive",
+                "perm_real_time_state",
+                "perm_ecm",
                 "perm_backup",
-                "perm_command",
-                "perm_scm",
+                "perm_scim",
             ]
             .iter()
             .map(|p| {
@@ -683,30 +822,21 @@ async fn command(
 
 async fn backup(
     AxumState(state): AxumState<Arc<State>>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
         return *r;
     }
+    // Only the documented form, a JSON body `{"password": "..."}`, carries a password.
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let given = if is_json {
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("password")?.as_str().map(str::to_string))
-    } else {
-        let body = if method == Method::POST {
-            body
-        } else {
-            Bytes::new()
-        };
-        param(&params_of(Some(&uri), &body), "password").map(str::to_string)
-    };
+    let given = is_json
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .flatten()
+        .and_then(|v| v.get("password")?.as_str().map(str::to_string));
     if let Some(required) = &state.options.backup_password
         && given.as_deref() != Some(required.as_str())
     {

@@ -324,6 +324,15 @@ impl Generator {
             });
         }
 
+        // The appliance links recordings only once a session has ended. The draws above
+        // happen either way, so a session that ends later is the same session.
+        if !closed {
+            s.recording_view_url = None;
+            s.recording_download_url = None;
+            s.command_shell_recordings.clear();
+            s.show_my_screen_recordings.clear();
+        }
+
         let customer = self.customer();
         let reps: Vec<Representative> = (0..self.rng.range(1, 3))
             .map(|i| self.representative(i == 0))

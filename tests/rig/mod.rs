@@ -96,6 +96,19 @@ impl Sim {
         (v["appliance_now"].as_i64().unwrap(), sessions)
     }
 
+    /// Makes the simulator refuse every report window that contains one of `times`
+    /// (appliance time, UNIX seconds) from now on; `&[]` refuses none.
+    pub async fn refuse(&self, times: &[i64]) {
+        let response = self
+            .client
+            .post(format!("https://{}/_sim/refusals", self.host))
+            .json(&serde_json::json!({ "windows": times }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
     /// The presentations that ended before `closed_before` (appliance time), by lsid.
     pub async fn presentations(&self, closed_before: i64) -> BTreeMap<String, Presentation> {
         let v = self.ground_truth(Some(closed_before)).await;
