@@ -249,3 +249,78 @@ async fn postgres_check_connects_migrates_and_rolls_back_a_probe_row() {
     };
     check_probes(target).await;
 }
+
+const PRA_CAPTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/captures/pra_access_session.xml"
+);
+
+/// The real PRA capture names its owner only as the session's `primary_rep` and
+/// `primary_customer` (no flags under the representative or customer): the rows say
+/// who was primary all the same, and the customer's display name is the one the
+/// session gives.
+async fn primaries_of_the_real_capture(target: Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    assert_ok(&import(&config, &[PRA_CAPTURE]));
+    let reps = target
+        .query_strings(
+            "SELECT gs_number, user_id, user_name, display_name, is_owner, is_primary, duration FROM representative",
+        )
+        .await;
+    assert_eq!(
+        reps,
+        [["21", "1", "admin", "Admin", "1", "1", "901"].map(String::from)]
+    );
+    let customers = target
+        .query_strings(
+            "SELECT gs_number, display_name, user_name, host_name, public_ip, is_primary FROM customer",
+        )
+        .await;
+    assert_eq!(
+        customers,
+        [[
+            "22",
+            "Sekoia.io integration",
+            "Sekoia.io integration",
+            "Windows2022",
+            "4.231.237.19:61606",
+            "1"
+        ]
+        .map(String::from)]
+    );
+    let sessions = target
+        .query_strings(
+            "SELECT lsid, lseq, duration, file_transfers, file_move_count, file_delete_count, jump_group_id, jump_group_name, jump_group_type, external_key FROM session",
+        )
+        .await;
+    assert_eq!(
+        sessions,
+        [[
+            "e9e99aeb9ad54fb381634498502c5a1b",
+            "8",
+            "00:15:02",
+            "2",
+            "0",
+            "1",
+            "1",
+            "Sekoia.io integration",
+            "shared",
+            ""
+        ]
+        .map(String::from)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_of_the_real_pra_capture_say_who_was_primary() {
+    primaries_of_the_real_capture(sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_of_the_real_pra_capture_say_who_was_primary() {
+    let Some(target) = postgres("pra_capture_primaries").await else {
+        return;
+    };
+    primaries_of_the_real_capture(target).await;
+}

@@ -6,7 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::model::{Event, Party, RecordingLink, Session, SystemInfoCategory};
+use crate::model::{
+    Customer, Event, Party, RecordingLink, Representative, Session, SystemInfoCategory,
+};
 
 use super::schema::{
     self, CUSTOM_ATTRIBUTE, CUSTOMER, REPRESENTATIVE, SESSION, SESSION_EVENT, TEAM, Table,
@@ -65,6 +67,40 @@ impl From<Option<DateTime<Utc>>> for Value {
     fn from(v: Option<DateTime<Utc>>) -> Self {
         v.map_or(Value::Null, Value::Time)
     }
+}
+
+/// Whether `rep` is the session's owner as its `<primary_rep gsnumber id>` names it,
+/// for representatives without a `primary_rep` flag of their own (real appliances name
+/// the owner only there: `sekoia_pra_AccessSession_lsid.xml`). `None` when the session
+/// names no owner.
+fn is_primary_rep(s: &Session, rep: &Representative) -> Option<bool> {
+    let owner = s.primary_rep.as_ref()?;
+    let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.trim() == b.trim()),
+        _ => None,
+    };
+    // The gsnumber identifies a connection; the id, when both have one, the user.
+    let by_gsnumber = same(&owner.gsnumber, &rep.gsnumber)?;
+    Some(by_gsnumber && same(&owner.id, &rep.id).unwrap_or(true))
+}
+
+/// Whether `customer` is the session's `<primary_customer gsnumber>`, for customers
+/// without a `primary_cust` flag of their own.
+fn is_primary_customer(s: &Session, customer: &Customer) -> Option<bool> {
+    let owner = s.primary_customer.as_ref()?;
+    match (&owner.gsnumber, &customer.gsnumber) {
+        (Some(a), Some(b)) => Some(a.trim() == b.trim()),
+        _ => None,
+    }
+}
+
+/// The customer's display name when the appliance wrote no `info/name`: the name the
+/// session gives its primary customer (the guide's `display_name` falls back to the
+/// user logged in on the customer's computer, which is what that element holds then).
+fn primary_customer_name(s: &Session, customer: &Customer) -> Option<String> {
+    let owner = s.primary_customer.as_ref()?;
+    (is_primary_customer(s, customer) == Some(true) && !owner.name.is_empty())
+        .then(|| owner.name.clone())
 }
 
 /// The values of one row, in `Table::columns` order (without `id` and the parent link).
@@ -146,7 +182,7 @@ impl SessionRows {
                     r.public_ip.as_ref().into(),
                     r.private_ip.as_ref().into(),
                     r.session_owner.into(),
-                    r.primary.into(),
+                    r.primary.or_else(|| is_primary_rep(s, r)).into(),
                     r.seconds_involved.into(),
                     r.hostname.as_ref().into(),
                     r.os.as_ref().into(),
@@ -163,7 +199,10 @@ impl SessionRows {
                     c.gsnumber.as_ref().into(),
                     c.issue.as_ref().into(),
                     c.details.as_ref().into(),
-                    c.name.as_ref().into(),
+                    c.name
+                        .clone()
+                        .or_else(|| primary_customer_name(s, c))
+                        .into(),
                     c.company.as_ref().into(),
                     c.company_code.as_ref().into(),
                     c.public_ip.as_ref().into(),
@@ -172,7 +211,7 @@ impl SessionRows {
                     c.hostname.as_ref().into(),
                     c.os.as_ref().into(),
                     c.username.as_ref().into(),
-                    c.primary.into(),
+                    c.primary.or_else(|| is_primary_customer(s, c)).into(),
                 ]
             })
             .collect();
