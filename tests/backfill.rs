@@ -750,7 +750,7 @@ async fn a_backfill_window_the_appliance_refuses_ends_in_the_dead_letter_and_rep
     let database = dir.path().join("lite.sqlite");
     assert!(sqlite_lsids(&database).len() < wanted.len());
 
-    sim.refuse(&[]).await;
+    sim.window_faults(&[], &[]).await;
     let out = btic()
         .args(["replay", "--all", "--config"])
         .arg(&config)

@@ -353,3 +353,117 @@ fn the_rs19_health_answer_is_not_an_error() {
             .is_none()
     );
 }
+
+/// Starts the simulator over plain HTTP with `options` and returns it with a bearer
+/// token for its API account.
+async fn simulator(options: btic::simulator::Options) -> (btic::simulator::Simulator, String) {
+    let sim = btic::simulator::Simulator::start(btic::simulator::Options {
+        http: true,
+        ..options
+    })
+    .await
+    .unwrap();
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/oauth2/token", sim.host()))
+        .basic_auth("demo", Some("demo-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    (sim, token)
+}
+
+async fn get(sim: &btic::simulator::Simulator, token: &str, query: &str) -> reqwest::Response {
+    let path = if query.starts_with("action=") {
+        "command"
+    } else {
+        "reporting"
+    };
+    reqwest::Client::new()
+        .get(format!("http://{}/api/{path}?{query}", sim.host()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_simulator_frames_and_writes_get_api_info_as_the_rs19_appliance_did() {
+    let (sim, token) = simulator(btic::simulator::Options {
+        namespace: btic::simulator::Namespace::Bomgar,
+        ..Default::default()
+    })
+    .await;
+    let response = get(&sim, &token, "action=get_api_info").await;
+    let headers = response.headers().clone();
+    let captured = &captured_headers()["GET /api/command?action=get_api_info"];
+    for name in ["Server", "Connection", "Content-Type"] {
+        let (_, value) = captured.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(headers[name], value.as_str(), "{name}");
+    }
+    assert_eq!(headers[header::TRANSFER_ENCODING], "chunked");
+    assert!(headers.get(header::CONTENT_LENGTH).is_none());
+    let body = response.text().await.unwrap();
+    let real = String::from_utf8(capture("rs19_get_api_info.xml")).unwrap();
+    // The same opening: declaration, blank line, the command namespace.
+    assert_eq!(
+        body.lines().take(3).collect::<Vec<_>>(),
+        real.lines().take(3).collect::<Vec<_>>()
+    );
+    let info = parse_api_info(body.as_bytes()).unwrap();
+    let names: Vec<&str> = info.permissions.iter().map(|p| p.name.as_str()).collect();
+    let real_info = parse_api_info(real.as_bytes()).unwrap();
+    let real_names: Vec<&str> = real_info
+        .permissions
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, real_names);
+    assert!(body.contains(
+        "\t<permissions>\n\t\t\t\t<permission name=\"perm_command\">full_access</permission>"
+    ));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_simulator_answers_an_empty_window_as_the_pra_appliance_did_in_either_language() {
+    let empty = "generate_report=SupportSession&end_time=0&duration=60";
+    let (sim, token) = simulator(Default::default()).await;
+    let body = get(&sim, &token, empty).await.text().await.unwrap();
+    let found = find_error(body.as_bytes()).unwrap().unwrap();
+    assert_eq!(found.kind, ApplianceErrorKind::NoData);
+    let real = find_error(&capture("pra_no_data_error.xml")[..])
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.message, real.message, "the captured text");
+    sim.shutdown().await;
+
+    let (sim, token) = simulator(btic::simulator::Options {
+        language: btic::simulator::Language::French,
+        ..Default::default()
+    })
+    .await;
+    let body = get(&sim, &token, empty).await.text().await.unwrap();
+    let found = find_error(body.as_bytes()).unwrap().unwrap();
+    assert!(
+        found.message.ends_with("n’est disponible."),
+        "{}",
+        found.message
+    );
+    assert_eq!(found.kind, ApplianceErrorKind::NoData);
+    sim.shutdown().await;
+
+    let (sim, token) = simulator(btic::simulator::Options {
+        empty_answer: btic::simulator::EmptyAnswer::Element,
+        ..Default::default()
+    })
+    .await;
+    let body = get(&sim, &token, empty).await.text().await.unwrap();
+    assert!(find_error(body.as_bytes()).unwrap().is_none(), "{body}");
+    assert!(body.contains("<session_list"), "{body}");
+    sim.shutdown().await;
+}

@@ -894,6 +894,25 @@ fn refused_windows(letters: &[serde_json::Value]) -> Vec<(i64, i64)> {
 /// asks for it again once the appliance answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_window_waits_in_the_dead_letter_and_replay_delivers_its_sessions_once() {
+    a_bad_window_waits_in_the_dead_letter(
+        "--refuse-window",
+        "The report could not be generated for the requested range.",
+    )
+    .await;
+}
+
+/// A window whose body is not well-formed: the sessions before the fault are handed
+/// on, the request waits in the dead letter with the byte offset, and `btic replay`
+/// asks the appliance again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_body_sends_its_request_to_the_dead_letter_and_replay_fetches_it_again() {
+    a_bad_window_waits_in_the_dead_letter("--malform-window", "parsing XML body at byte").await;
+}
+
+/// A daemon whose appliance answers one window wrongly (`flag`: the simulator option)
+/// delivers everything else, keeps the window in the dead letter with a reason holding
+/// `reason`, and delivers its sessions once after a replay.
+async fn a_bad_window_waits_in_the_dead_letter(flag: &str, reason: &str) {
     let dir = tempfile::tempdir().unwrap();
     let refused_at = chrono::Utc::now().timestamp() - 6 * 3600;
     let sim = Sim::start(
@@ -903,7 +922,7 @@ async fn a_refused_window_waits_in_the_dead_letter_and_replay_delivers_its_sessi
             "1",
             "--sessions-per-day",
             "300",
-            "--refuse-window",
+            flag,
             &refused_at.to_string(),
         ],
     );
@@ -951,10 +970,7 @@ async fn a_refused_window_waits_in_the_dead_letter_and_replay_delivers_its_sessi
         assert!(letter["queue"] == "fetch/sim", "{letter}");
         assert_eq!(letter["metadata"]["report"], "SupportSession");
         let error = letter["last_error"].as_str().unwrap();
-        assert!(
-            error.contains("The report could not be generated for the requested range."),
-            "the appliance's text: {error}"
-        );
+        assert!(error.contains(reason), "the reason: {error}");
     }
     // Sessions that only the refused window holds are missing (the windows around it
     // overlap it by at most `overlap`, two minutes).
@@ -969,7 +985,13 @@ async fn a_refused_window_waits_in_the_dead_letter_and_replay_delivers_its_sessi
         .map(|(lsid, _)| lsid)
         .collect();
     assert!(!only_refused.is_empty());
-    assert!(only_refused.iter().all(|l| !rows.contains_key(*l)));
+    // A malformed body hands on the sessions before the fault, so only a refusal keeps
+    // every one of them out.
+    if flag == "--refuse-window" {
+        assert!(only_refused.iter().all(|l| !rows.contains_key(*l)));
+    } else {
+        assert!(only_refused.iter().any(|l| !rows.contains_key(*l)));
+    }
     // Its metric covers fetch items too.
     assert!(
         eventually(Duration::from_secs(15), async || {
@@ -981,7 +1003,7 @@ async fn a_refused_window_waits_in_the_dead_letter_and_replay_delivers_its_sessi
     );
 
     // The appliance answers again; replay asks for the windows once more.
-    sim.refuse(&[]).await;
+    sim.window_faults(&[], &[]).await;
     let out = rig::btic()
         .args(["replay", "--all", "--config"])
         .arg(&config)

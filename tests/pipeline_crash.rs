@@ -86,7 +86,7 @@ async fn killing_the_daemon_at_random_moments_loses_nothing_and_duplicates_nothi
 
     // The appliance answers those windows again; the dead letter is replayed with no
     // daemon running (the command opens the state itself).
-    sim.refuse(&[]).await;
+    sim.window_faults(&[], &[]).await;
     let out = rig::btic()
         .args(["replay", "--all", "--config"])
         .arg(&config)

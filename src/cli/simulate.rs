@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::CliError;
-use crate::simulator::{EmptyAnswer, Faults, Language, Namespace, Options, Simulator};
+use crate::simulator::{
+    EmptyAnswer, Faults, Language, Namespace, Options, Simulator, WindowFaults,
+};
 
 /// `btic simulate` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -101,6 +103,10 @@ pub struct SimulateArgs {
     /// seconds) with an `<error>` no client knows (repeatable).
     #[arg(long = "refuse-window", allow_hyphen_values = true)]
     pub refuse_window: Vec<i64>,
+    /// Answer every report request whose window contains this appliance time with a
+    /// body that is not well-formed XML (repeatable).
+    #[arg(long = "malform-window", allow_hyphen_values = true)]
+    pub malform_window: Vec<i64>,
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -181,7 +187,10 @@ impl SimulateArgs {
                 EmptyAnswer::Error
             },
             language: self.language,
-            refused_windows: self.refuse_window.clone(),
+            window_faults: WindowFaults {
+                refused: self.refuse_window.clone(),
+                malformed: self.malform_window.clone(),
+            },
         })
     }
 }

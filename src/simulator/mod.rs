@@ -88,10 +88,20 @@ pub struct Options {
     pub empty_answer: EmptyAnswer,
     /// The language of the "no data" texts.
     pub language: Language,
-    /// Report requests whose window contains one of these appliance times (UNIX
-    /// seconds) are refused with an `<error>` no client knows, until changed with
-    /// `Simulator::set_refused_windows` or `POST /_sim/refusals`.
-    pub refused_windows: Vec<i64>,
+    /// Report windows answered wrongly on purpose, until changed with
+    /// `Simulator::set_window_faults` or `POST /_sim/refusals`.
+    pub window_faults: WindowFaults,
+}
+
+/// Report windows the simulator answers wrongly: a report request whose window contains
+/// one of these appliance times (UNIX seconds) gets the fault, every time it is asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowFaults {
+    /// Refused with an `<error>` no client knows.
+    pub refused: Vec<i64>,
+    /// Answered with the report cut off inside a session and closed as if complete, a
+    /// body that is not well-formed XML.
+    pub malformed: Vec<i64>,
 }
 
 /// How the simulator answers a report window without sessions.
@@ -142,7 +152,7 @@ impl Default for Options {
             truth: false,
             empty_answer: EmptyAnswer::Error,
             language: Language::English,
-            refused_windows: Vec::new(),
+            window_faults: WindowFaults::default(),
         }
     }
 }
@@ -240,10 +250,9 @@ impl Simulator {
         self.state.set_faults(faults);
     }
 
-    /// Report requests whose window contains one of these appliance times (UNIX
-    /// seconds) are refused from now on; an empty list refuses none.
-    pub fn set_refused_windows(&self, times: Vec<i64>) {
-        self.state.set_refused_windows(times);
+    /// The windows answered wrongly from now on (`WindowFaults::default()`: none).
+    pub fn set_window_faults(&self, faults: WindowFaults) {
+        self.state.set_window_faults(faults);
     }
 
     /// Invalidates every live token (like regenerating the client secret, without changing it).

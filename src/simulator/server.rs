@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::catalog::{self, Catalog, MAX_LENGTH_SECONDS, Slot};
 use super::content;
 use super::render::Namespace;
-use super::{Faults, Options, skewed};
+use super::{Faults, Options, WindowFaults, skewed};
 
 /// The appliance keeps at most this many live tokens per API account.
 const MAX_TOKENS: usize = 30;
@@ -51,8 +51,8 @@ pub(crate) struct State {
     /// Live tokens, oldest first; at most `MAX_TOKENS`.
     tokens: Mutex<VecDeque<(String, Instant)>>,
     faults: Mutex<Faults>,
-    /// Appliance times whose windows are refused (`Options::refused_windows`).
-    refused_windows: Mutex<Vec<i64>>,
+    /// Windows answered wrongly (`Options::window_faults`).
+    window_faults: Mutex<WindowFaults>,
     tokens_issued: AtomicU64,
     api_requests: AtomicU64,
     unauthorized: AtomicU64,
@@ -71,7 +71,7 @@ impl State {
                 now,
             ),
             faults: Mutex::new(options.faults.clone()),
-            refused_windows: Mutex::new(options.refused_windows.clone()),
+            window_faults: Mutex::new(options.window_faults.clone()),
             options,
             tokens: Mutex::new(VecDeque::new()),
             tokens_issued: AtomicU64::new(0),
@@ -98,20 +98,19 @@ impl State {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
-    pub(crate) fn set_refused_windows(&self, times: Vec<i64>) {
-        *self
-            .refused_windows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = times;
+    pub(crate) fn set_window_faults(&self, faults: WindowFaults) {
+        *self.window_faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
-    /// Whether a window `[from, to)` is to be refused.
-    fn refuses(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
-        self.refused_windows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|t| (from.timestamp()..to.timestamp()).contains(t))
+    /// Whether a window `[from, to)` is refused (`.0`) or answered malformed (`.1`).
+    fn window_fault(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> (bool, bool) {
+        let faults = self.window_faults.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = |times: &[i64]| {
+            times
+                .iter()
+                .any(|t| (from.timestamp()..to.timestamp()).contains(t))
+        };
+        (hit(&faults.refused), hit(&faults.malformed))
     }
 
     pub(crate) fn revoke_tokens(&self) {
@@ -153,8 +152,9 @@ async fn like_the_appliance(response: Response) -> Response {
     Response::from_parts(parts, Body::from_stream(body.into_data_stream()))
 }
 
-/// `POST /_sim/refusals` with `{"windows": [UNIX, ...]}`: the appliance times whose
-/// windows are refused from now on (`[]`: none). Test rigs only (`--truth`).
+/// `POST /_sim/refusals` with `{"windows": [UNIX, ...], "malformed": [UNIX, ...]}`: the
+/// appliance times whose windows are refused, or answered malformed, from now on (a
+/// missing list is empty). Test rigs only (`--truth`).
 async fn refusals(
     AxumState(state): AxumState<Arc<State>>,
     axum::Json(body): axum::Json<serde_json::Value>,
@@ -166,18 +166,24 @@ async fn refusals(
         )
             .into_response();
     }
-    let Some(times) = body["windows"].as_array().and_then(|a| {
-        a.iter()
-            .map(serde_json::Value::as_i64)
-            .collect::<Option<Vec<_>>>()
-    }) else {
+    let times = |key: &str| -> Option<Vec<i64>> {
+        match &body[key] {
+            serde_json::Value::Null => Some(Vec::new()),
+            v => v
+                .as_array()?
+                .iter()
+                .map(serde_json::Value::as_i64)
+                .collect(),
+        }
+    };
+    let (Some(refused), Some(malformed)) = (times("windows"), times("malformed")) else {
         return (
             StatusCode::BAD_REQUEST,
-            "expected {\"windows\": [UNIX, ...]}",
+            "expected {\"windows\": [UNIX, ...], \"malformed\": [UNIX, ...]}",
         )
             .into_response();
     };
-    state.set_refused_windows(times);
+    state.set_window_faults(WindowFaults { refused, malformed });
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -569,16 +575,32 @@ fn report_answer(
         Err(message) => return Answer::Text(content::error(&message, None, ns)),
         Ok(s) => s,
     };
-    if let Selected::Window { from, to, .. } = &selected
-        && state.refuses(*from, *to)
-    {
+    let (refused, malformed) = match &selected {
+        Selected::Window { from, to, .. } => state.window_fault(*from, *to),
+        Selected::Lsids(_) => (false, false),
+    };
+    if refused {
         return Answer::Text(content::error(REFUSAL, None, ns));
     }
     if selected.slots().is_empty() && state.options.empty_answer == super::EmptyAnswer::Error {
         let text = no_data_text(report, state.options.language);
         return Answer::Text(content::error(text, None, ns));
     }
-    Answer::Text(render(selected.slots()))
+    let body = render(selected.slots());
+    Answer::Text(if malformed { malform(body) } else { body })
+}
+
+/// A report body cut off halfway, inside an element, and closed as if it were
+/// complete: well-formed up to there, then a closing tag that matches nothing.
+fn malform(mut body: Vec<u8>) -> Vec<u8> {
+    let half = body.len() / 2;
+    let cut = body[half..]
+        .windows(2)
+        .position(|w| w == b"</")
+        .map_or(body.len(), |i| half + i);
+    body.truncate(cut);
+    body.extend_from_slice(b"</broken>\n");
+    body
 }
 
 fn parse_unix(text: &str) -> Result<DateTime<Utc>, String> {

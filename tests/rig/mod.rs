@@ -96,13 +96,14 @@ impl Sim {
         (v["appliance_now"].as_i64().unwrap(), sessions)
     }
 
-    /// Makes the simulator refuse every report window that contains one of `times`
-    /// (appliance time, UNIX seconds) from now on; `&[]` refuses none.
-    pub async fn refuse(&self, times: &[i64]) {
+    /// Makes the simulator refuse every report window that contains one of `refused`,
+    /// and answer those that contain one of `malformed` with a broken body (appliance
+    /// time, UNIX seconds), from now on; `&[], &[]` does neither.
+    pub async fn window_faults(&self, refused: &[i64], malformed: &[i64]) {
         let response = self
             .client
             .post(format!("https://{}/_sim/refusals", self.host))
-            .json(&serde_json::json!({ "windows": times }))
+            .json(&serde_json::json!({ "windows": refused, "malformed": malformed }))
             .send()
             .await
             .unwrap();
