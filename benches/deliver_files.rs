@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use btic::config::{FilesDestination, OnConflict, SessionFormat};
-use btic::deliver::files::{
-    FilesSink, Outcome, RecordingKind, ReportRoot, SessionNaming, SpoolTransfer,
-};
+use btic::deliver::files::{FilesSink, Outcome, SpoolTransfer};
 use btic::model::Session;
+use btic::model::{Naming, Recording, ReportRoot};
 
 const RECORDING_BYTES: u64 = 64 << 20;
 
@@ -27,8 +26,8 @@ fn destination(dir: &Path) -> FilesDestination {
     }
 }
 
-fn naming(lsid: String) -> SessionNaming {
-    SessionNaming {
+fn naming(lsid: String) -> Naming {
+    Naming {
         host: "support.example.com".into(),
         lsid,
         lseq: Some(1),
@@ -98,7 +97,7 @@ fn recordings(c: &mut Criterion) {
                     let naming = naming("rec".into());
                     let start = Instant::now();
                     let d = sink
-                        .deliver_recording(&naming, RecordingKind::Screen, "flv", &spool)
+                        .deliver_recording(&naming, Recording::Screen, "flv", &spool)
                         .unwrap();
                     total += start.elapsed();
                     // Keep the disk from filling: the next delivery writes the same name.

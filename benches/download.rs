@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use btic::appliance::{ApplianceClient, RecordingKind, Window, WindowBy};
+use btic::appliance::{ApplianceClient, Window, WindowBy};
 use btic::config::{Secret, SecretSource, Site};
+use btic::model::Recording;
 use btic::parse::SessionReader;
 
 const ROUNDS: usize = 3;
@@ -160,7 +161,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let started = Instant::now();
         let fetched = runtime
-            .block_on(client.recording(RecordingKind::Screen, &lsid))
+            .block_on(client.recording(Recording::Screen, &lsid))
             .unwrap();
         client_secs.push(started.elapsed().as_secs_f64());
         let body = fetched.body.unwrap();

@@ -293,3 +293,149 @@ pub struct ApiInfo {
     /// `perm_*` elements and their values as written (`1`, `0`, `full_support`, ...).
     pub permissions: Vec<DataValue>,
 }
+
+/// The reports btic reads sessions from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Report {
+    /// `SupportSession`: support sessions (and, through them, their recordings).
+    SupportSession,
+    /// `PresentationSession`: presentations.
+    PresentationSession,
+}
+
+impl Report {
+    /// The `generate_report` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Report::SupportSession => "SupportSession",
+            Report::PresentationSession => "PresentationSession",
+        }
+    }
+}
+
+/// A recording of a session (or presentation): which one, with its instance where a
+/// session can have several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recording {
+    /// The support session's screen recording (`SupportSessionRecording`).
+    Screen,
+    /// A Show My Screen recording, by instance from 0 (`ShowMyScreenRecording`).
+    ShowMyScreen(u32),
+    /// A command shell recording, by instance from 0 (`CommandShellRecording`).
+    CommandShell(u32),
+    /// A presentation's recording (`PresentationSessionRecording`).
+    Presentation,
+}
+
+impl Recording {
+    /// Every recording `session` says exists.
+    pub fn of(session: &Session) -> Vec<Recording> {
+        let mut out = Vec::new();
+        if session.has_screen_recording() {
+            out.push(Recording::Screen);
+        }
+        out.extend(
+            session
+                .show_my_screen_recordings
+                .iter()
+                .map(|r| Recording::ShowMyScreen(r.instance)),
+        );
+        out.extend(
+            session
+                .command_shell_recordings
+                .iter()
+                .map(|r| Recording::CommandShell(r.instance)),
+        );
+        out
+    }
+
+    /// The `generate_report` value that downloads it.
+    pub fn report(self) -> &'static str {
+        match self {
+            Recording::Screen => "SupportSessionRecording",
+            Recording::ShowMyScreen(_) => "ShowMyScreenRecording",
+            Recording::CommandShell(_) => "CommandShellRecording",
+            Recording::Presentation => "PresentationSessionRecording",
+        }
+    }
+
+    /// Its instance (`%INSTANCE%`), for the kinds a session can have several of.
+    pub fn instance(self) -> Option<u32> {
+        match self {
+            Recording::ShowMyScreen(i) | Recording::CommandShell(i) => Some(i),
+            Recording::Screen | Recording::Presentation => None,
+        }
+    }
+
+    /// A short name for messages and metrics (`screen`, `command_shell/1`).
+    pub fn label(self) -> String {
+        match self {
+            Recording::Screen => "screen".into(),
+            Recording::ShowMyScreen(i) => format!("show_my_screen/{i}"),
+            Recording::CommandShell(i) => format!("command_shell/{i}"),
+            Recording::Presentation => "presentation".into(),
+        }
+    }
+}
+
+/// `%SESSION_TYPE%` of a presentation and of its recording.
+pub const PRESENTATION_TYPE: &str = "presentation";
+
+/// The values a session's (or presentation's) file names are made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Naming {
+    /// The site's host name without a port (`%SUPPORT_SITE_HOST%`).
+    pub host: String,
+    /// `%LSID%`.
+    pub lsid: String,
+    /// `%LSEQ%`.
+    pub lseq: Option<i64>,
+    /// `%EXTERNAL_KEY%`.
+    pub external_key: Option<String>,
+    /// `%SESSION_TYPE%` (`support`, `presentation`).
+    pub session_type: String,
+}
+
+impl Naming {
+    /// The naming values of `session`, from the site `host` (no port).
+    pub fn of(host: &str, session: &Session) -> Naming {
+        Naming {
+            host: host.to_string(),
+            lsid: session.lsid.clone(),
+            lseq: session.lseq,
+            external_key: session.external_key.clone(),
+            session_type: session.session_type.clone(),
+        }
+    }
+
+    /// The naming values of a presentation from `host`.
+    pub fn presentation(host: &str, lsid: &str, lseq: Option<i64>) -> Naming {
+        Naming {
+            host: host.to_string(),
+            lsid: lsid.to_string(),
+            lseq,
+            external_key: None,
+            session_type: PRESENTATION_TYPE.to_string(),
+        }
+    }
+}
+
+/// A report body's root element as far as the files destination repeats it around a
+/// session it writes alone: its prefix and namespace declarations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRoot {
+    /// The root's prefix (`r` for `<r:session_list>`), if it had one.
+    pub prefix: Option<String>,
+    /// Its namespace declarations: (`None`, uri) for `xmlns`, (`Some(p)`, uri) for `xmlns:p`.
+    pub namespaces: Vec<(Option<String>, String)>,
+}
+
+impl ReportRoot {
+    /// A root with only a default namespace, as appliances write it.
+    pub fn with_default_namespace(uri: &str) -> ReportRoot {
+        ReportRoot {
+            prefix: None,
+            namespaces: vec![(None, uri.to_string())],
+        }
+    }
+}

@@ -3,10 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use btic::appliance::{
-    ApplianceClient, ApplianceError, ClientOptions, RecordingKind, Window, WindowBy,
-};
+use btic::appliance::{ApplianceClient, ApplianceError, ClientOptions, Window, WindowBy};
 use btic::config::{RetryPolicy, Secret, SecretSource, Site};
+use btic::model::Recording;
 use btic::parse::SessionReader;
 use btic::simulator::{Faults, Options, Simulator};
 use chrono::TimeDelta;
@@ -212,7 +211,7 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let recording = client
-                .recording(RecordingKind::Screen, &lsid)
+                .recording(Recording::Screen, &lsid)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let body = recording.body.as_ref().unwrap();
@@ -263,7 +262,7 @@ async fn no_data_is_an_empty_result_and_an_expired_recording_a_permanent_failure
     let site = site(&sim, dir.path());
     let client = client(&site, dir.path(), fast_retries(5));
     let unknown = client
-        .recording(RecordingKind::Screen, "00000000000000000000000000000000")
+        .recording(Recording::Screen, "00000000000000000000000000000000")
         .await
         .unwrap();
     assert_eq!(unknown.body, None);
@@ -278,7 +277,7 @@ async fn no_data_is_an_empty_result_and_an_expired_recording_a_permanent_failure
         .lsid;
     let before = sim.stats().api_requests;
     let err = client
-        .recording(RecordingKind::Screen, &lsid)
+        .recording(Recording::Screen, &lsid)
         .await
         .unwrap_err();
     assert!(
@@ -392,7 +391,7 @@ async fn downloads_are_named_from_content_disposition_and_backups_need_the_passw
         .find(|s| !s.command_shell_recordings.is_empty())
         .expect("a session with a command shell");
     let rec = plain
-        .recording(RecordingKind::CommandShell(0), &shell.lsid)
+        .recording(Recording::CommandShell(0), &shell.lsid)
         .await
         .unwrap();
     assert_eq!(rec.extension, "mp4");

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use btic::appliance::{ApplianceClient, RecordingKind, Window, WindowBy};
+use btic::appliance::{ApplianceClient, Window, WindowBy};
 use btic::config::{Secret, SecretSource, Site};
+use btic::model::Recording;
 use btic::parse::SessionReader;
 use btic::simulator::{Options, Simulator};
 
@@ -74,10 +75,7 @@ fn a_300_mb_recording_downloads_with_under_30_mb_of_memory_growth() {
             .lsid;
         let baseline = status_bytes("VmRSS:").unwrap();
         let started = Instant::now();
-        let fetched = client
-            .recording(RecordingKind::Screen, &lsid)
-            .await
-            .unwrap();
+        let fetched = client.recording(Recording::Screen, &lsid).await.unwrap();
         let elapsed = started.elapsed();
         let peak = status_bytes("VmHWM:").unwrap();
         let body = fetched.body.unwrap();

@@ -15,10 +15,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{any, post};
 use btic::appliance::{
-    ApplianceClient, ApplianceError, ClientOptions, RecordingKind, Window, WindowBy, has_permission,
+    ApplianceClient, ApplianceError, ClientOptions, Window, WindowBy, has_permission,
 };
 use btic::config::{RetryPolicy, Secret, SecretSource, Site};
-use btic::parse::{ApplianceErrorKind, find_error, parse_api_info};
+use btic::model::Recording;
+use btic::parse::{ErrorMeaning, find_error, parse_api_info};
 use chrono::DateTime;
 
 const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/captures");
@@ -263,7 +264,7 @@ async fn an_empty_window_answered_with_the_pra_no_data_error_is_an_empty_result(
     let found = find_error(&capture("pra_no_data_error.xml")[..])
         .unwrap()
         .unwrap();
-    assert_eq!(found.kind, ApplianceErrorKind::NoData);
+    assert_eq!(found.kind, ErrorMeaning::NoData);
 }
 
 #[test]
@@ -276,7 +277,7 @@ fn the_no_data_text_is_known_in_english_and_in_french() {
             "<?xml version=\"1.0\"?>\n<error xmlns=\"http://www.beyondtrust.com/sra/namespaces/API/reporting\">{fragment}</error>"
         );
         let found = find_error(body.as_bytes()).unwrap().unwrap();
-        assert_eq!(found.kind, ApplianceErrorKind::NoData, "{fragment}");
+        assert_eq!(found.kind, ErrorMeaning::NoData, "{fragment}");
     }
 }
 
@@ -307,7 +308,7 @@ async fn a_recording_without_archives_is_no_data_and_a_refused_lsid_list_is_an_e
     let host = replay_server().await;
     let client = client(&host, "demo-secret", dir.path());
     let recording = client
-        .recording(RecordingKind::Screen, "e9e99aeb9ad54fb381634498502c5a1b")
+        .recording(Recording::Screen, "e9e99aeb9ad54fb381634498502c5a1b")
         .await
         .unwrap();
     assert_eq!(recording.body, None);
@@ -435,7 +436,7 @@ async fn the_simulator_answers_an_empty_window_as_the_pra_appliance_did_in_eithe
     let (sim, token) = simulator(Default::default()).await;
     let body = get(&sim, &token, empty).await.text().await.unwrap();
     let found = find_error(body.as_bytes()).unwrap().unwrap();
-    assert_eq!(found.kind, ApplianceErrorKind::NoData);
+    assert_eq!(found.kind, ErrorMeaning::NoData);
     let real = find_error(&capture("pra_no_data_error.xml")[..])
         .unwrap()
         .unwrap();
@@ -454,7 +455,7 @@ async fn the_simulator_answers_an_empty_window_as_the_pra_appliance_did_in_eithe
         "{}",
         found.message
     );
-    assert_eq!(found.kind, ApplianceErrorKind::NoData);
+    assert_eq!(found.kind, ErrorMeaning::NoData);
     sim.shutdown().await;
 
     let (sim, token) = simulator(btic::simulator::Options {

@@ -6,11 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use btic::config::{FileNameFormat, FilesDestination, OnConflict, SessionFormat};
-use btic::deliver::files::{
-    FilesError, FilesSink, Item, Outcome, RecordingKind, ReportRoot, STAGING_DIR, SessionNaming,
-    SpoolTransfer,
-};
+use btic::deliver::files::{FilesError, FilesSink, Item, Outcome, STAGING_DIR, SpoolTransfer};
 use btic::model::Session;
+use btic::model::{Naming, Recording, ReportRoot};
 
 const NS: &str = "http://www.beyondtrust.com/sra/namespaces/API/reporting";
 
@@ -28,8 +26,8 @@ fn sink(dir: &Path, format: Option<&str>, on_conflict: OnConflict) -> FilesSink 
     FilesSink::open(&destination(dir, format, on_conflict)).unwrap()
 }
 
-fn naming(lsid: &str) -> SessionNaming {
-    SessionNaming {
+fn naming(lsid: &str) -> Naming {
+    Naming {
         host: "support.example.com".into(),
         lsid: lsid.into(),
         lseq: Some(8),
@@ -92,19 +90,19 @@ fn default_names_follow_the_documented_format_per_kind() {
             "support.example.com-support-e9e99aeb.xml",
         ),
         (
-            Item::Recording(&n, RecordingKind::Screen, "flv"),
+            Item::Recording(&n, Recording::Screen, "flv"),
             "support.example.com-support-e9e99aeb.flv",
         ),
         (
-            Item::Recording(&n, RecordingKind::ShowMyScreen { instance: 1 }, "flv"),
+            Item::Recording(&n, Recording::ShowMyScreen(1), "flv"),
             "support.example.com-support-e9e99aeb-show_my_screen-1.flv",
         ),
         (
-            Item::Recording(&n, RecordingKind::CommandShell { instance: 0 }, "flv"),
+            Item::Recording(&n, Recording::CommandShell(0), "flv"),
             "support.example.com-support-e9e99aeb-command_shell-0.flv",
         ),
         (
-            Item::Recording(&n, RecordingKind::Presentation, "mp4"),
+            Item::Recording(&n, Recording::Presentation, "mp4"),
             "support.example.com-support-e9e99aeb.mp4",
         ),
         (
@@ -386,7 +384,7 @@ fn subdirectories_in_the_format_are_created() {
     let spools = tempfile::tempdir_in(dir.path()).unwrap();
     let rec = spool(spools.path(), "r", b"FLV recording");
     let n = naming("e9");
-    s.deliver_recording(&n, RecordingKind::CommandShell { instance: 2 }, "flv", &rec)
+    s.deliver_recording(&n, Recording::CommandShell(2), "flv", &rec)
         .unwrap();
     s.deliver_session(&n, &session("e9"), b"<session/>", &ReportRoot::default())
         .unwrap();
@@ -413,7 +411,7 @@ fn recordings_are_linked_on_the_same_file_system_and_copied_when_asked() {
 
     let linked = sink(dir.path(), None, OnConflict::AppendNumber);
     let d = linked
-        .deliver_recording(&n, RecordingKind::Screen, "flv", &rec)
+        .deliver_recording(&n, Recording::Screen, "flv", &rec)
         .unwrap();
     assert_eq!(d.outcome, Outcome::Written);
     assert_eq!(d.bytes, content.len() as u64);
@@ -423,7 +421,7 @@ fn recordings_are_linked_on_the_same_file_system_and_copied_when_asked() {
     );
     // Redelivery recognises its own link without reading anything.
     let again = linked
-        .deliver_recording(&n, RecordingKind::Screen, "flv", &rec)
+        .deliver_recording(&n, Recording::Screen, "flv", &rec)
         .unwrap();
     assert_eq!(
         (again.outcome, again.path),
@@ -437,7 +435,7 @@ fn recordings_are_linked_on_the_same_file_system_and_copied_when_asked() {
     )
     .with_spool_transfer(SpoolTransfer::Copy);
     let c = copied
-        .deliver_recording(&n, RecordingKind::Screen, "flv", &rec)
+        .deliver_recording(&n, Recording::Screen, "flv", &rec)
         .unwrap();
     assert_ne!(
         fs::metadata(&c.path).unwrap().ino(),
@@ -446,7 +444,7 @@ fn recordings_are_linked_on_the_same_file_system_and_copied_when_asked() {
     assert_eq!(fs::read(&c.path).unwrap(), content);
     // A copy of the same content is recognised by size and hash.
     let again = copied
-        .deliver_recording(&n, RecordingKind::Screen, "flv", &rec)
+        .deliver_recording(&n, Recording::Screen, "flv", &rec)
         .unwrap();
     assert_eq!(again.outcome, Outcome::AlreadyPresent);
 
@@ -462,7 +460,7 @@ fn a_missing_spool_is_a_permanent_error() {
     let err = s
         .deliver_recording(
             &naming("e9"),
-            RecordingKind::Screen,
+            Recording::Screen,
             "flv",
             &dir.path().join("gone"),
         )
@@ -767,15 +765,14 @@ fn a_prefixed_report_gives_session_files_that_parse_to_the_same_session() {
 "#;
     let dir = tempfile::tempdir().unwrap();
     let s = sink(dir.path(), None, OnConflict::AppendNumber);
-    let root = ReportRoot::read(&report[..]).unwrap();
+    let mut reader = btic::parse::SessionReader::new(&report[..]);
+    let parsed: Vec<_> = reader.by_ref().map(|p| p.unwrap()).collect();
+    let root = reader.root().cloned().unwrap();
     assert_eq!(root.prefix.as_deref(), Some("r"));
-    let parsed: Vec<_> = btic::parse::SessionReader::new(&report[..])
-        .map(|p| p.unwrap())
-        .collect();
     let host = "support.example.com";
     let d = s
         .deliver_session(
-            &SessionNaming::new(host, &parsed[0].session),
+            &Naming::of(host, &parsed[0].session),
             &parsed[0].session,
             &parsed[0].raw,
             &root,

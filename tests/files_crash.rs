@@ -15,10 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use btic::config::{FileNameFormat, FilesDestination, OnConflict, SessionFormat};
-use btic::deliver::files::{
-    FilesSink, Outcome, RecordingKind, ReportRoot, STAGING_DIR, SessionNaming, SpoolTransfer,
-};
+use btic::deliver::files::{FilesSink, Outcome, STAGING_DIR, SpoolTransfer};
 use btic::model::Session;
+use btic::model::{Naming, Recording, ReportRoot};
 
 const CHILD: &str = "BTIC_FILES_CRASH_CHILD";
 const SESSION_BYTES: usize = 1 << 20;
@@ -33,8 +32,8 @@ fn destination(dir: &Path, on_conflict: OnConflict) -> FilesDestination {
     }
 }
 
-fn naming(lsid: &str) -> SessionNaming {
-    SessionNaming {
+fn naming(lsid: &str) -> Naming {
+    Naming {
         host: "support.example.com".into(),
         lsid: lsid.into(),
         lseq: None,
@@ -90,7 +89,7 @@ fn child(args: &[String]) {
                 });
             if args[1] == "recording" {
                 let spool = Path::new(&args[3]);
-                sink.deliver_recording(&naming("rec"), RecordingKind::Screen, "flv", spool)
+                sink.deliver_recording(&naming("rec"), Recording::Screen, "flv", spool)
                     .unwrap();
             } else {
                 sink.deliver_session(
@@ -215,7 +214,7 @@ fn a_kill_while_a_recording_is_staged_leaves_the_spool_and_no_final_file() {
     let sink = FilesSink::open(&destination(dir.path(), OnConflict::AppendNumber)).unwrap();
     assert_eq!(staging_entries(dir.path()), 0);
     let d = sink
-        .deliver_recording(&naming("rec"), RecordingKind::Screen, "flv", &spool)
+        .deliver_recording(&naming("rec"), Recording::Screen, "flv", &spool)
         .unwrap();
     assert_eq!(fs::read(&d.path).unwrap(), content);
 }

@@ -10,7 +10,8 @@ use std::io::Write;
 use std::path::Path;
 
 use btic::config::{FilesDestination, OnConflict, SessionFormat};
-use btic::deliver::files::{FilesSink, Outcome, RecordingKind, SessionNaming, SpoolTransfer};
+use btic::deliver::files::{FilesSink, Outcome, SpoolTransfer};
+use btic::model::{Naming, Recording};
 
 const MIB: u64 = 1 << 20;
 
@@ -49,11 +50,11 @@ fn a_large_spool_is_delivered_with_constant_memory() {
     make_spool(&spool, size);
     let after_spool = peak_rss().unwrap();
 
-    let naming = SessionNaming {
+    let naming = Naming {
         host: "support.example.com".into(),
         lsid: "big".into(),
         session_type: "support".into(),
-        ..SessionNaming::default()
+        ..Naming::default()
     };
     let destination = |name: &str| FilesDestination {
         directory: work.path().join(name),
@@ -68,7 +69,7 @@ fn a_large_spool_is_delivered_with_constant_memory() {
         .with_spool_transfer(SpoolTransfer::Copy);
     let started = std::time::Instant::now();
     let d = copying
-        .deliver_recording(&naming, RecordingKind::Screen, "flv", &spool)
+        .deliver_recording(&naming, Recording::Screen, "flv", &spool)
         .unwrap();
     let copy_time = started.elapsed();
     assert_eq!(d.outcome, Outcome::Written);
@@ -77,7 +78,7 @@ fn a_large_spool_is_delivered_with_constant_memory() {
     // Redelivery: same size, different inode, so both files are hashed in full.
     let started = std::time::Instant::now();
     let again = copying
-        .deliver_recording(&naming, RecordingKind::Screen, "flv", &spool)
+        .deliver_recording(&naming, Recording::Screen, "flv", &spool)
         .unwrap();
     let compare_time = started.elapsed();
     assert_eq!(again.outcome, Outcome::AlreadyPresent);
@@ -85,7 +86,7 @@ fn a_large_spool_is_delivered_with_constant_memory() {
     let linking = FilesSink::open(&destination("linked")).unwrap();
     let started = std::time::Instant::now();
     let linked = linking
-        .deliver_recording(&naming, RecordingKind::Screen, "flv", &spool)
+        .deliver_recording(&naming, Recording::Screen, "flv", &spool)
         .unwrap();
     let link_time = started.elapsed();
     assert_eq!(fs::metadata(&linked.path).unwrap().len(), size);

@@ -19,16 +19,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use btic::appliance::WindowBy;
-use btic::deliver::files::ReportRoot;
 use btic::fetch::plan::Window;
-use btic::fetch::{FetchRequest, Report, Selection};
+use btic::fetch::{FetchRequest, Selection};
+use btic::model::Report;
 use btic::model::{
-    CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
-    Representative, Session, SystemInfoCategory, Team, TransferredFile,
+    CustomAttribute, Customer, DataValue, Event, JumpGroup, Naming, Party, PublicSite, Recording,
+    RecordingLink, ReportRoot, Representative, Session, SystemInfoCategory, Team, TransferredFile,
 };
 use btic::pipeline::backfill::{BackfillRequest, Finished, JobRecord, Summary};
 use btic::pipeline::items::{
-    DeliverItem, DownloadTask, FetchTask, FetchedBody, Lane, Naming, Recording, Rejected, Routes,
+    DeliverItem, DownloadTask, FetchTask, FetchedBody, Lane, Rejected, Routes,
 };
 
 const GOLDEN: &str = "tests/golden/queue_items.txt";

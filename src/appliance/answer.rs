@@ -6,11 +6,11 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use crate::model::ApiInfo;
-use crate::parse::{self, ApplianceErrorKind};
+use crate::parse;
 
 /// The `<error>` answer in a spooled body, if it is one. `Err` when the body is not
 /// well-formed XML. Reads only up to the first element inside the root.
-pub(crate) async fn error_in(path: &Path) -> Result<Option<parse::ApplianceError>, String> {
+pub(crate) async fn error_in(path: &Path) -> Result<Option<parse::ErrorAnswer>, String> {
     let path: PathBuf = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
@@ -31,28 +31,6 @@ pub(crate) async fn api_info_in(path: &Path) -> Result<ApiInfo, String> {
     .map_err(|e| e.to_string())?
 }
 
-/// What the client does with an `<error>` answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorMeaning {
-    /// An empty result.
-    NoData,
-    /// The recording is gone for good.
-    Expired,
-    /// The appliance refused the credentials.
-    LoginFailed,
-    /// Any other logical error: permanent.
-    Other,
-}
-
-pub(crate) fn meaning_of(kind: ApplianceErrorKind) -> ErrorMeaning {
-    match kind {
-        ApplianceErrorKind::NoData => ErrorMeaning::NoData,
-        ApplianceErrorKind::RecordingExpired => ErrorMeaning::Expired,
-        ApplianceErrorKind::LoginFailed => ErrorMeaning::LoginFailed,
-        ApplianceErrorKind::Other => ErrorMeaning::Other,
-    }
-}
-
 /// Whether `get_api_info` grants a permission: it is there and not `0` (the values seen
 /// are `0`/`1`, and levels such as `full_access` or `read_only` for `perm_command`).
 pub fn has_permission(info: &ApiInfo, permission: &str) -> bool {
@@ -66,10 +44,11 @@ pub fn has_permission(info: &ApiInfo, permission: &str) -> bool {
 mod tests {
     use super::*;
     use crate::model::DataValue;
+    use crate::parse::ErrorMeaning;
 
     fn check(body: &str, expected: Option<ErrorMeaning>) {
         let found = parse::find_error(body.as_bytes()).unwrap();
-        assert_eq!(found.map(|e| meaning_of(e.kind)), expected, "{body}");
+        assert_eq!(found.map(|e| e.kind), expected, "{body}");
     }
 
     #[test]
@@ -84,7 +63,7 @@ mod tests {
         );
         check(
             "<error>This recording has expired and can no longer be viewed or downloaded.</error>",
-            Some(ErrorMeaning::Expired),
+            Some(ErrorMeaning::RecordingExpired),
         );
         check(
             "<session_list><error>Bad things</error></session_list>",

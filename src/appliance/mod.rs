@@ -30,6 +30,8 @@ use tokio::time::Instant;
 
 use crate::config::{RetryPolicy, Secret, Site};
 pub use crate::model::ApiInfo;
+use crate::model::Recording;
+use crate::parse::ErrorMeaning;
 pub use answer::has_permission;
 pub use clock::{ApplianceClock, SkewSource};
 pub use error::ApplianceError;
@@ -73,31 +75,6 @@ impl Window {
             (key, self.from.timestamp().to_string()),
             ("duration", self.duration.as_secs().to_string()),
         ]
-    }
-}
-
-/// The recording reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordingKind {
-    /// `SupportSessionRecording`: the screen recording of a support session.
-    Screen,
-    /// `ShowMyScreenRecording`.
-    ShowMyScreen,
-    /// `CommandShellRecording` of one shell (`instance`, from 0).
-    CommandShell(u32),
-    /// `PresentationSessionRecording`.
-    Presentation,
-}
-
-impl RecordingKind {
-    /// The `generate_report` value.
-    pub fn report(self) -> &'static str {
-        match self {
-            RecordingKind::Screen => "SupportSessionRecording",
-            RecordingKind::ShowMyScreen => "ShowMyScreenRecording",
-            RecordingKind::CommandShell(_) => "CommandShellRecording",
-            RecordingKind::Presentation => "PresentationSessionRecording",
-        }
     }
 }
 
@@ -315,17 +292,15 @@ impl ApplianceClient {
         self.report("PresentationSession", window.query()).await
     }
 
-    /// A recording of session `lsid`. An expired recording is `ApplianceError::RecordingExpired`.
-    pub async fn recording(
-        &self,
-        kind: RecordingKind,
-        lsid: &str,
-    ) -> Result<Fetched, ApplianceError> {
+    /// A recording of session (or presentation) `lsid`. An expired recording is
+    /// `ApplianceError::RecordingExpired`.
+    pub async fn recording(&self, kind: Recording, lsid: &str) -> Result<Fetched, ApplianceError> {
         let mut params = vec![
             ("generate_report", kind.report().to_string()),
             ("lsid", lsid.to_string()),
         ];
-        if let RecordingKind::CommandShell(instance) = kind {
+        // The appliance knows instances of command shells only.
+        if let Recording::CommandShell(instance) = kind {
             params.push(("instance", instance.to_string()));
         }
         self.execute(Call {
@@ -485,8 +460,8 @@ impl ApplianceClient {
                     let site = self.inner.site.clone();
                     let what = call.what;
                     let message = error.message;
-                    return match answer::meaning_of(error.kind) {
-                        answer::ErrorMeaning::NoData => Ok(Fetched {
+                    return match error.kind {
+                        ErrorMeaning::NoData => Ok(Fetched {
                             body: None,
                             extension: "xml".into(),
                             status: attempt.status,
@@ -494,17 +469,17 @@ impl ApplianceClient {
                             elapsed: started.elapsed(),
                             answered_at: attempt.answered_at,
                         }),
-                        answer::ErrorMeaning::Expired => Err(ApplianceError::RecordingExpired {
+                        ErrorMeaning::RecordingExpired => Err(ApplianceError::RecordingExpired {
                             site,
                             what,
                             message,
                         }),
-                        answer::ErrorMeaning::LoginFailed => Err(ApplianceError::Credentials {
+                        ErrorMeaning::LoginFailed => Err(ApplianceError::Credentials {
                             site,
                             client_id: self.inner.client_id.clone(),
                             reason: format!("{what} answered \"{message}\""),
                         }),
-                        answer::ErrorMeaning::Other => Err(ApplianceError::ErrorBody {
+                        ErrorMeaning::Other => Err(ApplianceError::ErrorBody {
                             site,
                             what,
                             message,

@@ -12,8 +12,9 @@ use super::CliError;
 use crate::config::{
     Config, Destination, DestinationKind, FilesDestination, SqlConnection, SqlDestination,
 };
-use crate::deliver::files::{FilesSink, Outcome, ReportRoot, SessionNaming};
+use crate::deliver::files::{FilesSink, Outcome};
 use crate::deliver::sql::SqlSink;
+use crate::model::Naming;
 use crate::model::Session;
 use crate::parse::SessionReader;
 
@@ -144,12 +145,11 @@ fn import_files(
             }
         };
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        // The fragments keep their meaning only with the report root's namespace declarations.
-        let root = File::open(path)
-            .ok()
-            .and_then(|f| ReportRoot::read(BufReader::new(f)))
-            .unwrap_or_default();
-        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
+        let mut reader = SessionReader::new(BufReader::with_capacity(1 << 16, file));
+        while let Some(item) = reader.next() {
+            // The fragments keep their meaning only with the report root's namespace
+            // declarations, read in the same pass.
+            let root = reader.root().cloned().unwrap_or_default();
             let parsed = match item {
                 Ok(parsed) => parsed,
                 Err(e) => {
@@ -163,7 +163,7 @@ fn import_files(
                 }
             };
             progress.set_position(done_bytes + parsed.offset);
-            let naming = SessionNaming::new(host_name, &parsed.session);
+            let naming = Naming::of(host_name, &parsed.session);
             let mut attempt = 1;
             let delivered = loop {
                 match sink.deliver_session(&naming, &parsed.session, &parsed.raw, &root) {

@@ -15,30 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::appliance::{self, ApplianceClient, ApplianceError, Fetched, WindowBy};
 use crate::config::{PipelineConfig, Site, StartFrom};
 use crate::metrics;
+use crate::model::Report;
 use crate::pipeline::backfill;
 use crate::pipeline::items::{FETCHED, FetchTask, FetchedBody, Lane, Routes, fetch_queue};
 use crate::queue::{Changes, Queue, QueueError};
 use plan::{Window, plan_windows};
 pub use request::{FetchRequest, Selection, UnknownRequest};
-
-/// The report types btic reads sessions from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Report {
-    /// `SupportSession`: support sessions (and, through them, their recordings).
-    SupportSession,
-    /// `PresentationSession`: presentations.
-    PresentationSession,
-}
-
-impl Report {
-    /// The `generate_report` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Report::SupportSession => "SupportSession",
-            Report::PresentationSession => "PresentationSession",
-        }
-    }
-}
 
 /// The state key of the live watermark of (site, report).
 pub fn watermark_key(site: &str, report: Report) -> String {

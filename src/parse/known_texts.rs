@@ -3,19 +3,19 @@
 //! localises the text, so a text is matched tolerantly: case, runs of whitespace and the
 //! typographic apostrophe do not matter, and a known text may be a fragment of the
 //! answer (only fragments are known of some). Anything not in the table is
-//! `ApplianceErrorKind::Other`: a failure of that one request, never of the site.
+//! `ErrorMeaning::Other`: a failure of that one request, never of the site.
 //!
 //! Structural signals win over words: a `code` attribute that names authentication is a
 //! refused login whatever the text says (HTTP statuses are the client's, before any body
 //! is read).
 
-use super::ApplianceErrorKind;
+use super::ErrorMeaning;
 
 /// A text the appliance is known to answer with, and what it means.
 #[derive(Debug, Clone, Copy)]
 pub struct KnownText {
     /// What the answer means.
-    pub kind: ApplianceErrorKind,
+    pub kind: ErrorMeaning,
     /// The text, or the fragment of it that is known, as written by the appliance.
     pub text: &'static str,
     /// Where it was seen (see `reference/appliance-samples/SOURCES.txt`).
@@ -25,32 +25,32 @@ pub struct KnownText {
 /// The known texts. To add one, add a line here and a case to the test below.
 pub const KNOWN_TEXTS: &[KnownText] = &[
     KnownText {
-        kind: ApplianceErrorKind::NoData,
+        kind: ErrorMeaning::NoData,
         text: "No Support report information matching your chosen criteria is available.",
         source: "real, PRA cloud, an end_time window without sessions (sekoia_pr1266_error_no_data_REAL_fragment.xml)",
     },
     KnownText {
-        kind: ApplianceErrorKind::NoData,
+        kind: ErrorMeaning::NoData,
         text: "matching your chosen criteria is available.",
         source: "real fragment, English, any report (vulture_no_data_error_texts_REAL_fragments.txt)",
     },
     KnownText {
-        kind: ApplianceErrorKind::NoData,
+        kind: ErrorMeaning::NoData,
         text: "correspondant à vos critères n’est disponible.",
         source: "real fragment, French, any report (vulture_no_data_error_texts_REAL_fragments.txt)",
     },
     KnownText {
-        kind: ApplianceErrorKind::NoData,
+        kind: ErrorMeaning::NoData,
         text: "No archives found for the given search criteria.",
         source: "real-looking, RS archive and recording reports (axonius_bomgar_adapter_error_no_archives.xml)",
     },
     KnownText {
-        kind: ApplianceErrorKind::RecordingExpired,
+        kind: ErrorMeaning::RecordingExpired,
         text: "This recording has expired and can no longer be viewed or downloaded.",
         source: "real fragment, recording reports (a public Bomgar integration, beyondtrust-api.md §2)",
     },
     KnownText {
-        kind: ApplianceErrorKind::LoginFailed,
+        kind: ErrorMeaning::LoginFailed,
         text: "Login failed",
         source: "real fragment, pre-OAuth API (a public Bomgar integration, beyondtrust-api.md §2)",
     },
@@ -64,15 +64,15 @@ fn code_means_login_failed(code: &str) -> bool {
 }
 
 /// What an `<error>` element with this text and `code` attribute means.
-pub fn meaning(text: &str, code: Option<&str>) -> ApplianceErrorKind {
+pub fn meaning(text: &str, code: Option<&str>) -> ErrorMeaning {
     if code.is_some_and(code_means_login_failed) {
-        return ApplianceErrorKind::LoginFailed;
+        return ErrorMeaning::LoginFailed;
     }
     let said = normalise(text);
     KNOWN_TEXTS
         .iter()
         .find(|known| said.contains(&normalise(known.text)))
-        .map_or(ApplianceErrorKind::Other, |known| known.kind)
+        .map_or(ErrorMeaning::Other, |known| known.kind)
 }
 
 /// Lower case, one space for any run of whitespace, straight apostrophes, trimmed.
@@ -100,9 +100,9 @@ fn normalise(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ApplianceErrorKind::*;
+    use ErrorMeaning::*;
 
-    fn check(text: &str, code: Option<&str>, expected: ApplianceErrorKind) {
+    fn check(text: &str, code: Option<&str>, expected: ErrorMeaning) {
         assert_eq!(meaning(text, code), expected, "{text:?} code {code:?}");
     }
 

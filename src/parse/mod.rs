@@ -33,9 +33,9 @@ pub use session::{ParsedSession, SessionReader};
 /// `<error>` is never data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the appliance answered with an error ({kind:?}): {message}")]
-pub struct ApplianceError {
+pub struct ErrorAnswer {
     /// What the text says, as far as it is known.
-    pub kind: ApplianceErrorKind,
+    pub kind: ErrorMeaning,
     /// The element's text, trimmed.
     pub message: String,
     /// A `code` attribute when the appliance wrote one.
@@ -44,7 +44,7 @@ pub struct ApplianceError {
 
 /// The known families of `<error>` texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ApplianceErrorKind {
+pub enum ErrorMeaning {
     /// Nothing matched the request: an empty result (`No Support report information
     /// matching your chosen criteria is available.`, localised).
     NoData,
@@ -57,11 +57,11 @@ pub enum ApplianceErrorKind {
     Other,
 }
 
-impl ApplianceError {
+impl ErrorAnswer {
     /// Classifies an `<error>` element's text and `code` attribute by the table of
     /// known texts (`known_texts`).
     pub fn classify(message: &str, code: Option<String>) -> Self {
-        ApplianceError {
+        ErrorAnswer {
             kind: known_texts::meaning(message, code.as_deref()),
             message: message.trim().to_string(),
             code,
@@ -70,7 +70,7 @@ impl ApplianceError {
 
     /// Whether the answer means "nothing there" rather than a failure.
     pub fn is_no_data(&self) -> bool {
-        self.kind == ApplianceErrorKind::NoData
+        self.kind == ErrorMeaning::NoData
     }
 
     /// Never: asking again gets the same answer. (A failed login is the appliance
@@ -132,7 +132,7 @@ pub enum ParseError {
     },
     /// The body is the appliance's `<error>` answer, not data.
     #[error(transparent)]
-    Appliance(#[from] ApplianceError),
+    Appliance(#[from] ErrorAnswer),
     /// The body's root element is not the one the report type answers with.
     #[error("parsing XML body: expected root element <{expected}>, found <{found}>")]
     UnexpectedRoot {

@@ -14,9 +14,10 @@
 
 use std::io::BufRead;
 
+use crate::model::ReportRoot;
 use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
-use crate::parse::{ApplianceError, ParseError, end_of_body, malformed};
+use crate::parse::{ErrorAnswer, ParseError, end_of_body, malformed};
 
 /// The element name the simulator writes, and the one a missing `lsid` is an error on.
 const PRESENTATION: &str = "presentation_session";
@@ -57,6 +58,11 @@ impl<R: BufRead> PresentationReader<R> {
     /// Local name of the root element, once read.
     pub fn root_name(&self) -> Option<&str> {
         self.root.as_deref()
+    }
+
+    /// The root element's prefix and namespace declarations, once read.
+    pub fn root(&self) -> Option<&ReportRoot> {
+        self.pull.root()
     }
 
     fn fatal(&mut self, fault: Fault) -> ParseError {
@@ -165,7 +171,7 @@ impl<R: BufRead> PresentationReader<R> {
     fn error(&mut self) -> Result<ParsedPresentation, ParseError> {
         let code = self.pull.attr_owned("code");
         match self.pull.leaf() {
-            Ok(text) => Err(ApplianceError::classify(&text, code).into()),
+            Ok(text) => Err(ErrorAnswer::classify(&text, code).into()),
             Err(fault) => Err(self.fatal(fault)),
         }
     }

@@ -10,7 +10,9 @@ use std::ops::Range;
 
 use quick_xml::Reader;
 use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::{BytesRef, Event};
+use quick_xml::events::{BytesRef, BytesStart, Event};
+
+use crate::model::ReportRoot;
 
 /// Element names the parsers know, by local name; everything else is `Other`. The
 /// variants spell the element names, hence the lint exception.
@@ -309,6 +311,8 @@ pub(crate) struct Pull<R> {
     attr_text: String,
     /// Local name of the last `Open`, kept for the root and for unknown elements.
     local_name: String,
+    /// The root element's prefix and namespace declarations, once it is read.
+    root: Option<ReportRoot>,
     depth: usize,
     pending_close: bool,
     event_start: u64,
@@ -341,6 +345,7 @@ impl<R: BufRead> Pull<R> {
             attrs: Vec::new(),
             attr_text: String::new(),
             local_name: String::new(),
+            root: None,
             depth: 0,
             pending_close: false,
             event_start: 0,
@@ -373,6 +378,11 @@ impl<R: BufRead> Pull<R> {
     /// Local name of the last `Open` of the root or of an unknown (`Name::Other`) element.
     pub fn local_name(&self) -> &str {
         &self.local_name
+    }
+
+    /// The root element's prefix and namespace declarations, once it has been read.
+    pub fn root(&self) -> Option<&ReportRoot> {
+        self.root.as_ref()
     }
 
     /// Forgets what was recorded and records from the current position on.
@@ -511,6 +521,9 @@ impl<R: BufRead> Pull<R> {
                 self.local_name.clear();
                 self.local_name.push_str(local);
             }
+            if self.depth == 1 {
+                self.root = Some(root_of(&element));
+            }
             self.attrs.clear();
             self.attr_text.clear();
             // Duplicate names are not looked for: the first one wins, harmlessly.
@@ -623,6 +636,31 @@ impl<R: BufRead> Pull<R> {
             }
         }
     }
+}
+
+/// The prefix and namespace declarations of a root element's start tag (declarations
+/// whose value cannot be read are left out).
+fn root_of(element: &BytesStart<'_>) -> ReportRoot {
+    let name = element.name();
+    let mut root = ReportRoot {
+        prefix: name.prefix().map(|p| p.as_ref().to_string()),
+        namespaces: Vec::new(),
+    };
+    for attribute in element.attributes().flatten() {
+        let key: &str = attribute.key.0;
+        let prefix = match key.strip_prefix("xmlns") {
+            Some("") => None,
+            Some(rest) => match rest.strip_prefix(':') {
+                Some(p) => Some(p.to_string()),
+                None => continue,
+            },
+            None => continue,
+        };
+        if let Ok(uri) = attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
+            root.namespaces.push((prefix, uri.into_owned()));
+        }
+    }
+    root
 }
 
 /// Attribute-value normalisation (XML 1.0 §3.3.3): literal tabs and line ends become

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use crate::model::{ApiInfo, DataValue, SessionSummary};
 use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
-use crate::parse::{ApplianceError, ParseError, malformed};
+use crate::parse::{ErrorAnswer, ParseError, malformed};
 
 /// Reads up to the root element: its name and local name; `Ok(None)` for a body
 /// without one.
@@ -31,18 +31,18 @@ fn no_root<R: BufRead>(p: &Pull<R>) -> ParseError {
 }
 
 /// Reads the `<error>` element just opened.
-fn error_element<R: BufRead>(p: &mut Pull<R>) -> Result<ApplianceError, Fault> {
+fn error_element<R: BufRead>(p: &mut Pull<R>) -> Result<ErrorAnswer, Fault> {
     let code = p.attr_owned("code");
     let message = p.leaf()?;
-    Ok(ApplianceError::classify(&message, code))
+    Ok(ErrorAnswer::classify(&message, code))
 }
 
 /// The appliance's `<error>` answer, if the body is one: an `<error>` root, or an
 /// `<error>` as the first element inside the report's root. Reads no further than that,
 /// so it is cheap on a large body. `Ok(None)` means the body is not an error answer.
-pub fn find_error(r: impl BufRead) -> Result<Option<ApplianceError>, ParseError> {
+pub fn find_error(r: impl BufRead) -> Result<Option<ErrorAnswer>, ParseError> {
     let mut p = Pull::new(r);
-    let outcome = (|| -> Result<Option<ApplianceError>, Fault> {
+    let outcome = (|| -> Result<Option<ErrorAnswer>, Fault> {
         match root(&mut p)? {
             None => Ok(None),
             Some((Name::Error, _)) => error_element(&mut p).map(Some),
@@ -215,16 +215,16 @@ pub fn parse_api_info(r: impl BufRead) -> Result<ApiInfo, ParseError> {
 mod tests {
     use super::*;
     use crate::model::ApiInfo;
-    use crate::parse::ApplianceErrorKind;
+    use crate::parse::ErrorMeaning;
     use crate::simulator::render::{self, Namespace};
 
-    fn error_of(body: &str) -> Option<ApplianceErrorKind> {
+    fn error_of(body: &str) -> Option<ErrorMeaning> {
         find_error(body.as_bytes()).unwrap().map(|e| e.kind)
     }
 
     #[test]
     fn error_bodies_are_recognised_as_root_and_nested() {
-        use ApplianceErrorKind::*;
+        use ErrorMeaning::*;
         assert_eq!(error_of("<error>Login failed</error>"), Some(LoginFailed));
         assert_eq!(
             error_of(

@@ -22,11 +22,11 @@ use base64::Engine;
 
 use crate::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
-    Representative, Session, SystemInfoCategory, Team, TransferredFile,
+    ReportRoot, Representative, Session, SystemInfoCategory, Team, TransferredFile,
 };
 use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
-use crate::parse::{ApplianceError, ParseError, end_of_body, malformed};
+use crate::parse::{ErrorAnswer, ParseError, end_of_body, malformed};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -71,6 +71,12 @@ impl<R: BufRead> SessionReader<R> {
     /// Local name of the root element, once read (`session_list` for session data).
     pub fn root_name(&self) -> Option<&str> {
         self.root.as_deref()
+    }
+
+    /// The root element's prefix and namespace declarations, once read (in the same
+    /// pass as the sessions: the files destination repeats them around each session).
+    pub fn root(&self) -> Option<&ReportRoot> {
+        self.pull.root()
     }
 
     /// The LSID of the last session read successfully.
@@ -162,7 +168,7 @@ impl<R: BufRead> Iterator for SessionReader<R> {
                         Name::Error if depth <= 2 => {
                             let code = self.pull.attr_owned("code");
                             return Some(match self.pull.leaf() {
-                                Ok(text) => Err(ApplianceError::classify(&text, code).into()),
+                                Ok(text) => Err(ErrorAnswer::classify(&text, code).into()),
                                 Err(fault) => Err(self.fatal(fault)),
                             });
                         }
@@ -855,5 +861,38 @@ mod failure_tests {
             read("   \n")[..],
             [Err(ParseError::Malformed { .. })]
         ));
+    }
+
+    #[test]
+    fn the_report_root_is_read_with_the_sessions_prefix_and_declarations_included() {
+        fn root_of(body: &str) -> Option<ReportRoot> {
+            let mut reader = SessionReader::new(body.as_bytes());
+            for _ in reader.by_ref() {}
+            reader.root().cloned()
+        }
+        let root = |prefix: Option<&str>, ns: &[(Option<&str>, &str)]| ReportRoot {
+            prefix: prefix.map(str::to_string),
+            namespaces: ns
+                .iter()
+                .map(|(p, u)| (p.map(str::to_string), u.to_string()))
+                .collect(),
+        };
+        assert_eq!(
+            root_of(
+                "<?xml version=\"1.0\"?>\n<session_list xmlns=\"urn:r\" xmlns:xsi=\"urn:xsi\"></session_list>"
+            ),
+            Some(root(None, &[(None, "urn:r"), (Some("xsi"), "urn:xsi")]))
+        );
+        assert_eq!(
+            root_of("<r:session_list xmlns:r=\"urn:r\"><r:session lsid=\"a\"/></r:session_list>"),
+            Some(root(Some("r"), &[(Some("r"), "urn:r")]))
+        );
+        assert_eq!(
+            root_of("<!-- c --><session_list xmlns=\"urn:a&amp;b\" other=\"x\"/>"),
+            Some(root(None, &[(None, "urn:a&b")]))
+        );
+        assert_eq!(root_of("<session_list/>"), Some(root(None, &[])));
+        assert_eq!(root_of(""), None);
+        assert_eq!(root_of("<?xml version=\"1.0\"?>"), None);
     }
 }

@@ -52,7 +52,8 @@ use tokio_util::sync::CancellationToken;
 use super::items::{Lane, Routes};
 use crate::config::PipelineConfig;
 use crate::fetch::plan::Window;
-use crate::fetch::{FetchError, FetchRequest, FetchSummary, Fetcher, Report};
+use crate::fetch::{FetchError, FetchRequest, FetchSummary, Fetcher};
+use crate::model::Report;
 use crate::queue::{Changes, Queue, QueueError, Ticket};
 
 /// The dead-letter metadata key naming the backfill job of an item.

@@ -15,10 +15,10 @@ use super::backfill;
 use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::scheduler::Reachability;
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
-use crate::deliver::files::{FilesError, FilesSink, ReportRoot};
+use crate::deliver::files::{FilesError, FilesSink};
 use crate::deliver::sql::{SessionRows, SqlSink};
 use crate::metrics::{self, Health};
-use crate::model::Session;
+use crate::model::{Naming, ReportRoot, Session};
 use crate::queue::{Changes, Claimed, Packed, Queue, QueueError, Ticket};
 
 /// One claimed item of a SQL batch, its sessions already mapped to rows: a session, or
@@ -536,7 +536,7 @@ fn write_file(sink: &FilesSink, item: DeliverItem) -> Result<(), FilesError> {
             root,
             ..
         } => {
-            let naming = crate::deliver::files::SessionNaming::new(&host, &session);
+            let naming = Naming::of(&host, &session);
             sink.deliver_session(&naming, &session, &raw, &root)?;
         }
         DeliverItem::Recording {
@@ -546,12 +546,7 @@ fn write_file(sink: &FilesSink, item: DeliverItem) -> Result<(), FilesError> {
             spool,
             ..
         } => {
-            sink.deliver_recording(
-                &naming.for_files(),
-                recording.for_files(),
-                &extension,
-                &spool,
-            )?;
+            sink.deliver_recording(&naming, recording, &extension, &spool)?;
         }
         DeliverItem::Backup { host, spool, .. } => {
             sink.deliver_backup(&host, &spool)?;
@@ -559,7 +554,7 @@ fn write_file(sink: &FilesSink, item: DeliverItem) -> Result<(), FilesError> {
         DeliverItem::Presentation {
             naming, raw, root, ..
         } => {
-            sink.deliver_presentation(&naming.for_files(), &raw, &root)?;
+            sink.deliver_presentation(&naming, &raw, &root)?;
         }
         DeliverItem::Sessions { .. } => {
             // The parse stage bundles sessions for SQL destinations only.

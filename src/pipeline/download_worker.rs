@@ -66,9 +66,7 @@ impl DownloadWorker {
             } => (
                 format!("recording {} of session {}", recording.label(), naming.lsid),
                 "recordings",
-                self.client
-                    .recording(recording.for_appliance(), &naming.lsid)
-                    .await,
+                self.client.recording(*recording, &naming.lsid).await,
             ),
             DownloadTask::Backup { .. } => {
                 ("backup".to_string(), "backups", self.client.backup().await)

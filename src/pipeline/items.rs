@@ -24,17 +24,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deliver::files::{RecordingKind as FileRecordingKind, ReportRoot, SessionNaming};
-use crate::fetch::{FetchRequest, Report};
-use crate::model::Session;
+use crate::fetch::FetchRequest;
+use crate::model::{Naming, Recording, Report, ReportRoot, Session};
 
 /// The queue of spooled report bodies.
 pub const FETCHED: &str = "fetched";
 /// The queue of bad sessions on their way to the dead letter.
 pub const REJECTED: &str = "rejected";
-
-/// `%SESSION_TYPE%` of a presentation and of its recording.
-pub const PRESENTATION_TYPE: &str = "presentation";
 
 /// The delivery queue of a destination.
 pub fn deliver_queue(destination: &str) -> String {
@@ -145,131 +141,6 @@ impl FetchedBody {
             Report::PresentationSession
         } else {
             Report::SupportSession
-        }
-    }
-}
-
-/// The recordings a session can have, as a queue item carries them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Recording {
-    /// The screen recording.
-    Screen,
-    /// Show My Screen, by instance.
-    ShowMyScreen(u32),
-    /// A command shell, by instance.
-    CommandShell(u32),
-    /// A presentation's recording.
-    Presentation,
-}
-
-impl Recording {
-    /// Every recording `session` says exists.
-    pub fn of(session: &Session) -> Vec<Recording> {
-        let mut out = Vec::new();
-        if session.has_screen_recording() {
-            out.push(Recording::Screen);
-        }
-        out.extend(
-            session
-                .show_my_screen_recordings
-                .iter()
-                .map(|r| Recording::ShowMyScreen(r.instance)),
-        );
-        out.extend(
-            session
-                .command_shell_recordings
-                .iter()
-                .map(|r| Recording::CommandShell(r.instance)),
-        );
-        out
-    }
-
-    /// The appliance client's name for it.
-    pub fn for_appliance(self) -> crate::appliance::RecordingKind {
-        use crate::appliance::RecordingKind as A;
-        match self {
-            Recording::Screen => A::Screen,
-            Recording::ShowMyScreen(_) => A::ShowMyScreen,
-            Recording::CommandShell(i) => A::CommandShell(i),
-            Recording::Presentation => A::Presentation,
-        }
-    }
-
-    /// The instance the appliance is asked for (command shells and Show My Screen).
-    pub fn instance(self) -> Option<u32> {
-        match self {
-            Recording::ShowMyScreen(i) | Recording::CommandShell(i) => Some(i),
-            Recording::Screen | Recording::Presentation => None,
-        }
-    }
-
-    /// The files destination's name for it.
-    pub fn for_files(self) -> FileRecordingKind {
-        match self {
-            Recording::Screen => FileRecordingKind::Screen,
-            Recording::ShowMyScreen(instance) => FileRecordingKind::ShowMyScreen { instance },
-            Recording::CommandShell(instance) => FileRecordingKind::CommandShell { instance },
-            Recording::Presentation => FileRecordingKind::Presentation,
-        }
-    }
-
-    /// A short name for messages and metrics.
-    pub fn label(self) -> String {
-        match self {
-            Recording::Screen => "screen".into(),
-            Recording::ShowMyScreen(i) => format!("show_my_screen/{i}"),
-            Recording::CommandShell(i) => format!("command_shell/{i}"),
-            Recording::Presentation => "presentation".into(),
-        }
-    }
-}
-
-/// The session values file names use, as a queue item carries them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Naming {
-    /// Host name without a port.
-    pub host: String,
-    /// LSID.
-    pub lsid: String,
-    /// LSEQ.
-    pub lseq: Option<i64>,
-    /// External key.
-    pub external_key: Option<String>,
-    /// Session type.
-    pub session_type: String,
-}
-
-impl Naming {
-    /// The naming values of `session` from `host`.
-    pub fn of(host: &str, session: &Session) -> Naming {
-        Naming {
-            host: host.to_string(),
-            lsid: session.lsid.clone(),
-            lseq: session.lseq,
-            external_key: session.external_key.clone(),
-            session_type: session.session_type.clone(),
-        }
-    }
-
-    /// The naming values of a presentation from `host`.
-    pub fn presentation(host: &str, lsid: &str, lseq: Option<i64>) -> Naming {
-        Naming {
-            host: host.to_string(),
-            lsid: lsid.to_string(),
-            lseq,
-            external_key: None,
-            session_type: PRESENTATION_TYPE.to_string(),
-        }
-    }
-
-    /// The files destination's type.
-    pub fn for_files(&self) -> SessionNaming {
-        SessionNaming {
-            host: self.host.clone(),
-            lsid: self.lsid.clone(),
-            lseq: self.lseq,
-            external_key: self.external_key.clone(),
-            session_type: self.session_type.clone(),
         }
     }
 }

@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::backfill;
 use super::items::{
-    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, Naming, REJECTED,
-    Recording, Rejected, deliver_queue, download_queue, fetch_queue,
+    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, REJECTED,
+    Rejected, deliver_queue, download_queue, fetch_queue,
 };
 use crate::config::Config;
-use crate::deliver::files::ReportRoot;
-use crate::fetch::{Report, open_key, task_metadata};
+use crate::fetch::{open_key, task_metadata};
 use crate::metrics;
+use crate::model::{Naming, Recording, Report, ReportRoot};
 use crate::parse::{
     ParseError, ParsedPresentation, ParsedSession, PresentationReader, SessionReader,
 };
@@ -60,8 +60,11 @@ impl Parsed {
     }
 }
 
-/// What the reading thread sends: records (or bad ones) in order, then how it ended.
+/// What the reading thread sends: the report root once it is read, records (or bad
+/// ones) in order, then how it ended.
 enum Chunk {
+    /// The report root's prefix and namespace declarations, before any record.
+    Root(ReportRoot),
     Sessions(Vec<Result<Parsed, ParseError>>),
     /// The body cannot be read on (malformed, or the spool file is unreadable).
     Fatal(String),
@@ -149,10 +152,8 @@ async fn parse_one(
         Some(k) => queue.state_get(k).await?.unwrap_or(0),
         None => 0,
     };
-    let root = File::open(&item.body)
-        .ok()
-        .and_then(|f| ReportRoot::read(BufReader::new(f)))
-        .unwrap_or_default();
+    // The report root's prefix and namespaces, read by the same pass as the records.
+    let mut root = ReportRoot::default();
 
     // The reading thread parses ahead by at most one chunk (the channel holds one).
     let (tx, mut rx) = mpsc::channel(1);
@@ -213,6 +214,7 @@ async fn parse_one(
                 }
                 queue.commit(changes).await?;
             }
+            Chunk::Root(r) => root = r,
             Chunk::Fatal(reason) => fatal = Some(reason),
         }
     }
@@ -457,18 +459,21 @@ fn read_chunks(path: PathBuf, report: Report, skip: u64, tx: mpsc::Sender<Chunk>
         }
     };
     let body = BufReader::with_capacity(256 << 10, file);
-    let reader: Box<dyn Iterator<Item = Result<Parsed, ParseError>>> = match report {
-        Report::SupportSession => {
-            Box::new(SessionReader::new(body).map(|r| r.map(Parsed::Session)))
-        }
-        Report::PresentationSession => {
-            Box::new(PresentationReader::new(body).map(|r| r.map(Parsed::Presentation)))
-        }
+    let mut reader = match report {
+        Report::SupportSession => Records::Sessions(SessionReader::new(body)),
+        Report::PresentationSession => Records::Presentations(PresentationReader::new(body)),
     };
     let mut index = 0u64;
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0;
-    for outcome in reader {
+    let mut root_sent = false;
+    while let Some(outcome) = reader.next() {
+        if !root_sent && let Some(root) = reader.root() {
+            root_sent = true;
+            if tx.blocking_send(Chunk::Root(root.clone())).is_err() {
+                return;
+            }
+        }
         if let Err(e) = &outcome
             && e.is_fatal()
         {
@@ -496,6 +501,28 @@ fn read_chunks(path: PathBuf, report: Report, skip: u64, tx: mpsc::Sender<Chunk>
     }
     if !chunk.is_empty() {
         let _ = tx.blocking_send(Chunk::Sessions(chunk));
+    }
+}
+
+/// The records of a body, read by the reader of its report.
+enum Records<R> {
+    Sessions(SessionReader<R>),
+    Presentations(PresentationReader<R>),
+}
+
+impl<R: std::io::BufRead> Records<R> {
+    fn next(&mut self) -> Option<Result<Parsed, ParseError>> {
+        match self {
+            Records::Sessions(r) => r.next().map(|r| r.map(Parsed::Session)),
+            Records::Presentations(r) => r.next().map(|r| r.map(Parsed::Presentation)),
+        }
+    }
+
+    fn root(&self) -> Option<&ReportRoot> {
+        match self {
+            Records::Sessions(r) => r.root(),
+            Records::Presentations(r) => r.root(),
+        }
     }
 }
 

@@ -17,8 +17,9 @@ use super::items::{DownloadTask, Routes, download_queue};
 use super::schedule::is_due;
 use super::status::{ScheduleRun, schedule_key};
 use crate::config::{Config, DataKind, Schedule};
-use crate::fetch::{Fetcher, Report};
+use crate::fetch::Fetcher;
 use crate::metrics;
+use crate::model::Report;
 use crate::queue::Queue;
 
 /// Whether each destination could be reached lately (`None`: yes), as the deliver

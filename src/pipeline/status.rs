@@ -9,7 +9,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::fetch::{Report, SkewRecord, open_prefix, skew_key, watermark_key};
+use crate::fetch::{SkewRecord, open_prefix, skew_key, watermark_key};
+use crate::model::Report;
 use crate::queue::{Queue, QueueError};
 
 /// The state key of a schedule's run record.

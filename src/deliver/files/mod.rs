@@ -89,14 +89,13 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::config::{FileNameFormat, FilesDestination, OnConflict, SessionFormat};
-use crate::model::Session;
+use crate::model::{Naming, Recording, ReportRoot, Session};
 
 pub use naming::{
     EMPTY_VALUE, MAX_COMPONENT_BYTES, MAX_FILE_NAME_BYTES, MAX_RELATIVE_PATH_BYTES, NameValues,
     numbered,
 };
 pub use staging::STAGING_DIR;
-pub use xml::ReportRoot;
 
 use staging::{Staging, TempFile, sync_dir};
 
@@ -120,75 +119,16 @@ pub const BACKUP_EXTENSION: &str = "nsb";
 
 /// Buffer for hashing existing files (and spools) when comparing content.
 const HASH_BUFFER_BYTES: usize = 64 * 1024;
-
-/// The session values a name can use: `%SUPPORT_SITE_HOST%`, `%LSID%`, `%LSEQ%`,
-/// `%EXTERNAL_KEY%`, `%SESSION_TYPE%`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionNaming {
-    /// The site's host name without a port (`Site::host_name`).
-    pub host: String,
-    /// The session's LSID.
-    pub lsid: String,
-    /// The session's LSEQ.
-    pub lseq: Option<i64>,
-    /// The session's external key.
-    pub external_key: Option<String>,
-    /// The session's type (`support`, `presentation`).
-    pub session_type: String,
-}
-
-impl SessionNaming {
-    /// The naming values of `session`, downloaded from `host` (no port).
-    pub fn new(host: &str, session: &Session) -> SessionNaming {
-        SessionNaming {
-            host: host.to_string(),
-            lsid: session.lsid.clone(),
-            lseq: session.lseq,
-            external_key: session.external_key.clone(),
-            session_type: session.session_type.clone(),
-        }
-    }
-
-    fn values(&self, instance: Option<u32>, extension: &str) -> NameValues {
-        NameValues {
-            lseq: self.lseq.map(|n| n.to_string()),
-            lsid: Some(self.lsid.clone()),
-            external_key: self.external_key.clone(),
-            session_type: Some(self.session_type.clone()),
-            support_site_host: Some(self.host.clone()),
-            instance: instance.map(|n| n.to_string()),
-            extension: Some(extension.to_string()),
-        }
-    }
-}
-
-/// The kinds of recording the appliance offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordingKind {
-    /// The support session's screen recording.
-    Screen,
-    /// A Show My Screen recording; `instance` counts from 0 within the session.
-    ShowMyScreen {
-        /// `%INSTANCE%`
-        instance: u32,
-    },
-    /// A command shell recording; `instance` counts from 0 within the session.
-    CommandShell {
-        /// `%INSTANCE%`
-        instance: u32,
-    },
-    /// A presentation session's recording.
-    Presentation,
-}
-
-impl RecordingKind {
-    fn instance(self) -> Option<u32> {
-        match self {
-            RecordingKind::ShowMyScreen { instance } | RecordingKind::CommandShell { instance } => {
-                Some(instance)
-            }
-            RecordingKind::Screen | RecordingKind::Presentation => None,
-        }
+/// The file-name values of a session, presentation or recording.
+fn values_of(naming: &Naming, instance: Option<u32>, extension: &str) -> NameValues {
+    NameValues {
+        lseq: naming.lseq.map(|n| n.to_string()),
+        lsid: Some(naming.lsid.clone()),
+        external_key: naming.external_key.clone(),
+        session_type: Some(naming.session_type.clone()),
+        support_site_host: Some(naming.host.clone()),
+        instance: instance.map(|n| n.to_string()),
+        extension: Some(extension.to_string()),
     }
 }
 
@@ -196,11 +136,11 @@ impl RecordingKind {
 #[derive(Debug, Clone, Copy)]
 pub enum Item<'a> {
     /// A session's data file.
-    Session(&'a SessionNaming),
+    Session(&'a Naming),
     /// A presentation's data file (always XML).
-    Presentation(&'a SessionNaming),
+    Presentation(&'a Naming),
     /// A recording of a session, with the file's extension (`flv`, `mp4`, `bin`).
-    Recording(&'a SessionNaming, RecordingKind, &'a str),
+    Recording(&'a Naming, Recording, &'a str),
     /// A site backup from this host (no port).
     Backup(&'a str),
 }
@@ -209,11 +149,11 @@ pub enum Item<'a> {
 pub fn default_format(item: &Item<'_>) -> &'static str {
     match item {
         Item::Session(_) | Item::Presentation(_) => DEFAULT_SESSION_FORMAT,
-        Item::Recording(_, RecordingKind::Screen | RecordingKind::Presentation, _) => {
+        Item::Recording(_, Recording::Screen | Recording::Presentation, _) => {
             DEFAULT_RECORDING_FORMAT
         }
-        Item::Recording(_, RecordingKind::ShowMyScreen { .. }, _) => DEFAULT_SHOW_MY_SCREEN_FORMAT,
-        Item::Recording(_, RecordingKind::CommandShell { .. }, _) => DEFAULT_COMMAND_SHELL_FORMAT,
+        Item::Recording(_, Recording::ShowMyScreen(_), _) => DEFAULT_SHOW_MY_SCREEN_FORMAT,
+        Item::Recording(_, Recording::CommandShell(_), _) => DEFAULT_COMMAND_SHELL_FORMAT,
         Item::Backup(_) => DEFAULT_BACKUP_FORMAT,
     }
 }
@@ -486,9 +426,11 @@ impl FilesSink {
             }
         };
         let values = match item {
-            Item::Session(naming) => naming.values(None, self.session_extension()),
-            Item::Presentation(naming) => naming.values(None, "xml"),
-            Item::Recording(naming, kind, extension) => naming.values(kind.instance(), extension),
+            Item::Session(naming) => values_of(naming, None, self.session_extension()),
+            Item::Presentation(naming) => values_of(naming, None, "xml"),
+            Item::Recording(naming, kind, extension) => {
+                values_of(naming, kind.instance(), extension)
+            }
             Item::Backup(host) => NameValues {
                 support_site_host: Some(host.to_string()),
                 session_type: Some(BACKUP_SESSION_TYPE.into()),
@@ -511,12 +453,12 @@ impl FilesSink {
 
     /// Writes one session's data file. For `xml`, `raw_xml` is the `<session>` element
     /// exactly as the parser captured it and `root` the report's root element
-    /// ([`ReportRoot::read`]): the wrapping `<session_list>` repeats its prefix and
+    /// (read with the sessions by `parse`): the wrapping `<session_list>` repeats its prefix and
     /// namespace declarations, so the fragment means what it meant in the report. For
     /// `json`, `session` is written.
     pub fn deliver_session(
         &self,
-        naming: &SessionNaming,
+        naming: &Naming,
         session: &Session,
         raw_xml: &[u8],
         root: &ReportRoot,
@@ -544,7 +486,7 @@ impl FilesSink {
     /// `presentation`.
     pub fn deliver_presentation(
         &self,
-        naming: &SessionNaming,
+        naming: &Naming,
         raw: &[u8],
         root: &ReportRoot,
     ) -> Result<Delivered, FilesError> {
@@ -556,8 +498,8 @@ impl FilesSink {
     /// Brings one recording in from its spool file.
     pub fn deliver_recording(
         &self,
-        naming: &SessionNaming,
-        kind: RecordingKind,
+        naming: &Naming,
+        kind: Recording,
         extension: &str,
         spool: &Path,
     ) -> Result<Delivered, FilesError> {
