@@ -14,20 +14,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use super::CliError;
-use crate::appliance::{ApplianceClient, ClientOptions};
 use crate::config::units::parse_date;
-use crate::config::{Config, DataKind, DestinationKind};
-use crate::fetch::Fetcher;
+use crate::config::{Config, DataKind};
 use crate::metrics::Health;
 use crate::pipeline::admin::Admin;
 use crate::pipeline::backfill::{self, BackfillRequest, Progress, Summary};
 use crate::pipeline::daemon::spool_dir;
-use crate::pipeline::deliver_worker::DeliverWorker;
-use crate::pipeline::download_worker::DownloadWorker;
-use crate::pipeline::fetch_worker::FetchWorker;
 use crate::pipeline::items::Routes;
-use crate::pipeline::parse_worker;
+use crate::pipeline::routes;
 use crate::pipeline::scheduler::Reachability;
+use crate::pipeline::stages::{self, Scope, Stages};
 
 /// The arguments of `btic backfill`.
 #[derive(Debug, Clone, Default)]
@@ -113,38 +109,9 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
         }
         args.destinations.clone()
     };
-    let mut routes = Routes::default();
-    let mut presentations = Routes::default();
-    for d in &destinations {
-        let is_files = config
-            .destination(d)
-            .is_some_and(|d| matches!(d.kind, DestinationKind::Files(_)));
-        if kinds.contains(&DataKind::Sessions) {
-            routes.sessions.push(d.clone());
-        }
-        // Everything else goes only to files destinations: one named with --destination
-        // must be one; by default the others are passed over.
-        for (kind, to) in [
-            (DataKind::Recordings, &mut routes.recordings),
-            (DataKind::Presentations, &mut presentations.sessions),
-            (
-                DataKind::PresentationRecordings,
-                &mut presentations.recordings,
-            ),
-        ] {
-            if !kinds.contains(&kind) {
-                continue;
-            }
-            if is_files {
-                to.push(d.clone());
-            } else if !args.destinations.is_empty() {
-                return Err(CliError::config(format!(
-                    "{} go only to files destinations, and {d:?} is not one",
-                    kind.as_str()
-                )));
-            }
-        }
-    }
+    let named = !args.destinations.is_empty();
+    let (routes, presentations) = routes::backfill(config, &destinations, &kinds, named)
+        .map_err(|e| CliError::config(e.to_string()))?;
     let nothing = |r: &Routes| r.sessions.is_empty() && r.recordings.is_empty();
     if nothing(&routes) && nothing(&presentations) {
         return Err(CliError::config(format!(
@@ -281,86 +248,38 @@ async fn in_process(
 ) -> Result<Summary, CliError> {
     let failed = |e: &dyn std::fmt::Display| CliError::failed(e.to_string());
     let secrets = config.resolve_secrets().map_err(|e| failed(&e))?;
-    let site = config
-        .site(&request.site)
-        .ok_or_else(|| CliError::config(format!("no site named {:?}", request.site)))?;
+    if config.site(&request.site).is_none() {
+        return Err(CliError::config(format!(
+            "no site named {:?}",
+            request.site
+        )));
+    }
     let spool = spool_dir(config);
     std::fs::create_dir_all(&spool).map_err(|e| failed(&e))?;
-    let secret = secrets
-        .client_secrets
-        .get(&site.name)
-        .cloned()
-        .ok_or_else(|| CliError::failed(format!("no client secret for site {:?}", site.name)))?;
-    let options = ClientOptions {
-        retry: config.pipeline.retry,
-        ..ClientOptions::default()
-    };
-    let client = ApplianceClient::with_options(
-        site,
-        secret,
-        secrets.backup_passwords.get(&site.name).cloned(),
-        &spool,
-        options,
-    )
-    .map_err(|e| failed(&e))?;
-    let fetcher = Fetcher::new(
-        site.clone(),
-        client.clone(),
-        queue.clone(),
-        config.pipeline.clone(),
-        config.start_from,
-    );
-
-    // The stages the job needs: this site's requests to make again, parse, rejected,
-    // this site's downloads and the
-    // deliveries to its destinations.
+    // The stages the job needs: its site's (requests to make again, downloads), parse,
+    // and the deliveries to its destinations.
     let stages = CancellationToken::new();
-    let health = Arc::new(Health::new(config.pipeline.stall_after));
-    let reachability = Arc::new(Reachability::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(parse_worker::run(
-        queue.clone(),
-        stages.clone(),
-        health.clone(),
-        parse_worker::item_shapes(config),
-    ));
-    tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
-    tasks.spawn(
-        FetchWorker {
-            fetcher: fetcher.clone(),
-            queue: queue.clone(),
-            retry: config.pipeline.retry,
-            max_body_bytes: config.pipeline.max_body_bytes,
-            health: health.clone(),
-        }
-        .run(stages.clone()),
-    );
-    tasks.spawn(
-        DownloadWorker {
-            site: site.name.clone(),
-            client,
-            queue: queue.clone(),
-            retry: config.pipeline.retry,
-            health: health.clone(),
-        }
-        .run(stages.clone()),
-    );
-    for name in request.destinations() {
-        let Some(destination) = config.destination(name) else {
-            continue;
-        };
-        let worker = DeliverWorker {
-            destination: destination.clone(),
-            url: secrets.urls.get(name).cloned(),
-            queue: queue.clone(),
-            retry: config.pipeline.retry,
-            health: health.clone(),
-            reachability: reachability.clone(),
-        };
-        let runtime = tokio::runtime::Handle::current();
-        let stop = stages.clone();
-        tasks.spawn_blocking(move || runtime.block_on(worker.run(stop)));
-    }
+    let shared = stages::Shared {
+        config: Arc::new(config.clone()),
+        secrets: Arc::new(secrets),
+        queue: queue.clone(),
+        health: Arc::new(Health::new(config.pipeline.stall_after)),
+        reachability: Arc::new(Reachability::default()),
+    };
+    let destinations: Vec<&str> = request
+        .destinations()
+        .into_iter()
+        .map(String::as_str)
+        .collect();
+    let scope = Scope::Only {
+        sites: &[request.site.as_str()],
+        destinations: &destinations,
+    };
+    let Stages { fetch, mut tasks } =
+        stages::start(&shared, scope, &spool, &stages).map_err(|e| failed(&e))?;
+    let fetcher = fetch
+        .get(&request.site)
+        .ok_or_else(|| CliError::config(format!("no site named {:?}", request.site)))?;
 
     // Ctrl-C stops the job between two steps; running the command again resumes it.
     let interrupted = stages.child_token();
@@ -374,7 +293,7 @@ async fn in_process(
     }
     let outcome = backfill::run(
         queue,
-        &fetcher,
+        fetcher,
         &config.pipeline,
         request,
         &interrupted,

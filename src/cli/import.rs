@@ -67,10 +67,9 @@ pub fn import(
         DestinationKind::Sql(sql) => runtime.block_on(import_sql(dest, sql, &host_name, files))?,
         DestinationKind::Files(files_dest) => import_files(files_dest, &host_name, files)?,
     };
-    let written = if dest.is_files() {
-        format!("{} new files", tally.new_files)
-    } else {
-        format!("{} rows", tally.rows)
+    let written = match &dest.kind {
+        DestinationKind::Files(_) => format!("{} new files", tally.new_files),
+        DestinationKind::Sql(_) => format!("{} rows", tally.rows),
     };
     println!(
         "imported {} sessions ({written}) into destination {destination:?} from {} file{}: {} skipped, {} failed",

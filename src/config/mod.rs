@@ -175,9 +175,34 @@ impl Destination {
         }
     }
 
-    /// Whether this is a `files` destination (the only kind that takes recordings and backups).
-    pub fn is_files(&self) -> bool {
-        matches!(self.kind, DestinationKind::Files(_))
+    // What a destination can take and how is asked with these, never by its kind
+    // elsewhere: a new kind answers each of them here.
+
+    /// Whether it takes `data`: every kind takes sessions; recordings, presentations,
+    /// their recordings and backups go only to `files` destinations (the SQL schema has
+    /// no tables for them, as in the Integration Client).
+    pub fn takes(&self, data: DataKind) -> bool {
+        match &self.kind {
+            DestinationKind::Files(_) => true,
+            DestinationKind::Sql(_) => data == DataKind::Sessions,
+        }
+    }
+
+    /// Whether it takes sessions still in progress, each later version replacing the
+    /// earlier (SQL upserts do; a file is written once).
+    pub fn takes_in_progress(&self) -> bool {
+        matches!(self.kind, DestinationKind::Sql(_))
+    }
+
+    /// Whether it writes sessions in batches, so the parse stage hands them on in
+    /// bundles (`DeliverItem::Sessions`) rather than one item each.
+    pub fn takes_bundles(&self) -> bool {
+        matches!(self.kind, DestinationKind::Sql(_))
+    }
+
+    /// Whether its items can own spool files (recordings and backups waiting for it).
+    pub fn owns_spool_files(&self) -> bool {
+        self.takes(DataKind::Recordings) || self.takes(DataKind::Backups)
     }
 
     /// Whether it writes sessions as the appliance's XML (a `files` destination with
@@ -424,18 +449,6 @@ impl DataKind {
     /// Parses a `data` entry.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-
-    /// Whether only `files` destinations can take this kind (the SQL schema has no
-    /// tables for presentations).
-    pub fn needs_files_destination(self) -> bool {
-        matches!(
-            self,
-            DataKind::Recordings
-                | DataKind::Presentations
-                | DataKind::PresentationRecordings
-                | DataKind::Backups
-        )
     }
 }
 

@@ -687,7 +687,7 @@ fn build_schedule(
                     Some(kind) if data.contains(&kind) => p.error(dkey, format!("\"{item}\" is listed twice")),
                     Some(kind) => {
                         if let Some(d) = dest
-                            && kind.needs_files_destination() && !d.is_files() {
+                            && !d.takes(kind) {
                                 p.error(
                                     dkey,
                                     format!(

@@ -1,33 +1,25 @@
-//! `btic run`: opens the state directory, starts one task per stage worker, the
+//! `btic run`: opens the state directory, starts the stage workers (`stages`), the
 //! scheduler, the gauge updater and the metrics/admin listener, and stops them all when
 //! the shutdown token fires.
 //!
-//! Tasks and what bounds them: one parse worker; one deliver worker per destination; one
-//! fetch worker (requests to make again) and one download worker per site; one scheduler; one gauge updater; one HTTP server. Each ends
-//! when `shutdown` is cancelled, after finishing the item it holds (its hand-off either
-//! happens whole or not at all), and the daemon waits for them at most `DRAIN` before it
-//! flushes the queue and returns. Nothing here buffers items in memory: every hand-over
-//! between stages goes through the queue on disk.
+//! Besides the stage workers, one scheduler, one gauge updater and one HTTP server. Each
+//! task ends when `shutdown` is cancelled, after finishing the item it holds (its hand-off
+//! either happens whole or not at all), and the daemon waits for them at most `DRAIN`
+//! before it flushes the queue and returns.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
-use super::deliver_worker::DeliverWorker;
-use super::download_worker::DownloadWorker;
-use super::fetch_worker::FetchWorker;
 use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
-use super::parse_worker;
 use super::scheduler::{Reachability, Scheduler};
-use crate::appliance::{ApplianceClient, ClientOptions};
+use super::stages::{self, Scope, Stages};
 use crate::config::Config;
-use crate::fetch::Fetcher;
 use crate::metrics::{self, Health};
 use crate::queue::{Queue, QueueDepth};
 
@@ -56,9 +48,9 @@ pub enum RunError {
         /// Why.
         reason: String,
     },
-    /// A site's client could not be set up.
+    /// The stage workers could not start (a site's client could not be set up).
     #[error(transparent)]
-    Appliance(#[from] crate::appliance::ApplianceError),
+    Stages(#[from] stages::StartError),
 }
 
 /// The spool directory under a state directory.
@@ -92,7 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 config
                     .destinations
                     .iter()
-                    .filter(|d| d.is_files())
+                    .filter(|d| d.owns_spool_files())
                     .map(|d| deliver_queue(&d.name)),
             )
             .collect();
@@ -110,68 +102,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let stages = CancellationToken::new();
     let reachability = Arc::new(Reachability::default());
-    let mut tasks = JoinSet::new();
-    let mut fetchers = BTreeMap::new();
-    for site in &config.sites {
-        let secret = secrets
-            .client_secrets
-            .get(&site.name)
-            .cloned()
-            .ok_or_else(|| {
-                RunError::Secrets(format!("no client secret for site {:?}", site.name))
-            })?;
-        let options = ClientOptions {
-            retry: config.pipeline.retry,
-            ..ClientOptions::default()
-        };
-        let client = ApplianceClient::with_options(
-            site,
-            secret,
-            secrets.backup_passwords.get(&site.name).cloned(),
-            &spool,
-            options,
-        )?;
-        let fetcher = Fetcher::new(
-            site.clone(),
-            client.clone(),
-            queue.clone(),
-            config.pipeline.clone(),
-            config.start_from,
-        );
-        fetchers.insert(site.name.clone(), fetcher.clone());
-        let worker = FetchWorker {
-            fetcher,
-            queue: queue.clone(),
-            retry: config.pipeline.retry,
-            max_body_bytes: config.pipeline.max_body_bytes,
-            health: health.clone(),
-        };
-        tasks.spawn(worker.run(stages.clone()));
-        let worker = DownloadWorker {
-            site: site.name.clone(),
-            client,
-            queue: queue.clone(),
-            retry: config.pipeline.retry,
-            health: health.clone(),
-        };
-        tasks.spawn(worker.run(stages.clone()));
-    }
-    for destination in &config.destinations {
-        let worker = DeliverWorker {
-            destination: destination.clone(),
-            url: secrets.urls.get(&destination.name).cloned(),
-            queue: queue.clone(),
-            retry: config.pipeline.retry,
-            health: health.clone(),
-            reachability: reachability.clone(),
-        };
-        // Each destination's worker runs on a thread of its own (driving the runtime's
-        // IO from there): a slow or stuck database blocks nobody else, and database
-        // drivers' futures need not be `Send`.
-        let runtime = tokio::runtime::Handle::current();
-        let stop = stages.clone();
-        tasks.spawn_blocking(move || runtime.block_on(worker.run(stop)));
-    }
+    let shared = stages::Shared {
+        config: config.clone(),
+        secrets: Arc::new(secrets),
+        queue: queue.clone(),
+        health: health.clone(),
+        reachability: reachability.clone(),
+    };
+    let Stages {
+        fetch: fetchers,
+        mut tasks,
+    } = stages::start(&shared, Scope::All, &spool, &stages)?;
     let backfills = Arc::new(Backfills {
         queue: queue.clone(),
         config: config.clone(),
@@ -207,13 +148,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 .await;
         })
     };
-    tasks.spawn(parse_worker::run(
-        queue.clone(),
-        stages.clone(),
-        health.clone(),
-        parse_worker::item_shapes(&config),
-    ));
-    tasks.spawn(parse_worker::run_rejected(queue.clone(), stages.clone()));
     tasks.spawn(update_gauges(
         queue.clone(),
         health.clone(),

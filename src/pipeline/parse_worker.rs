@@ -21,19 +21,21 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::backfill;
+use super::backfill::Finished;
+use super::fetch_worker::request_metadata;
+use super::handoff::{HandOff, Step};
 use super::items::{
     BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, REJECTED,
     Rejected, deliver_queue, download_queue, fetch_queue,
 };
+use super::keys;
 use crate::config::Config;
-use crate::fetch::{open_key, task_metadata};
 use crate::metrics;
 use crate::model::{Naming, Recording, Report, ReportRoot};
 use crate::parse::{
     ParseError, ParsedPresentation, ParsedSession, PresentationReader, SessionReader,
 };
-use crate::queue::{Changes, Claimed, Queue, QueueError};
+use crate::queue::{Claimed, Queue, QueueError};
 
 /// Sessions per transaction. Up to three chunks are in memory at once (one being
 /// read, one in the channel, one being handed on), parsed and with their raw XML, so
@@ -93,7 +95,7 @@ pub fn item_shapes(config: &Config) -> Arc<ItemShapes> {
     };
     Arc::new(ItemShapes {
         raw_xml: names(|d| d.writes_raw_xml()),
-        bundled: names(|d| !d.is_files()),
+        bundled: names(|d| d.takes_bundles()),
     })
 }
 
@@ -128,11 +130,6 @@ pub async fn run(
     }
 }
 
-/// The state key that counts the sessions of queue item `id` already handed on.
-fn progress_key(id: crate::queue::ItemId) -> String {
-    format!("parse/{id}")
-}
-
 async fn parse_one(
     queue: &Queue,
     claimed: Claimed<FetchedBody>,
@@ -140,18 +137,17 @@ async fn parse_one(
 ) -> Result<(), QueueError> {
     let started = Instant::now();
     let Claimed { item, ticket } = claimed;
-    let key = progress_key(ticket.id());
+    let id = ticket.id();
+    let key = keys::parse_progress(id);
     let done: u64 = queue.state_get(&key).await?.unwrap_or(0);
-    // A backfill body counts the items it hands on (over restarts, like `done`), so the
-    // job knows how many to wait for.
-    let job = item.lane.backfill_job().map(str::to_string);
-    let pushed_key = job
-        .as_deref()
-        .map(|j| backfill::pushed_key(j, &format!("b{}", ticket.id())));
-    let mut job_pushed: u64 = match &pushed_key {
-        Some(k) => queue.state_get(k).await?.unwrap_or(0),
+    // The body's chunks are one step over several transactions: a backfill job counts
+    // the items it creates in total, over restarts too, like `done`.
+    let creator = Step::Item(id);
+    let before: u64 = match HandOff::created_key(&item.lane, &creator) {
+        Some(k) => queue.state_get(&k).await?.unwrap_or(0),
         None => 0,
     };
+    let mut created = before;
     // The report root's prefix and namespaces, read by the same pass as the records.
     let mut root = ReportRoot::default();
 
@@ -167,23 +163,21 @@ async fn parse_one(
     while let Some(chunk) = rx.recv().await {
         match chunk {
             Chunk::Sessions(sessions) => {
-                let mut changes = Changes::new();
+                let mut step = HandOff::resuming(&item.lane, creator.clone(), created);
                 let mut bundles = Bundles::new();
                 handed_on += sessions.len() as u64;
                 for outcome in sessions {
                     match outcome {
                         Ok(record) => {
                             parsed += 1;
-                            let n = match record {
+                            match record {
                                 Parsed::Session(s) => {
-                                    route(&mut changes, &mut bundles, &item, s, &root, shapes)?
+                                    route(&mut step, &mut bundles, &item, s, &root, shapes)?
                                 }
                                 Parsed::Presentation(p) => {
-                                    route_presentation(&mut changes, &item, p, &root)?
+                                    route_presentation(&mut step, &item, p, &root)?
                                 }
-                            };
-                            pushed += n;
-                            job_pushed += n;
+                            }
                         }
                         Err(e) => {
                             bad += 1;
@@ -191,7 +185,7 @@ async fn parse_one(
                                 ParseError::BadValue { raw, .. } => raw.clone(),
                                 _ => Vec::new(),
                             };
-                            changes.push(
+                            step.push(
                                 REJECTED,
                                 &Rejected {
                                     site: item.site.clone(),
@@ -201,18 +195,14 @@ async fn parse_one(
                                     lane: item.lane.clone(),
                                 },
                             )?;
-                            job_pushed += 1;
                         }
                     }
                 }
-                let n = push_bundles(&mut changes, &item, bundles)?;
-                pushed += n;
-                job_pushed += n;
-                changes.put_state(&key, &handed_on)?;
-                if let Some(k) = &pushed_key {
-                    changes.put_state(k, &job_pushed)?;
-                }
-                queue.commit(changes).await?;
+                push_bundles(&mut step, &item, bundles)?;
+                pushed += step.created() - created;
+                created = step.created();
+                step.put_state(&key, &handed_on)?;
+                step.commit(queue, Vec::new()).await?;
             }
             Chunk::Root(r) => root = r,
             Chunk::Fatal(reason) => fatal = Some(reason),
@@ -224,85 +214,74 @@ async fn parse_one(
         fatal.get_or_insert_with(|| format!("the reading thread failed: {e}"));
     }
     metrics::parsed(&item.site, parsed, bad + u64::from(fatal.is_some()));
-    match fatal {
-        Some(reason) => match item.fetch_request() {
-            // The request goes to the dead letter (the sessions before the fault are
-            // handed on): `btic replay` asks the appliance again, whose next answer
-            // may well be whole, and idempotent destinations absorb the repeats.
-            Some(request) => {
-                tracing::error!(
-                    site = %item.site,
-                    request = %item.request,
-                    "report body is malformed; its request moved to the dead letter (`btic replay` asks again): {reason}"
-                );
-                let metadata = task_metadata(&item.site, &request, &item.lane);
-                let metadata: Vec<(&str, &str)> =
-                    metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let mut changes = Changes::new();
-                changes.delete_state(&key);
-                if let Some(j) = &job {
-                    changes.put_state(
-                        &backfill::done_key(j, ticket.id()),
-                        &backfill::Finished::Other,
-                    )?;
-                }
-                backfill::add_task(&mut changes, &item.lane, &request)?;
-                backfill::finish_task(
-                    &mut changes,
-                    &item.lane,
-                    &request,
-                    backfill::Finished::DeadLettered,
-                )?;
-                let task = FetchTask {
-                    site: item.site.clone(),
-                    request,
-                    routes: item.routes.clone(),
-                    lane: item.lane.clone(),
-                };
-                let reason = format!("{}: {reason}", item.request);
-                changes.bury(&fetch_queue(&item.site), &task, &reason, 1, &metadata)?;
-                queue.hand_off(ticket, changes).await?;
-                if let Err(e) = std::fs::remove_file(&item.body) {
-                    tracing::warn!("removing spool file {}: {e}", item.body.display());
-                }
-            }
-            // A request text of another shape (written by an older version) cannot be
-            // asked again: the body itself waits in the dead letter.
-            None => {
-                tracing::error!(
-                    site = %item.site,
-                    request = %item.request,
-                    body = %item.body.display(),
-                    "report body moved to the dead letter: {reason}"
-                );
-                // The body file stays: the dead letter refers to it and a replay reads it.
-                let body = item.body.display().to_string();
-                let metadata = vec![
-                    ("stage", "parse"),
-                    ("site", item.site.as_str()),
-                    ("request", item.request.as_str()),
-                    ("body", body.as_str()),
-                ];
-                backfill::dead_letter(queue, ticket, &reason, metadata, job.as_deref()).await?;
-            }
-        },
-        None => {
-            let mut changes = Changes::new();
-            changes.delete_state(&key);
-            if let Some(j) = &job {
-                changes.put_state(
-                    &backfill::done_key(j, ticket.id()),
-                    &backfill::Finished::Other,
-                )?;
-            }
-            queue.hand_off(ticket, changes).await?;
-            if let Err(e) = std::fs::remove_file(&item.body) {
-                tracing::warn!("removing spool file {}: {e}", item.body.display());
-            }
+    let mut step = HandOff::resuming(&item.lane, creator.clone(), created);
+    step.delete_state(&key);
+    match (fatal, item.fetch_request()) {
+        // A malformed body's request goes to the dead letter (the records before the
+        // fault are handed on): `btic replay` asks the appliance again, whose next
+        // answer may well be whole, and idempotent destinations absorb the repeats.
+        (Some(reason), Some(request)) => {
+            tracing::error!(
+                site = %item.site,
+                request = %item.request,
+                "report body is malformed; its request moved to the dead letter (`btic replay` asks again): {reason}"
+            );
+            let metadata = request_metadata(&item.site, &request);
+            let metadata: Vec<(&str, &str)> =
+                metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let finishes = Step::Request(request.to_string());
+            let task = FetchTask {
+                site: item.site.clone(),
+                request,
+                routes: item.routes.clone(),
+                lane: item.lane.clone(),
+            };
+            let reason = format!("{}: {reason}", item.request);
+            step.bury(
+                &fetch_queue(&item.site),
+                &task,
+                &reason,
+                &metadata,
+                finishes,
+            )?;
+            step.finish(&item.lane, creator, Finished::Body);
+            step.commit(queue, vec![ticket]).await?;
+            remove_spool(&item.body);
+        }
+        // A request text of another shape (written by an older version) cannot be
+        // asked again: the body itself waits in the dead letter, and its file stays
+        // (the dead letter refers to it and a replay reads it).
+        (Some(reason), None) => {
+            tracing::error!(
+                site = %item.site,
+                request = %item.request,
+                body = %item.body.display(),
+                "report body moved to the dead letter: {reason}"
+            );
+            let body = item.body.display().to_string();
+            let metadata = [
+                ("stage", "parse"),
+                ("site", item.site.as_str()),
+                ("request", item.request.as_str()),
+                ("body", body.as_str()),
+            ];
+            step.dead_letter(queue, ticket, &reason, &metadata, &item.lane, creator)
+                .await?;
+        }
+        (None, _) => {
+            step.finish(&item.lane, creator, Finished::Body);
+            step.commit(queue, vec![ticket]).await?;
+            remove_spool(&item.body);
         }
     }
     metrics::stage_progress("parse", 1, pushed, started.elapsed());
     Ok(())
+}
+
+fn remove_spool(path: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!("removing spool file {}: {e}", path.display());
+    }
 }
 
 /// Sessions of one chunk waiting to be bundled, per destination.
@@ -311,14 +290,13 @@ type Bundles = std::collections::BTreeMap<String, Vec<crate::model::Session>>;
 /// Pushes the chunk's bundles, at most `BUNDLE_SESSIONS` sessions each; returns how
 /// many items.
 fn push_bundles(
-    changes: &mut Changes,
+    step: &mut HandOff,
     item: &FetchedBody,
     bundles: Bundles,
-) -> Result<u64, QueueError> {
-    let mut count = 0;
+) -> Result<(), QueueError> {
     for (destination, sessions) in bundles {
         for part in sessions.chunks(BUNDLE_SESSIONS) {
-            changes.push(
+            step.push(
                 &deliver_queue(&destination),
                 &DeliverItem::Sessions {
                     site: item.site.clone(),
@@ -327,30 +305,27 @@ fn push_bundles(
                     lane: item.lane.clone(),
                 },
             )?;
-            count += 1;
         }
     }
-    Ok(count)
+    Ok(())
 }
 
-/// Adds the queue items for one session (or adds it to `bundles`); returns how many
-/// items it pushed.
+/// Adds the queue items for one session (or adds it to `bundles`).
 fn route(
-    changes: &mut Changes,
+    step: &mut HandOff,
     bundles: &mut Bundles,
     item: &FetchedBody,
     parsed: ParsedSession,
     root: &ReportRoot,
     shapes: &ItemShapes,
-) -> Result<u64, QueueError> {
-    let mut count = 0;
+) -> Result<(), QueueError> {
     let session = parsed.session;
     if item.routes.track_open {
-        let key = open_key(&item.site, &session.lsid);
+        let key = keys::open(&item.site, &session.lsid);
         if session.is_closed() {
-            changes.delete_state(&key);
+            step.delete_state(&key);
         } else if let Some(started) = session.start_time {
-            changes.put_state(&key, &started.timestamp())?;
+            step.put_state(&key, &started.timestamp())?;
         }
     }
     // A session in progress goes only where each version replaces the last (SQL); files
@@ -362,7 +337,7 @@ fn route(
     };
     if session.is_closed() && !item.routes.recordings.is_empty() {
         for recording in Recording::of(&session) {
-            changes.push(
+            step.push(
                 &download_queue(&item.site),
                 &DownloadTask::Recording {
                     site: item.site.clone(),
@@ -372,7 +347,6 @@ fn route(
                     lane: item.lane.clone(),
                 },
             )?;
-            count += 1;
         }
     }
     for destination in destinations.iter().filter(|d| shapes.bundled.contains(*d)) {
@@ -388,7 +362,7 @@ fn route(
         } else {
             (Vec::new(), ReportRoot::default())
         };
-        changes.push(
+        step.push(
             &deliver_queue(destination),
             &DeliverItem::Session {
                 site: item.site.clone(),
@@ -399,25 +373,22 @@ fn route(
                 lane: item.lane.clone(),
             },
         )?;
-        count += 1;
     }
-    Ok(count)
+    Ok(())
 }
 
-/// Adds the queue items for one presentation (files destinations only); returns how
-/// many. Presentations are read from `end_time` windows, so each one has ended.
+/// Adds the queue items for one presentation (files destinations only). Presentations are read from `end_time` windows, so each one has ended.
 fn route_presentation(
-    changes: &mut Changes,
+    step: &mut HandOff,
     item: &FetchedBody,
     parsed: ParsedPresentation,
     root: &ReportRoot,
-) -> Result<u64, QueueError> {
+) -> Result<(), QueueError> {
     let naming = Naming::presentation(&item.host, &parsed.lsid, parsed.lseq);
-    let mut count = 0;
     if !item.routes.recordings.is_empty() {
         // Whether a presentation was recorded is not in its data as far as is known:
         // the download asks, and "no data" means there is none.
-        changes.push(
+        step.push(
             &download_queue(&item.site),
             &DownloadTask::Recording {
                 site: item.site.clone(),
@@ -427,10 +398,9 @@ fn route_presentation(
                 lane: item.lane.clone(),
             },
         )?;
-        count += 1;
     }
     for destination in &item.routes.sessions {
-        changes.push(
+        step.push(
             &deliver_queue(destination),
             &DeliverItem::Presentation {
                 site: item.site.clone(),
@@ -440,9 +410,8 @@ fn route_presentation(
                 lane: item.lane.clone(),
             },
         )?;
-        count += 1;
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Runs on a blocking thread: parses `path` as a `report` body, skips the first `skip`
@@ -536,13 +505,15 @@ pub async fn run_rejected(queue: Queue, shutdown: CancellationToken) {
         let outcome = match claimed {
             Ok(Claimed { item, ticket }) => {
                 tracing::error!(site = %item.site, request = %item.request, "session moved to the dead letter: {}", item.reason);
-                let metadata = vec![
+                let metadata = [
                     ("stage", "parse"),
                     ("site", item.site.as_str()),
                     ("request", item.request.as_str()),
                 ];
-                let job = item.lane.backfill_job();
-                backfill::dead_letter(&queue, ticket, &item.reason, metadata, job).await
+                let step = Step::Item(ticket.id());
+                HandOff::new(&item.lane, step.clone())
+                    .dead_letter(&queue, ticket, &item.reason, &metadata, &item.lane, step)
+                    .await
             }
             Err(e) => Err(e),
         };

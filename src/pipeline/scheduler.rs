@@ -13,11 +13,13 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::items::{DownloadTask, Routes, download_queue};
+use super::fetch_worker::FetchStage;
+use super::items::{DownloadTask, download_queue};
+use super::keys;
+use super::routes;
 use super::schedule::is_due;
-use super::status::{ScheduleRun, schedule_key};
+use super::status::ScheduleRun;
 use crate::config::{Config, DataKind, Schedule};
-use crate::fetch::Fetcher;
 use crate::metrics;
 use crate::model::Report;
 use crate::queue::Queue;
@@ -49,45 +51,13 @@ impl Reachability {
     }
 }
 
-/// The routes of (site, report) over all schedules.
-pub fn routes_for(config: &Config, site: &str, report: Report) -> Routes {
-    let (data, recordings) = match report {
-        Report::SupportSession => (DataKind::Sessions, DataKind::Recordings),
-        Report::PresentationSession => (DataKind::Presentations, DataKind::PresentationRecordings),
-    };
-    let mut routes = Routes::default();
-    for t in config.schedules.iter().flat_map(|s| &s.transfers) {
-        if t.site != site {
-            continue;
-        }
-        if t.data.contains(&data) && !routes.sessions.contains(&t.destination) {
-            routes.sessions.push(t.destination.clone());
-        }
-        if t.data.contains(&recordings) && !routes.recordings.contains(&t.destination) {
-            routes.recordings.push(t.destination.clone());
-        }
-        let is_sql = config
-            .destination(&t.destination)
-            .is_some_and(|d| !d.is_files());
-        if report == Report::SupportSession
-            && t.include_in_progress
-            && is_sql
-            && !routes.in_progress.contains(&t.destination)
-        {
-            routes.in_progress.push(t.destination.clone());
-        }
-    }
-    routes.track_open = !routes.in_progress.is_empty();
-    routes
-}
-
 /// Runs schedules until `shutdown`.
 #[derive(Debug)]
 pub struct Scheduler {
     /// The pipeline file.
     pub config: Arc<Config>,
-    /// One fetcher per site.
-    pub fetchers: BTreeMap<String, Fetcher>,
+    /// One fetch stage per site.
+    pub fetchers: BTreeMap<String, FetchStage>,
     /// The shared queue.
     pub queue: Queue,
     /// Destinations' reachability, from the deliver workers.
@@ -103,7 +73,7 @@ impl Scheduler {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let key = schedule_key(&schedule.name);
+                let key = keys::schedule(&schedule.name);
                 let run: ScheduleRun = match self.queue.state_get(&key).await {
                     Ok(r) => r.unwrap_or_default(),
                     Err(e) => {
@@ -206,7 +176,7 @@ impl Scheduler {
             let Some(fetcher) = self.fetchers.get(site) else {
                 continue;
             };
-            let routes = routes_for(&self.config, site, report);
+            let routes = routes::live(&self.config, site, report);
             match fetcher.fetch_live(report, &routes).await {
                 Ok(summary) => tracing::debug!(
                     site,
