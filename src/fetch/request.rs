@@ -10,9 +10,9 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Report;
 use super::plan::Window;
 use crate::appliance::WindowBy;
+use crate::model::Report;
 
 /// Which sessions a request selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,11 +50,23 @@ impl FetchRequest {
         }
     }
 
-    /// Two requests that together ask for the same sessions, or `None` when it cannot
-    /// be split. Only LSID lists split: an appliance refuses such a request as a whole
-    /// when one LSID is bad, so halving isolates it. (A window is split only when its
-    /// body is too large or it times out, which the fetch stage decides.)
-    pub fn split(&self) -> Option<(FetchRequest, FetchRequest)> {
+    /// The two halves of a window, in time order, or `None` for a list or a window of
+    /// one second.
+    pub fn split_window(&self) -> Option<(FetchRequest, FetchRequest)> {
+        let Selection::Window(by, w) = &self.selection else {
+            return None;
+        };
+        let (a, b) = w.split()?;
+        let half = |w| FetchRequest {
+            report: self.report,
+            selection: Selection::Window(*by, w),
+        };
+        Some((half(a), half(b)))
+    }
+
+    /// The two halves of an LSID list of two or more, or `None`. An appliance refuses
+    /// such a request as a whole when one LSID is bad, so halving isolates it.
+    pub fn split_list(&self) -> Option<(FetchRequest, FetchRequest)> {
         match &self.selection {
             Selection::Lsids(lsids) if lsids.len() > 1 => {
                 let (a, b) = lsids.split_at(lsids.len() / 2);
@@ -223,16 +235,26 @@ mod tests {
     }
 
     #[test]
-    fn only_lsid_lists_of_two_or_more_split_and_the_halves_cover_the_list() {
+    fn lists_split_into_lists_and_windows_into_windows_covering_the_same() {
         let lsids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let (x, y) = FetchRequest::lsids(&lsids).split().unwrap();
+        let (x, y) = FetchRequest::lsids(&lsids).split_list().unwrap();
         assert_eq!(x, FetchRequest::lsids(&lsids[..1]));
         assert_eq!(y, FetchRequest::lsids(&lsids[1..]));
-        assert_eq!(FetchRequest::lsids(&lsids[..1]).split(), None);
+        assert_eq!(FetchRequest::lsids(&lsids[..1]).split_list(), None);
+        assert_eq!(FetchRequest::lsids(&lsids).split_window(), None);
+        let hour = FetchRequest::ended(Report::SupportSession, window(0, 3600));
+        assert_eq!(hour.split_list(), None);
+        let (a, b) = hour.split_window().unwrap();
         assert_eq!(
-            FetchRequest::ended(Report::SupportSession, window(0, 3600)).split(),
-            None
+            a,
+            FetchRequest::ended(Report::SupportSession, window(0, 1800))
         );
+        assert_eq!(
+            b,
+            FetchRequest::ended(Report::SupportSession, window(1800, 3600))
+        );
+        let second = FetchRequest::ended(Report::SupportSession, window(0, 1));
+        assert_eq!(second.split_window(), None);
     }
 
     #[test]

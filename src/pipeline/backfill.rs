@@ -7,7 +7,7 @@
 //! recording destinations), so running the same command again names the same job: an
 //! unfinished job resumes where it stopped, a finished one reports its summary again.
 //!
-//! # State (all in the queue's state area)
+//! # State (all in the queue's state area; `keys` has the whole table)
 //!
 //! | key                                | value      | written                                   |
 //! |------------------------------------|------------|-------------------------------------------|
@@ -15,31 +15,27 @@
 //! | `backfill/<job>/next`              | i64        | with each fetched body (fetch progress)   |
 //! | `backfill/<job>/next-presentations`| i64        | the same for a job's presentations        |
 //! | `backfill/<job>/fetched`           | bool       | once every window (or LSID) is fetched    |
-//! | `backfill/<job>/pushed/<what>`     | u64        | items a step handed on for the job        |
-//! | `backfill/<job>/done/<item id>`    | `Finished` | when one of the job's items left the pipeline or was dead-lettered |
+//! | `backfill/<job>/pushed/<step>`     | u64        | items a step created for the job          |
+//! | `backfill/<job>/done/<step>`       | `Finished` | when one of the job's steps is through    |
 //!
 //! # Knowing when everything is through
 //!
-//! Every item of the job carries `Lane::Backfill(job)`. Each step that creates items for
-//! the job records how many, keyed by what created them, in the same transaction as the
-//! items: the fetch stage `pushed/w <request>` = 1 per body, the parse stage
-//! `pushed/b<body id>` = the items it pushed for that body (cumulative over restarts, like
-//! its own progress), the download stage `pushed/d<task id>` = its deliver items. Each
-//! step that consumes one of the job's items for good writes `done/<item id>` in its
-//! hand-off transaction; an item moved to the dead letter gets `done/<item id>` =
-//! `DeadLettered` in the dead-lettering transaction and carries the metadata
-//! `backfill = <job>` (so purging the dead letter cannot strand the job). The job is
-//! through when its fetching is finished and `sum(pushed) == count(done)`; the check
-//! reads the finished counts before the created ones, so items created meanwhile cannot
-//! make it pass early. All keys are written in
-//! the transactions that move the items and are keyed by identity (window, item id), so
-//! an at-least-once redo after a crash rewrites the same keys: the counts stay exact, and
-//! a crash anywhere only delays the moment the sums meet. An item that is replayed from
-//! the dead letter keeps counting as through; once delivered, its `done` key says so.
-//! (An item that cannot even be decoded is dead-lettered by the queue without the
+//! Every item of the job carries `Lane::Backfill(job)`, and every step that handles one
+//! commits through a `handoff::HandOff`, which writes in the step's own transaction what
+//! it created (`pushed/<step>`, by the identity of the step: the item it consumed, or the
+//! request it made) and what it finished (`done/<step>`, with how: a session or recording
+//! delivered, a body parsed, a request or item dead-lettered). An item moved to the dead
+//! letter carries the metadata `backfill = <job>` and counts as finished, so purging the
+//! dead letter cannot strand the job; replayed and delivered later, its `done` record is
+//! written again with how it finished. The job is through when its fetching is finished
+//! and the items created add up to the steps finished; the check reads the finished
+//! records before the created ones, so items created meanwhile cannot make it pass early.
+//! The records are keyed by identity, so an at-least-once redo after a crash rewrites the
+//! same keys: the counts stay exact, and a crash anywhere only delays the moment the sums
+//! meet. (An item that cannot even be decoded is dead-lettered by the queue without the
 //! metadata; such a job would keep waiting and says so in its progress.)
 //!
-//! At the end the per-item keys are deleted and the summary is kept in the job record.
+//! At the end the per-step records are deleted and the summary is kept in the job record.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,15 +45,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::fetch_worker::{FetchError, FetchStage, FetchSummary};
 use super::items::{Lane, Routes};
+use super::keys;
 use crate::config::PipelineConfig;
 use crate::fetch::plan::Window;
-use crate::fetch::{FetchError, FetchRequest, FetchSummary, Fetcher};
 use crate::model::Report;
-use crate::queue::{Changes, Queue, QueueError, Ticket};
-
-/// The dead-letter metadata key naming the backfill job of an item.
-pub const JOB_METADATA: &str = "backfill";
+use crate::queue::{Changes, Queue, QueueError};
 /// LSIDs per report request.
 const LSIDS_PER_REQUEST: usize = 100;
 /// How often a job checks whether its items are through.
@@ -80,87 +74,9 @@ pub enum Finished {
     Sessions(u64),
     /// A presentation's data reached a destination.
     Presentation,
-}
-
-/// Moves `ticket` to the dead letter with `reason` and `metadata`. An item of backfill
-/// job `job` also carries the job in its metadata and gets its `done` key
-/// ([`Finished::DeadLettered`]) in the same transaction, so the job counts it through
-/// even after the dead letter is purged.
-pub async fn dead_letter(
-    queue: &Queue,
-    ticket: Ticket,
-    reason: &str,
-    mut metadata: Vec<(&str, &str)>,
-    job: Option<&str>,
-) -> Result<(), QueueError> {
-    let mut state = Changes::new();
-    if let Some(job) = job {
-        metadata.push((JOB_METADATA, job));
-        state.put_state(&done_key(job, ticket.id()), &Finished::DeadLettered)?;
-    }
-    queue
-        .dead_letter_with(ticket, reason, &metadata, state)
-        .await
-}
-
-/// The state key of a job's record.
-pub fn job_key(job: &str) -> String {
-    format!("backfill/{job}")
-}
-
-/// The state key counting items `what` handed on for `job`.
-pub fn pushed_key(job: &str, what: &str) -> String {
-    format!("backfill/{job}/pushed/{what}")
-}
-
-/// The state key saying item `id` of `job` is through.
-pub fn done_key(job: &str, id: crate::queue::ItemId) -> String {
-    format!("backfill/{job}/done/{id}")
-}
-
-/// The name under which a job counts a report request that became a `FetchTask`
-/// (`pushed/f <request>`, `done/f <request>`): by its request, so the same request
-/// counts once however often it is retried, replayed or written again after a crash.
-fn task_name(request: &FetchRequest) -> String {
-    format!("f {request}")
-}
-
-/// In a backfill lane, adds to `changes` that the job waits for the task of `request`.
-pub fn add_task(
-    changes: &mut Changes,
-    lane: &Lane,
-    request: &FetchRequest,
-) -> Result<(), QueueError> {
-    if let Some(job) = lane.backfill_job() {
-        changes.put_state(&pushed_key(job, &task_name(request)), &1u64)?;
-    }
-    Ok(())
-}
-
-/// In a backfill lane, adds to `changes` that the task of `request` is through.
-pub fn finish_task(
-    changes: &mut Changes,
-    lane: &Lane,
-    request: &FetchRequest,
-    how: Finished,
-) -> Result<(), QueueError> {
-    if let Some(job) = lane.backfill_job() {
-        changes.put_state(&format!("backfill/{job}/done/{}", task_name(request)), &how)?;
-    }
-    Ok(())
-}
-
-fn next_key(job: &str) -> String {
-    format!("backfill/{job}/next")
-}
-
-/// The fetch cursor of a job's presentations (its sessions use `next_key`).
-fn next_presentations_key(job: &str) -> String {
-    format!("backfill/{job}/next-presentations")
-}
-
-fn fetched_key(job: &str) -> String {
-    format!("backfill/{job}/fetched")
+    /// A report body was read by the parse stage (counted in the summary's bodies).
+    /// Appended last: a variant's index is its postcard tag.
+    Body,
 }
 
 /// What a backfill asks for.
@@ -274,7 +190,7 @@ impl BackfillError {
 
 /// Reads where job `job` stands.
 pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> {
-    let record: Option<JobRecord> = queue.state_get(&job_key(job)).await?;
+    let record: Option<JobRecord> = queue.state_get(&keys::job(job)).await?;
     let mut p = Progress {
         job: job.to_string(),
         ..Progress::default()
@@ -288,13 +204,14 @@ pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> 
         return Ok(p);
     }
     p.fetched = queue
-        .state_get::<bool>(&fetched_key(job))
+        .state_get::<bool>(&keys::job_fetched(job))
         .await?
         .unwrap_or(false);
     if let (Some(from), Some(to)) = (record.request.from, record.request.to) {
         // The range is done as far as the report that is furthest behind.
         let mut next = to;
-        for (_, key) in range_reports(&record.request, job) {
+        for report in range_reports(&record.request) {
+            let key = keys::job_cursor(job, report);
             next = next.min(queue.state_get(&key).await?.unwrap_or(from));
         }
         p.range_total = (to - from).max(0) as u64;
@@ -307,8 +224,8 @@ pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> 
     // Finished items first, created items last: every item counted as through was
     // created (and counted in `pushed`) before it finished, so reading `pushed` last can
     // only overcount the items still to come, never declare the job through early.
-    let done: Vec<(String, Finished)> = queue.state_list(&format!("backfill/{job}/done/")).await?;
-    let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
+    let done: Vec<(String, Finished)> = queue.state_list(&keys::finished_prefix(job)).await?;
+    let pushed: Vec<(String, u64)> = queue.state_list(&keys::created_prefix(job)).await?;
     p.items = pushed.iter().map(|(_, n)| n).sum();
     p.through = done.len() as u64;
     Ok(p)
@@ -318,21 +235,21 @@ pub async fn progress(queue: &Queue, job: &str) -> Result<Progress, QueueError> 
 /// to `on_progress`; the stage workers must be running. Returns the summary.
 pub async fn run(
     queue: &Queue,
-    fetcher: &Fetcher,
+    fetcher: &FetchStage,
     pipeline: &PipelineConfig,
     request: &BackfillRequest,
     stop: &CancellationToken,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Summary, BackfillError> {
     let job = request.job_id();
-    let existing: Option<JobRecord> = queue.state_get(&job_key(&job)).await?;
+    let existing: Option<JobRecord> = queue.state_get(&keys::job(&job)).await?;
     if let Some(summary) = existing.as_ref().and_then(|r| r.summary.clone()) {
         return Ok(summary);
     }
     if existing.is_none() {
         queue
             .state_put(
-                &job_key(&job),
+                &keys::job(&job),
                 &JobRecord {
                     request: request.clone(),
                     summary: None,
@@ -342,7 +259,10 @@ pub async fn run(
     }
     let lane = Lane::Backfill(job.clone());
     let mut fetched = FetchSummary::default();
-    let done_fetching: bool = queue.state_get(&fetched_key(&job)).await?.unwrap_or(false);
+    let done_fetching: bool = queue
+        .state_get(&keys::job_fetched(&job))
+        .await?
+        .unwrap_or(false);
     if !done_fetching {
         if request.lsids.is_empty() {
             fetch_range(
@@ -359,7 +279,7 @@ pub async fn run(
         } else {
             fetch_lsids(queue, fetcher, request, &lane, &mut fetched).await?;
         }
-        queue.state_put(&fetched_key(&job), &true).await?;
+        queue.state_put(&keys::job_fetched(&job), &true).await?;
     }
     loop {
         let p = progress(queue, &job).await?;
@@ -375,14 +295,15 @@ pub async fn run(
     finish(queue, &job, request, fetched.bytes).await
 }
 
-/// The reports a range job fetches, each with the state key of its cursor.
-fn range_reports(request: &BackfillRequest, job: &str) -> Vec<(Report, String)> {
+/// The reports a range job fetches, one after the other, each with a cursor of its own
+/// (`keys::job_cursor`).
+fn range_reports(request: &BackfillRequest) -> Vec<Report> {
     let mut reports = Vec::new();
     if !request.routes.sessions.is_empty() || !request.routes.recordings.is_empty() {
-        reports.push((Report::SupportSession, next_key(job)));
+        reports.push(Report::SupportSession);
     }
     if !request.presentations.sessions.is_empty() || !request.presentations.recordings.is_empty() {
-        reports.push((Report::PresentationSession, next_presentations_key(job)));
+        reports.push(Report::PresentationSession);
     }
     reports
 }
@@ -390,7 +311,7 @@ fn range_reports(request: &BackfillRequest, job: &str) -> Vec<(Report, String)> 
 #[allow(clippy::too_many_arguments)]
 async fn fetch_range(
     queue: &Queue,
-    fetcher: &Fetcher,
+    fetcher: &FetchStage,
     pipeline: &PipelineConfig,
     request: &BackfillRequest,
     lane: &Lane,
@@ -404,14 +325,15 @@ async fn fetch_range(
     };
     fetcher.measure_skew().await?;
     // Sessions that end after appliance-now minus the settle lag may still change.
-    let limit = fetcher.client().appliance_now()
+    let limit = fetcher.fetcher().client().appliance_now()
         - TimeDelta::from_std(pipeline.settle_lag).unwrap_or_default();
     let to = DateTime::from_timestamp(to, 0).unwrap_or(limit).min(limit);
     let step = TimeDelta::from_std(pipeline.max_window.max(Duration::from_secs(1)))
         .unwrap_or(TimeDelta::hours(1));
     // One report after the other, each with its own cursor, so a restart resumes each
     // where it stopped.
-    for (report, cursor_key) in range_reports(request, &job) {
+    for report in range_reports(request) {
+        let cursor_key = keys::job_cursor(&job, report);
         let routes = match report {
             Report::SupportSession => &request.routes,
             Report::PresentationSession => &request.presentations,
@@ -436,15 +358,15 @@ async fn fetch_range(
 
 async fn fetch_lsids(
     queue: &Queue,
-    fetcher: &Fetcher,
+    fetcher: &FetchStage,
     request: &BackfillRequest,
     lane: &Lane,
     summary: &mut FetchSummary,
 ) -> Result<(), BackfillError> {
     let job = lane.backfill_job().unwrap_or_default().to_string();
     // `next` counts the LSID batches already fetched.
-    let first: i64 = queue.state_get(&next_key(&job)).await?.unwrap_or(0);
-    let cursor = next_key(&job);
+    let cursor = keys::job_cursor(&job, Report::SupportSession);
+    let first: i64 = queue.state_get(&cursor).await?.unwrap_or(0);
     for (i, batch) in request.lsids.chunks(LSIDS_PER_REQUEST).enumerate() {
         if (i as i64) < first {
             continue;
@@ -464,8 +386,8 @@ async fn finish(
     request: &BackfillRequest,
     bytes: u64,
 ) -> Result<Summary, BackfillError> {
-    let done: Vec<(String, Finished)> = queue.state_list(&format!("backfill/{job}/done/")).await?;
-    let pushed: Vec<(String, u64)> = queue.state_list(&format!("backfill/{job}/pushed/")).await?;
+    let done: Vec<(String, Finished)> = queue.state_list(&keys::finished_prefix(job)).await?;
+    let pushed: Vec<(String, u64)> = queue.state_list(&keys::created_prefix(job)).await?;
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for (_, f) in &done {
         let (name, n) = match f {
@@ -475,6 +397,7 @@ async fn finish(
             Finished::Presentation => ("presentations", 1),
             Finished::Other => ("other", 1),
             Finished::DeadLettered => ("dead", 1),
+            Finished::Body => ("bodies", 1),
         };
         *counts.entry(name).or_default() += n;
     }
@@ -482,20 +405,13 @@ async fn finish(
         sessions_delivered: counts.get("sessions").copied().unwrap_or(0),
         recordings_delivered: counts.get("recordings").copied().unwrap_or(0),
         dead_lettered: counts.get("dead").copied().unwrap_or(0),
-        bodies: pushed
-            .iter()
-            .filter(|(k, _)| {
-                k.rsplit('/')
-                    .next()
-                    .is_some_and(|w| w.starts_with('w') || w.starts_with('l'))
-            })
-            .count() as u64,
+        bodies: counts.get("bodies").copied().unwrap_or(0),
         bytes,
         presentations_delivered: counts.get("presentations").copied().unwrap_or(0),
     };
     let mut changes = Changes::new();
     changes.put_state(
-        &job_key(job),
+        &keys::job(job),
         &JobRecord {
             request: request.clone(),
             summary: Some(summary.clone()),
@@ -507,9 +423,10 @@ async fn finish(
     for (key, _) in &done {
         changes.delete_state(key);
     }
-    changes.delete_state(&next_key(job));
-    changes.delete_state(&next_presentations_key(job));
-    changes.delete_state(&fetched_key(job));
+    for report in [Report::SupportSession, Report::PresentationSession] {
+        changes.delete_state(&keys::job_cursor(job, report));
+    }
+    changes.delete_state(&keys::job_fetched(job));
     queue.commit(changes).await?;
     Ok(summary)
 }
@@ -522,8 +439,8 @@ pub struct Backfills {
     pub queue: Queue,
     /// The pipeline file the daemon runs.
     pub config: std::sync::Arc<crate::config::Config>,
-    /// One fetcher per site.
-    pub fetchers: BTreeMap<String, Fetcher>,
+    /// One fetch stage per site.
+    pub fetchers: BTreeMap<String, FetchStage>,
     /// Cancelled when the daemon stops.
     pub stop: CancellationToken,
     /// Jobs started by this process: `None` while running or finished, else the error.
@@ -606,7 +523,7 @@ impl Backfills {
             .collect();
         let mut started = Vec::new();
         for job in jobs {
-            let record = match self.queue.state_get::<JobRecord>(&job_key(job)).await {
+            let record = match self.queue.state_get::<JobRecord>(&keys::job(job)).await {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 // Written by a version whose record had another layout: that job is
@@ -618,7 +535,7 @@ impl Backfills {
                 Err(e) => return Err(e),
             };
             if record.summary.is_some() {
-                let leftovers = format!("backfill/{job}/");
+                let leftovers = keys::job_prefix(job);
                 let mut changes = Changes::new();
                 let mut any = false;
                 for key in keys.iter().filter(|k| k.starts_with(&leftovers)) {
@@ -688,39 +605,29 @@ mod tests {
 
     #[test]
     fn a_range_job_fetches_each_report_it_routes_with_a_cursor_of_its_own() {
-        let reports = |r: &BackfillRequest| -> Vec<(Report, String)> { range_reports(r, "j") };
-        assert_eq!(
-            reports(&request()),
-            [(Report::SupportSession, "backfill/j/next".to_string())]
-        );
+        let cursors = |r: &BackfillRequest| -> Vec<String> {
+            range_reports(r)
+                .into_iter()
+                .map(|report| keys::job_cursor("j", report))
+                .collect()
+        };
+        assert_eq!(cursors(&request()), ["backfill/j/next"]);
         let mut both = request();
         both.presentations.recordings.push("archive".into());
         assert_eq!(
-            reports(&both),
-            [
-                (Report::SupportSession, "backfill/j/next".to_string()),
-                (
-                    Report::PresentationSession,
-                    "backfill/j/next-presentations".to_string()
-                ),
-            ]
+            cursors(&both),
+            ["backfill/j/next", "backfill/j/next-presentations"]
         );
         let mut only = both.clone();
         only.routes = Routes::default();
-        assert_eq!(
-            reports(&only),
-            [(
-                Report::PresentationSession,
-                "backfill/j/next-presentations".to_string()
-            )]
-        );
+        assert_eq!(cursors(&only), ["backfill/j/next-presentations"]);
     }
 
     #[test]
     fn job_keys_of_one_job_are_not_prefixes_of_another_jobs() {
-        let a = done_key("abc", crate::queue::ItemId(1));
+        let a = keys::finished_prefix("abc");
         assert!(a.starts_with("backfill/abc/done/"));
         assert!(!a.starts_with("backfill/ab/"));
-        assert_eq!(pushed_key("abc", "w5"), "backfill/abc/pushed/w5");
+        assert_eq!(keys::created_prefix("abc"), "backfill/abc/pushed/");
     }
 }

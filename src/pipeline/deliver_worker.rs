@@ -11,22 +11,24 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::backfill;
+use super::backfill::Finished;
+use super::handoff::{HandOff, Step};
 use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::scheduler::Reachability;
+use super::settle::{Failed, Retry, Settled, settle};
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
 use crate::deliver::files::{FilesError, FilesSink};
 use crate::deliver::sql::{SessionRows, SqlSink};
 use crate::metrics::{self, Health};
 use crate::model::{Naming, ReportRoot, Session};
-use crate::queue::{Changes, Claimed, Packed, Queue, QueueError, Ticket};
+use crate::queue::{Claimed, Packed, Queue, QueueError, Ticket};
 
 /// One claimed item of a SQL batch, its sessions already mapped to rows: a session, or
 /// a bundle (with its site and lane, and where to find its sessions again should some
 /// of them have to go on alone).
 struct SqlClaim {
     ticket: Ticket,
-    job: Option<String>,
+    lane: Lane,
     lsids: Vec<String>,
     bundle: Option<Bundle>,
 }
@@ -208,7 +210,7 @@ impl DeliverWorker {
                     }
                 },
             };
-            let job = item.backfill_job().map(str::to_string);
+            let lane = item.lane();
             let (host, sessions, bundle) = match item {
                 DeliverItem::Session { host, session, .. } => (host, vec![*session], None),
                 DeliverItem::Sessions {
@@ -220,8 +222,7 @@ impl DeliverWorker {
                 other => {
                     let reason =
                         format!("{} cannot go to SQL destination {name:?}", other.describe());
-                    self.finish_failed(ticket, &reason, false, job.as_deref())
-                        .await;
+                    self.finish_failed(ticket, &reason, false, &lane).await;
                     continue;
                 }
             };
@@ -240,7 +241,7 @@ impl DeliverWorker {
             });
             claims.push(SqlClaim {
                 ticket,
-                job,
+                lane,
                 lsids,
                 bundle,
             });
@@ -250,11 +251,12 @@ impl DeliverWorker {
             let outcome = sink.deliver_rows(rows).await;
             let mut results = outcome.sessions.into_iter();
             let mut done = Vec::new();
-            let mut finished = Changes::new();
+            // Nothing is created: the batch's items only finish, each in its own lane.
+            let mut finished = HandOff::finishing();
             let (mut ok, mut failed) = (0u64, 0u64);
             for SqlClaim {
                 ticket,
-                job,
+                lane,
                 lsids,
                 bundle,
             } in claims
@@ -267,17 +269,11 @@ impl DeliverWorker {
                     .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
                     .collect();
                 if errors.is_empty() {
-                    if let Some(job) = &job {
-                        let kind = match bundle {
-                            Some(_) => backfill::Finished::Sessions(count as u64),
-                            None => backfill::Finished::Session,
-                        };
-                        if let Err(e) =
-                            finished.put_state(&backfill::done_key(job, ticket.id()), &kind)
-                        {
-                            tracing::error!("deliver/{name}: recording a backfill delivery: {e}");
-                        }
-                    }
+                    let how = match bundle {
+                        Some(_) => Finished::Sessions(count as u64),
+                        None => Finished::Session,
+                    };
+                    finished.finish(&lane, Step::Item(ticket.id()), how);
                     done.push(ticket);
                     ok += count as u64;
                     continue;
@@ -294,8 +290,7 @@ impl DeliverWorker {
                     // again as it is.
                     Some(_) if retryable && errors.len() == count => {
                         failed += count as u64;
-                        self.finish_failed(ticket, &reason, true, job.as_deref())
-                            .await;
+                        self.finish_failed(ticket, &reason, true, &lane).await;
                     }
                     // Otherwise the sessions that failed go on alone (each then with its
                     // own retries and, if need be, its own dead letter).
@@ -306,8 +301,7 @@ impl DeliverWorker {
                                 // It decoded a moment ago; should it not now, the
                                 // bundle waits and comes again whole.
                                 failed += count as u64;
-                                self.finish_failed(ticket, &reason, true, job.as_deref())
-                                    .await;
+                                self.finish_failed(ticket, &reason, true, &lane).await;
                                 continue;
                             }
                         };
@@ -330,14 +324,13 @@ impl DeliverWorker {
                     }
                     None => {
                         failed += 1;
-                        self.finish_failed(ticket, &reason, retryable, job.as_deref())
-                            .await;
+                        self.finish_failed(ticket, &reason, retryable, &lane).await;
                     }
                 }
             }
             if !done.is_empty() {
                 self.reachability.set(name, None);
-                if let Err(e) = self.queue.hand_off_many(done, finished).await {
+                if let Err(e) = finished.commit(&self.queue, done).await {
                     // Not recorded as delivered: the sessions come again, harmlessly.
                     tracing::error!("deliver/{name}: recording a delivered batch: {e}");
                 }
@@ -362,12 +355,12 @@ impl DeliverWorker {
     ) {
         let name = &self.destination.name;
         let queue = deliver_queue(name);
-        let mut changes = Changes::new();
-        let mut noted = Ok(&mut changes);
-        let alone_count = alone.len();
+        let delivered = (count - alone.len()) as u64;
+        let mut step = HandOff::new(lane, Step::Item(ticket.id()));
+        let mut outcome = Ok(());
         for session in alone {
-            noted = noted.and_then(|c| {
-                c.push(
+            outcome = outcome.and_then(|()| {
+                step.push(
                     &queue,
                     &DeliverItem::Session {
                         site: site.to_string(),
@@ -380,24 +373,9 @@ impl DeliverWorker {
                 )
             });
         }
-        if let Some(job) = lane.backfill_job() {
-            let delivered = (count - alone_count) as u64;
-            noted = noted
-                .and_then(|c| {
-                    c.put_state(
-                        &backfill::done_key(job, ticket.id()),
-                        &backfill::Finished::Sessions(delivered),
-                    )
-                })
-                .and_then(|c| {
-                    c.put_state(
-                        &backfill::pushed_key(job, &format!("s{}", ticket.id())),
-                        &(alone_count as u64),
-                    )
-                });
-        }
-        let outcome = match noted {
-            Ok(_) => self.queue.hand_off(ticket, changes).await.map(drop),
+        step.finish(lane, Step::Item(ticket.id()), Finished::Sessions(delivered));
+        let outcome = match outcome {
+            Ok(()) => step.commit(&self.queue, vec![ticket]).await.map(drop),
             Err(e) => Err(e),
         };
         if let Err(e) = outcome {
@@ -439,22 +417,16 @@ impl DeliverWorker {
             let started = Instant::now();
             let spool = item.spool().cloned();
             let what = item.describe();
-            let job = item.backfill_job().map(str::to_string);
-            let mut finished = Changes::new();
-            if let Some(job) = &job {
-                let kind = match &item {
-                    DeliverItem::Session { .. } => backfill::Finished::Session,
-                    DeliverItem::Recording { .. } => backfill::Finished::Recording,
-                    DeliverItem::Sessions { sessions, .. } => {
-                        backfill::Finished::Sessions(sessions.len() as u64)
-                    }
-                    DeliverItem::Presentation { .. } => backfill::Finished::Presentation,
-                    DeliverItem::Backup { .. } => backfill::Finished::Other,
-                };
-                if let Err(e) = finished.put_state(&backfill::done_key(job, ticket.id()), &kind) {
-                    tracing::error!("deliver/{}: {e}", self.destination.name);
-                }
-            }
+            let lane = item.lane();
+            let how = match &item {
+                DeliverItem::Session { .. } => Finished::Session,
+                DeliverItem::Recording { .. } => Finished::Recording,
+                DeliverItem::Sessions { sessions, .. } => Finished::Sessions(sessions.len() as u64),
+                DeliverItem::Presentation { .. } => Finished::Presentation,
+                DeliverItem::Backup { .. } => Finished::Other,
+            };
+            let mut finished = HandOff::new(&lane, Step::Item(ticket.id()));
+            finished.finish(&lane, Step::Item(ticket.id()), how);
             let sink2 = sink.clone();
             let outcome = tokio::task::spawn_blocking(move || write_file(&sink2, item))
                 .await
@@ -466,7 +438,7 @@ impl DeliverWorker {
                     })
                 });
             match outcome {
-                Ok(()) => match self.queue.hand_off(ticket, finished).await {
+                Ok(()) => match finished.commit(&self.queue, vec![ticket]).await {
                     Ok(_) => {
                         self.reachability.set(&self.destination.name, None);
                         if let Some(spool) = spool {
@@ -486,7 +458,7 @@ impl DeliverWorker {
                             .set(&self.destination.name, Some(e.to_string()));
                     }
                     let reason = format!("{what}: {e}");
-                    self.finish_failed(ticket, &reason, e.is_retryable(), job.as_deref())
+                    self.finish_failed(ticket, &reason, e.is_retryable(), &lane)
                         .await;
                 }
             }
@@ -495,29 +467,31 @@ impl DeliverWorker {
     }
 
     /// Retries later within the budget, or moves to the dead letter.
-    async fn finish_failed(
-        &self,
-        ticket: Ticket,
-        reason: &str,
-        retryable: bool,
-        job: Option<&str>,
-    ) {
+    async fn finish_failed(&self, ticket: Ticket, reason: &str, retryable: bool, lane: &Lane) {
         let name = &self.destination.name;
         let attempts = ticket.attempts() + 1;
-        let outcome = if retryable && attempts < self.retry.max_attempts {
-            let delay = self.retry.delay_after(attempts);
-            tracing::warn!(destination = %name, attempts, "{reason}; retrying in {delay:?}");
-            metrics::retried("deliver");
-            metrics::delivered(name, "retry", 1, Duration::ZERO);
-            self.queue.retry_later(ticket, reason, delay).await
-        } else {
-            tracing::error!(destination = %name, attempts, "moved to the dead letter: {reason}");
-            metrics::delivered(name, "dead_letter", 1, Duration::ZERO);
-            let metadata = vec![("stage", "deliver"), ("destination", name.as_str())];
-            backfill::dead_letter(&self.queue, ticket, reason, metadata, job).await
+        let failed = Failed {
+            stage: "deliver",
+            reason,
+            retry: if retryable {
+                Retry::Later { after: None }
+            } else {
+                Retry::Never
+            },
+            lane,
+            step: Step::Item(ticket.id()),
+            metadata: &[("stage", "deliver"), ("destination", name.as_str())],
         };
-        if let Err(e) = outcome {
-            tracing::error!("deliver/{name}: recording a failed delivery: {e}");
+        match settle(&self.queue, ticket, failed, &self.retry).await {
+            Ok(Settled::Retried(delay)) => {
+                tracing::warn!(destination = %name, attempts, "{reason}; retrying in {delay:?}");
+                metrics::delivered(name, "retry", 1, Duration::ZERO);
+            }
+            Ok(Settled::DeadLettered) => {
+                tracing::error!(destination = %name, attempts, "moved to the dead letter: {reason}");
+                metrics::delivered(name, "dead_letter", 1, Duration::ZERO);
+            }
+            Err(e) => tracing::error!("deliver/{name}: recording a failed delivery: {e}"),
         }
     }
 

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::backfill;
-use super::items::{DeliverItem, DownloadTask, deliver_queue, download_queue};
+use super::backfill::Finished;
+use super::handoff::{HandOff, Step};
+use super::items::{DeliverItem, DownloadTask, Lane, deliver_queue, download_queue};
+use super::settle::{Failed, Retry, Settled, settle};
 use crate::appliance::{ApplianceClient, ApplianceError, Fetched};
 use crate::config::RetryPolicy;
 use crate::metrics::{self, Health};
-use crate::queue::{Changes, Claimed, Queue};
+use crate::queue::{Claimed, Queue};
 
 /// Everything a download worker needs.
 #[derive(Debug, Clone)]
@@ -78,38 +80,36 @@ impl DownloadWorker {
             if outcome.is_ok() { "ok" } else { "error" },
             started.elapsed(),
         );
+        let lane = item.lane();
         let fetched = match outcome {
             Ok(f) => f,
-            Err(e) => return self.failed(ticket, &what, item.backfill_job(), e).await,
+            Err(e) => return self.failed(ticket, &what, &lane, e).await,
         };
         metrics::downloaded_bytes(&self.site, kind, fetched.bytes());
-        let (changes, spools) = match outputs(&item, &fetched) {
+        let mut step = HandOff::new(&lane, Step::Item(ticket.id()));
+        let spools = match outputs(&mut step, &item, &fetched) {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(site = %self.site, "{what}: preparing spool files: {e}");
                 remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &[]);
-                let attempts = ticket.attempts() + 1;
-                let delay = self.retry.delay_after(attempts);
-                let _ = self.queue.retry_later(ticket, &e.to_string(), delay).await;
+                let reason = format!("{what}: preparing spool files: {e}");
+                let failed = Failed {
+                    stage: "download",
+                    reason: &reason,
+                    retry: Retry::Later { after: None },
+                    lane: &lane,
+                    step: Step::Item(ticket.id()),
+                    metadata: &[("stage", "download"), ("site", self.site.as_str())],
+                };
+                if let Err(e) = settle(&self.queue, ticket, failed, &self.retry).await {
+                    tracing::error!(site = %self.site, "recording a failed download: {e}");
+                }
                 return;
             }
         };
         let pushed = spools.len() as u64;
-        let mut changes = changes;
-        if let Some(job) = item.backfill_job() {
-            let id = ticket.id();
-            let noted = changes
-                .put_state(&backfill::pushed_key(job, &format!("d{id}")), &pushed)
-                .and_then(|c| {
-                    c.put_state(&backfill::done_key(job, id), &backfill::Finished::Other)
-                });
-            if let Err(e) = noted {
-                tracing::error!(site = %self.site, "{what}: recording the backfill's progress: {e}");
-                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &spools);
-                return;
-            }
-        }
-        match self.queue.hand_off(ticket, changes).await {
+        step.finish(&lane, Step::Item(ticket.id()), Finished::Other);
+        match step.commit(&self.queue, vec![ticket]).await {
             Ok(_) => {
                 // The per-destination links hold the data now.
                 if let Some(body) = &fetched.body
@@ -130,37 +130,49 @@ impl DownloadWorker {
         &self,
         ticket: crate::queue::Ticket,
         what: &str,
-        job: Option<&str>,
+        lane: &Lane,
         e: ApplianceError,
     ) {
         metrics::stage_error("download");
         let attempts = ticket.attempts() + 1;
         let reason = format!("{what}: {e}");
-        let outcome = if e.is_retryable() && attempts < self.retry.max_attempts {
-            let delay = e
-                .retry_after()
-                .unwrap_or_else(|| self.retry.delay_after(attempts));
-            tracing::warn!(site = %self.site, attempts, "{reason}; retrying in {delay:?}");
-            metrics::retried("download");
-            self.queue.retry_later(ticket, &reason, delay).await
-        } else {
-            tracing::error!(site = %self.site, attempts, "moved to the dead letter: {reason}");
-            let metadata = vec![("stage", "download"), ("site", self.site.as_str())];
-            backfill::dead_letter(&self.queue, ticket, &reason, metadata, job).await
+        let failed = Failed {
+            stage: "download",
+            reason: &reason,
+            retry: if e.is_retryable() {
+                Retry::Later {
+                    after: e.retry_after(),
+                }
+            } else {
+                Retry::Never
+            },
+            lane,
+            step: Step::Item(ticket.id()),
+            metadata: &[("stage", "download"), ("site", self.site.as_str())],
         };
-        if let Err(e) = outcome {
-            tracing::error!(site = %self.site, "recording a failed download: {e}");
+        match settle(&self.queue, ticket, failed, &self.retry).await {
+            Ok(Settled::Retried(delay)) => {
+                tracing::warn!(site = %self.site, attempts, "{reason}; retrying in {delay:?}");
+            }
+            Ok(Settled::DeadLettered) => {
+                tracing::error!(site = %self.site, attempts, "moved to the dead letter: {reason}");
+            }
+            Err(e) => tracing::error!(site = %self.site, "recording a failed download: {e}"),
         }
     }
 }
 
-/// The deliver items for a finished download, and the spool files they own.
-fn outputs(task: &DownloadTask, fetched: &Fetched) -> std::io::Result<(Changes, Vec<PathBuf>)> {
-    let mut changes = Changes::new();
+/// Adds to `step` the deliver items for a finished download; returns the spool files
+/// they own.
+fn outputs(
+    step: &mut HandOff,
+    task: &DownloadTask,
+    fetched: &Fetched,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut spools = Vec::new();
     // "No data": nothing to deliver, the task is done.
     let Some(body) = &fetched.body else {
-        return Ok((changes, spools));
+        return Ok(spools);
     };
     let destinations = match task {
         DownloadTask::Recording { destinations, .. }
@@ -195,12 +207,11 @@ fn outputs(task: &DownloadTask, fetched: &Fetched) -> std::io::Result<(Changes, 
                 spool: spool.clone(),
             },
         };
-        changes
-            .push(&deliver_queue(destination), &item)
+        step.push(&deliver_queue(destination), &item)
             .map_err(std::io::Error::other)?;
         spools.push(spool);
     }
-    Ok((changes, spools))
+    Ok(spools)
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -1,29 +1,458 @@
-//! The fetch worker: one per site takes the report requests of `fetch/<site>` — requests
-//! a scheduled or backfill run could not complete (the watermark or the job's cursor
-//! moved past them in the transaction that queued them), halves of refused LSID lists,
-//! and requests replayed from the dead letter — and makes each again. Each outcome is
-//! one transaction that removes the task:
+//! The fetch stage: asks a site for its reports (`fetch::Fetcher`) and hands each body
+//! on to the parse stage (`fetched`) in the transaction that moves the watermark — or a
+//! backfill job's cursor — past its window (invariant 2).
 //!
-//! - a body: hands it to the parse stage (`fetched`), like a scheduled fetch;
-//! - a body larger than `max_body_bytes`, for a window: two tasks, one per half;
-//! - refused for good: an LSID list becomes two tasks (halves), so the LSID the appliance
-//!   refuses ends up alone; anything else goes to the dead letter with the appliance's
-//!   text, for `btic replay`;
-//! - failed for a passing reason: tried again after a backoff, until `max_attempts`,
-//!   then the dead letter; while the site cannot be reached at all the task waits
-//!   without spending its budget, like a destination's backlog while it is down.
+//! [`FetchStage`] runs a site's windows for the scheduler and for backfill jobs. A window
+//! whose body is too large, or that times out, is split in halves and fetched again. A
+//! request that fails settles in the same transaction as the watermark, so no request
+//! can stall a site (invariant 9):
+//!
+//! - refused for good (an `<error>` btic does not know, a body that is not XML): buried
+//!   in the dead letter as a [`FetchTask`] of `fetch/<site>`, for `btic replay`;
+//! - failing for a passing reason after the client's retries (5xx, 429, a cut answer), or
+//!   an LSID list refused as a whole: to `fetch/<site>` (a list in halves), and the run
+//!   stops there when it was a passing failure (the appliance is in trouble; the next run
+//!   goes on from the moved watermark);
+//! - the site itself cannot be worked with (`fetch::site_level`): nothing moves, the run
+//!   fails and is tried again later.
+//!
+//! [`FetchWorker`], one per site, takes the requests of `fetch/<site>` and makes each again:
+//! a body is handed on, a window too large or an LSID list refused becomes two tasks,
+//! anything else settles through the one retry settlement (`settle`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::backfill::{self, Finished};
-use super::items::{FetchTask, fetch_queue};
-use crate::config::RetryPolicy;
-use crate::fetch::{FetchRequest, Fetcher, Selection, site_level, task_metadata};
+use super::backfill::Finished;
+use super::handoff::{HandOff, Step};
+use super::items::{FETCHED, FetchTask, FetchedBody, Lane, Routes, fetch_queue};
+use super::keys::{self, SkewRecord};
+use super::settle::{self, Failed, Retry};
+use crate::appliance::{ApplianceError, Fetched, WindowBy};
+use crate::config::{PipelineConfig, RetryPolicy, StartFrom};
+use crate::fetch::plan::{Window, plan_windows};
+use crate::fetch::{FetchRequest, Fetcher, Selection, halves_after, site_level};
 use crate::metrics::{self, Health};
-use crate::queue::{Changes, Claimed, Queue, QueueError, Ticket};
+use crate::model::Report;
+use crate::queue::{Claimed, Queue, QueueError};
+
+/// Sessions in progress fetched again per request.
+const OPEN_LSIDS_PER_REQUEST: usize = 50;
+
+/// Why a fetch did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The appliance could not answer (after the client's own retries).
+    #[error(transparent)]
+    Appliance(#[from] ApplianceError),
+    /// The queue could not record the result.
+    #[error("recording fetched bodies: {0}")]
+    Queue(#[from] QueueError),
+}
+
+impl FetchError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Appliance(e) => e.is_retryable(),
+            FetchError::Queue(_) => true,
+        }
+    }
+}
+
+/// What one fetch run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchSummary {
+    /// Bodies handed to the parse stage.
+    pub bodies: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Windows fetched (after splitting).
+    pub windows: u64,
+    /// The watermark after the run, if it moved.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Requests the appliance refused for good, now in the dead letter.
+    pub refused: u64,
+}
+
+/// How a failed request left the run.
+#[derive(Debug)]
+enum Settled {
+    /// It failed for a passing reason and waits in the site's fetch queue.
+    Deferred(ApplianceError),
+    /// An LSID list, split in halves into the site's fetch queue.
+    Split,
+    /// It was refused for good and is in the dead letter.
+    Refused,
+}
+
+/// The dead-letter metadata of a report request: stage, site, report, what it selects
+/// (`window` or `lsids`) and the request's text.
+pub fn request_metadata(site: &str, request: &FetchRequest) -> Vec<(&'static str, String)> {
+    let mut metadata = vec![
+        ("stage", "fetch".to_string()),
+        ("site", site.to_string()),
+        ("report", request.report.as_str().to_string()),
+    ];
+    match &request.selection {
+        Selection::Window(by, w) => metadata.push((
+            "window",
+            format!(
+                "{} in [{}, {})",
+                match by {
+                    WindowBy::End => "ended",
+                    WindowBy::Start => "started",
+                },
+                w.start.to_rfc3339(),
+                w.end.to_rfc3339()
+            ),
+        )),
+        Selection::Lsids(lsids) => metadata.push(("lsids", lsids.join(","))),
+    }
+    metadata.push(("request", request.to_string()));
+    metadata
+}
+
+/// Borrows owned metadata as the queue takes it.
+fn borrowed<'a>(metadata: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    metadata.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The fetch stage of one site.
+#[derive(Debug, Clone)]
+pub struct FetchStage {
+    fetcher: Fetcher,
+    queue: Queue,
+    pipeline: PipelineConfig,
+    start_from: StartFrom,
+}
+
+impl FetchStage {
+    /// The stage of `fetcher`'s site, writing to `queue`.
+    pub fn new(
+        fetcher: Fetcher,
+        queue: Queue,
+        pipeline: PipelineConfig,
+        start_from: StartFrom,
+    ) -> FetchStage {
+        FetchStage {
+            fetcher,
+            queue,
+            pipeline,
+            start_from,
+        }
+    }
+
+    /// The site's fetcher.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    fn site(&self) -> &str {
+        &self.fetcher.site().name
+    }
+
+    /// Reads the appliance's clock and records the skew (for `status`).
+    pub async fn measure_skew(&self) -> Result<TimeDelta, FetchError> {
+        let skew = self.fetcher.measure_skew().await?;
+        let record = SkewRecord {
+            skew_ms: skew.num_milliseconds(),
+            measured_at: Utc::now().timestamp(),
+        };
+        self.queue
+            .state_put(&keys::skew(self.site()), &record)
+            .await?;
+        Ok(skew)
+    }
+
+    /// Fetches every closed session since the live watermark of `report`, up to
+    /// appliance-now minus the settle lag, and moves the watermark with each body.
+    pub async fn fetch_live(
+        &self,
+        report: Report,
+        routes: &Routes,
+    ) -> Result<FetchSummary, FetchError> {
+        self.measure_skew().await?;
+        let key = keys::watermark(self.site(), report);
+        let watermark: Option<i64> = self.queue.state_get(&key).await?;
+        let watermark = watermark.and_then(|t| DateTime::from_timestamp(t, 0));
+        let now = self.fetcher.client().appliance_now();
+        let windows = plan_windows(watermark, self.start_from, now, &self.pipeline);
+        let mut summary = FetchSummary::default();
+        for window in windows {
+            self.fetch_window(report, window, routes, &Lane::Live, &key, &mut summary)
+                .await?;
+            if let Some(w) = summary.watermark {
+                let lag = (self.fetcher.client().appliance_now() - w)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::watermark(self.site(), report.as_str(), w.timestamp(), lag);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Fetches the closed sessions that ended in `window` (split as needed) and records
+    /// each piece in the queue together with `progress_key` set to the piece's end: the
+    /// live watermark or a backfill's cursor.
+    pub async fn fetch_window(
+        &self,
+        report: Report,
+        window: Window,
+        routes: &Routes,
+        lane: &Lane,
+        progress_key: &str,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let request = FetchRequest::ended(report, window);
+        self.fetch_windows(request, routes, lane, progress_key, summary)
+            .await
+    }
+
+    /// Fetches a window request, depth-first over halves, which keeps the pieces in
+    /// time order, so the progress key only ever moves forward.
+    async fn fetch_windows(
+        &self,
+        request: FetchRequest,
+        routes: &Routes,
+        lane: &Lane,
+        progress_key: &str,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let mut pending = vec![request];
+        while let Some(request) = pending.pop() {
+            let Selection::Window(_, w) = &request.selection else {
+                continue;
+            };
+            let progress = Some((progress_key, w.end.timestamp()));
+            let end = w.end;
+            let outcome = self.fetcher.request(&request).await;
+            if let Some((a, b)) = halves_after(&request, &outcome, self.pipeline.max_body_bytes) {
+                match &outcome {
+                    Ok(fetched) => {
+                        if let Some(body) = &fetched.body {
+                            let _ = std::fs::remove_file(&body.path);
+                        }
+                        tracing::info!(site = %self.site(), bytes = fetched.bytes(), "report body larger than max_body_bytes; splitting the window");
+                    }
+                    Err(_) => {
+                        tracing::warn!(site = %self.site(), "report request timed out; splitting the window")
+                    }
+                }
+                pending.push(b);
+                pending.push(a);
+                continue;
+            }
+            match outcome {
+                Ok(fetched) => {
+                    self.record(&request, fetched, routes, lane, progress, summary)
+                        .await?;
+                }
+                Err(e) => {
+                    let settled = self
+                        .settle_failure(request, e, routes, lane, progress, summary)
+                        .await?;
+                    // A request refused for good does not stop the run; one that kept
+                    // failing for a passing reason does: the appliance is in trouble,
+                    // and the next run (after a backoff) goes on from the moved
+                    // watermark.
+                    if let Settled::Deferred(e) = settled {
+                        summary.watermark = Some(end);
+                        return Err(e.into());
+                    }
+                }
+            }
+            summary.watermark = Some(end);
+        }
+        Ok(())
+    }
+
+    /// Fetches the sessions `lsids` (in one request), moving `progress` with the body.
+    /// A request refused as a whole goes to the site's fetch queue in halves, until the
+    /// LSID the appliance refuses is alone in the dead letter.
+    pub async fn fetch_lsids(
+        &self,
+        lsids: &[String],
+        routes: &Routes,
+        lane: &Lane,
+        progress: Option<(&str, i64)>,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let request = FetchRequest::lsids(lsids);
+        match self.fetcher.request(&request).await {
+            Ok(fetched) => {
+                self.record(&request, fetched, routes, lane, progress, summary)
+                    .await
+            }
+            Err(e) => match self
+                .settle_failure(request, e, routes, lane, progress, summary)
+                .await?
+            {
+                Settled::Deferred(e) => Err(e.into()),
+                Settled::Refused | Settled::Split => Ok(()),
+            },
+        }
+    }
+
+    /// Hands a spooled body to the parse stage, in one transaction with `progress`
+    /// (a state key and the value it moves to), when given.
+    async fn record(
+        &self,
+        request: &FetchRequest,
+        fetched: Fetched,
+        routes: &Routes,
+        lane: &Lane,
+        progress: Option<(&str, i64)>,
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let mut step = HandOff::new(lane, Step::Request(request.to_string()));
+        if let Some((key, value)) = progress {
+            step.put_state(key, &value)?;
+        }
+        if let Some(body) = &fetched.body {
+            add_body(&mut step, &self.fetcher, request, body, routes, lane)?;
+            summary.bodies += 1;
+            summary.bytes += body.bytes;
+        }
+        if let Err(e) = step.commit(&self.queue, Vec::new()).await {
+            // Not recorded, so nobody will read the spool file.
+            if let Some(body) = &fetched.body {
+                let _ = std::fs::remove_file(&body.path);
+            }
+            return Err(e.into());
+        }
+        summary.windows += 1;
+        Ok(())
+    }
+
+    /// Settles a request that failed after the client's retries, in one transaction
+    /// with `progress` (see the module doc).
+    async fn settle_failure(
+        &self,
+        request: FetchRequest,
+        error: ApplianceError,
+        routes: &Routes,
+        lane: &Lane,
+        progress: Option<(&str, i64)>,
+        summary: &mut FetchSummary,
+    ) -> Result<Settled, FetchError> {
+        if site_level(&error) {
+            return Err(error.into());
+        }
+        let site = self.site().to_string();
+        let queue = fetch_queue(&site);
+        let task = |request: FetchRequest| FetchTask {
+            site: site.clone(),
+            request,
+            routes: routes.clone(),
+            lane: lane.clone(),
+        };
+        let mut step = HandOff::new(lane, Step::Request(request.to_string()));
+        if let Some((key, value)) = progress {
+            step.put_state(key, &value)?;
+        }
+        let described = request.describe();
+        let settled = if error.is_retryable() {
+            tracing::warn!(site = %site, "{described}: {error}; the request waits in {queue} to be tried again, the run moves on");
+            step.push(&queue, &task(request))?;
+            Settled::Deferred(error)
+        } else if let Some((a, b)) = request.split_list() {
+            tracing::warn!(site = %site, "{described}: {error}; splitting the list to find the LSID refused");
+            step.push(&queue, &task(a))?;
+            step.push(&queue, &task(b))?;
+            Settled::Split
+        } else {
+            tracing::error!(site = %site, "{described}: {error}; moved to the dead letter (`btic replay` asks again), the run moves on");
+            let metadata = request_metadata(&site, &request);
+            let finishes = Step::Request(request.to_string());
+            step.bury(
+                &queue,
+                &task(request),
+                &error.to_string(),
+                &borrowed(&metadata),
+                finishes,
+            )?;
+            summary.refused += 1;
+            Settled::Refused
+        };
+        step.commit(&self.queue, Vec::new()).await?;
+        summary.windows += 1;
+        Ok(settled)
+    }
+
+    /// Sessions still in progress: fetches `start_time` windows from their own watermark
+    /// (they include sessions that have not ended), then fetches again, by LSID, every
+    /// session the parse stage has seen in progress, until it ends or is older than
+    /// `in_progress_max_age`. The parse stage keeps the set of open sessions.
+    pub async fn fetch_in_progress(&self, routes: &Routes) -> Result<FetchSummary, FetchError> {
+        let key = keys::started_watermark(self.site());
+        let watermark: Option<i64> = self.queue.state_get(&key).await?;
+        let watermark = watermark.and_then(|t| DateTime::from_timestamp(t, 0));
+        let now = self.fetcher.client().appliance_now();
+        let mut summary = FetchSummary::default();
+        for window in plan_windows(watermark, self.start_from, now, &self.pipeline) {
+            let request = FetchRequest {
+                report: Report::SupportSession,
+                selection: Selection::Window(WindowBy::Start, window),
+            };
+            self.fetch_windows(request, routes, &Lane::Live, &key, &mut summary)
+                .await?;
+        }
+
+        let open: Vec<(String, i64)> = self
+            .queue
+            .state_list(&keys::open_prefix(self.site()))
+            .await?;
+        let oldest = (now
+            - TimeDelta::from_std(self.pipeline.in_progress_max_age).unwrap_or(TimeDelta::MAX))
+        .timestamp();
+        let mut expired = HandOff::new(&Lane::Live, Step::Request("expired".into()));
+        let mut any_expired = false;
+        let mut lsids = Vec::new();
+        for (key, started) in open {
+            if started < oldest {
+                expired.delete_state(&key);
+                any_expired = true;
+            } else if let Some(lsid) = key.rsplit('/').next() {
+                lsids.push(lsid.to_string());
+            }
+        }
+        if any_expired {
+            tracing::info!(site = %self.site(), "giving up on sessions in progress for longer than in_progress_max_age");
+            expired.commit(&self.queue, Vec::new()).await?;
+        }
+        for chunk in lsids.chunks(OPEN_LSIDS_PER_REQUEST) {
+            self.fetch_lsids(chunk, routes, &Lane::Live, None, &mut summary)
+                .await?;
+        }
+        Ok(summary)
+    }
+}
+
+/// Adds to `step` the parse stage's item for a spooled body.
+fn add_body(
+    step: &mut HandOff,
+    fetcher: &Fetcher,
+    request: &FetchRequest,
+    body: &crate::appliance::Spooled,
+    routes: &Routes,
+    lane: &Lane,
+) -> Result<(), QueueError> {
+    let site = fetcher.site();
+    let item = FetchedBody {
+        site: site.name.clone(),
+        host: site.host_name().to_string(),
+        request: request.to_string(),
+        body: body.path.clone(),
+        bytes: body.bytes,
+        routes: routes.clone(),
+        lane: lane.clone(),
+    };
+    step.push(FETCHED, &item)
+}
 
 /// Everything a fetch worker needs.
 #[derive(Debug, Clone)]
@@ -72,140 +501,132 @@ impl FetchWorker {
     async fn fetch_one(&self, claimed: Claimed<FetchTask>) -> Result<(), QueueError> {
         let Claimed { item: task, ticket } = claimed;
         let started = Instant::now();
-        let site = self.fetcher.site().name.clone();
+        let site = task.site.clone();
         let described = task.request.describe();
-        let mut changes = Changes::new();
+        // What the task creates is counted under the task's item; the task itself is
+        // finished under its request, as it was counted when it was created or buried.
+        let mut step = HandOff::new(&task.lane, Step::Item(ticket.id()));
+        let finishes = Step::Request(task.request.to_string());
         let outcome = self.fetcher.request(&task.request).await;
-        let pushed = match outcome {
-            Ok(fetched) => {
-                if let Some(halves) = self.too_large(&task.request, fetched.bytes()) {
+        let halves = halves_after(&task.request, &outcome, self.max_body_bytes);
+        let retry = match outcome {
+            Ok(fetched) if halves.is_none() => {
+                if let Some(body) = &fetched.body {
+                    add_body(
+                        &mut step,
+                        &self.fetcher,
+                        &task.request,
+                        body,
+                        &task.routes,
+                        &task.lane,
+                    )?;
+                }
+                step.finish(&task.lane, finishes, Finished::Other);
+                if let Err(e) = step.commit(&self.queue, vec![ticket]).await {
                     if let Some(body) = &fetched.body {
                         let _ = std::fs::remove_file(&body.path);
                     }
-                    tracing::info!(site = %site, "{described}: body larger than max_body_bytes; splitting the window");
-                    self.push_tasks(&mut changes, &task, halves)?
-                } else {
-                    if let Some(body) = &fetched.body {
-                        self.fetcher.add_body(
-                            &mut changes,
-                            &task.request,
-                            body,
-                            &task.routes,
-                            &task.lane,
-                        )?;
-                    }
-                    backfill::finish_task(
-                        &mut changes,
-                        &task.lane,
-                        &task.request,
-                        Finished::Other,
-                    )?;
-                    if let Err(e) = self.queue.hand_off(ticket, changes).await {
-                        if let Some(body) = &fetched.body {
-                            let _ = std::fs::remove_file(&body.path);
-                        }
-                        return Err(e);
-                    }
-                    tracing::info!(site = %site, "{described}: fetched again");
-                    let bodies = u64::from(fetched.body.is_some());
-                    metrics::stage_progress("fetch", 1, bodies, started.elapsed());
+                    return Err(e);
+                }
+                tracing::info!(site = %site, "{described}: fetched again");
+                let bodies = u64::from(fetched.body.is_some());
+                metrics::stage_progress("fetch", 1, bodies, started.elapsed());
+                return Ok(());
+            }
+            Ok(fetched) => {
+                if let Some(body) = &fetched.body {
+                    let _ = std::fs::remove_file(&body.path);
+                }
+                None
+            }
+            Err(e) if halves.is_some() => {
+                tracing::warn!(site = %site, "{described}: {e}; splitting the window");
+                None
+            }
+            Err(e) => match task.request.split_list() {
+                Some(halves) if !e.is_retryable() && !site_level(&e) => {
+                    tracing::warn!(site = %site, "{described}: {e}; splitting the list to find the LSID refused");
+                    self.push_halves(step, ticket, &task, halves, finishes)
+                        .await?;
                     return Ok(());
                 }
-            }
-            Err(e) if site_level(&e) => {
-                // The site is down or refuses the account: nothing to judge the request
-                // by. It waits without spending its budget.
-                let delay = self.retry.max_interval;
-                tracing::warn!(site = %site, "{described}: {e}; trying again in {delay:?}");
-                return self.queue.retry_later(ticket, &e.to_string(), delay).await;
-            }
-            Err(e) if e.is_retryable() => {
-                let attempts = ticket.attempts() + 1;
-                if attempts < self.retry.max_attempts {
-                    let delay = e
-                        .retry_after()
-                        .unwrap_or_else(|| self.retry.delay_after(attempts));
-                    tracing::warn!(site = %site, attempts, "{described}: {e}; retrying in {delay:?}");
-                    metrics::retried("fetch");
-                    return self.queue.retry_later(ticket, &e.to_string(), delay).await;
-                }
-                return self.dead_letter(ticket, &task, &e.to_string()).await;
-            }
-            Err(e) => match task.request.split() {
-                Some((a, b)) => {
-                    tracing::warn!(site = %site, "{described}: {e}; splitting the list to find the LSID refused");
-                    self.push_tasks(&mut changes, &task, [a, b])?
-                }
-                None => return self.dead_letter(ticket, &task, &e.to_string()).await,
+                _ => Some(e),
             },
         };
-        backfill::finish_task(&mut changes, &task.lane, &task.request, Finished::Other)?;
-        self.queue.hand_off(ticket, changes).await?;
-        metrics::stage_progress("fetch", 1, pushed, started.elapsed());
-        Ok(())
-    }
-
-    /// The halves of a window whose body is too large, when it can be split.
-    fn too_large(&self, request: &FetchRequest, bytes: u64) -> Option<[FetchRequest; 2]> {
-        let Selection::Window(by, w) = &request.selection else {
-            return None;
-        };
-        if bytes <= self.max_body_bytes {
-            return None;
+        if let Some(e) = retry {
+            return self.failed(ticket, &task, e).await;
         }
-        let (a, b) = w.split()?;
-        let half = |w| FetchRequest {
-            report: request.report,
-            selection: Selection::Window(*by, w),
+        let Some(halves) = halves else {
+            return Ok(());
         };
-        Some([half(a), half(b)])
+        tracing::info!(site = %site, "{described}: splitting the window");
+        self.push_halves(step, ticket, &task, halves, finishes)
+            .await
     }
 
-    /// Adds a task per request to `changes`, in the lane of `parent`; returns how many.
-    fn push_tasks(
+    /// Replaces the task by one for each half, in one transaction.
+    async fn push_halves(
         &self,
-        changes: &mut Changes,
-        parent: &FetchTask,
-        requests: [FetchRequest; 2],
-    ) -> Result<u64, QueueError> {
-        let queue = fetch_queue(&parent.site);
-        for request in requests {
-            backfill::add_task(changes, &parent.lane, &request)?;
-            changes.push(
+        mut step: HandOff,
+        ticket: crate::queue::Ticket,
+        task: &FetchTask,
+        (a, b): (FetchRequest, FetchRequest),
+        finishes: Step,
+    ) -> Result<(), QueueError> {
+        let queue = fetch_queue(&task.site);
+        for request in [a, b] {
+            step.push(
                 &queue,
                 &FetchTask {
                     request,
-                    ..parent.clone()
+                    ..task.clone()
                 },
             )?;
         }
-        Ok(2)
+        step.finish(&task.lane, finishes, Finished::Other);
+        step.commit(&self.queue, vec![ticket]).await?;
+        metrics::stage_progress("fetch", 1, 2, Duration::ZERO);
+        Ok(())
     }
 
-    async fn dead_letter(
+    /// Settles a request that failed again: it waits while the site cannot be worked
+    /// with, is retried within the budget when the failure may pass, else dead-lettered.
+    async fn failed(
         &self,
-        ticket: Ticket,
+        ticket: crate::queue::Ticket,
         task: &FetchTask,
-        reason: &str,
+        e: ApplianceError,
     ) -> Result<(), QueueError> {
-        metrics::stage_error("fetch");
-        tracing::error!(
-            site = %task.site,
-            attempts = ticket.attempts() + 1,
-            "{}: {reason}; moved to the dead letter (`btic replay` asks again)",
-            task.request.describe()
-        );
-        let metadata = task_metadata(&task.site, &task.request, &task.lane);
-        let metadata: Vec<(&str, &str)> = metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut state = Changes::new();
-        backfill::finish_task(
-            &mut state,
-            &task.lane,
-            &task.request,
-            Finished::DeadLettered,
-        )?;
-        self.queue
-            .dead_letter_with(ticket, reason, &metadata, state)
-            .await
+        let retry = if site_level(&e) {
+            Retry::WhenReachable
+        } else if e.is_retryable() {
+            Retry::Later {
+                after: e.retry_after(),
+            }
+        } else {
+            Retry::Never
+        };
+        let reason = e.to_string();
+        let metadata = request_metadata(&task.site, &task.request);
+        let attempts = ticket.attempts() + 1;
+        let failed = Failed {
+            stage: "fetch",
+            reason: &reason,
+            retry,
+            lane: &task.lane,
+            step: Step::Request(task.request.to_string()),
+            metadata: &borrowed(&metadata),
+        };
+        let described = task.request.describe();
+        match settle::settle(&self.queue, ticket, failed, &self.retry).await? {
+            settle::Settled::Retried(delay) => {
+                tracing::warn!(site = %task.site, attempts, "{described}: {reason}; trying again in {delay:?}");
+            }
+            settle::Settled::DeadLettered => {
+                metrics::stage_error("fetch");
+                tracing::error!(site = %task.site, attempts, "{described}: {reason}; moved to the dead letter (`btic replay` asks again)");
+            }
+        }
+        Ok(())
     }
 }

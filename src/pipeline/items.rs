@@ -68,6 +68,14 @@ impl Lane {
 }
 
 impl DownloadTask {
+    /// The lane it travels in (backups always travel in the live one).
+    pub fn lane(&self) -> Lane {
+        match self {
+            DownloadTask::Recording { lane, .. } => lane.clone(),
+            DownloadTask::Backup { .. } => Lane::Live,
+        }
+    }
+
     /// The backfill job it belongs to, if any.
     pub fn backfill_job(&self) -> Option<&str> {
         match self {
@@ -271,6 +279,17 @@ impl DeliverItem {
             | DeliverItem::Presentation { .. }
             | DeliverItem::Sessions { .. } => None,
             DeliverItem::Recording { spool, .. } | DeliverItem::Backup { spool, .. } => Some(spool),
+        }
+    }
+
+    /// The lane it travels in (backups always travel in the live one).
+    pub fn lane(&self) -> Lane {
+        match self {
+            DeliverItem::Session { lane, .. }
+            | DeliverItem::Recording { lane, .. }
+            | DeliverItem::Presentation { lane, .. }
+            | DeliverItem::Sessions { lane, .. } => lane.clone(),
+            DeliverItem::Backup { .. } => Lane::Live,
         }
     }
 

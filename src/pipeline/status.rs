@@ -8,15 +8,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::keys::{self, SkewRecord};
 use crate::config::Config;
-use crate::fetch::{SkewRecord, open_prefix, skew_key, watermark_key};
 use crate::model::Report;
 use crate::queue::{Queue, QueueError};
-
-/// The state key of a schedule's run record.
-pub fn schedule_key(name: &str) -> String {
-    format!("schedule/{name}")
-}
 
 /// A schedule's last runs, kept in the state area.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,11 +114,13 @@ impl Status {
         let now = Utc::now();
         let mut sites = Vec::new();
         for site in &config.sites {
-            let skew: Option<SkewRecord> = queue.state_get(&skew_key(&site.name)).await?;
+            let skew: Option<SkewRecord> = queue.state_get(&keys::skew(&site.name)).await?;
             let skew_delta = TimeDelta::milliseconds(skew.map_or(0, |s| s.skew_ms));
             let mut watermarks = Vec::new();
             for report in [Report::SupportSession, Report::PresentationSession] {
-                let at: Option<i64> = queue.state_get(&watermark_key(&site.name, report)).await?;
+                let at: Option<i64> = queue
+                    .state_get(&keys::watermark(&site.name, report))
+                    .await?;
                 if let Some(at) = at.and_then(|t| DateTime::from_timestamp(t, 0)) {
                     watermarks.push(WatermarkStatus {
                         report: report.as_str().to_string(),
@@ -132,7 +129,7 @@ impl Status {
                     });
                 }
             }
-            let open: Vec<(String, i64)> = queue.state_list(&open_prefix(&site.name)).await?;
+            let open: Vec<(String, i64)> = queue.state_list(&keys::open_prefix(&site.name)).await?;
             sites.push(SiteStatus {
                 open_sessions: open.len(),
                 name: site.name.clone(),
@@ -153,7 +150,7 @@ impl Status {
         let dead = queue.dead_letter_counts().await?;
         let mut schedules = Vec::new();
         for s in &config.schedules {
-            let run: Option<ScheduleRun> = queue.state_get(&schedule_key(&s.name)).await?;
+            let run: Option<ScheduleRun> = queue.state_get(&keys::schedule(&s.name)).await?;
             let run = run.unwrap_or_default();
             schedules.push(ScheduleStatus {
                 name: s.name.clone(),

@@ -1,0 +1,102 @@
+//! Every key the pipeline keeps in the queue's state area, in one place, with the record
+//! stored under it. ARCHITECTURE.md has the same table for readers.
+//!
+//! | key                                     | record        | written by                                   |
+//! |-----------------------------------------|---------------|----------------------------------------------|
+//! | `watermark/<site>/<report>`             | i64 (UNIX s)  | fetch, with each body or request of a window |
+//! | `watermark/<site>/SupportSession/started` | i64         | fetch of `start_time` windows (in progress)  |
+//! | `skew/<site>`                           | `SkewRecord`  | fetch, at each run                           |
+//! | `open/<site>/<lsid>`                    | i64 (start)   | parse: a session seen in progress            |
+//! | `parse/<item id>`                       | u64           | parse: records of a body handed on so far    |
+//! | `schedule/<name>`                       | `ScheduleRun` | the scheduler, after each run                |
+//! | `backfill/<job>`                        | `JobRecord`   | a backfill job, at start and with its summary |
+//! | `backfill/<job>/next`, `.../next-presentations` | i64   | fetch: the job's cursor, with each window    |
+//! | `backfill/<job>/fetched`                | bool          | the job, once every window is fetched        |
+//! | `backfill/<job>/pushed/<step>`          | u64           | every hand-off that creates the job's items  |
+//! | `backfill/<job>/done/<step>`            | `Finished`    | every hand-off that finishes one of them     |
+//!
+//! `<step>` names a step by identity (`handoff::Step`), so a step redone after a crash
+//! writes the same keys again.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Report;
+
+/// The live watermark of (site, report): every closed session that ended before it has
+/// been handed on.
+pub fn watermark(site: &str, report: Report) -> String {
+    format!("watermark/{site}/{}", report.as_str())
+}
+
+/// The `start_time` watermark of a site (sessions in progress).
+pub fn started_watermark(site: &str) -> String {
+    format!("watermark/{site}/SupportSession/started")
+}
+
+/// A site's last measured clock skew.
+pub fn skew(site: &str) -> String {
+    format!("skew/{site}")
+}
+
+/// A site's clock as last measured, kept so `status` can show it without a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkewRecord {
+    /// Appliance clock minus host clock, in milliseconds.
+    pub skew_ms: i64,
+    /// When it was measured (host clock, UNIX seconds).
+    pub measured_at: i64,
+}
+
+/// The prefix of a site's sessions in progress.
+pub fn open_prefix(site: &str) -> String {
+    format!("open/{site}/")
+}
+
+/// One session in progress; its record is its start time (UNIX seconds, appliance time).
+pub fn open(site: &str, lsid: &str) -> String {
+    format!("{}{lsid}", open_prefix(site))
+}
+
+/// How many records of queue item `id` (a report body) the parse stage has handed on.
+pub fn parse_progress(id: crate::queue::ItemId) -> String {
+    format!("parse/{id}")
+}
+
+/// The last run of a schedule.
+pub fn schedule(name: &str) -> String {
+    format!("schedule/{name}")
+}
+
+/// A backfill job's record.
+pub fn job(job: &str) -> String {
+    format!("backfill/{job}")
+}
+
+/// The prefix of every key of a backfill job but its record.
+pub fn job_prefix(job: &str) -> String {
+    format!("backfill/{job}/")
+}
+
+/// A backfill job's fetch cursor for `report` (UNIX seconds, or for an LSID job the LSID
+/// batches fetched).
+pub fn job_cursor(job: &str, report: Report) -> String {
+    match report {
+        Report::SupportSession => format!("backfill/{job}/next"),
+        Report::PresentationSession => format!("backfill/{job}/next-presentations"),
+    }
+}
+
+/// Set once a backfill job has fetched every window or LSID.
+pub fn job_fetched(job: &str) -> String {
+    format!("backfill/{job}/fetched")
+}
+
+/// The prefix of the counts of items a backfill job's steps created.
+pub fn created_prefix(job: &str) -> String {
+    format!("backfill/{job}/pushed/")
+}
+
+/// The prefix of the `Finished` records of a backfill job.
+pub fn finished_prefix(job: &str) -> String {
+    format!("backfill/{job}/done/")
+}
