@@ -9,6 +9,7 @@ pub mod deliver;
 pub mod fetch;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod parse;
 pub mod pipeline;
 pub mod queue;
