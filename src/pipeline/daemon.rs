@@ -3,10 +3,11 @@
 //! the shutdown token fires.
 //!
 //! Tasks and what bounds them: one parse worker; one deliver worker per destination; one
-//! fetch worker (requests to make again) and one download worker per site; one scheduler; one gauge updater; one HTTP server. Each ends
-//! when `shutdown` is cancelled, after finishing the item it holds (its hand-off either
-//! happens whole or not at all), and the daemon waits for them at most `DRAIN` before it
-//! flushes the queue and returns. Nothing here buffers items in memory: every hand-over
+//! fetch worker (requests to make again) and one download worker per site; one scheduler;
+//! one gauge updater; one notifier task (`notify::Notifications`, when the file has
+//! `[[notify]]`); one HTTP server. Each ends when `shutdown` is cancelled, after finishing
+//! the item it holds (its hand-off either happens whole or not at all), and the daemon
+//! waits for them at most `DRAIN` before it flushes the queue and returns. Nothing here buffers items in memory: every hand-over
 //! between stages goes through the queue on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +60,9 @@ pub enum RunError {
     /// A site's client could not be set up.
     #[error(transparent)]
     Appliance(#[from] crate::appliance::ApplianceError),
+    /// A notifier could not be set up.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// The spool directory under a state directory.
@@ -220,6 +224,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.pipeline.stall_after,
         stages.clone(),
     ));
+    // It only reads what the stages record; `notifications.handle()` is how another part
+    // would raise an event (a fail-stop) or report a condition (the disk budget).
+    let notifications =
+        crate::notify::Notifications::new(&config, &secrets, queue.clone(), health.clone())?;
+    tasks.spawn(notifications.run(stages.clone()));
     let scheduler = Scheduler {
         config: config.clone(),
         fetchers,
