@@ -126,8 +126,26 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// Send notifications by hand.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
     Simulate(Box<cli::SimulateArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Send a test message through every notifier (or one) and print the outcome of each.
+    Test {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only the notifier of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +234,9 @@ fn main() -> ExitCode {
             DeadLetterCommand::List { config, json } => cli::dead_letter_list(&config, json),
             DeadLetterCommand::Show { id, config } => cli::dead_letter_show(&config, id),
         },
+        Command::Notify {
+            command: NotifyCommand::Test { config, name },
+        } => cli::notify_test(&config, name.as_deref()),
         Command::Simulate(args) => cli::simulate(&args),
         Command::Import {
             config,

@@ -45,7 +45,8 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-fn load(path: &Path) -> Result<Config, CliError> {
+/// Loads a pipeline file; every problem goes to stderr, and the error exits 2.
+pub(super) fn load(path: &Path) -> Result<Config, CliError> {
     Config::load(path).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("error: {e}");

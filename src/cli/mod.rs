@@ -7,6 +7,7 @@ mod check;
 mod daemon;
 mod import;
 mod inspect;
+mod notify;
 mod simulate;
 mod state;
 
@@ -16,6 +17,7 @@ pub use check::check;
 pub use daemon::{demo, run};
 pub use import::import;
 pub use inspect::inspect;
+pub use notify::notify_test;
 pub use simulate::{SimulateArgs, simulate};
 pub use state::{dead_letter_list, dead_letter_show, replay, status};
 
