@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod fetch;
+pub mod log_file;
 pub mod metrics;
 pub mod model;
 pub mod notify;

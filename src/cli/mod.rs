@@ -14,7 +14,7 @@ mod state;
 pub use arenas::{limit_malloc_arenas, trim_freed_memory};
 pub use backfill::{BackfillArgs, backfill};
 pub use check::check;
-pub use daemon::{demo, run};
+pub use daemon::{demo, open_log_file, run};
 pub use import::import;
 pub use inspect::inspect;
 pub use notify::notify_test;
