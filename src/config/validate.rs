@@ -946,10 +946,10 @@ fn build_smtp(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> Sm
     }
     let mailbox = |p: &mut Problems, key: String, text: &str| {
         text.parse::<lettre::message::Mailbox>()
-            .map_err(|e| {
+            .map_err(|_| {
                 p.error(
                     key,
-                    format!("\"{text}\" is not an e-mail address like btic@example.com ({e})"),
+                    format!("\"{text}\" is not an e-mail address like btic@example.com or \"btic <btic@example.com>\""),
                 )
             })
             .ok()
