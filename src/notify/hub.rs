@@ -1022,4 +1022,116 @@ mod tests {
             record
         );
     }
+
+    /// A webhook receiver in the test: every POST's JSON body, in order.
+    async fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+        let got: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(body);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, got)
+    }
+
+    fn kinds_of(body: &serde_json::Value) -> Vec<String> {
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn wait_for(
+        got: &std::sync::Mutex<Vec<serde_json::Value>>,
+        n: usize,
+        limit: Duration,
+    ) -> Vec<serde_json::Value> {
+        let started = tokio::time::Instant::now();
+        while got.lock().unwrap().len() < n && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        got.lock().unwrap().clone()
+    }
+
+    /// The disk budget and the fail-stop do not exist in the daemon yet: this is how
+    /// they will be told, through the handle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditions_and_fail_stops_raised_through_the_handle_reach_the_webhook() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, got) = receiver().await;
+        let source = dir.path().join("p.toml");
+        let text = format!(
+            "state_dir = \"{}\"\n[[notify]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nmin_interval = \"1h\"\n",
+            dir.path().display()
+        );
+        std::fs::write(&source, &text).unwrap();
+        let config = Config::from_toml(&source, &text).unwrap();
+        let secrets = config.resolve_secrets().unwrap();
+        let queue = Queue::open(dir.path().join("queue")).unwrap();
+        let health = Arc::new(Health::new(Duration::from_secs(600)));
+        let start = |queue: Queue| {
+            let n = Notifications::new(&config, &secrets, queue, health.clone()).unwrap();
+            let handle = n.handle();
+            let stop = CancellationToken::new();
+            (handle, stop.clone(), tokio::spawn(n.run(stop)))
+        };
+
+        let (handle, stop, task) = start(queue.clone());
+        handle.condition(DiskBudget, "state directory", Some("20.1 GB of 20 GB used"));
+        let bodies = wait_for(&got, 1, OBSERVE_EVERY * 3).await;
+        assert_eq!(bodies.len(), 1, "the first message goes at once");
+        assert_eq!(kinds_of(&bodies[0]), ["disk_budget_reached"]);
+        assert_eq!(bodies[0]["events"][0]["detail"], "20.1 GB of 20 GB used");
+        // Reported again at every check: nothing new to tell.
+        handle.condition(DiskBudget, "state directory", Some("20.1 GB of 20 GB used"));
+        // A fail-stop does not wait for min_interval (an hour) nor for the next look.
+        let raised = tokio::time::Instant::now();
+        handle.raise(Event::storage_fail_stop(
+            "state directory",
+            "No space left on device (os error 28)",
+        ));
+        let bodies = wait_for(&got, 2, Duration::from_secs(3)).await;
+        assert_eq!(bodies.len(), 2, "the fail-stop came at once");
+        assert!(raised.elapsed() < OBSERVE_EVERY);
+        assert_eq!(kinds_of(&bodies[1]), ["storage_fail_stop"]);
+        // The recovery waits for min_interval; at shutdown it stays stored, unsent.
+        handle.condition(DiskBudget, "state directory", None);
+        tokio::time::sleep(OBSERVE_EVERY + Duration::from_secs(1)).await;
+        stop.cancel();
+        task.await.unwrap();
+        let record: Record = queue.state_get(&record_key("hook")).await.unwrap().unwrap();
+        let pending: Vec<EventKind> = record.pending.events.iter().map(|e| e.kind).collect();
+        assert_eq!(pending, [EventKind::DiskBudgetRecovered]);
+        assert_eq!(got.lock().unwrap().len(), 2);
+
+        // The next start: a fail-stop raised just before shutdown goes out as its last
+        // words, with what was pending.
+        let (handle, stop, task) = start(queue.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        handle.raise(Event::storage_fail_stop(
+            "state directory",
+            "Input/output error (os error 5)",
+        ));
+        stop.cancel();
+        task.await.unwrap();
+        let bodies = wait_for(&got, 3, Duration::from_secs(1)).await;
+        assert_eq!(bodies.len(), 3);
+        assert_eq!(
+            kinds_of(&bodies[2]),
+            ["disk_budget_recovered", "storage_fail_stop"]
+        );
+        let record: Record = queue.state_get(&record_key("hook")).await.unwrap().unwrap();
+        assert!(record.pending.is_empty());
+    }
 }
