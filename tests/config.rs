@@ -528,3 +528,17 @@ fn unencrypted_mail_and_plain_webhook_urls_off_loopback_are_warned_without_the_u
     );
     assert_eq!(warnings(&loopback), Vec::<String>::new());
 }
+
+#[test]
+fn the_readme_notify_example_is_valid() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme
+        .find("```toml\n[[notify]]")
+        .expect("README shows a [[notify]] example")
+        + "```toml\n".len();
+    let example = &readme[start..start + readme[start..].find("```").unwrap()];
+    let config = Config::from_toml(Path::new("README.md"), &format!("{BASE}{example}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.notifiers.len(), 2);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
