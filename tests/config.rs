@@ -49,6 +49,20 @@ fn edit(from: &str, to: &str) -> String {
     BASE.replace(from, to)
 }
 
+/// Checks each (file, every error it has) case; reports all that differ.
+fn check_cases(cases: &[(String, &str)]) {
+    let mut failures = Vec::new();
+    for (i, (src, expected)) in cases.iter().enumerate() {
+        let actual = errors_of(src);
+        if actual != *expected {
+            failures.push(format!(
+                "case {i}:\n  expected: {expected}\n  actual:   {actual}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn the_base_of_the_bad_cases_is_valid() {
     assert_eq!(errors_of(BASE), "valid");
@@ -251,16 +265,7 @@ fn bad_configurations_name_file_line_and_key() {
         ),
     ];
     assert!(cases.len() >= 20);
-    let mut failures = Vec::new();
-    for (i, (src, expected)) in cases.iter().enumerate() {
-        let actual = errors_of(src);
-        if actual != *expected {
-            failures.push(format!(
-                "case {i}:\n  expected: {expected}\n  actual:   {actual}"
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases(&cases);
 }
 
 #[test]
@@ -477,16 +482,7 @@ fn bad_notifiers_and_log_settings_name_file_line_and_key() {
             "bad.toml:44:13: log.keep_days: applies to log.file, which is not set",
         ),
     ];
-    let mut failures = Vec::new();
-    for (i, (src, expected)) in cases.iter().enumerate() {
-        let actual = errors_of(src);
-        if actual != *expected {
-            failures.push(format!(
-                "case {i}:\n  expected: {expected}\n  actual:   {actual}"
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases(&cases);
 }
 
 #[test]

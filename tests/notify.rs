@@ -139,6 +139,41 @@ min_interval = "{min_interval}"
     }
 }
 
+/// aiosmtpd (STARTTLS and AUTH) and a webhook receiver, with a pipeline file that has a
+/// notifier for each and nothing else.
+struct Servers {
+    rig: Rig,
+    port: u16,
+    _smtp: SmtpServer,
+    // Drops after `receiver`, whose server task it runs.
+    _rt: tokio::runtime::Runtime,
+    receiver: Receiver,
+    config: PathBuf,
+}
+
+impl Servers {
+    fn start(pythonpath: &Path) -> Servers {
+        let rig = Rig::new();
+        let port = free_port();
+        let smtp = SmtpServer::start(pythonpath, rig.smtp_settings(port));
+        let rt = runtime();
+        let receiver = rt.block_on(Receiver::start());
+        let config = rig.pipeline(&format!(
+            "{}{}",
+            rig.mail_notifier(port, "15m"),
+            rig.hook_notifier(&receiver, "15m")
+        ));
+        Servers {
+            rig,
+            port,
+            _smtp: smtp,
+            _rt: rt,
+            receiver,
+            config,
+        }
+    }
+}
+
 fn notify_test(config: &Path, name: Option<&str>) -> Output {
     let mut command = btic();
     command.args(["notify", "test", "--config"]).arg(config);
@@ -149,16 +184,14 @@ fn notify_test(config: &Path, name: Option<&str>) -> Output {
 }
 
 fn notify_test_reaches_the_smtp_server_and_the_webhook(pythonpath: &Path) -> Result<(), Failed> {
-    let rig = Rig::new();
-    let port = free_port();
-    let _smtp = SmtpServer::start(pythonpath, rig.smtp_settings(port));
-    let rt = runtime();
-    let receiver = rt.block_on(Receiver::start());
-    let config = rig.pipeline(&format!(
-        "{}{}",
-        rig.mail_notifier(port, "15m"),
-        rig.hook_notifier(&receiver, "15m")
-    ));
+    let Servers {
+        rig,
+        port,
+        _smtp,
+        _rt,
+        receiver,
+        config,
+    } = Servers::start(pythonpath);
 
     let out = notify_test(&config, None);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -274,16 +307,14 @@ fn a_wrong_smtp_port_fails_notify_test_with_a_clear_message() -> Result<(), Fail
 fn check_greets_the_smtp_server_with_starttls_and_auth_without_sending(
     pythonpath: &Path,
 ) -> Result<(), Failed> {
-    let rig = Rig::new();
-    let port = free_port();
-    let _smtp = SmtpServer::start(pythonpath, rig.smtp_settings(port));
-    let rt = runtime();
-    let receiver = rt.block_on(Receiver::start());
-    let config = rig.pipeline(&format!(
-        "{}{}",
-        rig.mail_notifier(port, "15m"),
-        rig.hook_notifier(&receiver, "15m")
-    ));
+    let Servers {
+        rig,
+        port,
+        _smtp,
+        _rt,
+        receiver,
+        config,
+    } = Servers::start(pythonpath);
     let out = btic()
         .args(["check", "--config"])
         .arg(&config)

@@ -226,20 +226,22 @@ impl Digest {
     }
 }
 
+/// An event of `count` occurrences at `at`, for tests.
+#[cfg(test)]
+pub(crate) fn event(kind: EventKind, subject: &str, count: u64, detail: &str, at: i64) -> Event {
+    Event {
+        kind,
+        subject: subject.into(),
+        count,
+        detail: detail.into(),
+        first_at: at,
+        last_at: at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(kind: EventKind, subject: &str, count: u64, detail: &str, at: i64) -> Event {
-        Event {
-            kind,
-            subject: subject.into(),
-            count,
-            detail: detail.into(),
-            first_at: at,
-            last_at: at,
-        }
-    }
 
     #[test]
     fn events_of_one_kind_and_subject_merge_and_a_change_of_kind_starts_a_new_line() {

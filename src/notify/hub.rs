@@ -519,24 +519,25 @@ impl Notifications {
         facts
     }
 
-    fn stall_detail(&self) -> String {
-        format!(
+    /// Folds `facts` into every notifier's record.
+    fn fold_all(&self, state: &mut State, facts: &Facts) {
+        let stall_detail = format!(
             "work waiting and no progress for {} (pipeline.stall_after); /healthz answers 503",
             format_duration(self.stall_after)
-        )
-    }
-
-    async fn round(&self, state: &mut State, clock: &Clock) {
-        let now = clock.now();
-        let facts = self.observe(&mut state.observed, now, clock).await;
-        let stall_detail = self.stall_detail();
+        );
         for outlet in &self.outlets {
             let record = state
                 .records
                 .entry(outlet.notifier.name.clone())
                 .or_default();
-            fold(record, &outlet.notifier, &facts, &stall_detail);
+            fold(record, &outlet.notifier, facts, &stall_detail);
         }
+    }
+
+    async fn round(&self, state: &mut State, clock: &Clock) {
+        let now = clock.now();
+        let facts = self.observe(&mut state.observed, now, clock).await;
+        self.fold_all(state, &facts);
         self.store(state).await;
         self.send_due(state, now, |_| true).await;
         self.store(state).await;
@@ -550,14 +551,7 @@ impl Notifications {
             ..Facts::default()
         };
         (facts.raised, facts.reported) = self.handle.take();
-        let stall_detail = self.stall_detail();
-        for outlet in &self.outlets {
-            let record = state
-                .records
-                .entry(outlet.notifier.name.clone())
-                .or_default();
-            fold(record, &outlet.notifier, &facts, &stall_detail);
-        }
+        self.fold_all(state, &facts);
         self.store(state).await;
         let urgent = |r: &Record| r.pending.is_urgent();
         if state.records.values().any(urgent) {

@@ -269,23 +269,13 @@ pub(crate) fn lasted(since: i64, now: i64) -> String {
 mod tests {
     use super::*;
     use crate::config::{NotifierSecrets, Secret};
+    use crate::notify::event::event;
 
     fn origin() -> Origin {
         Origin {
             notifier: "ops-mail".into(),
             host: "box1".into(),
             config: "/etc/btic/btic.toml".into(),
-        }
-    }
-
-    fn event(kind: EventKind, subject: &str, count: u64, detail: &str, at: i64) -> Event {
-        Event {
-            kind,
-            subject: subject.into(),
-            count,
-            detail: detail.into(),
-            first_at: at,
-            last_at: at,
         }
     }
 

@@ -11,6 +11,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::message::{Message, Redactor};
+use crate::appliance::error_chain as chain;
 use crate::config::check_webhook_url;
 use crate::config::{Notifier, NotifierKind, NotifierSecrets, SmtpNotifier, SmtpTls};
 
@@ -82,22 +83,6 @@ impl std::fmt::Debug for WebhookTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "WebhookTransport({})", self.host)
     }
-}
-
-/// An error and its sources, as one line (lettre and reqwest keep the useful part —
-/// "Connection refused" — in the source chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl Transport {
