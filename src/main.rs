@@ -126,8 +126,26 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// Send notifications by hand.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
     Simulate(Box<cli::SimulateArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Send a test message through every notifier (or one) and print the outcome of each.
+    Test {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only the notifier of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,12 +169,19 @@ enum DeadLetterCommand {
     },
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, or to `[log] file` for `btic run` (no colours there).
+fn init_logging(format: LogFormat, file: Option<btic::log_file::DailyFile>) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = match file {
+        Some(file) => builder
+            .with_writer(BoxMakeWriter::new(file))
+            .with_ansi(false),
+        None => builder.with_writer(BoxMakeWriter::new(std::io::stderr)),
+    };
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -173,7 +198,19 @@ fn main() -> ExitCode {
     if pipeline {
         cli::limit_malloc_arenas();
     }
-    init_logging(args.log_format);
+    // Only the daemon logs to the pipeline file's `[log] file`: the other commands are run
+    // by a person (or a unit's pre-start check) who reads stderr.
+    let log_file = match &args.command {
+        Command::Run { config } => match cli::open_log_file(config) {
+            Ok(file) => file,
+            Err(e) => {
+                eprintln!("btic: {}", e.message);
+                return ExitCode::from(e.code);
+            }
+        },
+        _ => None,
+    };
+    init_logging(args.log_format, log_file);
     if pipeline {
         cli::trim_freed_memory();
     }
@@ -216,6 +253,9 @@ fn main() -> ExitCode {
             DeadLetterCommand::List { config, json } => cli::dead_letter_list(&config, json),
             DeadLetterCommand::Show { id, config } => cli::dead_letter_show(&config, id),
         },
+        Command::Notify {
+            command: NotifyCommand::Test { config, name },
+        } => cli::notify_test(&config, name.as_deref()),
         Command::Simulate(args) => cli::simulate(&args),
         Command::Import {
             config,

@@ -49,6 +49,20 @@ fn edit(from: &str, to: &str) -> String {
     BASE.replace(from, to)
 }
 
+/// Checks each (file, every error it has) case; reports all that differ.
+fn check_cases(cases: &[(String, &str)]) {
+    let mut failures = Vec::new();
+    for (i, (src, expected)) in cases.iter().enumerate() {
+        let actual = errors_of(src);
+        if actual != *expected {
+            failures.push(format!(
+                "case {i}:\n  expected: {expected}\n  actual:   {actual}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn the_base_of_the_bad_cases_is_valid() {
     assert_eq!(errors_of(BASE), "valid");
@@ -251,16 +265,7 @@ fn bad_configurations_name_file_line_and_key() {
         ),
     ];
     assert!(cases.len() >= 20);
-    let mut failures = Vec::new();
-    for (i, (src, expected)) in cases.iter().enumerate() {
-        let actual = errors_of(src);
-        if actual != *expected {
-            failures.push(format!(
-                "case {i}:\n  expected: {expected}\n  actual:   {actual}"
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases(&cases);
 }
 
 #[test]
@@ -304,4 +309,232 @@ fn missing_secret_sources_name_the_key_not_the_value() {
         ),
         "{errors}"
     );
+}
+
+/// A valid `[[notify]]` pair appended to `BASE` (starting at line 33).
+const NOTIFY: &str = r#"
+[[notify]]
+name = "ops-mail"
+type = "smtp"
+host = "smtp.example.com"
+from = "btic <btic@example.com>"
+to = ["ops@example.com", "oncall@example.com"]
+username = "btic"
+password = { env = "BTIC_SMTP_PASSWORD" }
+
+[[notify]]
+name = "chat"
+type = "webhook"
+url = { env = "BTIC_WEBHOOK_URL" }
+min_interval = "1m"
+events = ["dead_letter", "stage_stalled"]
+
+[log]
+file = "/var/log/btic/btic.log"
+keep_days = 14
+"#;
+
+fn with_notify(from: &str, to: &str) -> String {
+    assert!(
+        from.is_empty() || NOTIFY.matches(from).count() == 1,
+        "{from:?} must occur once"
+    );
+    format!("{BASE}{}", NOTIFY.replace(from, to))
+}
+
+#[test]
+fn notifiers_and_the_log_file_take_their_defaults() {
+    use btic::config::{EventClass, NotifierKind, SmtpTls};
+    use std::time::Duration;
+
+    let config = Config::from_toml(Path::new("p.toml"), &with_notify("", "")).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let [mail, chat] = &config.notifiers[..] else {
+        panic!("two notifiers: {:?}", config.notifiers);
+    };
+    let NotifierKind::Smtp(smtp) = &mail.kind else {
+        panic!("{mail:?}")
+    };
+    assert_eq!(
+        (smtp.server.as_str(), smtp.port, smtp.tls),
+        ("smtp.example.com", 587, SmtpTls::StartTls)
+    );
+    assert_eq!(smtp.from.to_string(), "btic <btic@example.com>");
+    assert_eq!(smtp.to.len(), 2);
+    assert_eq!(mail.min_interval, Duration::from_secs(900));
+    assert_eq!(mail.failing_after, Duration::from_secs(900));
+    assert_eq!(mail.events, EventClass::ALL.to_vec());
+    assert_eq!(chat.min_interval, Duration::from_secs(60));
+    assert_eq!(
+        chat.events,
+        vec![EventClass::DeadLetter, EventClass::StageStalled]
+    );
+    assert_eq!(
+        config.log.file.as_deref(),
+        Some(Path::new("/var/log/btic/btic.log"))
+    );
+    assert_eq!(config.log.keep_days, Some(14));
+    let ports: Vec<u16> = [("tls", 465), ("none", 25)]
+        .iter()
+        .map(|(tls, _)| {
+            let src = with_notify(
+                "host = \"smtp.example.com\"",
+                &format!("host = \"127.0.0.1\"\ntls = \"{tls}\""),
+            );
+            match &Config::from_toml(Path::new("p.toml"), &src)
+                .unwrap()
+                .notifiers[0]
+                .kind
+            {
+                NotifierKind::Smtp(s) => s.port,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(ports, vec![465, 25]);
+}
+
+#[test]
+fn bad_notifiers_and_log_settings_name_file_line_and_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_notify("name = \"chat\"", "name = \"ops-mail\""),
+            "bad.toml:37:8: notify[1].name: a notifier named \"ops-mail\" is already defined",
+        ),
+        (
+            with_notify("type = \"webhook\"", "type = \"pager\""),
+            "bad.toml:38:8: notify[1].type: unknown notifier type \"pager\"; use smtp or webhook",
+        ),
+        (
+            with_notify(
+                "host = \"smtp.example.com\"",
+                "host = \"smtp.example.com:0\"",
+            ),
+            "bad.toml:30:8: notify[0].host: \"0\" is not a valid port",
+        ),
+        (
+            with_notify(
+                "host = \"smtp.example.com\"",
+                "host = \"smtps://smtp.example.com\"",
+            ),
+            "bad.toml:30:8: notify[0].host: \"smtps://smtp.example.com\" is not a host name; write host or host:port, no scheme",
+        ),
+        (
+            with_notify(
+                "host = \"smtp.example.com\"",
+                "host = \"smtp.example.com\"\ntls = \"ssl\"",
+            ),
+            "bad.toml:31:7: notify[0].tls: unknown value \"ssl\"; use starttls, tls or none",
+        ),
+        (
+            with_notify(
+                "to = [\"ops@example.com\",",
+                "to = [\"ops at example.com\",",
+            ),
+            "bad.toml:32:7: notify[0].to[0]: \"ops at example.com\" is not an e-mail address like btic@example.com or \"btic <btic@example.com>\"",
+        ),
+        (
+            with_notify(
+                "to = [\"ops@example.com\", \"oncall@example.com\"]",
+                "to = []",
+            ),
+            "bad.toml:32:1: notify[0].to: an smtp notifier needs at least one address in to = [...]",
+        ),
+        (
+            with_notify("username = \"btic\"\n", ""),
+            "bad.toml:33:1: notify[0].password: SMTP AUTH needs a username as well as a password",
+        ),
+        (
+            with_notify(
+                "url = { env = \"BTIC_WEBHOOK_URL\" }",
+                "url = \"ftp://chat.example.com/hook\"",
+            ),
+            "bad.toml:39:7: notify[1].url: expected an http:// or https:// URL",
+        ),
+        (
+            with_notify(
+                "url = { env = \"BTIC_WEBHOOK_URL\" }",
+                "url = { env = \"BTIC_WEBHOOK_URL\" }\nfrom = \"a@b.c\"",
+            ),
+            "bad.toml:40:8: notify[1].from: not a key of a webhook notifier",
+        ),
+        (
+            with_notify("min_interval = \"1m\"", "min_interval = \"1 minute\""),
+            "bad.toml:40:16: notify[1].min_interval: invalid duration \"1 minute\"; write it like \"90s\", \"15m\", \"2h\" or \"7d\"",
+        ),
+        (
+            with_notify("\"stage_stalled\"]", "\"stalls\"]"),
+            "bad.toml:41:26: notify[1].events[1]: unknown event \"stalls\"; use dead_letter, schedule_failing, stage_stalled, disk_budget, storage_fail_stop",
+        ),
+        (
+            with_notify(
+                "url = { env = \"BTIC_WEBHOOK_URL\" }",
+                "url = { env = \"X\" }\nheaders = { \"Bad Name\" = \"v\" }",
+            ),
+            "bad.toml:40:26: notify[1].headers.Bad Name: \"Bad Name\" is not a valid HTTP header name",
+        ),
+        (
+            with_notify("keep_days = 14", "keep_days = 0"),
+            "bad.toml:45:13: log.keep_days: 0 is out of range; use 1 or more, or leave it out to keep every file",
+        ),
+        (
+            with_notify("file = \"/var/log/btic/btic.log\"\n", ""),
+            "bad.toml:44:13: log.keep_days: applies to log.file, which is not set",
+        ),
+    ];
+    check_cases(&cases);
+}
+
+#[test]
+fn unencrypted_mail_and_plain_webhook_urls_off_loopback_are_warned_without_the_url() {
+    let warnings = |src: &str| -> Vec<String> {
+        Config::from_toml(Path::new("p.toml"), src)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let off_loopback = with_notify(
+        "host = \"smtp.example.com\"",
+        "host = \"smtp.example.com:25\"\ntls = \"none\"",
+    )
+    .replace(
+        "url = { env = \"BTIC_WEBHOOK_URL\" }",
+        "url = \"http://chat.example.com/hooks/T0K3N\"",
+    );
+    let found = warnings(&off_loopback);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].starts_with("p.toml:31:7: notify[0].tls: tls = \"none\" sends mail"),
+        "{found:?}"
+    );
+    assert!(found[1].starts_with(
+        "p.toml:40:7: notify[1].url: the webhook URL is written in the pipeline file"
+    ));
+    assert!(found[2].ends_with("plain http sends every message unencrypted; use https"));
+    assert!(!found.concat().contains("T0K3N"), "{found:?}");
+    let loopback = with_notify(
+        "host = \"smtp.example.com\"",
+        "host = \"127.0.0.1:2525\"\ntls = \"none\"",
+    )
+    .replace(
+        "url = { env = \"BTIC_WEBHOOK_URL\" }",
+        "url = \"http://[::1]:8080/hook\"",
+    );
+    assert_eq!(warnings(&loopback), Vec::<String>::new());
+}
+
+#[test]
+fn the_readme_notify_example_is_valid() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme
+        .find("```toml\n[[notify]]")
+        .expect("README shows a [[notify]] example")
+        + "```toml\n".len();
+    let example = &readme[start..start + readme[start..].find("```").unwrap()];
+    let config = Config::from_toml(Path::new("README.md"), &format!("{BASE}{example}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.notifiers.len(), 2);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }

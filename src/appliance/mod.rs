@@ -845,8 +845,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     (at - Utc::now()).to_std().ok()
 }
 
-/// The error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// The error and its sources on one line (also for `notify`'s transports).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -8,8 +8,8 @@ use serde_json::json;
 use super::CliError;
 use crate::config::units::format_duration;
 use crate::config::{
-    Config, DestinationKind, SessionFormat, SqlConnection, StartFrom,
-    secret::redact_connection_string,
+    Config, DestinationKind, EventClass, Notifier, NotifierKind, SecretSource, SessionFormat,
+    SqlConnection, StartFrom, secret::redact_connection_string,
 };
 
 /// Runs `btic check`. Without `offline`, also contacts every site and destination.
@@ -60,27 +60,81 @@ pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
             .count();
     let failed_destinations =
         check_destinations(&config, &secrets, json.then_some(&mut destination_checks))?;
+    let mut notifier_checks = Vec::new();
+    let failed_notifiers =
+        check_notifiers(&config, &secrets, json.then_some(&mut notifier_checks))?;
     if let Some(document) = document.as_mut() {
-        document["checks"] = json!({"sites": site_checks, "destinations": destination_checks});
+        document["checks"] = json!({"sites": site_checks, "destinations": destination_checks,
+                                    "notifiers": notifier_checks});
         println!("{document}");
     }
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    match (failed_sites, failed_destinations) {
-        (0, 0) => Ok(()),
-        (s, 0) => Err(CliError::failed(format!(
-            "{s} site{} failed the check",
-            plural(s)
-        ))),
-        (0, d) => Err(CliError::failed(format!(
-            "{d} destination{} failed the check",
-            plural(d)
-        ))),
-        (s, d) => Err(CliError::failed(format!(
-            "{s} site{} and {d} destination{} failed the check",
-            plural(s),
-            plural(d)
+    let failed: Vec<String> = [
+        (failed_sites, "site"),
+        (failed_destinations, "destination"),
+        (failed_notifiers, "notifier"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}{}", plural(n)))
+    .collect();
+    match failed.as_slice() {
+        [] => Ok(()),
+        [one] => Err(CliError::failed(format!("{one} failed the check"))),
+        [init @ .., last] => Err(CliError::failed(format!(
+            "{} and {last} failed the check",
+            init.join(", ")
         ))),
     }
+}
+
+/// Greets every SMTP notifier's server as a send would (EHLO, STARTTLS or TLS, AUTH)
+/// without sending anything; webhooks are left alone, since any request would post.
+/// Prints one line each (or adds one object each to `json`) and returns how many failed.
+fn check_notifiers(
+    config: &Config,
+    secrets: &crate::config::ResolvedSecrets,
+    mut json: Option<&mut Vec<serde_json::Value>>,
+) -> Result<usize, CliError> {
+    use crate::notify::Redactor;
+
+    if config.notifiers.is_empty() {
+        return Ok(0);
+    }
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    let redactor = Redactor::new(secrets);
+    let mut failed = 0;
+    for n in &config.notifiers {
+        let outcome = super::notify::transport(n, secrets, &redactor).and_then(|t| {
+            match runtime.block_on(t.greet()) {
+                Some(greeted) => greeted.map(Some).map_err(|e| e.to_string()),
+                None => Ok(None),
+            }
+        });
+        if let Some(json) = json.as_deref_mut() {
+            json.push(match &outcome {
+                Ok(Some(line)) => json!({"notifier": n.name, "ok": true, "detail": line}),
+                Ok(None) => json!({"notifier": n.name, "ok": true, "detail": "not contacted"}),
+                Err(e) => json!({"notifier": n.name, "ok": false, "error": e}),
+            });
+        }
+        match outcome {
+            Ok(line) if json.is_none() => println!(
+                "notifier {}: {}",
+                n.name,
+                line.unwrap_or_else(|| {
+                    "webhook not contacted (any request would post; btic notify test sends a test message)".into()
+                })
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: notifier {}: {e}", n.name);
+                failed += 1;
+            }
+        }
+    }
+    Ok(failed)
 }
 
 /// Tests every destination: SQL ones connect, create or migrate the schema and
@@ -379,6 +433,31 @@ fn summary_text(config: &Config, warnings: &[String]) -> String {
             );
         }
     }
+    if !config.notifiers.is_empty() {
+        let _ = writeln!(out, "\nnotifiers ({})", config.notifiers.len());
+        for n in &config.notifiers {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<9} {}",
+                n.name,
+                n.type_name(),
+                describe_notifier(n)
+            );
+        }
+    }
+    if let Some(file) = &config.log.file {
+        let _ = writeln!(
+            out,
+            "\nlog         {}, rotated daily, {}",
+            file.display(),
+            config
+                .log
+                .keep_days
+                .map_or("rotated files kept".to_string(), |d| {
+                    format!("rotated files removed after {d} days")
+                })
+        );
+    }
     if !warnings.is_empty() {
         let _ = writeln!(out, "\nwarnings ({})", warnings.len());
         for w in warnings {
@@ -386,6 +465,54 @@ fn summary_text(config: &Config, warnings: &[String]) -> String {
         }
     }
     out
+}
+
+fn describe_notifier(n: &Notifier) -> String {
+    let how = match &n.kind {
+        NotifierKind::Smtp(s) => {
+            let to: Vec<String> = s.to.iter().map(ToString::to_string).collect();
+            format!(
+                "{}:{} ({}), from {} to {}{}",
+                s.server,
+                s.port,
+                s.tls.as_str(),
+                s.from,
+                to.join(", "),
+                s.username
+                    .as_ref()
+                    .map(|u| format!(", AUTH as {u}"))
+                    .unwrap_or_default()
+            )
+        }
+        NotifierKind::Webhook(w) => {
+            let url = match &w.url {
+                SecretSource::Plain(url) => match crate::config::check_webhook_url(url.expose()) {
+                    Ok(host) => format!("url at {host} (in the file)"),
+                    Err(_) => "url in the file".to_string(),
+                },
+                other => format!("url from {other}"),
+            };
+            let headers: Vec<&str> = w.headers.iter().map(|(h, _)| h.as_str()).collect();
+            if headers.is_empty() {
+                url
+            } else {
+                format!("{url}, headers {}", headers.join(", "))
+            }
+        }
+    };
+    let events = if n.events.len() == EventClass::ALL.len() {
+        "all".to_string()
+    } else {
+        n.events
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{how}; at most every {}; events {events}",
+        format_duration(n.min_interval)
+    )
 }
 
 fn summary_json(config: &Config, warnings: &[String]) -> serde_json::Value {
@@ -409,6 +536,12 @@ fn summary_json(config: &Config, warnings: &[String]) -> serde_json::Value {
                 "include_in_progress": t.include_in_progress,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "notifiers": config.notifiers.iter().map(|n| json!({
+            "name": n.name, "type": n.type_name(), "detail": describe_notifier(n),
+            "min_interval_seconds": n.min_interval.as_secs(),
+            "events": n.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "log": {"file": config.log.file, "keep_days": config.log.keep_days},
         "warnings": warnings,
     })
 }

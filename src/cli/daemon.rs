@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CliError;
 use crate::config::Config;
+use crate::log_file::DailyFile;
 use crate::pipeline::daemon;
 use crate::simulator::{Options, Simulator};
 
@@ -45,13 +46,28 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-fn load(path: &Path) -> Result<Config, CliError> {
+/// Loads a pipeline file; every problem goes to stderr, and the error exits 2.
+pub(super) fn load(path: &Path) -> Result<Config, CliError> {
     Config::load(path).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("error: {e}");
         }
         CliError::config(format!("{}: invalid pipeline file", path.display()))
     })
+}
+
+/// The `[log] file` of the pipeline file at `path`, opened; `None` when it has none or
+/// is invalid (`run` then reports its problems).
+pub fn open_log_file(path: &Path) -> Result<Option<DailyFile>, CliError> {
+    let Ok(config) = Config::load(path) else {
+        return Ok(None);
+    };
+    let Some(file) = &config.log.file else {
+        return Ok(None);
+    };
+    DailyFile::open(file, config.log.keep_days)
+        .map(Some)
+        .map_err(|e| CliError::failed(format!("opening the log file {}: {e}", file.display())))
 }
 
 /// `btic run --config FILE`.

@@ -7,15 +7,17 @@ mod check;
 mod daemon;
 mod import;
 mod inspect;
+mod notify;
 mod simulate;
 mod state;
 
 pub use arenas::{limit_malloc_arenas, trim_freed_memory};
 pub use backfill::{BackfillArgs, backfill};
 pub use check::check;
-pub use daemon::{demo, run};
+pub use daemon::{demo, open_log_file, run};
 pub use import::import;
 pub use inspect::inspect;
+pub use notify::notify_test;
 pub use simulate::{SimulateArgs, simulate};
 pub use state::{dead_letter_list, dead_letter_show, replay, status};
 

@@ -22,6 +22,7 @@ use chrono::{DateTime, NaiveTime, Utc};
 
 pub use locate::Position;
 pub use secret::{Secret, SecretError, SecretSource};
+pub(crate) use validate::check_webhook_url;
 
 /// A validated pipeline file.
 #[derive(Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct Config {
     pub destinations: Vec<Destination>,
     /// When transfers run.
     pub schedules: Vec<Schedule>,
+    /// Who is told about trouble, and how (`[[notify]]`).
+    pub notifiers: Vec<Notifier>,
+    /// Where the daemon's log goes (`[log]`).
+    pub log: LogConfig,
     /// Things that work but deserve a look (plain-text secrets, plain HTTP).
     pub warnings: Vec<ConfigError>,
 }
@@ -458,6 +463,155 @@ impl fmt::Display for DataKind {
     }
 }
 
+/// `[[notify]]`: a mailbox or a chat hook that hears about trouble, at most once per
+/// `min_interval`, in one digest of everything since the last message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notifier {
+    /// Unique name, used by `btic notify test --name` and in the state directory.
+    pub name: String,
+    /// How messages are sent.
+    pub kind: NotifierKind,
+    /// At most one message per this interval; what happens meanwhile waits in the
+    /// digest. Default 15 minutes.
+    pub min_interval: Duration,
+    /// The kinds of events this notifier hears about (each with its recovery). Default:
+    /// all of them.
+    pub events: Vec<EventClass>,
+    /// A schedule whose runs keep failing is reported once it has failed for this long.
+    /// Default 15 minutes.
+    pub failing_after: Duration,
+}
+
+impl Notifier {
+    /// The `type` key's value.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            NotifierKind::Smtp(_) => "smtp",
+            NotifierKind::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// The notifier types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifierKind {
+    /// E-mail through an SMTP server.
+    Smtp(SmtpNotifier),
+    /// An HTTP POST of a JSON body.
+    Webhook(WebhookNotifier),
+}
+
+/// A `type = "smtp"` notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpNotifier {
+    /// The SMTP server's host name or address, without the port.
+    pub server: String,
+    /// Its port: as written in `host`, else 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    pub port: u16,
+    /// How the connection is secured.
+    pub tls: SmtpTls,
+    /// The sender (`btic@example.com` or `btic <btic@example.com>`).
+    pub from: lettre::message::Mailbox,
+    /// The recipients, at least one.
+    pub to: Vec<lettre::message::Mailbox>,
+    /// The account for SMTP AUTH, when the server wants one (with `password`).
+    pub username: Option<String>,
+    /// The password for SMTP AUTH.
+    pub password: Option<SecretSource>,
+    /// An extra trusted CA (PEM) for the server's certificate, on top of the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `tls` of an SMTP notifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption at all: loopback relays and test rigs only (`check` warns otherwise).
+    None,
+}
+
+impl SmtpTls {
+    /// The `tls` key's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::StartTls => "starttls",
+            SmtpTls::Tls => "tls",
+            SmtpTls::None => "none",
+        }
+    }
+}
+
+/// A `type = "webhook"` notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookNotifier {
+    /// Where the JSON body is posted; incoming-webhook URLs carry their token, so this is
+    /// a secret.
+    pub url: SecretSource,
+    /// Extra request headers (an `Authorization`, say); values are secrets too.
+    pub headers: Vec<(String, SecretSource)>,
+}
+
+/// What a notifier can be told about. Each class has an event and its recovery.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum EventClass {
+    /// Items went to the dead letter; recovered when that queue's dead letter is empty.
+    DeadLetter,
+    /// A schedule's runs have failed for `failing_after`; recovered at its next good run.
+    ScheduleFailing,
+    /// A stage has work and made no progress for `pipeline.stall_after` (the `/healthz`
+    /// condition); recovered when it moves again.
+    StageStalled,
+    /// Fetching paused because the state directory reached its disk budget; recovered
+    /// when it is under it again.
+    DiskBudget,
+    /// A storage error stopped the daemon; recovered when a later start writes again.
+    StorageFailStop,
+}
+
+impl EventClass {
+    /// Every class, in the order messages list them.
+    pub const ALL: [EventClass; 5] = [
+        EventClass::DeadLetter,
+        EventClass::ScheduleFailing,
+        EventClass::StageStalled,
+        EventClass::DiskBudget,
+        EventClass::StorageFailStop,
+    ];
+
+    /// The name written in `events = [...]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventClass::DeadLetter => "dead_letter",
+            EventClass::ScheduleFailing => "schedule_failing",
+            EventClass::StageStalled => "stage_stalled",
+            EventClass::DiskBudget => "disk_budget",
+            EventClass::StorageFailStop => "storage_fail_stop",
+        }
+    }
+
+    /// Parses an `events` entry.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// `btic run` writes its log here instead of stderr (same text or JSON lines, no
+    /// colours); at the first line of each UTC day the file is renamed `FILE.YYYY-MM-DD`
+    /// and a new one started. `None` (the default): stderr.
+    pub file: Option<PathBuf>,
+    /// Rotated files older than this many days are removed (the Integration Client's
+    /// "Log File Removal"). `None` (the default) keeps them all.
+    pub keep_days: Option<u32>,
+}
+
 /// One problem in a pipeline file, with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -555,4 +709,34 @@ pub struct ResolvedSecrets {
     pub backup_passwords: std::collections::BTreeMap<String, Secret>,
     /// `url` per SQL destination that has one.
     pub urls: std::collections::BTreeMap<String, Secret>,
+    /// The secrets of each notifier, by name.
+    pub notifiers: std::collections::BTreeMap<String, NotifierSecrets>,
+}
+
+/// A notifier's secrets, read.
+#[derive(Debug, Clone, Default)]
+pub struct NotifierSecrets {
+    /// An SMTP notifier's `password`.
+    pub password: Option<Secret>,
+    /// A webhook's `url`.
+    pub url: Option<Secret>,
+    /// A webhook's `headers`, in the file's order.
+    pub headers: Vec<(String, Secret)>,
+}
+
+impl ResolvedSecrets {
+    /// Every secret value read, so that text leaving btic can be checked against them.
+    pub fn values(&self) -> Vec<&Secret> {
+        let mut all: Vec<&Secret> = self
+            .client_secrets
+            .values()
+            .chain(self.backup_passwords.values())
+            .chain(self.urls.values())
+            .collect();
+        for n in self.notifiers.values() {
+            all.extend(n.password.iter().chain(n.url.iter()));
+            all.extend(n.headers.iter().map(|(_, v)| v));
+        }
+        all
+    }
 }

@@ -2,6 +2,8 @@
 //! `deny_unknown_fields` everywhere. Nothing here is checked beyond its TOML type;
 //! `validate` turns these into the domain types of `config`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +19,9 @@ pub(crate) struct RawConfig {
     pub destination: Vec<RawDestination>,
     #[serde(default)]
     pub schedule: Vec<RawSchedule>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+    pub log: Option<RawLog>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,4 +117,36 @@ pub(crate) struct RawTransfer {
     pub data: Vec<String>,
     #[serde(default)]
     pub include_in_progress: bool,
+}
+
+/// One `[[notify]]`. Flat like `RawDestination`, for the same reason: a key of the other
+/// type is reported with its place.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotify {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    // smtp
+    pub host: Option<String>,
+    pub tls: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<Vec<String>>,
+    pub username: Option<String>,
+    pub password: Option<RawSecret>,
+    pub ca_file: Option<String>,
+    // webhook
+    pub url: Option<RawSecret>,
+    pub headers: Option<BTreeMap<String, RawSecret>>,
+    // both
+    pub min_interval: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub failing_after: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub file: Option<String>,
+    pub keep_days: Option<i64>,
 }

@@ -9,13 +9,15 @@ use std::time::Duration;
 use chrono::NaiveTime;
 
 use super::locate::{Locator, Position};
-use super::raw::{RawConfig, RawDestination, RawSchedule, RawSecret, RawSite};
+use super::raw::{RawConfig, RawDestination, RawLog, RawNotify, RawSchedule, RawSecret, RawSite};
 use super::secret::{Secret, SecretSource, has_inline_password};
 use super::units::{parse_date, parse_duration};
 use super::{
-    Config, ConfigError, ConfigErrors, DataKind, Destination, DestinationKind, FileNameFormat,
-    FilesDestination, MetricsConfig, OnConflict, PipelineConfig, ResolvedSecrets, RetryPolicy,
-    Schedule, SessionFormat, Site, SqlConnection, SqlDestination, SqlDialect, StartFrom, Transfer,
+    Config, ConfigError, ConfigErrors, DataKind, Destination, DestinationKind, EventClass,
+    FileNameFormat, FilesDestination, LogConfig, MetricsConfig, Notifier, NotifierKind,
+    NotifierSecrets, OnConflict, PipelineConfig, ResolvedSecrets, RetryPolicy, Schedule,
+    SessionFormat, Site, SmtpNotifier, SmtpTls, SqlConnection, SqlDestination, SqlDialect,
+    StartFrom, Transfer, WebhookNotifier, host_without_port,
 };
 
 const MIN_EVERY: Duration = Duration::from_secs(60);
@@ -197,10 +199,32 @@ fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Conf
         })
         .collect();
 
+    let mut notify_names = BTreeSet::new();
+    let notifiers = raw
+        .notify
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let key = format!("notify[{i}]");
+            if !notify_names.insert(n.name.clone()) {
+                p.error(
+                    format!("{key}.name"),
+                    format!("a notifier named \"{}\" is already defined", n.name),
+                );
+            }
+            build_notifier(n, &key, base_dir, p)
+        })
+        .collect();
+    let log = raw
+        .log
+        .as_ref()
+        .map_or_else(LogConfig::default, |l| build_log(l, base_dir, p));
+
     for (key, name) in [
         ("site", &site_names),
         ("destination", &dest_names),
         ("schedule", &schedule_names),
+        ("notify", &notify_names),
     ] {
         for n in name.iter() {
             if n.trim().is_empty() {
@@ -218,6 +242,8 @@ fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Conf
         sites,
         destinations,
         schedules,
+        notifiers,
+        log,
         warnings: Vec::new(),
     }
 }
@@ -757,5 +783,322 @@ pub(super) fn resolve_secrets(config: &Config) -> (ResolvedSecrets, Vec<ConfigEr
             out.urls.insert(d.name.clone(), s);
         }
     }
+    for (i, n) in config.notifiers.iter().enumerate() {
+        let mut read = NotifierSecrets::default();
+        match &n.kind {
+            NotifierKind::Smtp(smtp) => {
+                if let Some(password) = &smtp.password {
+                    read.password = resolve(format!("notify[{i}].password"), password);
+                }
+            }
+            NotifierKind::Webhook(hook) => {
+                read.url = resolve(format!("notify[{i}].url"), &hook.url);
+                for (name, value) in &hook.headers {
+                    if let Some(v) = resolve(format!("notify[{i}].headers.{name}"), value) {
+                        read.headers.push((name.clone(), v));
+                    }
+                }
+            }
+        }
+        out.notifiers.insert(n.name.clone(), read);
+    }
     (out, errors)
+}
+
+/// Whether `host` (a name or address, maybe with a port) is this machine's loopback,
+/// where an unencrypted connection never leaves the host.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let name = host_without_port(host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn build_notifier(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> Option<Notifier> {
+    let present: [(&str, bool); 9] = [
+        ("host", n.host.is_some()),
+        ("tls", n.tls.is_some()),
+        ("from", n.from.is_some()),
+        ("to", n.to.is_some()),
+        ("username", n.username.is_some()),
+        ("password", n.password.is_some()),
+        ("ca_file", n.ca_file.is_some()),
+        ("url", n.url.is_some()),
+        ("headers", n.headers.is_some()),
+    ];
+    let allowed: &[&str] = match n.kind.as_str() {
+        "smtp" => &[
+            "host", "tls", "from", "to", "username", "password", "ca_file",
+        ],
+        "webhook" => &["url", "headers"],
+        other => {
+            p.error(
+                format!("{key}.type"),
+                format!("unknown notifier type \"{other}\"; use smtp or webhook"),
+            );
+            return None;
+        }
+    };
+    for (name, is_set) in present {
+        if is_set && !allowed.contains(&name) {
+            p.error(
+                format!("{key}.{name}"),
+                format!("not a key of a {} notifier", n.kind),
+            );
+        }
+    }
+    let kind = if n.kind == "smtp" {
+        NotifierKind::Smtp(build_smtp(n, key, base_dir, p))
+    } else {
+        NotifierKind::Webhook(build_webhook(n, key, base_dir, p))
+    };
+    let min_interval = p.duration(
+        &format!("{key}.min_interval"),
+        n.min_interval.as_deref(),
+        Duration::from_secs(15 * 60),
+    );
+    if min_interval < Duration::from_secs(1) {
+        p.error(format!("{key}.min_interval"), "must be at least 1s");
+    }
+    let failing_after = p.duration(
+        &format!("{key}.failing_after"),
+        n.failing_after.as_deref(),
+        Duration::from_secs(15 * 60),
+    );
+    let events = match &n.events {
+        None => EventClass::ALL.to_vec(),
+        Some(list) => {
+            let names = EventClass::ALL.map(EventClass::as_str).join(", ");
+            if list.is_empty() {
+                p.error(
+                    format!("{key}.events"),
+                    format!("list at least one of {names} (or leave the key out for all)"),
+                );
+            }
+            let mut events = Vec::new();
+            for (j, item) in list.iter().enumerate() {
+                let ekey = format!("{key}.events[{j}]");
+                match EventClass::parse(item) {
+                    None => p.error(ekey, format!("unknown event \"{item}\"; use {names}")),
+                    Some(c) if events.contains(&c) => {
+                        p.error(ekey, format!("\"{item}\" is listed twice"))
+                    }
+                    Some(c) => events.push(c),
+                }
+            }
+            events
+        }
+    };
+    Some(Notifier {
+        name: n.name.clone(),
+        kind,
+        min_interval,
+        events,
+        failing_after,
+    })
+}
+
+fn build_smtp(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> SmtpNotifier {
+    let tls = match n.tls.as_deref() {
+        None | Some("starttls") => SmtpTls::StartTls,
+        Some("tls") => SmtpTls::Tls,
+        Some("none") => SmtpTls::None,
+        Some(other) => {
+            p.error(
+                format!("{key}.tls"),
+                format!("unknown value \"{other}\"; use starttls, tls or none"),
+            );
+            SmtpTls::StartTls
+        }
+    };
+    let default_port = match tls {
+        SmtpTls::StartTls => 587,
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+    };
+    let host_key = format!("{key}.host");
+    let host = n.host.as_deref().unwrap_or("").trim();
+    let mut port = default_port;
+    if host.is_empty() {
+        p.error(
+            &host_key,
+            "an smtp notifier needs a host (host or host:port)",
+        );
+    } else if host.contains("://") || host.contains('/') {
+        p.error(
+            &host_key,
+            format!("\"{host}\" is not a host name; write host or host:port, no scheme"),
+        );
+    } else if let Some(text) = port_of(host) {
+        match text.parse::<u16>() {
+            Ok(n) if n > 0 => port = n,
+            _ => p.error(&host_key, format!("\"{text}\" is not a valid port")),
+        }
+    }
+    if tls == SmtpTls::None && !host.is_empty() && !is_loopback(host) {
+        p.warn(
+            format!("{key}.tls"),
+            "tls = \"none\" sends mail (and any password) unencrypted over the network; use it for loopback relays and test rigs only",
+        );
+    }
+    let mailbox = |p: &mut Problems, key: String, text: &str| {
+        text.parse::<lettre::message::Mailbox>()
+            .map_err(|_| {
+                p.error(
+                    key,
+                    format!("\"{text}\" is not an e-mail address like btic@example.com or \"btic <btic@example.com>\""),
+                )
+            })
+            .ok()
+    };
+    let from = match n.from.as_deref() {
+        Some(text) => mailbox(p, format!("{key}.from"), text),
+        None => {
+            p.error(
+                format!("{key}.from"),
+                "an smtp notifier needs a from address",
+            );
+            None
+        }
+    };
+    let mut to = Vec::new();
+    match n.to.as_deref() {
+        None | Some([]) => p.error(
+            format!("{key}.to"),
+            "an smtp notifier needs at least one address in to = [...]",
+        ),
+        Some(list) => {
+            for (j, text) in list.iter().enumerate() {
+                to.extend(mailbox(p, format!("{key}.to[{j}]"), text));
+            }
+        }
+    }
+    let password = n
+        .password
+        .as_ref()
+        .map(|s| secret_source(s, &format!("{key}.password"), base_dir, p, true));
+    match (&n.username, &n.password) {
+        (Some(_), None) => p.error(
+            format!("{key}.username"),
+            "SMTP AUTH needs a password as well as a username",
+        ),
+        (None, Some(_)) => p.error(
+            format!("{key}.password"),
+            "SMTP AUTH needs a username as well as a password",
+        ),
+        _ => {}
+    }
+    SmtpNotifier {
+        server: host_without_port(host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        tls,
+        from: from.unwrap_or_else(|| {
+            lettre::message::Mailbox::new(
+                None,
+                lettre::Address::new("btic", "invalid").expect("a valid address"),
+            )
+        }),
+        to,
+        username: n.username.clone(),
+        password,
+        ca_file: n.ca_file.as_deref().map(|f| resolve_path(base_dir, f)),
+    }
+}
+
+fn build_webhook(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> WebhookNotifier {
+    let url_key = format!("{key}.url");
+    let url = match &n.url {
+        None => {
+            p.error(&url_key, "a webhook notifier needs a url");
+            SecretSource::Plain(Secret::new(""))
+        }
+        Some(raw) => {
+            if let RawSecret::Plain(text) = raw {
+                match check_webhook_url(text) {
+                    Err(e) => p.error(&url_key, e),
+                    Ok(host) if !is_loopback(&host) => {
+                        p.warn(
+                            &url_key,
+                            "the webhook URL is written in the pipeline file, and incoming-webhook URLs carry their token; prefer url = { env = \"NAME\" } or { file = \"PATH\" }",
+                        );
+                        if text.starts_with("http://") {
+                            p.warn(
+                                &url_key,
+                                "plain http sends every message unencrypted; use https",
+                            );
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            secret_source(raw, &url_key, base_dir, p, false)
+        }
+    };
+    let mut headers = Vec::new();
+    for (name, value) in n.headers.iter().flatten() {
+        let hkey = format!("{key}.headers.{name}");
+        if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+            p.error(&hkey, format!("\"{name}\" is not a valid HTTP header name"));
+        }
+        headers.push((
+            name.clone(),
+            secret_source(value, &hkey, base_dir, p, false),
+        ));
+    }
+    WebhookNotifier { url, headers }
+}
+
+/// Checks a webhook URL as written; returns its host (and port) for the loopback test.
+/// The message never repeats the URL, which may hold a token.
+pub(crate) fn check_webhook_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or("expected an http:// or https:// URL")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err("the URL has no host name".into());
+    }
+    Ok(host.to_string())
+}
+
+/// RFC 9110 token characters, the only ones a header name may have.
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn build_log(l: &RawLog, base_dir: &Path, p: &mut Problems) -> LogConfig {
+    let file = match l.file.as_deref() {
+        Some(f) if f.trim().is_empty() || f.ends_with('/') => {
+            p.error(
+                "log.file",
+                "expected the path of a file, like \"/var/log/btic/btic.log\"",
+            );
+            None
+        }
+        Some(f) => Some(resolve_path(base_dir, f)),
+        None => None,
+    };
+    let keep_days = match l.keep_days {
+        None => None,
+        Some(n) if (1..=36_500).contains(&n) => Some(n as u32),
+        Some(n) => {
+            p.error(
+                "log.keep_days",
+                format!("{n} is out of range; use 1 or more, or leave it out to keep every file"),
+            );
+            None
+        }
+    };
+    if keep_days.is_some() && file.is_none() {
+        p.error("log.keep_days", "applies to log.file, which is not set");
+    }
+    LogConfig { file, keep_days }
 }

@@ -2,7 +2,8 @@
 //! scheduler, the gauge updater and the metrics/admin listener, and stops them all when
 //! the shutdown token fires.
 //!
-//! Besides the stage workers, one scheduler, one gauge updater and one HTTP server. Each
+//! Besides the stage workers, one scheduler, one gauge updater, one notifier task
+//! (`notify::Notifications`, when the file has `[[notify]]`) and one HTTP server. Each
 //! task ends when `shutdown` is cancelled, after finishing the item it holds (its hand-off
 //! either happens whole or not at all), and the daemon waits for them at most `DRAIN`
 //! before it flushes the queue and returns.
@@ -51,6 +52,9 @@ pub enum RunError {
     /// The stage workers could not start (a site's client could not be set up).
     #[error(transparent)]
     Stages(#[from] stages::StartError),
+    /// A notifier could not be set up.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// The spool directory under a state directory.
@@ -154,6 +158,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.pipeline.stall_after,
         stages.clone(),
     ));
+    // It only reads what the stages record; `notifications.handle()` is how another part
+    // would raise an event (a fail-stop) or report a condition (the disk budget).
+    let notifications =
+        crate::notify::Notifications::new(&config, &shared.secrets, queue.clone(), health.clone())?;
+    tasks.spawn(notifications.run(stages.clone()));
     let scheduler = Scheduler {
         config: config.clone(),
         fetchers,

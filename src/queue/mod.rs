@@ -956,6 +956,23 @@ impl Queue {
         .await
     }
 
+    /// Folds every dead letter (without its payload) into `acc`, in id order, one record
+    /// at a time: summarising a large dead letter costs time, not memory.
+    pub async fn fold_dead_letters<A, F>(&self, acc: A, mut fold: F) -> Result<A, QueueError>
+    where
+        A: Send + 'static,
+        F: FnMut(&mut A, DeadLetter) + Send + 'static,
+    {
+        self.blocking(move |store| {
+            let mut acc = acc;
+            store.dead_letters(&DeadLetterFilter::All, &mut |id, record| {
+                fold(&mut acc, letter(id, &record));
+            })?;
+            Ok(acc)
+        })
+        .await
+    }
+
     /// One dead letter with its payload.
     pub async fn dead_letter_show(&self, id: ItemId) -> Result<DeadLetterItem, QueueError> {
         let record = self
