@@ -112,11 +112,6 @@ impl TokenCache {
         state.0 = Some(token.clone());
         Ok(token)
     }
-
-    /// How many tokens have been fetched.
-    pub(crate) async fn fetched(&self) -> u64 {
-        self.state.lock().await.1
-    }
 }
 
 #[cfg(test)]
@@ -162,6 +157,5 @@ mod tests {
         assert_eq!(d.generation, 2);
         tokio::time::advance(Duration::from_secs(300)).await;
         assert_eq!(cache.get(None, fetch).await.unwrap().generation, 3);
-        assert_eq!(cache.fetched().await, 3);
     }
 }

@@ -260,11 +260,6 @@ impl ApplianceClient {
         self.inner.clock.skew()
     }
 
-    /// Tokens fetched so far by this client (and its clones).
-    pub async fn tokens_fetched(&self) -> u64 {
-        self.inner.tokens.fetched().await
-    }
-
     /// `SupportSession` for a window.
     pub async fn support_sessions(&self, window: Window) -> Result<Fetched, ApplianceError> {
         self.report("SupportSession", window.query()).await

@@ -73,12 +73,11 @@ pub(super) fn parse_and_validate(path: &Path, src: &str) -> Result<Config, Confi
     };
     // Relative paths are relative to the working directory, as with any command line
     // tool; services should use absolute paths.
-    let base_dir = Path::new("");
     let mut problems = Problems {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let config = build(raw, path, base_dir, &mut problems);
+    let config = build(raw, path, &mut problems);
     if problems.errors.is_empty() {
         let mut config = config;
         config.warnings = problems
@@ -107,12 +106,7 @@ fn serde_message(message: &str) -> String {
     message.to_string()
 }
 
-fn resolve_path(base_dir: &Path, text: &str) -> PathBuf {
-    let p = PathBuf::from(text);
-    if p.is_absolute() { p } else { base_dir.join(p) }
-}
-
-fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Config {
+fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
     if raw.state_dir.trim().is_empty() {
         p.error("state_dir", "must not be empty");
     }
@@ -161,7 +155,7 @@ fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Conf
                     format!("a site named \"{}\" is already defined", s.name),
                 );
             }
-            build_site(s, &key, base_dir, p)
+            build_site(s, &key, p)
         })
         .collect();
 
@@ -178,7 +172,7 @@ fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Conf
                     format!("a destination named \"{}\" is already defined", d.name),
                 );
             }
-            build_destination(d, &key, base_dir, p)
+            build_destination(d, &key, p)
         })
         .collect();
 
@@ -212,13 +206,13 @@ fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Conf
                     format!("a notifier named \"{}\" is already defined", n.name),
                 );
             }
-            build_notifier(n, &key, base_dir, p)
+            build_notifier(n, &key, p)
         })
         .collect();
     let log = raw
         .log
         .as_ref()
-        .map_or_else(LogConfig::default, |l| build_log(l, base_dir, p));
+        .map_or_else(LogConfig::default, |l| build_log(l, p));
 
     for (key, name) in [
         ("site", &site_names),
@@ -235,7 +229,7 @@ fn build(raw: RawConfig, path: &Path, base_dir: &Path, p: &mut Problems) -> Conf
 
     Config {
         source: path.to_path_buf(),
-        state_dir: resolve_path(base_dir, &raw.state_dir),
+        state_dir: PathBuf::from(&raw.state_dir),
         start_from,
         metrics: MetricsConfig { listen },
         pipeline,
@@ -330,13 +324,7 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
     }
 }
 
-fn secret_source(
-    raw: &RawSecret,
-    key: &str,
-    base_dir: &Path,
-    p: &mut Problems,
-    warn_plain: bool,
-) -> SecretSource {
+fn secret_source(raw: &RawSecret, key: &str, p: &mut Problems, warn_plain: bool) -> SecretSource {
     match raw {
         RawSecret::Plain(value) => {
             if warn_plain {
@@ -356,11 +344,11 @@ fn secret_source(
             }
             SecretSource::Env(env.clone())
         }
-        RawSecret::File { file } => SecretSource::File(resolve_path(base_dir, file)),
+        RawSecret::File { file } => SecretSource::File(PathBuf::from(file)),
     }
 }
 
-fn build_site(s: &RawSite, key: &str, base_dir: &Path, p: &mut Problems) -> Site {
+fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
     let host = s.host.trim();
     let host_key = format!("{key}.host");
     if let Some(idx) = host.find("://") {
@@ -389,17 +377,11 @@ fn build_site(s: &RawSite, key: &str, base_dir: &Path, p: &mut Problems) -> Site
     if s.client_id.trim().is_empty() {
         p.error(format!("{key}.client_id"), "must not be empty");
     }
-    let client_secret = secret_source(
-        &s.client_secret,
-        &format!("{key}.client_secret"),
-        base_dir,
-        p,
-        true,
-    );
+    let client_secret = secret_source(&s.client_secret, &format!("{key}.client_secret"), p, true);
     let backup_password = s
         .backup_password
         .as_ref()
-        .map(|b| secret_source(b, &format!("{key}.backup_password"), base_dir, p, true));
+        .map(|b| secret_source(b, &format!("{key}.backup_password"), p, true));
     if s.insecure_http {
         p.warn(
             format!("{key}.insecure_http"),
@@ -434,7 +416,7 @@ fn build_site(s: &RawSite, key: &str, base_dir: &Path, p: &mut Problems) -> Site
         host: host.to_string(),
         client_id: s.client_id.clone(),
         client_secret,
-        ca_file: s.ca_file.as_deref().map(|f| resolve_path(base_dir, f)),
+        ca_file: s.ca_file.as_deref().map(PathBuf::from),
         insecure_http: s.insecure_http,
         backup_password,
         requests_per_second,
@@ -451,12 +433,7 @@ fn port_of(host: &str) -> Option<&str> {
     host.split_once(':').map(|(_, port)| port)
 }
 
-fn build_destination(
-    d: &RawDestination,
-    key: &str,
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<Destination> {
+fn build_destination(d: &RawDestination, key: &str, p: &mut Problems) -> Option<Destination> {
     // Keys that belong to one type only; any other type names them as misplaced.
     let present: [(&str, bool); 8] = [
         ("directory", d.directory.is_some()),
@@ -508,7 +485,7 @@ fn build_destination(
     let kind = match d.kind.as_str() {
         "files" => {
             let directory = match d.directory.as_deref() {
-                Some(dir) if !dir.trim().is_empty() => resolve_path(base_dir, dir),
+                Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir),
                 _ => {
                     p.error(
                         format!("{key}.directory"),
@@ -573,7 +550,7 @@ fn build_destination(
             let connection = if dialect == SqlDialect::Sqlite {
                 match d.path.as_deref() {
                     Some(path) if !path.trim().is_empty() => {
-                        SqlConnection::Path(resolve_path(base_dir, path))
+                        SqlConnection::Path(PathBuf::from(path))
                     }
                     _ => {
                         p.error(format!("{key}.path"), "a sqlite destination needs a path");
@@ -599,7 +576,7 @@ fn build_destination(
                                 );
                             }
                         }
-                        SqlConnection::Url(secret_source(url, &url_key, base_dir, p, false))
+                        SqlConnection::Url(secret_source(url, &url_key, p, false))
                     }
                     None => {
                         p.error(
@@ -817,7 +794,7 @@ pub(crate) fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn build_notifier(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> Option<Notifier> {
+fn build_notifier(n: &RawNotify, key: &str, p: &mut Problems) -> Option<Notifier> {
     let present: [(&str, bool); 9] = [
         ("host", n.host.is_some()),
         ("tls", n.tls.is_some()),
@@ -851,9 +828,9 @@ fn build_notifier(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -
         }
     }
     let kind = if n.kind == "smtp" {
-        NotifierKind::Smtp(build_smtp(n, key, base_dir, p))
+        NotifierKind::Smtp(build_smtp(n, key, p))
     } else {
-        NotifierKind::Webhook(build_webhook(n, key, base_dir, p))
+        NotifierKind::Webhook(build_webhook(n, key, p))
     };
     let min_interval = p.duration(
         &format!("{key}.min_interval"),
@@ -901,7 +878,7 @@ fn build_notifier(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -
     })
 }
 
-fn build_smtp(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> SmtpNotifier {
+fn build_smtp(n: &RawNotify, key: &str, p: &mut Problems) -> SmtpNotifier {
     let tls = match n.tls.as_deref() {
         None | Some("starttls") => SmtpTls::StartTls,
         Some("tls") => SmtpTls::Tls,
@@ -979,7 +956,7 @@ fn build_smtp(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> Sm
     let password = n
         .password
         .as_ref()
-        .map(|s| secret_source(s, &format!("{key}.password"), base_dir, p, true));
+        .map(|s| secret_source(s, &format!("{key}.password"), p, true));
     match (&n.username, &n.password) {
         (Some(_), None) => p.error(
             format!("{key}.username"),
@@ -1007,11 +984,11 @@ fn build_smtp(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> Sm
         to,
         username: n.username.clone(),
         password,
-        ca_file: n.ca_file.as_deref().map(|f| resolve_path(base_dir, f)),
+        ca_file: n.ca_file.as_deref().map(PathBuf::from),
     }
 }
 
-fn build_webhook(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) -> WebhookNotifier {
+fn build_webhook(n: &RawNotify, key: &str, p: &mut Problems) -> WebhookNotifier {
     let url_key = format!("{key}.url");
     let url = match &n.url {
         None => {
@@ -1037,7 +1014,7 @@ fn build_webhook(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) ->
                     Ok(_) => {}
                 }
             }
-            secret_source(raw, &url_key, base_dir, p, false)
+            secret_source(raw, &url_key, p, false)
         }
     };
     let mut headers = Vec::new();
@@ -1046,10 +1023,7 @@ fn build_webhook(n: &RawNotify, key: &str, base_dir: &Path, p: &mut Problems) ->
         if name.is_empty() || !name.bytes().all(is_header_name_byte) {
             p.error(&hkey, format!("\"{name}\" is not a valid HTTP header name"));
         }
-        headers.push((
-            name.clone(),
-            secret_source(value, &hkey, base_dir, p, false),
-        ));
+        headers.push((name.clone(), secret_source(value, &hkey, p, false)));
     }
     WebhookNotifier { url, headers }
 }
@@ -1074,7 +1048,7 @@ fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn build_log(l: &RawLog, base_dir: &Path, p: &mut Problems) -> LogConfig {
+fn build_log(l: &RawLog, p: &mut Problems) -> LogConfig {
     let file = match l.file.as_deref() {
         Some(f) if f.trim().is_empty() || f.ends_with('/') => {
             p.error(
@@ -1083,7 +1057,7 @@ fn build_log(l: &RawLog, base_dir: &Path, p: &mut Problems) -> LogConfig {
             );
             None
         }
-        Some(f) => Some(resolve_path(base_dir, f)),
+        Some(f) => Some(PathBuf::from(f)),
         None => None,
     };
     let keep_days = match l.keep_days {

@@ -447,6 +447,17 @@ pub struct Backfills {
     pub jobs: std::sync::Mutex<BTreeMap<String, JobRun>>,
 }
 
+/// A backfill request names something the pipeline file does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownName {
+    /// No such site.
+    #[error("no site named {0:?}")]
+    Site(String),
+    /// No such destination.
+    #[error("no destination named {0:?}")]
+    Destination(String),
+}
+
 /// A job as this daemon ran it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobRun {
@@ -460,16 +471,19 @@ pub enum JobRun {
 
 impl Backfills {
     /// Starts `request` unless its job is running already; returns the job id.
-    pub fn start(self: &std::sync::Arc<Self>, request: BackfillRequest) -> Result<String, String> {
+    pub fn start(
+        self: &std::sync::Arc<Self>,
+        request: BackfillRequest,
+    ) -> Result<String, UnknownName> {
         let Some(fetcher) = self.fetchers.get(&request.site).cloned() else {
-            return Err(format!("no site named {:?}", request.site));
+            return Err(UnknownName::Site(request.site.clone()));
         };
         if let Some(d) = request
             .destinations()
             .into_iter()
             .find(|d| self.config.destination(d).is_none())
         {
-            return Err(format!("no destination named {d:?}"));
+            return Err(UnknownName::Destination(d.clone()));
         }
         let job = request.job_id();
         {

@@ -62,7 +62,7 @@ pub fn spool_dir(config: &Config) -> PathBuf {
     config.state_dir.join("spool")
 }
 
-/// Runs the daemon until `shutdown` fires. `ready` is called once it serves.
+/// Runs the daemon until `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(config);
     let secrets = config

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::fetch_worker::FetchStage;
+use super::fetch_worker::{FetchError, FetchStage};
 use super::items::{DownloadTask, download_queue};
 use super::keys;
 use super::routes;
@@ -48,6 +48,46 @@ impl Reachability {
             .expect("reachability lock")
             .get(destination)
             .cloned()
+    }
+}
+
+/// What kept a schedule's run from completing.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    /// A destination of a transfer cannot be reached (as its deliver worker saw it).
+    #[error("destination {destination:?} unreachable: {reason}")]
+    Unreachable {
+        /// The destination.
+        destination: String,
+        /// Its last error.
+        reason: String,
+    },
+    /// A site's reports could not all be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A backup task could not be queued.
+    #[error("enqueuing the backup of site {site:?}: {source}")]
+    Backup {
+        /// The site.
+        site: String,
+        /// The queue's error.
+        source: crate::queue::QueueError,
+    },
+}
+
+/// A run that did not reach every site and destination: each problem, in order.
+#[derive(Debug)]
+struct RunIncomplete(Vec<Problem>);
+
+impl std::fmt::Display for RunIncomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +144,7 @@ impl Scheduler {
                         }
                     }
                     Err(e) => {
+                        let e = e.to_string();
                         next.failures += 1;
                         // Said once per reason: a site that stays down for hours is one
                         // warning (and the failure count in `status`), not one per retry.
@@ -149,7 +190,7 @@ impl Scheduler {
         }
     }
 
-    async fn run_schedule(&self, schedule: &Schedule) -> Result<(), String> {
+    async fn run_schedule(&self, schedule: &Schedule) -> Result<(), RunIncomplete> {
         let mut problems = Vec::new();
         let mut reports = BTreeSet::new();
         let mut backups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -169,7 +210,10 @@ impl Scheduler {
                 }
             }
             if let Some(e) = self.reachability.error(&t.destination) {
-                problems.push(format!("destination {:?} unreachable: {e}", t.destination));
+                problems.push(Problem::Unreachable {
+                    destination: t.destination.clone(),
+                    reason: e,
+                });
             }
         }
         for (site, report) in reports {
@@ -185,12 +229,12 @@ impl Scheduler {
                     windows = summary.windows,
                     "fetched"
                 ),
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => problems.push(Problem::Fetch(e)),
             }
             if routes.track_open
                 && let Err(e) = fetcher.fetch_in_progress(&routes).await
             {
-                problems.push(e.to_string());
+                problems.push(Problem::Fetch(e));
             }
         }
         for (site, destinations) in backups {
@@ -203,13 +247,16 @@ impl Scheduler {
                 destinations,
             };
             if let Err(e) = self.queue.push(&download_queue(site), &task).await {
-                problems.push(format!("enqueuing the backup of site {site:?}: {e}"));
+                problems.push(Problem::Backup {
+                    site: site.to_string(),
+                    source: e,
+                });
             }
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(RunIncomplete(problems))
         }
     }
 }

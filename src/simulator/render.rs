@@ -360,11 +360,6 @@ impl<I: Iterator<Item = Session>> SessionListReader<I> {
         self
     }
 
-    /// Bytes handed out so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.written
-    }
-
     fn refill(&mut self) -> io::Result<()> {
         self.buf.clear();
         self.pos = 0;

@@ -1,5 +1,5 @@
-//! PostgreSQL with tokio-postgres, without TLS (see the README: a URL that requires TLS
-//! is refused with a clear message).
+//! PostgreSQL with tokio-postgres: `sslmode=require` connects over TLS (rustls, the
+//! system's trusted roots), `disable` and `prefer` without (see the README).
 //!
 //! The bulk path: session rows go by binary COPY into a per-connection temporary staging
 //! table and are merged with one `INSERT .. SELECT .. ON CONFLICT DO UPDATE` in `lsid`
