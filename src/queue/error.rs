@@ -83,6 +83,21 @@ pub enum QueueError {
 }
 
 impl QueueError {
+    /// Whether opening failed because another process holds the database's lock (sled
+    /// reports it as an IO error wrapping the `WouldBlock` of the file lock).
+    pub(crate) fn is_lock_held(&self) -> bool {
+        match self {
+            QueueError::Open {
+                source: sled::Error::Io(e),
+                ..
+            } => {
+                e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether trying the same operation again later can succeed. Only an IO error from
     /// the disk qualifies (a full disk can be freed); corruption, decoding problems and a
     /// failed flush need an operator.

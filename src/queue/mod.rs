@@ -160,12 +160,6 @@ impl Default for QueueOptions {
     }
 }
 
-/// Whether sled failed to open because another process holds the database's lock
-/// (sled reports it as an `Other` error wrapping the `WouldBlock` of the file lock).
-fn is_lock_held(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
-}
-
 /// An item's id: unique across queues and the dead letter, growing across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ItemId(pub u64);
@@ -541,10 +535,7 @@ impl Queue {
         let started = std::time::Instant::now();
         let store = loop {
             match Store::open(dir.as_ref(), options.cache_capacity_bytes) {
-                Err(QueueError::Open {
-                    source: sled::Error::Io(e),
-                    ..
-                }) if is_lock_held(&e) && started.elapsed() < options.lock_wait => {
+                Err(e) if e.is_lock_held() && started.elapsed() < options.lock_wait => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 other => break Arc::new(other?),
