@@ -513,42 +513,57 @@ async fn a_backfill_killed_at_any_moment_resumes_when_run_again_and_delivers_eac
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_by_lsid_delivers_exactly_those_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(dir.path(), SIM_ARGS);
+/// Backfills `count` of the simulator's closed sessions (every `step`th) by LSID, and
+/// `extra` LSIDs, into a SQLite destination `lite`; asserts that exactly the picked ones
+/// arrived, once each. Returns the pipeline file, the command's stdout and the picks.
+async fn backfill_by_lsid(
+    dir: &Path,
+    step: usize,
+    count: usize,
+    extra: &[&str],
+) -> (PathBuf, String, Vec<String>) {
+    let sim = Sim::start(dir, SIM_ARGS);
     let config = config(
-        dir.path(),
+        dir,
         &sim,
-        &sqlite_destination(dir.path(), "lite"),
+        &sqlite_destination(dir, "lite"),
         &transfer("lite"),
         "3d",
     );
     let (now, _) = sim.truth(None).await;
     let truth = sim.truth_with_end(now - 60).await;
-    let picked: Vec<String> = truth.keys().step_by(7).take(5).cloned().collect();
+    let picked: Vec<String> = truth.keys().step_by(step).take(count).cloned().collect();
     let mut args = vec!["--site", "sim", "--destination", "lite"];
-    for lsid in &picked {
-        args.extend(["--lsid", lsid.as_str()]);
+    for lsid in picked
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+    {
+        args.extend(["--lsid", lsid]);
     }
     let out = backfill(&config, &args, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = sqlite_lsids(&dir.path().join("lite.sqlite"));
+    let rows = sqlite_lsids(&dir.join("lite.sqlite"));
+    let mut expected = picked.clone();
+    expected.sort();
     assert_eq!(
         rows.keys().cloned().collect::<Vec<_>>(),
-        {
-            let mut p = picked.clone();
-            p.sort();
-            p
-        },
+        expected,
         "only the named sessions"
     );
     assert!(rows.values().all(|n| *n == 1));
+    (config, stdout, picked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_by_lsid_delivers_exactly_those_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stdout, _) = backfill_by_lsid(dir.path(), 7, 5, &[]).await;
     assert!(stdout.contains("5 sessions delivered"), "{stdout}");
 }
 
@@ -751,12 +766,7 @@ async fn a_backfill_window_the_appliance_refuses_ends_in_the_dead_letter_and_rep
     assert!(sqlite_lsids(&database).len() < wanted.len());
 
     sim.window_faults(&[], &[]).await;
-    let out = btic()
-        .args(["replay", "--all", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    rig::replay_all(&config);
     // No daemon runs: the replayed request waits in `fetch/sim` for the next process
     // with a fetch worker; running the same backfill again (it is finished, so it
     // fetches nothing) starts one and waits for nothing, so run the daemon instead.
@@ -780,33 +790,8 @@ async fn a_backfill_window_the_appliance_refuses_ends_in_the_dead_letter_and_rep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_by_lsid_with_an_unknown_lsid_delivers_the_others_and_dead_letters_it_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(dir.path(), SIM_ARGS);
-    let config = config(
-        dir.path(),
-        &sim,
-        &sqlite_destination(dir.path(), "lite"),
-        &transfer("lite"),
-        "3d",
-    );
-    let (now, _) = sim.truth(None).await;
-    let truth = sim.truth_with_end(now - 60).await;
-    let picked: Vec<String> = truth.keys().step_by(5).take(6).cloned().collect();
     let unknown = "0123456789abcdef0123456789abcdef";
-    let mut args = vec!["--site", "sim", "--destination", "lite"];
-    for lsid in picked.iter().map(String::as_str).chain([unknown]) {
-        args.extend(["--lsid", lsid]);
-    }
-    let out = backfill(&config, &args, Duration::from_secs(60));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = sqlite_lsids(&dir.path().join("lite.sqlite"));
-    let mut expected = picked.clone();
-    expected.sort();
-    assert_eq!(rows.keys().cloned().collect::<Vec<_>>(), expected);
+    let (config, stdout, _) = backfill_by_lsid(dir.path(), 5, 6, &[unknown]).await;
     let letters = rig::dead_letters(&config);
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["metadata"]["lsids"], unknown);

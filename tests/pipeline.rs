@@ -1004,16 +1004,7 @@ async fn a_bad_window_waits_in_the_dead_letter(flag: &str, reason: &str) {
 
     // The appliance answers again; replay asks for the windows once more.
     sim.window_faults(&[], &[]).await;
-    let out = rig::btic()
-        .args(["replay", "--all", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig::replay_all(&config);
     let files = dir.path().join("archive");
     assert!(
         eventually(Duration::from_secs(60), async || {

@@ -87,17 +87,7 @@ async fn killing_the_daemon_at_random_moments_loses_nothing_and_duplicates_nothi
     // The appliance answers those windows again; the dead letter is replayed with no
     // daemon running (the command opens the state itself).
     sim.window_faults(&[], &[]).await;
-    let out = rig::btic()
-        .args(["replay", "--all", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    println!("{}", rig::replay_all(&config));
 
     let daemon = Daemon::start(&config, &log);
     let (now, _) = sim.truth(None).await;

@@ -467,3 +467,18 @@ pub fn dead_letters(config: &Path) -> Vec<serde_json::Value> {
     );
     serde_json::from_slice(&out.stdout).expect("dead-letter list --json prints a JSON array")
 }
+
+/// `btic replay --all`: asserts it succeeded and returns what it printed.
+pub fn replay_all(config: &Path) -> String {
+    let out = btic()
+        .args(["replay", "--all", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "btic replay --all: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
