@@ -35,9 +35,9 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 const LAST_WORDS: Duration = Duration::from_secs(5);
 
 /// State key of what the observer has seen.
-const OBSERVED_KEY: &str = "notify/observed";
+const OBSERVED_KEY: &str = keys::NOTIFY_OBSERVED;
 /// Prefix of the notifiers' records.
-const RECORD_PREFIX: &str = "notify/notifier/";
+const RECORD_PREFIX: &str = keys::NOTIFY_RECORD_PREFIX;
 
 fn record_key(name: &str) -> String {
     format!("{RECORD_PREFIX}{name}")

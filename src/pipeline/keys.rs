@@ -14,6 +14,8 @@
 //! | `backfill/<job>/fetched`                | bool          | the job, once every window is fetched        |
 //! | `backfill/<job>/pushed/<step>`          | u64           | every hand-off that creates the job's items  |
 //! | `backfill/<job>/done/<step>`            | `Finished`    | every hand-off that finishes one of them     |
+//! | `notify/observed`                       | cursor        | the notifier, with the digests it fed        |
+//! | `notify/notifier/<name>`                | its record    | the notifier                                 |
 //!
 //! `<step>` names a step by identity (`handoff::Step`), so a step redone after a crash
 //! writes the same keys again.
@@ -100,3 +102,9 @@ pub fn created_prefix(job: &str) -> String {
 pub fn finished_prefix(job: &str) -> String {
     format!("backfill/{job}/done/")
 }
+
+/// The notifier's cursor over what the daemon records.
+pub const NOTIFY_OBSERVED: &str = "notify/observed";
+
+/// The prefix of the notifiers' records (`notify/notifier/<name>`).
+pub const NOTIFY_RECORD_PREFIX: &str = "notify/notifier/";
