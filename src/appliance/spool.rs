@@ -53,8 +53,9 @@ pub(crate) fn new_path(dir: &Path, site: &str, what: &str) -> PathBuf {
 pub(crate) struct SpoolWriter {
     /// Closed (dropped) to tell the writer the body is complete.
     tx: Option<mpsc::Sender<Bytes>>,
-    /// The writer thread; ends when `tx` is dropped or a write fails.
-    task: tokio::task::JoinHandle<io::Result<(u64, String)>>,
+    /// The writer thread; ends when `tx` is dropped or a write fails. Taken when it is
+    /// waited for, so it is never waited for twice (after a failed write, `discard`).
+    task: Option<tokio::task::JoinHandle<io::Result<(u64, String)>>>,
     path: PathBuf,
     /// The first bytes of the body, kept for sniffing the file type and `<error>` bodies.
     head: Vec<u8>,
@@ -91,7 +92,7 @@ impl SpoolWriter {
         });
         Ok(SpoolWriter {
             tx: Some(tx),
-            task,
+            task: Some(task),
             path,
             head: Vec::new(),
         })
@@ -109,7 +110,7 @@ impl SpoolWriter {
         if tx.send(chunk).await.is_err() {
             // The writer stopped early: its result carries the real IO error.
             self.tx = None;
-            return match (&mut self.task).await.map_err(io::Error::other)? {
+            return match self.join().await {
                 Err(e) => Err(e),
                 Ok(_) => Err(io::Error::other("spool writer stopped")),
             };
@@ -125,7 +126,7 @@ impl SpoolWriter {
     /// Flushes, fsyncs and reports the file.
     pub(crate) async fn finish(mut self) -> io::Result<Spooled> {
         self.tx = None;
-        let (bytes, sha256) = (&mut self.task).await.map_err(io::Error::other)??;
+        let (bytes, sha256) = self.join().await?;
         Ok(Spooled {
             path: self.path.clone(),
             bytes,
@@ -136,8 +137,16 @@ impl SpoolWriter {
     /// Stops writing and removes the partial file.
     pub(crate) async fn discard(mut self) {
         self.tx = None;
-        let _ = (&mut self.task).await;
+        let _ = self.join().await;
         let _ = tokio::fs::remove_file(&self.path).await;
+    }
+
+    /// Waits for the writer thread's result (once; later calls say it is gone).
+    async fn join(&mut self) -> io::Result<(u64, String)> {
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Err(io::Error::other("spool writer already finished")),
+        }
     }
 }
 
@@ -229,6 +238,39 @@ mod tests {
         for (header, head, expected) in cases {
             assert_eq!(extension_for(header, head, "bin"), expected, "{header:?}");
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_write_that_fails_is_an_error_and_discarding_after_it_does_not_panic() {
+        // /dev/full answers every write with ENOSPC, as a full disk does.
+        let mut w = SpoolWriter {
+            tx: None,
+            task: None,
+            path: PathBuf::from("/nonexistent/never-created"),
+            head: Vec::new(),
+        };
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let file = File::options().write(true).open("/dev/full").unwrap();
+        w.tx = Some(tx);
+        w.task = Some(tokio::task::spawn_blocking(move || {
+            let mut file = io::BufWriter::with_capacity(16, file);
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+            }
+            file.flush()?;
+            Ok((0, String::new()))
+        }));
+        let mut failed = None;
+        for _ in 0..1000 {
+            if let Err(e) = w.write(Bytes::from(vec![0u8; 4096])).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = failed.expect("a full device fails a write");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+        w.discard().await;
     }
 
     #[tokio::test]
