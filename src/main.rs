@@ -169,7 +169,7 @@ enum DeadLetterCommand {
     },
 }
 
-/// Logs to stderr, or to `[log] file` for `btic run` (no colours there).
+/// Logs to stderr (in colour only on a terminal), or to `[log] file` for `btic run`.
 fn init_logging(format: LogFormat, file: Option<btic::log_file::DailyFile>) {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -180,7 +180,15 @@ fn init_logging(format: LogFormat, file: Option<btic::log_file::DailyFile>) {
         Some(file) => builder
             .with_writer(BoxMakeWriter::new(file))
             .with_ansi(false),
-        None => builder.with_writer(BoxMakeWriter::new(std::io::stderr)),
+        // Colour only for a person at a terminal: not in a file, a pipe or journald, and
+        // never when NO_COLOR is set (https://no-color.org).
+        None => {
+            use std::io::IsTerminal as _;
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder
+                .with_writer(BoxMakeWriter::new(std::io::stderr))
+                .with_ansi(colour)
+        }
     };
     match format {
         LogFormat::Text => builder.init(),

@@ -62,9 +62,17 @@ pub const CLOCK_SKEW: &str = "btic_appliance_clock_skew_seconds";
 pub const SCHEDULE_LAST_SUCCESS: &str = "btic_schedule_last_success_timestamp_seconds";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "btic_build_info";
+/// Last successful request to a site (UNIX seconds, host clock), by `site`.
+pub const SITE_LAST_SUCCESS: &str = "btic_site_last_success_timestamp_seconds";
+/// Bytes the state directory takes on disk (queue database and spool).
+pub const STATE_BYTES: &str = "btic_state_bytes";
+/// Free bytes of the state directory's file system.
+pub const STATE_FREE_BYTES: &str = "btic_state_free_bytes";
+/// 1 while fetching and downloading are paused for the disk budget, by `reason`.
+pub const PAUSED: &str = "btic_fetch_paused";
 
 /// Every metric name above.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 24] = [
     FETCH_REQUESTS,
     FETCH_DURATION,
     DOWNLOADED_BYTES,
@@ -85,6 +93,10 @@ pub const ALL: [&str; 20] = [
     CLOCK_SKEW,
     SCHEDULE_LAST_SUCCESS,
     BUILD_INFO,
+    SITE_LAST_SUCCESS,
+    STATE_BYTES,
+    STATE_FREE_BYTES,
+    PAUSED,
 ];
 
 /// Label keys.
@@ -107,6 +119,8 @@ pub mod label {
     pub const SCHEDULE: &str = "schedule";
     /// The btic version.
     pub const VERSION: &str = "version";
+    /// Why fetching is paused: `state_bytes` or `free_bytes`.
+    pub const REASON: &str = "reason";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -199,6 +213,25 @@ fn describe() {
         "Last successful run of a schedule (UNIX seconds)."
     );
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_gauge!(
+        SITE_LAST_SUCCESS,
+        Unit::Seconds,
+        "Last successful request to a site (UNIX seconds)."
+    );
+    describe_gauge!(
+        STATE_BYTES,
+        Unit::Bytes,
+        "Bytes the state directory takes on disk."
+    );
+    describe_gauge!(
+        STATE_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes of the state directory's file system."
+    );
+    describe_gauge!(
+        PAUSED,
+        "1 while fetching and downloading are paused for the disk budget, by reason."
+    );
 }
 
 /// One request to an appliance finished.
@@ -277,12 +310,33 @@ pub fn schedule_succeeded(schedule: &str, at_unix: i64) {
     gauge!(SCHEDULE_LAST_SUCCESS, label::SCHEDULE => schedule.to_string()).set(at_unix as f64);
 }
 
+/// A request to a site succeeded now.
+pub fn site_succeeded(site: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    gauge!(SITE_LAST_SUCCESS, label::SITE => site.to_string()).set(now.as_secs_f64().floor());
+}
+
+/// The state directory's size on disk and its file system's free space.
+pub fn state_disk(state_bytes: u64, free_bytes: u64) {
+    gauge!(STATE_BYTES).set(state_bytes as f64);
+    gauge!(STATE_FREE_BYTES).set(free_bytes as f64);
+}
+
+/// Whether fetching is paused for `reason` (`state_bytes`, `free_bytes`).
+pub fn paused(reason: &str, paused: bool) {
+    gauge!(PAUSED, label::REASON => reason.to_string()).set(if paused { 1.0 } else { 0.0 });
+}
+
 /// Liveness and readiness of the daemon, shared by the stages and the HTTP endpoints.
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
     stall_after: Duration,
     stages: Mutex<BTreeMap<String, StageHealth>>,
+    /// Why the daemon is stopping for good (a storage failure), once it is.
+    failed: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -298,12 +352,23 @@ impl Health {
             ready: AtomicBool::new(false),
             stall_after,
             stages: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(None),
         }
     }
 
     /// Ready (started) or not (starting, draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The daemon cannot go on (`reason`: what failed): `/healthz` answers 503 with it.
+    pub fn fail(&self, reason: &str) {
+        *self.failed.lock().expect("health lock") = Some(reason.to_string());
+    }
+
+    /// Why the daemon cannot go on, if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().expect("health lock").clone()
     }
 
     /// Whether `/readyz` answers 200.
@@ -376,6 +441,12 @@ pub fn router(handle: PrometheusHandle, health: Arc<Health>, refresh: Option<Ref
 }
 
 async fn healthz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if let Some(reason) = health.failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed: {reason}\n"),
+        );
+    }
     let stalled = health.stalled();
     if stalled.is_empty() {
         (StatusCode::OK, "ok\n".to_string())

@@ -265,6 +265,7 @@ async fn in_process(
         queue: queue.clone(),
         health: Arc::new(Health::new(config.pipeline.stall_after)),
         reachability: Arc::new(Reachability::default()),
+        budget: stages::budget(config),
     };
     let destinations: Vec<&str> = request
         .destinations()
@@ -277,6 +278,7 @@ async fn in_process(
     };
     let Stages { fetch, mut tasks } =
         stages::start(&shared, scope, &spool, &stages).map_err(|e| failed(&e))?;
+    tasks.spawn(shared.budget.clone().monitor(stages.clone(), |_, _| {}));
     let fetcher = fetch
         .get(&request.site)
         .ok_or_else(|| CliError::config(format!("no site named {:?}", request.site)))?;

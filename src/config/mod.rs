@@ -85,7 +85,16 @@ pub struct PipelineConfig {
     pub stall_after: Duration,
     /// Retry budget for retryable failures.
     pub retry: RetryPolicy,
+    /// Fetching and downloading pause while the state directory (queue database and
+    /// spool, as they take up the disk) is larger than this. Default: no limit.
+    pub max_state_bytes: Option<u64>,
+    /// ... or while its file system has less free space than this. Default 1 GiB;
+    /// 0 turns the floor off.
+    pub min_free_bytes: u64,
 }
+
+/// The default `pipeline.min_free_bytes`: 1 GiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 
 /// `[pipeline].retry`: exponential backoff between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,6 +40,8 @@ pub(crate) struct RawPipeline {
     pub in_progress_max_age: Option<String>,
     pub stall_after: Option<String>,
     pub retry: Option<RawRetry>,
+    pub max_state_bytes: Option<u64>,
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -309,6 +309,13 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
             "must not be shorter than retry.initial",
         );
     }
+    let max_state_bytes = rp.and_then(|r| r.max_state_bytes);
+    if max_state_bytes.is_some_and(|n| n < 1 << 20) {
+        p.error(
+            "pipeline.max_state_bytes",
+            "must be at least 1048576 (1 MiB): the queue database alone takes that",
+        );
+    }
     PipelineConfig {
         overlap,
         settle_lag,
@@ -321,6 +328,10 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
             initial,
             max_interval,
         },
+        max_state_bytes,
+        min_free_bytes: rp
+            .and_then(|r| r.min_free_bytes)
+            .unwrap_or(super::DEFAULT_MIN_FREE_BYTES),
     }
 }
 

@@ -53,6 +53,7 @@ impl Fetcher {
             started.elapsed(),
         );
         outcome?;
+        metrics::site_succeeded(&self.site.name);
         let skew = self.client.skew().unwrap_or_default();
         metrics::clock_skew(&self.site.name, skew.num_milliseconds() as f64 / 1000.0);
         Ok(skew)
@@ -84,6 +85,7 @@ impl Fetcher {
         );
         if let Ok(f) = &outcome {
             metrics::downloaded_bytes(&self.site.name, report, f.bytes());
+            metrics::site_succeeded(&self.site.name);
         }
         outcome
     }

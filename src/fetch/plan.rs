@@ -108,6 +108,8 @@ mod tests {
                 initial: Duration::from_secs(1),
                 max_interval: Duration::from_secs(10),
             },
+            max_state_bytes: None,
+            min_free_bytes: 0,
         }
     }
 

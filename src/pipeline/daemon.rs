@@ -8,7 +8,7 @@
 //! either happens whole or not at all), and the daemon waits for them at most `DRAIN`
 //! before it flushes the queue and returns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
+use super::budget::Pause;
+use super::gauges::Gauges;
 use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
 use super::scheduler::{Reachability, Scheduler};
 use super::stages::{self, Scope, Stages};
 use crate::config::Config;
+use crate::config::EventClass;
 use crate::metrics::{self, Health};
-use crate::queue::{Queue, QueueDepth};
+use crate::queue::Queue;
 
 /// How long stage workers get to finish their items after shutdown is asked for.
 pub const DRAIN: Duration = Duration::from_secs(8);
@@ -47,6 +50,14 @@ pub enum RunError {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
+        reason: String,
+    },
+    /// The state directory refused a write or an fsync: the daemon stopped.
+    #[error("the state directory {path} refused a write or an fsync: {reason}")]
+    Storage {
+        /// The state directory.
+        path: PathBuf,
+        /// What the queue said.
         reason: String,
     },
     /// The stage workers could not start (a site's client could not be set up).
@@ -112,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         queue: queue.clone(),
         health: health.clone(),
         reachability: reachability.clone(),
+        budget: stages::budget(&config),
     };
     let Stages {
         fetch: fetchers,
@@ -127,14 +139,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     if let Err(e) = backfills.resume_unfinished().await {
         tracing::error!("looking for unfinished backfill jobs: {e}");
     }
-    // Queue depths and ages are read again at every scrape (and every 5 s for health).
-    let sampled = queue.clone();
-    let refresh: metrics::Refresh = Arc::new(move || {
-        let queue = sampled.clone();
-        Box::pin(async move {
-            publish_queue_gauges(&queue).await;
+    // The gauges are computed at every scrape (and every 5 s for health).
+    let gauges = Arc::new(Gauges::new(queue.clone(), &config, fetchers.clone()));
+    let refresh: metrics::Refresh = {
+        let gauges = gauges.clone();
+        Arc::new(move || {
+            let gauges = gauges.clone();
+            Box::pin(async move {
+                gauges.publish().await;
+            })
         })
-    });
+    };
     let mut router = metrics::router(handle, health.clone(), Some(refresh));
     if config.metrics.listen.ip().is_loopback() {
         router = router.merge(admin::router(queue.clone(), config.clone(), backfills));
@@ -153,16 +168,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         })
     };
     tasks.spawn(update_gauges(
-        queue.clone(),
+        gauges,
         health.clone(),
         config.pipeline.stall_after,
         stages.clone(),
     ));
-    // It only reads what the stages record; `notifications.handle()` is how another part
-    // would raise an event (a fail-stop) or report a condition (the disk budget).
+    // It only reads what the stages record; its handle is how the disk budget reports
+    // its condition and a storage failure raises the fail-stop.
     let notifications =
         crate::notify::Notifications::new(&config, &shared.secrets, queue.clone(), health.clone())?;
+    let notify = notifications.handle();
     tasks.spawn(notifications.run(stages.clone()));
+    tasks.spawn({
+        let notify = notify.clone();
+        shared.budget.clone().monitor(stages.clone(), move |paused, m| {
+            let detail = paused.map(|p| match p {
+                Pause::StateBytes => format!(
+                    "the state directory takes {} bytes, over pipeline.max_state_bytes: fetching and downloading pause until the backlog drains",
+                    m.state_bytes
+                ),
+                Pause::FreeBytes => format!(
+                    "its file system has {} bytes free, under pipeline.min_free_bytes: fetching and downloading pause",
+                    m.free_bytes
+                ),
+            });
+            notify.condition(EventClass::DiskBudget, "state directory", detail.as_deref());
+        })
+    });
     let scheduler = Scheduler {
         config: config.clone(),
         fetchers,
@@ -179,7 +211,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         metrics = %config.metrics.listen,
         "btic is running"
     );
-    shutdown.cancelled().await;
+    // A write or fsync the disk refuses stops the daemon: nothing could be called
+    // durable any more. The state is intact as of the last fsync; the next start resumes.
+    let failure = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        reason = queue.storage_failed() => Some(reason),
+    };
+    if let Some(reason) = &failure {
+        tracing::error!(
+            state_dir = %config.state_dir.display(),
+            "the state directory {} refused a write or an fsync ({reason}); stopping (systemd restarts btic; nothing is lost up to the last fsync, free space or fix the disk and it resumes)",
+            config.state_dir.display()
+        );
+        health.fail(reason);
+        notify.raise(crate::notify::Event::storage_fail_stop(
+            config.state_dir.display().to_string(),
+            reason.clone(),
+        ));
+    }
 
     tracing::info!("shutting down: finishing the items in hand");
     health.set_ready(false);
@@ -198,33 +247,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tracing::error!("flushing the queue at shutdown: {e}");
     }
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// Publishes every queue's depth and oldest item's age; returns the depths.
-async fn publish_queue_gauges(queue: &Queue) -> Vec<QueueDepth> {
-    let Ok(queues) = queue.queues().await else {
-        return Vec::new();
-    };
-    for q in &queues {
-        let oldest = queue.oldest_age(&q.name).await.ok().flatten();
-        metrics::queue_state(&q.name, q.depth, oldest);
+    match failure {
+        Some(reason) => Err(RunError::Storage {
+            path: config.state_dir.clone(),
+            reason,
+        }),
+        None => Ok(()),
     }
-    queues
 }
 
-/// Publishes queue depths, oldest ages and dead-letter counts every few seconds.
+/// Publishes the gauges every few seconds and judges the stages' health from the depths.
 async fn update_gauges(
-    queue: Queue,
+    gauges: Arc<Gauges>,
     health: Arc<Health>,
     stall_after: Duration,
     shutdown: CancellationToken,
 ) {
     // Logged once each time the set of stalled queues changes, not every round.
     let mut reported_stalled: Vec<String> = Vec::new();
-    let mut reported_dead: BTreeMap<String, u64> = BTreeMap::new();
     loop {
-        for q in publish_queue_gauges(&queue).await {
+        for q in gauges.publish().await {
             // Health is kept per queue, under the names the stage workers report
             // progress with; a queue nobody reports on (`rejected`) is not judged.
             if q.depth > 0 && q.name != super::items::REJECTED {
@@ -240,26 +282,6 @@ async fn update_gauges(
             );
         }
         reported_stalled = stalled;
-        match queue.dead_letter_counts().await {
-            Err(e) => tracing::warn!("counting dead letters for the metrics: {e}"),
-            Ok(by_queue) => {
-                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-                for (name, n) in by_queue {
-                    let key = name
-                        .strip_prefix("deliver/")
-                        .map_or(name.clone(), str::to_string);
-                    *counts.entry(key).or_default() += n;
-                }
-                // A destination whose dead letters were all replayed goes back to 0.
-                for gone in reported_dead.keys().filter(|k| !counts.contains_key(*k)) {
-                    metrics::dead_letters(gone, 0);
-                }
-                for (destination, n) in &counts {
-                    metrics::dead_letters(destination, *n);
-                }
-                reported_dead = counts;
-            }
-        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::backfill::Finished;
+use super::budget::DiskBudget;
 use super::handoff::{HandOff, Step};
 use super::items::{DeliverItem, DownloadTask, Lane, deliver_queue, download_queue};
 use super::settle::{Failed, Retry, Settled, settle};
@@ -33,6 +34,8 @@ pub struct DownloadWorker {
     pub retry: RetryPolicy,
     /// Liveness of the stages.
     pub health: Arc<Health>,
+    /// The disk budget it waits for before each download.
+    pub budget: Arc<DiskBudget>,
 }
 
 impl DownloadWorker {
@@ -53,6 +56,10 @@ impl DownloadWorker {
                     continue;
                 }
             };
+            // No new file while the disk budget says so; the task stays where it is.
+            if !self.budget.wait_clear(&shutdown).await {
+                return;
+            }
             self.health.pending(&stage);
             self.download_one(claimed).await;
             self.health.progress(&stage, false);

@@ -27,6 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::backfill::Finished;
+use super::budget::DiskBudget;
 use super::handoff::{HandOff, Step};
 use super::items::{FETCHED, FetchTask, FetchedBody, Lane, Routes, fetch_queue};
 use super::keys::{self, SkewRecord};
@@ -128,6 +129,7 @@ pub struct FetchStage {
     queue: Queue,
     pipeline: PipelineConfig,
     start_from: StartFrom,
+    budget: Arc<DiskBudget>,
 }
 
 impl FetchStage {
@@ -137,13 +139,21 @@ impl FetchStage {
         queue: Queue,
         pipeline: PipelineConfig,
         start_from: StartFrom,
+        budget: Arc<DiskBudget>,
     ) -> FetchStage {
         FetchStage {
             fetcher,
             queue,
             pipeline,
             start_from,
+            budget,
         }
+    }
+
+    /// Waits while the disk budget pauses fetching (the run waiting is cancelled with
+    /// its caller).
+    async fn within_budget(&self) {
+        self.budget.wait_clear(&CancellationToken::new()).await;
     }
 
     /// The site's fetcher.
@@ -229,6 +239,7 @@ impl FetchStage {
             };
             let progress = Some((progress_key, w.end.timestamp()));
             let end = w.end;
+            self.within_budget().await;
             let outcome = self.fetcher.request(&request).await;
             if let Some((a, b)) = halves_after(&request, &outcome, self.pipeline.max_body_bytes) {
                 match &outcome {
@@ -282,6 +293,7 @@ impl FetchStage {
         summary: &mut FetchSummary,
     ) -> Result<(), FetchError> {
         let request = FetchRequest::lsids(lsids);
+        self.within_budget().await;
         match self.fetcher.request(&request).await {
             Ok(fetched) => {
                 self.record(&request, fetched, routes, lane, progress, summary)
@@ -468,6 +480,8 @@ pub struct FetchWorker {
     pub max_body_bytes: u64,
     /// Liveness of the stages.
     pub health: Arc<Health>,
+    /// The disk budget it waits for before each request.
+    pub budget: Arc<DiskBudget>,
 }
 
 impl FetchWorker {
@@ -487,6 +501,10 @@ impl FetchWorker {
                     continue;
                 }
             };
+            // No new body while the disk budget says so; the task stays where it is.
+            if !self.budget.wait_clear(&shutdown).await {
+                return;
+            }
             self.health.pending(&queue_name);
             if let Err(e) = self.fetch_one(claimed).await {
                 metrics::stage_error("fetch");

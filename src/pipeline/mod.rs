@@ -2,10 +2,12 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod budget;
 pub mod daemon;
 pub mod deliver_worker;
 pub mod download_worker;
 pub mod fetch_worker;
+pub mod gauges;
 pub mod handoff;
 pub mod items;
 pub mod keys;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::DiskBudget;
 use super::deliver_worker::DeliverWorker;
 use super::download_worker::DownloadWorker;
 use super::fetch_worker::{FetchStage, FetchWorker};
@@ -76,10 +77,22 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Destinations' reachability, for the scheduler's run outcomes.
     pub reachability: Arc<Reachability>,
+    /// The disk budget fetch and download wait for.
+    pub budget: Arc<DiskBudget>,
+}
+
+/// The disk budget of `config`'s state directory.
+pub fn budget(config: &Config) -> Arc<DiskBudget> {
+    DiskBudget::new(
+        &config.state_dir,
+        config.pipeline.max_state_bytes,
+        config.pipeline.min_free_bytes,
+    )
 }
 
 /// Starts the workers of `scope`, stopping when `stop` is cancelled. Spool files go
-/// under `spool`.
+/// under `spool`. (The disk budget's monitor is the caller's: it decides who hears of a
+/// change.)
 pub fn start(
     shared: &Shared,
     scope: Scope<'_>,
@@ -92,6 +105,7 @@ pub fn start(
         queue,
         health,
         reachability,
+        budget,
     } = shared;
     let mut tasks = JoinSet::new();
     let mut fetch = BTreeMap::new();
@@ -128,6 +142,7 @@ pub fn start(
                 queue.clone(),
                 config.pipeline.clone(),
                 config.start_from,
+                budget.clone(),
             ),
         );
         let worker = FetchWorker {
@@ -136,6 +151,7 @@ pub fn start(
             retry: config.pipeline.retry,
             max_body_bytes: config.pipeline.max_body_bytes,
             health: health.clone(),
+            budget: budget.clone(),
         };
         tasks.spawn(worker.run(stop.clone()));
         let worker = DownloadWorker {
@@ -144,6 +160,7 @@ pub fn start(
             queue: queue.clone(),
             retry: config.pipeline.retry,
             health: health.clone(),
+            budget: budget.clone(),
         };
         tasks.spawn(worker.run(stop.clone()));
     }

@@ -39,6 +39,41 @@ pub struct Status {
     pub dead_letters: Vec<DeadLetterCount>,
     /// Per schedule.
     pub schedules: Vec<ScheduleStatus>,
+    /// The state directory's disk use and budget.
+    pub disk: DiskStatus,
+}
+
+/// The state directory on disk, and whether its budget pauses fetching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// Bytes the state directory takes on disk (when it could be measured).
+    pub state_bytes: Option<u64>,
+    /// Free bytes of its file system.
+    pub free_bytes: Option<u64>,
+    /// `pipeline.max_state_bytes`.
+    pub max_state_bytes: Option<u64>,
+    /// `pipeline.min_free_bytes` (0: off).
+    pub min_free_bytes: u64,
+    /// `state_bytes` or `free_bytes` while fetching and downloading are paused.
+    pub paused: Option<String>,
+}
+
+impl DiskStatus {
+    /// Measures `config`'s state directory against its budget.
+    pub fn measure(config: &Config) -> DiskStatus {
+        let budget = super::stages::budget(config);
+        let (max_state_bytes, min_free_bytes) = budget.limits();
+        let measured = budget.measure().ok();
+        DiskStatus {
+            state_bytes: measured.map(|m| m.state_bytes),
+            free_bytes: measured.map(|m| m.free_bytes),
+            max_state_bytes,
+            min_free_bytes,
+            paused: measured
+                .and_then(|m| budget.judge(&m))
+                .map(|p| p.as_str().to_string()),
+        }
+    }
 }
 
 /// A site's clock and watermarks.
@@ -172,6 +207,7 @@ impl Status {
                 .map(|(queue, count)| DeadLetterCount { queue, count })
                 .collect(),
             schedules,
+            disk: DiskStatus::measure(config),
         })
     }
 
@@ -227,6 +263,37 @@ impl Status {
         }
         for d in &self.dead_letters {
             let _ = writeln!(out, "  {:<28} {}", d.queue, d.count);
+        }
+        let d = &self.disk;
+        let _ = writeln!(out, "\nstate directory");
+        match (d.state_bytes, d.free_bytes) {
+            (Some(used), Some(free)) => {
+                let _ = writeln!(
+                    out,
+                    "  {used} bytes on disk (budget {}), {free} bytes free (floor {})",
+                    d.max_state_bytes
+                        .map_or("none".to_string(), |b| b.to_string()),
+                    d.min_free_bytes
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "  could not be measured");
+            }
+        }
+        match d.paused.as_deref() {
+            Some("state_bytes") => {
+                let _ = writeln!(
+                    out,
+                    "  fetching and downloading paused: over pipeline.max_state_bytes until the backlog drains"
+                );
+            }
+            Some(_) => {
+                let _ = writeln!(
+                    out,
+                    "  fetching and downloading paused: under pipeline.min_free_bytes free"
+                );
+            }
+            None => {}
         }
         let _ = writeln!(out, "\nschedules");
         for s in &self.schedules {

@@ -83,6 +83,15 @@ pub enum QueueError {
 }
 
 impl QueueError {
+    /// Whether the disk refused a write or an fsync (full, failing): the storage's own
+    /// failure, as opposed to a bad item or a closed queue.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Storage { .. } | QueueError::FlushFailed { .. }
+        )
+    }
+
     /// Whether opening failed because another process holds the database's lock (sled
     /// reports it as an IO error wrapping the `WouldBlock` of the file lock).
     pub(crate) fn is_lock_held(&self) -> bool {

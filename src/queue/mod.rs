@@ -507,6 +507,10 @@ struct Inner {
     /// One `Notify` per queue name ever waited on or pushed to; bounded by the
     /// configuration's queues.
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The first write or fsync the disk refused, once one was (see `storage_failure`).
+    failure: Mutex<Option<String>>,
+    /// Woken when `failure` is set.
+    failed: Notify,
 }
 
 impl Drop for Inner {
@@ -548,6 +552,8 @@ impl Queue {
                 flusher,
                 claims: Arc::default(),
                 notifiers: Mutex::default(),
+                failure: Mutex::default(),
+                failed: Notify::new(),
             }),
         })
     }
@@ -1153,14 +1159,45 @@ impl Queue {
         F: FnOnce(&Store) -> Result<R, QueueError> + Send + 'static,
     {
         let flusher = self.inner.flusher.clone();
-        let (result, epoch) = self
-            .blocking(move |store| {
-                let result = work(store)?;
-                Ok((result, flusher.after_commit()?))
-            })
-            .await?;
-        self.inner.flusher.wait(epoch).await?;
-        Ok(result)
+        let outcome = async {
+            let (result, epoch) = self
+                .blocking(move |store| {
+                    let result = work(store)?;
+                    Ok((result, flusher.after_commit()?))
+                })
+                .await?;
+            self.inner.flusher.wait(epoch).await?;
+            Ok::<R, QueueError>(result)
+        }
+        .await;
+        if let Err(e) = &outcome
+            && e.is_storage_failure()
+        {
+            let mut failure = lock(&self.inner.failure);
+            if failure.is_none() {
+                *failure = Some(e.to_string());
+                self.inner.failed.notify_waiters();
+            }
+        }
+        outcome
+    }
+
+    /// The first write or fsync the disk refused (ENOSPC, EIO), if one was. From then on
+    /// nothing can be called durable: the process should stop and start again (the
+    /// state is intact as of the last fsync).
+    pub fn storage_failure(&self) -> Option<String> {
+        lock(&self.inner.failure).clone()
+    }
+
+    /// Waits until a write or fsync fails (returns at once if one has); returns why.
+    pub async fn storage_failed(&self) -> String {
+        loop {
+            let notified = self.inner.failed.notified();
+            if let Some(reason) = self.storage_failure() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 
     async fn blocking<R, F>(&self, work: F) -> Result<R, QueueError>
