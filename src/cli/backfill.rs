@@ -278,7 +278,12 @@ async fn in_process(
     };
     let Stages { fetch, mut tasks } =
         stages::start(&shared, scope, &spool, &stages).map_err(|e| failed(&e))?;
-    tasks.spawn(shared.budget.clone().monitor(stages.clone(), |_, _| {}));
+    tasks.spawn(
+        shared
+            .budget
+            .clone()
+            .monitor(queue.clone(), stages.clone(), |_, _| {}),
+    );
     let fetcher = fetch
         .get(&request.site)
         .ok_or_else(|| CliError::config(format!("no site named {:?}", request.site)))?;

@@ -47,6 +47,16 @@ pub enum AdminError {
         /// What went wrong.
         reason: String,
     },
+    /// No daemon answered, and the state directory's file system is too full to open it.
+    #[error(
+        "the state directory {dir} cannot be opened: its file system is full ({free} bytes free; No space left on device). Nothing in it is lost: free space or grow the file system, then btic status and btic run work again"
+    )]
+    DiskFull {
+        /// The state directory.
+        dir: String,
+        /// Free bytes of its file system, as measured now.
+        free: String,
+    },
     /// Neither a daemon answered nor could the state directory be opened.
     #[error(
         "opening the state directory {dir}: {reason} (if btic run holds it, its admin API at {addr} did not answer)"
@@ -303,10 +313,19 @@ impl Admin {
             }
         }
         let dir = queue_dir(&config);
-        let queue = Queue::open(&dir).map_err(|e| AdminError::Unreachable {
-            dir: config.state_dir.display().to_string(),
-            addr,
-            reason: e.to_string(),
+        let queue = Queue::open(&dir).map_err(|e| {
+            let dir = config.state_dir.display().to_string();
+            if e.is_disk_full() {
+                let free = super::budget::measure(&config.state_dir)
+                    .map_or_else(|_| "unknown".to_string(), |m| m.free_bytes.to_string());
+                AdminError::DiskFull { dir, free }
+            } else {
+                AdminError::Unreachable {
+                    dir,
+                    addr,
+                    reason: e.to_string(),
+                }
+            }
         })?;
         Ok(Admin::Direct(queue, config))
     }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
+use crate::queue::Queue;
 
 /// How often the monitor measures.
 pub const CHECK: Duration = Duration::from_secs(1);
@@ -83,12 +84,28 @@ impl DiskBudget {
         measure(&self.state_dir)
     }
 
-    /// What a measurement means under the limits.
-    pub fn judge(&self, m: &Measure) -> Option<Pause> {
-        if self.max_state_bytes.is_some_and(|max| m.state_bytes > max) {
-            Some(Pause::StateBytes)
-        } else if self.min_free_bytes > 0 && m.free_bytes < self.min_free_bytes {
+    /// What a measurement means under the limits, given the pause in force: a pause ends
+    /// only a tenth below the limit that caused it (a tenth above the floor), so that
+    /// the budget does not flap while sled compacts and the spool empties.
+    pub fn judge(&self, m: &Measure, current: Option<Pause>) -> Option<Pause> {
+        let over_max = |slack: u64| {
+            self.max_state_bytes
+                .is_some_and(|max| m.state_bytes > max - slack)
+        };
+        let under_floor =
+            |slack: u64| self.min_free_bytes > 0 && m.free_bytes < self.min_free_bytes + slack;
+        let max_slack = match current {
+            Some(Pause::StateBytes) => self.max_state_bytes.unwrap_or(0) / 10,
+            _ => 0,
+        };
+        let floor_slack = match current {
+            Some(Pause::FreeBytes) => self.min_free_bytes / 10,
+            _ => 0,
+        };
+        if under_floor(floor_slack) {
             Some(Pause::FreeBytes)
+        } else if over_max(max_slack) {
+            Some(Pause::StateBytes)
         } else {
             None
         }
@@ -129,17 +146,37 @@ impl DiskBudget {
 
     /// Measures every `CHECK` until `stop`, publishing the measure and the verdict: the
     /// metrics at every round, a WARN (and `on_change`, for the notifier) at each change.
+    ///
+    /// Over `max_state_bytes` with nothing queued, fetching goes on (with one WARN):
+    /// sled keeps the file space it once used, so waiting for the state to shrink would
+    /// wait for ever, and there is no backlog a pause could let drain.
     pub async fn monitor(
         self: Arc<Self>,
+        queue: Queue,
         stop: CancellationToken,
         mut on_change: impl FnMut(Option<Pause>, &Measure) + Send,
     ) {
+        let mut told_empty = false;
         loop {
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.measure()).await {
                 Ok(Ok(m)) => {
                     metrics::state_disk(m.state_bytes, m.free_bytes);
-                    let verdict = self.judge(&m);
+                    let mut verdict = self.judge(&m, self.paused());
+                    if verdict == Some(Pause::StateBytes) && nothing_queued(&queue).await {
+                        if !told_empty {
+                            tracing::warn!(
+                                state_dir = %self.state_dir.display(),
+                                state_bytes = m.state_bytes,
+                                max_state_bytes = self.max_state_bytes.unwrap_or(0),
+                                "the state directory is over pipeline.max_state_bytes with nothing queued (the queue database keeps the space it once used): fetching goes on; raise the budget if this persists"
+                            );
+                            told_empty = true;
+                        }
+                        verdict = None;
+                    } else if verdict.is_none() {
+                        told_empty = false;
+                    }
                     for reason in [Pause::StateBytes, Pause::FreeBytes] {
                         metrics::paused(reason.as_str(), verdict == Some(reason));
                     }
@@ -177,6 +214,15 @@ impl DiskBudget {
             }
         }
     }
+}
+
+/// Whether no stage queue holds an item (the dead letter aside: it waits for an
+/// operator, not for a destination). A queue that cannot be read counts as holding some.
+async fn nothing_queued(queue: &Queue) -> bool {
+    queue
+        .queues()
+        .await
+        .is_ok_and(|queues| queues.iter().all(|q| q.depth == 0))
 }
 
 /// The bytes a directory tree takes on disk, and its file system's free space.
@@ -260,18 +306,41 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_pauses_for_size_first_then_for_free_space_and_a_zero_floor_is_off() {
+    fn the_budget_pauses_for_free_space_first_then_for_size_and_a_zero_floor_is_off() {
         let dir = tempfile::tempdir().unwrap();
         let budget = DiskBudget::new(dir.path(), Some(1000), 500);
         let m = |state_bytes, free_bytes| Measure {
             state_bytes,
             free_bytes,
         };
-        assert_eq!(budget.judge(&m(1001, 0)), Some(Pause::StateBytes));
-        assert_eq!(budget.judge(&m(1000, 499)), Some(Pause::FreeBytes));
-        assert_eq!(budget.judge(&m(1000, 500)), None);
+        assert_eq!(budget.judge(&m(1001, 0), None), Some(Pause::FreeBytes));
+        assert_eq!(budget.judge(&m(1001, 500), None), Some(Pause::StateBytes));
+        assert_eq!(budget.judge(&m(1000, 499), None), Some(Pause::FreeBytes));
+        assert_eq!(budget.judge(&m(1000, 500), None), None);
         let no_floor = DiskBudget::new(dir.path(), None, 0);
-        assert_eq!(no_floor.judge(&m(u64::MAX, 0)), None);
+        assert_eq!(no_floor.judge(&m(u64::MAX, 0), None), None);
+    }
+
+    #[test]
+    fn a_pause_ends_only_a_tenth_inside_the_limit_that_caused_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = DiskBudget::new(dir.path(), Some(1000), 500);
+        let m = |state_bytes, free_bytes| Measure {
+            state_bytes,
+            free_bytes,
+        };
+        let size = Some(Pause::StateBytes);
+        assert_eq!(
+            budget.judge(&m(950, 10_000), size),
+            size,
+            "within the tenth"
+        );
+        assert_eq!(budget.judge(&m(900, 10_000), size), None);
+        let free = Some(Pause::FreeBytes);
+        assert_eq!(budget.judge(&m(0, 540), free), free, "within the tenth");
+        assert_eq!(budget.judge(&m(0, 550), free), None);
+        // Without a pause in force, the limits themselves count.
+        assert_eq!(budget.judge(&m(950, 540), None), None);
     }
 
     #[tokio::test]

@@ -181,7 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tasks.spawn(notifications.run(stages.clone()));
     tasks.spawn({
         let notify = notify.clone();
-        shared.budget.clone().monitor(stages.clone(), move |paused, m| {
+        shared.budget.clone().monitor(queue.clone(), stages.clone(), move |paused, m| {
             let detail = paused.map(|p| match p {
                 Pause::StateBytes => format!(
                     "the state directory takes {} bytes, over pipeline.max_state_bytes: fetching and downloading pause until the backlog drains",

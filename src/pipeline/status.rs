@@ -70,7 +70,7 @@ impl DiskStatus {
             max_state_bytes,
             min_free_bytes,
             paused: measured
-                .and_then(|m| budget.judge(&m))
+                .and_then(|m| budget.judge(&m, None))
                 .map(|p| p.as_str().to_string()),
         }
     }

@@ -107,6 +107,23 @@ impl QueueError {
         }
     }
 
+    /// Whether the disk was full (ENOSPC), while opening or writing.
+    pub fn is_disk_full(&self) -> bool {
+        let source = match self {
+            QueueError::Open { source, .. } | QueueError::Storage { source, .. } => source,
+            QueueError::FlushFailed { reason } => return reason.contains("No space left"),
+            _ => return false,
+        };
+        match source {
+            sled::Error::Io(e) => {
+                e.kind() == std::io::ErrorKind::StorageFull
+                    || e.raw_os_error() == Some(28)
+                    || e.to_string().contains("No space left")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether trying the same operation again later can succeed. Only an IO error from
     /// the disk qualifies (a full disk can be freed); corruption, decoding problems and a
     /// failed flush need an operator.

@@ -163,8 +163,16 @@ fn run_flush<'a>(shared: &'a Shared, mut state: MutexGuard<'a, State>) {
     shared.progress.send_modify(|progress| match outcome {
         Ok(()) => progress.durable = epoch,
         Err(error) => {
-            tracing::error!("{error}");
-            progress.failed.get_or_insert(error.to_string());
+            // Once is enough: every flush after the first refused one fails the same way.
+            if progress.failed.is_none() {
+                tracing::error!("{error}");
+            }
+            // `FlushFailed` says "flushing queue database" itself: keep the cause.
+            let cause = match &error {
+                QueueError::Storage { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            progress.failed.get_or_insert(cause);
         }
     });
 

@@ -482,3 +482,116 @@ pub fn replay_all(config: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A TCP relay on a loopback port to PostgreSQL at 127.0.0.1:5432, which the test turns
+/// off and on: a real database that is down, then back.
+pub struct Relay {
+    pub port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// A relay that is not listening yet (the database is "down").
+    pub fn down() -> Relay {
+        Relay {
+            port: free_port(),
+            task: None,
+        }
+    }
+
+    /// `url` (a database at 127.0.0.1:5432) as reached through the relay.
+    pub fn url(&self, url: &str) -> String {
+        url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Starts relaying; connections made from now on reach PostgreSQL.
+    pub async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("binding the relay's port");
+        self.task = Some(tokio::spawn(async move {
+            // Dropping the set (when the task is aborted) ends every relayed connection.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A tmpfs of a given size mounted for the test (root only), unmounted at the end.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a `size_mib` tmpfs at `path`, or says why it cannot (not root, no mount).
+    pub fn mount(path: &Path, size_mib: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (the test needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Grows (or shrinks) the file system in place, keeping its files.
+    pub fn resize(&self, size_mib: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size_mib}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remounting {}", self.path.display());
+    }
+
+    /// Bytes used on the file system.
+    pub fn used(&self) -> u64 {
+        let total = fs4::total_space(&self.path).unwrap();
+        let free = fs4::free_space(&self.path).unwrap();
+        total - free
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// `GET /metrics` of the daemon listening on `port`: `name{labels}` -> value.
+pub async fn scrape(port: u16) -> BTreeMap<String, f64> {
+    let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return BTreeMap::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
