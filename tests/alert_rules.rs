@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use rig::{Daemon, Sim, eventually, free_port, pipeline};
+use rig::{Daemon, Sim, eventually, free_port, pipeline, scrape_text};
 
 const RULES: &str = "deploy/prometheus-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus-rules.test.yml";
@@ -217,13 +217,6 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn scrape(port: u16) -> String {
-    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
-        Ok(answer) => answer.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
 const SIM_ARGS: &[&str] = &[
     "--days",
     "1",
@@ -262,7 +255,7 @@ async fn a_real_scrape_passes_promtool_check_metrics_and_fires_only_the_dead_let
     // appliance, and every queue has drained.
     let mut text = String::new();
     let settled = eventually(Duration::from_secs(120), async || {
-        text = scrape(port).await;
+        text = scrape_text(port).await;
         let lag = "btic_watermark_lag_seconds{site=\"sim\",kind=\"SupportSession\"}";
         sample(&text, "btic_dead_letter_items{destination=\"fetch/sim\"}") == Some(1.0)
             && sample(&text, lag).is_some_and(|l| l < 120.0)

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+#[path = "relay.rs"]
+mod relay;
+#[allow(unused_imports)]
+pub use relay::Relay;
+
 pub fn btic() -> Command {
     Command::new(env!("CARGO_BIN_EXE_btic"))
 }
@@ -483,55 +488,6 @@ pub fn replay_all(config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A TCP relay on a loopback port to PostgreSQL at 127.0.0.1:5432, which the test turns
-/// off and on: a real database that is down, then back.
-pub struct Relay {
-    pub port: u16,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Relay {
-    /// A relay that is not listening yet (the database is "down").
-    pub fn down() -> Relay {
-        Relay {
-            port: free_port(),
-            task: None,
-        }
-    }
-
-    /// `url` (a database at 127.0.0.1:5432) as reached through the relay.
-    pub fn url(&self, url: &str) -> String {
-        url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
-    }
-
-    /// Starts relaying; connections made from now on reach PostgreSQL.
-    pub async fn up(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("binding the relay's port");
-        self.task = Some(tokio::spawn(async move {
-            // Dropping the set (when the task is aborted) ends every relayed connection.
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        }));
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 /// A tmpfs of a given size mounted for the test (root only), unmounted at the end.
 pub struct Tmpfs {
     pub path: PathBuf,
@@ -581,13 +537,19 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `GET /metrics` of the daemon listening on `port`, as text (empty if it did not answer).
+pub async fn scrape_text(port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// `GET /metrics` of the daemon listening on `port`: `name{labels}` -> value.
 pub async fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
-        return BTreeMap::new();
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
+    scrape_text(port)
+        .await
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
