@@ -215,12 +215,14 @@ async fn two_writers_of_the_same_new_sessions_leave_one_copy(admin: String) {
         let first = SqlSink::connect("a", &dest, Some(&secret)).await.unwrap();
         let second = SqlSink::connect("b", &dest, Some(&secret)).await.unwrap();
         let batch: Vec<_> = (0..40).map(|i| session(i, true)).collect();
+        let mut conflicts = 0;
         for _ in 0..3 {
             let (a, b) = tokio::join!(first.deliver(HOST, &batch), second.deliver(HOST, &batch));
             // A writer that lost a race is told to retry (a conflict); its retry
             // replaces what the other wrote.
             for outcome in [a, b] {
                 if outcome.delivered() < batch.len() {
+                    conflicts += 1;
                     let e = outcome.retryable_error().expect("only retryable failures");
                     assert!(e.is_retryable(), "{e}");
                     let retried = first.deliver(HOST, &batch).await;
@@ -229,6 +231,7 @@ async fn two_writers_of_the_same_new_sessions_leave_one_copy(admin: String) {
             }
             assert_eq!(counts(&ado).await, expected_counts(40, true));
         }
+        println!("  {conflicts} of 6 deliveries lost a race and were retried");
     })
     .await;
 }

@@ -21,7 +21,9 @@
 //!    ranges of those that do not until commit, so a second writer of the same session
 //!    waits at the probe and then finds it. (Babelfish takes no such range locks; there
 //!    the unique index refuses the second insert with 2627, a retryable conflict, and the
-//!    retry updates what the first wrote.) The sessions found are updated and their
+//!    retry updates what the first wrote. Two writers whose probes lock ranges the other
+//!    then inserts into deadlock: one is rolled back with 1205, also retried.) The
+//!    sessions found are updated and their
 //!    children deleted; the new ones are inserted in `lsid` order; their ids are read
 //!    back into staging by key. Events are inserted in document order and their ids
 //!    read back by position within their session (`ROW_NUMBER() OVER (PARTITION BY
