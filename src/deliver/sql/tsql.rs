@@ -72,10 +72,12 @@ pub fn staging(t: &Table) -> String {
     format!("#btic_{}", t.name)
 }
 
-/// A column's type in staging: wide enough for any value the row mapping makes.
+/// A column's type in staging: wide enough for any value the row mapping makes. Text
+/// takes the database's collation: `#` tables otherwise take tempdb's, and comparing the
+/// staged keys with the real ones would fail where the two differ (error 468).
 fn staging_type(ty: ColumnType) -> &'static str {
     match ty {
-        ColumnType::Key(_) | ColumnType::Text => "nvarchar(max)",
+        ColumnType::Key(_) | ColumnType::Text => "nvarchar(max) COLLATE DATABASE_DEFAULT",
         ColumnType::Int | ColumnType::BigInt => "bigint",
         ColumnType::Time => "datetime2(0)",
     }
@@ -302,7 +304,7 @@ mod tests {
         let ddl = create_staging(&SESSION);
         assert!(
             ddl.starts_with(
-                "CREATE TABLE #btic_session ([seq] int NOT NULL, [id] bigint NULL, [lsid] nvarchar(max) NULL, [type] nvarchar(max) NULL, [start_time] datetime2(0) NULL,"
+                "CREATE TABLE #btic_session ([seq] int NOT NULL, [id] bigint NULL, [lsid] nvarchar(max) COLLATE DATABASE_DEFAULT NULL, [type] nvarchar(max) COLLATE DATABASE_DEFAULT NULL, [start_time] datetime2(0) NULL,"
             ),
             "{ddl}"
         );
@@ -313,7 +315,7 @@ mod tests {
     fn event_staging_carries_parent_position_and_id() {
         assert_eq!(
             create_staging(&SESSION_EVENT),
-            "CREATE TABLE #btic_session_event ([seq] int NOT NULL, [parent] int NOT NULL, [n] int NOT NULL, [id] bigint NULL, [type] nvarchar(max) NULL, [event_time] datetime2(0) NULL, [performed_by] nvarchar(max) NULL, [performed_by_type] nvarchar(max) NULL, [destination] nvarchar(max) NULL, [destination_type] nvarchar(max) NULL)"
+            "CREATE TABLE #btic_session_event ([seq] int NOT NULL, [parent] int NOT NULL, [n] int NOT NULL, [id] bigint NULL, [type] nvarchar(max) COLLATE DATABASE_DEFAULT NULL, [event_time] datetime2(0) NULL, [performed_by] nvarchar(max) COLLATE DATABASE_DEFAULT NULL, [performed_by_type] nvarchar(max) COLLATE DATABASE_DEFAULT NULL, [destination] nvarchar(max) COLLATE DATABASE_DEFAULT NULL, [destination_type] nvarchar(max) COLLATE DATABASE_DEFAULT NULL)"
         );
         assert_eq!(
             staging_columns(&SESSION_EVENT_DATA),
