@@ -8,6 +8,11 @@
 //! idempotent, and prints rows/s and the ratios. A second delivery
 //! of the same sessions (every session replaced) is timed too.
 //!
+//! With `BTIC_MSSQL_URL` set (an ADO.NET string for a login that may create databases),
+//! the same sessions go through the SQL Server path too, into a database of their own
+//! that is dropped after: SQL Server, Azure SQL or Babelfish, beside PostgreSQL on the
+//! same rows in the same run.
+//!
 //! Run: `cargo bench --bench sql` (PostgreSQL at 127.0.0.1:5432 as `postgres`, `psql`
 //! and `sqlite3` on the PATH; what is missing is reported SKIPPED). `BTIC_BENCH_SESSIONS`
 //! changes the number of sessions.
@@ -38,6 +43,10 @@ fn main() {
     println!("SQL delivery of {n} generated sessions");
     runtime.block_on(postgres(&sessions));
     runtime.block_on(sqlite(&sessions));
+    match std::env::var("BTIC_MSSQL_URL") {
+        Ok(admin) => runtime.block_on(sqlserver(&admin, &sessions)),
+        Err(_) => println!("SKIPPED: SQL Server: BTIC_MSSQL_URL not set"),
+    }
 }
 
 fn rate(rows: u64, took: Duration) -> f64 {
@@ -190,6 +199,65 @@ async fn postgres(sessions: &[Session]) {
     );
     let _ = psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     let _ = psql("postgres", &format!("DROP DATABASE {same} WITH (FORCE)"));
+}
+
+/// Runs one T-SQL batch on a connection of its own.
+async fn tsql(ado: &str, sql: &str) -> Result<(), tiberius::error::Error> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let config = tiberius::Config::from_ado_string(ado)?;
+    let tcp = tokio::net::TcpStream::connect(config.get_addr()).await?;
+    tcp.set_nodelay(true)?;
+    let mut client = tiberius::Client::connect(config, tcp.compat_write()).await?;
+    client.simple_query(sql).await?.into_results().await?;
+    Ok(())
+}
+
+async fn sqlserver(admin: &str, sessions: &[Session]) {
+    let db = format!("btic_bench_{}", std::process::id());
+    if let Err(e) = tsql(admin, &format!("CREATE DATABASE [{db}]")).await {
+        println!("SKIPPED: SQL Server: cannot create a database: {e}");
+        return;
+    }
+    let ado = format!("{};Database={db}", admin.trim_end_matches(';'));
+    let dest = SqlDestination {
+        dialect: SqlDialect::SqlServer,
+        connection: SqlConnection::Url(SecretSource::Plain(Secret::new(ado.clone()))),
+        store_system_information: true,
+        batch_size: 1000,
+    };
+    let sink = SqlSink::connect("bench", &dest, Some(&Secret::new(ado)))
+        .await
+        .expect("connect");
+    println!(
+        "SQL Server ({})",
+        sink.check().await.map(|r| r.server).unwrap_or_default()
+    );
+    let start = Instant::now();
+    let outcome = sink.deliver(HOST, sessions).await;
+    let took = start.elapsed();
+    assert_eq!(
+        outcome.delivered(),
+        sessions.len(),
+        "{:?}",
+        outcome.retryable_error()
+    );
+    report("btic deliver (new sessions)", outcome.rows, took);
+    let start = Instant::now();
+    let again = sink.deliver(HOST, sessions).await;
+    report(
+        "btic deliver again (every session replaced)",
+        again.rows,
+        start.elapsed(),
+    );
+    drop(sink);
+    // The server may take a moment to end the sessions of the connection just closed.
+    for _ in 0..20 {
+        if tsql(admin, &format!("DROP DATABASE [{db}]")).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("could not drop database {db}");
 }
 
 fn run_psql_script(db: &str, dir: &Path, name: &str, script: &str) -> std::process::Output {

@@ -53,6 +53,7 @@ pub mod rows;
 pub mod schema;
 mod sqlite;
 mod sqlserver;
+pub mod tsql;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

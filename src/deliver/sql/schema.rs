@@ -1,6 +1,7 @@
 //! The SQL schema in one place: the Integration Client's eight tables with the guide's
-//! column names, a few documented additions, and the statement text every dialect runs
-//! (DDL, session upsert, child deletes and inserts).
+//! column names, a few documented additions, the DDL every dialect runs, and the
+//! row-at-a-time statements (session upsert, child deletes and inserts) of SQLite. SQL
+//! Server's statements are in `tsql`.
 //!
 //! Each table has an auto-increment `id` and, for child tables, the link to its parent
 //! (`session_id` or `session_event_id`). `Table::columns` lists the remaining columns in
@@ -365,8 +366,8 @@ pub fn migrations(d: Dialect) -> Vec<(i32, Vec<String>)> {
     vec![(1, schema_v1(d))]
 }
 
-/// `INSERT` of one row of `t` (parent link first, then the columns); for SQL Server
-/// events also returns the new id, which event children need.
+/// `INSERT` of one row of `t` (parent link first, then the columns), for the
+/// row-at-a-time path (SQLite; SQL Server's set-based path is in `tsql`).
 pub fn insert_row(d: Dialect, t: &Table) -> String {
     let mut names: Vec<String> = Vec::new();
     if let Some(link) = t.parent.column() {
@@ -374,94 +375,37 @@ pub fn insert_row(d: Dialect, t: &Table) -> String {
     }
     names.extend(t.columns.iter().map(|c| d.quote(c.name)));
     let params: Vec<String> = (1..=names.len()).map(|n| d.param(n)).collect();
-    let output = if d == Dialect::SqlServer && t.name == "session_event" {
-        format!(" OUTPUT inserted.{}", d.quote("id"))
-    } else {
-        String::new()
-    };
     format!(
-        "INSERT INTO {} ({}){output} VALUES ({})",
+        "INSERT INTO {} ({}) VALUES ({})",
         d.quote(t.name),
         names.join(", "),
         params.join(", ")
     )
 }
 
-/// `INSERT` of `n` rows of `t` at once (SQL Server: parent link and columns per row,
-/// parameters numbered row after row).
-pub fn insert_rows(d: Dialect, t: &Table, n: usize) -> String {
-    let mut names: Vec<String> = Vec::new();
-    if let Some(link) = t.parent.column() {
-        names.push(d.quote(link));
-    }
-    names.extend(t.columns.iter().map(|c| d.quote(c.name)));
-    let width = names.len();
-    let tuples: Vec<String> = (0..n)
-        .map(|r| {
-            let params: Vec<String> = (1..=width).map(|k| d.param(r * width + k)).collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
-    format!(
-        "INSERT INTO {} ({}) VALUES {}",
-        d.quote(t.name),
-        names.join(", "),
-        tuples.join(", ")
-    )
-}
-
-/// Upserts one `session` row by (`host_name`, `lsid`) and returns its id. Parameters
-/// are the session's columns in order. SQL Server holds the key range lock
-/// (`HOLDLOCK`) for the transaction, so two writers of one new session serialize
-/// instead of both inserting.
+/// Upserts one `session` row by (`host_name`, `lsid`) with `INSERT .. ON CONFLICT` and
+/// returns its id; parameters are the session's columns in order. For the dialects
+/// that have `ON CONFLICT` (SQLite's row-at-a-time path; PostgreSQL merges a staged
+/// batch, SQL Server applies one with the statements in `tsql`).
 pub fn upsert_session(d: Dialect) -> String {
     let cols = SESSION.columns;
     let names: Vec<String> = cols.iter().map(|c| d.quote(c.name)).collect();
     let params: Vec<String> = (1..=cols.len()).map(|n| d.param(n)).collect();
-    let is_key = |name: &str| name == "host_name" || name == "lsid";
-    match d {
-        Dialect::SqlServer => {
-            let source: Vec<String> = cols
-                .iter()
-                .zip(&params)
-                .map(|(c, p)| format!("{p} AS {}", d.quote(c.name)))
-                .collect();
-            let set: Vec<String> = cols
-                .iter()
-                .filter(|c| !is_key(c.name))
-                .map(|c| format!("t.{q} = s.{q}", q = d.quote(c.name)))
-                .collect();
-            let values: Vec<String> = cols
-                .iter()
-                .map(|c| format!("s.{}", d.quote(c.name)))
-                .collect();
-            format!(
-                "MERGE {session} WITH (HOLDLOCK) AS t\nUSING (SELECT {source}) AS s\nON t.[host_name] = s.[host_name] AND t.[lsid] = s.[lsid]\nWHEN MATCHED THEN UPDATE SET {set}\nWHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})\nOUTPUT inserted.[id];",
-                session = d.quote("session"),
-                source = source.join(", "),
-                set = set.join(", "),
-                names = names.join(", "),
-                values = values.join(", "),
-            )
-        }
-        Dialect::Postgres | Dialect::Sqlite => {
-            let set: Vec<String> = cols
-                .iter()
-                .filter(|c| !is_key(c.name))
-                .map(|c| format!("{q} = excluded.{q}", q = d.quote(c.name)))
-                .collect();
-            format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}, {}) DO UPDATE SET {} RETURNING {}",
-                d.quote("session"),
-                names.join(", "),
-                params.join(", "),
-                d.quote("host_name"),
-                d.quote("lsid"),
-                set.join(", "),
-                d.quote("id")
-            )
-        }
-    }
+    let set: Vec<String> = cols
+        .iter()
+        .filter(|c| c.name != "host_name" && c.name != "lsid")
+        .map(|c| format!("{q} = excluded.{q}", q = d.quote(c.name)))
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}, {}) DO UPDATE SET {} RETURNING {}",
+        d.quote("session"),
+        names.join(", "),
+        params.join(", "),
+        d.quote("host_name"),
+        d.quote("lsid"),
+        set.join(", "),
+        d.quote("id")
+    )
 }
 
 /// Deletes every child row of one session (parameter 1: the session id), children of
@@ -585,63 +529,6 @@ mod tests {
         assert_eq!(
             create_table(Dialect::SqlServer, &SESSION_EVENT_DATA),
             "CREATE TABLE [session_event_data] (\n  [id] bigint IDENTITY(1,1) NOT NULL PRIMARY KEY,\n  [session_event_id] bigint NOT NULL,\n  [name] nvarchar(max),\n  [value] nvarchar(max)\n)"
-        );
-    }
-
-    #[test]
-    fn sql_server_upsert_is_a_merge_under_holdlock() {
-        let sql = upsert_session(Dialect::SqlServer);
-        assert!(sql.starts_with("MERGE [session] WITH (HOLDLOCK) AS t\nUSING (SELECT @P1 AS [lsid], @P2 AS [type], @P3 AS [start_time],"), "{sql}");
-        assert!(sql.contains("\nON t.[host_name] = s.[host_name] AND t.[lsid] = s.[lsid]\nWHEN MATCHED THEN UPDATE SET t.[type] = s.[type], t.[start_time] = s.[start_time],"), "{sql}");
-        assert!(
-            !sql.contains("t.[lsid] = s.[lsid],"),
-            "keys are not updated: {sql}"
-        );
-        assert!(
-            sql.contains("\nWHEN NOT MATCHED THEN INSERT ([lsid], [type],"),
-            "{sql}"
-        );
-        assert!(
-            sql.ends_with("s.[show_my_screen_recordings])\nOUTPUT inserted.[id];"),
-            "{sql}"
-        );
-        assert!(sql.contains("@P22 AS [show_my_screen_recordings]"));
-        assert!(!sql.contains("@P23"));
-    }
-
-    #[test]
-    fn sql_server_event_insert_returns_the_new_id() {
-        assert_eq!(
-            insert_row(Dialect::SqlServer, &SESSION_EVENT),
-            "INSERT INTO [session_event] ([session_id], [type], [event_time], [performed_by], [performed_by_type], [destination], [destination_type]) OUTPUT inserted.[id] VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)"
-        );
-        assert_eq!(
-            insert_row(Dialect::SqlServer, &TEAM),
-            "INSERT INTO [team] ([session_id], [team_id], [name], [is_primary]) VALUES (@P1, @P2, @P3, @P4)"
-        );
-    }
-
-    #[test]
-    fn sql_server_multi_row_inserts_number_parameters_row_after_row() {
-        assert_eq!(
-            insert_rows(Dialect::SqlServer, &SESSION_EVENT_DATA, 2),
-            "INSERT INTO [session_event_data] ([session_event_id], [name], [value]) VALUES (@P1, @P2, @P3), (@P4, @P5, @P6)"
-        );
-    }
-
-    #[test]
-    fn sql_server_children_are_deleted_before_their_parents() {
-        assert_eq!(
-            delete_children(Dialect::SqlServer),
-            vec![
-                "DELETE FROM [session_event_data] WHERE [session_event_id] IN (SELECT [id] FROM [session_event] WHERE [session_id] = @P1)",
-                "DELETE FROM [system_information] WHERE [session_event_id] IN (SELECT [id] FROM [session_event] WHERE [session_id] = @P1)",
-                "DELETE FROM [session_event] WHERE [session_id] = @P1",
-                "DELETE FROM [representative] WHERE [session_id] = @P1",
-                "DELETE FROM [customer] WHERE [session_id] = @P1",
-                "DELETE FROM [team] WHERE [session_id] = @P1",
-                "DELETE FROM [custom_attribute] WHERE [session_id] = @P1",
-            ]
         );
     }
 

@@ -1,54 +1,42 @@
-//! Microsoft SQL Server with tiberius over tokio (tokio-util compat), from an ADO.NET
-//! connection string.
+//! Microsoft SQL Server, Azure SQL and Babelfish with tiberius over tokio (tokio-util
+//! compat), from an ADO.NET connection string.
 //!
-//! Statements come from `schema` (T-SQL text tested there); this module binds values and
-//! runs them. A batch is one transaction with `XACT_ABORT ON`, so any error rolls it back
-//! whole. The session upsert is a `MERGE .. WITH (HOLDLOCK)`: the key-range lock is held
-//! to commit, so two writers of the same new session serialize. Event rows go one by one
-//! (their ids come back through `OUTPUT`); all other child rows go as multi-row inserts
-//! within SQL Server's 2100-parameter limit.
+//! Statements come from `tsql` (every text listed there and parsed by the T-SQL grammar
+//! in the tests); this module connects, migrates, bulk loads the batch into the
+//! session's staging tables and runs `tsql::apply` in the batch's transaction (the
+//! write path in `tsql`'s module doc).
 
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
-use tiberius::{Client, ColumnData, Config, IntoSql, Query};
+use tiberius::{Client, ColumnData, Config, IntoSql, Query, TokenRow};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::rows::{Row, SessionRows, Value};
-use super::schema::{self, ColumnType, Dialect, SCHEMA_VERSION, SESSION, SESSION_EVENT, Table};
+use super::rows::{EventRows, Row, SessionRows, Value};
+use super::schema::{
+    self, ColumnType, Dialect, EVENT_CHILDREN, SCHEMA_VERSION, SESSION, SESSION_CHILDREN,
+    SESSION_EVENT, TABLES, Table,
+};
+use super::tsql;
 use super::{CheckReport, PROBE_HOST, SqlError, TRANSACTION_TIMEOUT, btic_version};
 use crate::config::Secret;
 
 const D: Dialect = Dialect::SqlServer;
 
-/// Parameters per statement, below SQL Server's limit of 2100.
-const MAX_PARAMS: usize = 2000;
-
-/// Rows per `VALUES` list, SQL Server's limit.
-const MAX_VALUES_ROWS: usize = 1000;
-
 type Conn = Client<Compat<TcpStream>>;
 
-/// A value bound to a parameter, typed by its column so that NULLs carry a type.
-fn bind(q: &mut Query<'_>, v: &Value, ty: ColumnType) {
-    q.bind(column_data(v, ty));
-}
-
-fn column_data(v: &Value, ty: ColumnType) -> ColumnData<'static> {
+/// A staged value as its staging column takes it: text as `nvarchar(max)`, every integer
+/// as `bigint`, times as `datetime2(0)`. A NULL takes its column's type: the bulk load
+/// encodes each value with the staging column's metadata.
+fn column_data(v: &Value, ty: ColumnType) -> ColumnData<'_> {
     match (v, ty) {
-        (Value::Text(s), _) => ColumnData::String(Some(s.clone().into())),
-        (Value::Int(n), ColumnType::Int) => match i32::try_from(*n) {
-            Ok(n) => ColumnData::I32(Some(n)),
-            // Too large for its column: SQL Server refuses it as data, per session.
-            Err(_) => ColumnData::I64(Some(*n)),
-        },
+        (Value::Text(s), _) => ColumnData::String(Some(s.as_str().into())),
         (Value::Int(n), _) => ColumnData::I64(Some(*n)),
         (Value::Time(t), _) => t.naive_utc().into_sql(),
-        (Value::Null, ColumnType::Int) => ColumnData::I32(None),
-        (Value::Null, ColumnType::BigInt) => ColumnData::I64(None),
-        (Value::Null, ColumnType::Time) => Option::<NaiveDateTime>::None.into_sql(),
         (Value::Null, ColumnType::Key(_) | ColumnType::Text) => ColumnData::String(None),
+        (Value::Null, ColumnType::Int | ColumnType::BigInt) => ColumnData::I64(None),
+        (Value::Null, ColumnType::Time) => Option::<NaiveDateTime>::None.into_sql(),
     }
 }
 
@@ -124,7 +112,7 @@ impl SqlServer {
         let mut client = Client::connect(self.config.clone(), tcp.compat_write())
             .await
             .map_err(|e| classify(what(), &e))?;
-        batch(&mut client, "SET XACT_ABORT ON")
+        batch(&mut client, tsql::XACT_ABORT_ON)
             .await
             .map_err(|e| classify(what(), &e))?;
         migrate(&mut client).await.map_err(|e| {
@@ -133,6 +121,12 @@ impl SqlServer {
                 self.name
             ))
         })?;
+        // The staging tables live as long as the connection (`#` tables are the
+        // session's own), emptied by each batch.
+        let staging: Vec<String> = TABLES.iter().map(tsql::create_staging).collect();
+        batch(&mut client, &staging.join(";\n"))
+            .await
+            .map_err(|e| classify(what(), &e))?;
         Ok(client)
     }
 
@@ -158,10 +152,11 @@ impl SqlServer {
             unreachable!("the connection was just opened")
         };
         let sessions: Vec<&SessionRows> = group.iter().map(|&k| &rows[k]).collect();
+        let mut loading = false;
         let result = async {
-            batch(client, "BEGIN TRANSACTION").await?;
-            let n = write_in(client, &sessions).await?;
-            batch(client, "COMMIT TRANSACTION").await?;
+            batch(client, tsql::BEGIN).await?;
+            let n = write_in(client, &sessions, &mut loading).await?;
+            batch(client, tsql::COMMIT).await?;
             Ok::<u64, tiberius::error::Error>(n)
         }
         .await;
@@ -169,10 +164,11 @@ impl SqlServer {
             Ok(n) => Ok(n),
             Err(e) => {
                 let err = classify(what, &e);
-                if matches!(err, SqlError::Connection { .. } | SqlError::Timeout { .. })
-                    || batch(client, "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
-                        .await
-                        .is_err()
+                // A bulk load cut short leaves the server waiting for the rest of it:
+                // only a new connection is safe (the server rolls this one back).
+                if loading
+                    || matches!(err, SqlError::Connection { .. } | SqlError::Timeout { .. })
+                    || batch(client, tsql::ROLLBACK_IF_OPEN).await.is_err()
                 {
                     *guard = None;
                 }
@@ -191,15 +187,13 @@ impl SqlServer {
             unreachable!("the connection was just opened")
         };
         let lsid = probe.lsid().to_string();
+        let mut loading = false;
         let result = async {
-            let server = scalar_string(client, "SELECT CAST(@@VERSION AS nvarchar(4000))").await?;
-            let version = scalar_i32(client, "SELECT MAX([version]) FROM [btic_schema_version]")
-                .await?;
-            batch(client, "BEGIN TRANSACTION").await?;
-            write_in(client, &[&probe]).await?;
-            let mut q = Query::new(
-                "SELECT CAST(COUNT(*) AS int) FROM [session] s JOIN [session_event] e ON e.[session_id] = s.[id] WHERE s.[host_name] = @P1 AND s.[lsid] = @P2",
-            );
+            let server = scalar_string(client, tsql::SERVER_VERSION).await?;
+            let version = scalar_i32(client, tsql::SCHEMA_VERSION).await?;
+            batch(client, tsql::BEGIN).await?;
+            write_in(client, &[&probe], &mut loading).await?;
+            let mut q = Query::new(tsql::PROBE_EVENTS);
             q.bind(PROBE_HOST);
             q.bind(lsid.as_str());
             let found: i32 = q
@@ -209,17 +203,14 @@ impl SqlServer {
                 .await?
                 .and_then(|r| r.get::<i32, _>(0))
                 .unwrap_or(0);
-            batch(client, "ROLLBACK TRANSACTION").await?;
+            batch(client, tsql::ROLLBACK).await?;
             Ok::<_, tiberius::error::Error>((server, version, found))
         }
         .await;
         let (server, schema_version, found) = match result {
             Ok(v) => v,
             Err(e) => {
-                if batch(client, "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
-                    .await
-                    .is_err()
-                {
+                if loading || batch(client, tsql::ROLLBACK_IF_OPEN).await.is_err() {
                     *guard = None;
                 }
                 return Err(classify(what(), &e));
@@ -258,21 +249,14 @@ async fn scalar_i32(client: &mut Conn, sql: &str) -> tiberius::Result<i32> {
 
 async fn migrate(client: &mut Conn) -> Result<(), SqlError> {
     let err = |e: tiberius::error::Error| classify(String::new(), &e);
-    batch(client, "BEGIN TRANSACTION").await.map_err(err)?;
+    batch(client, tsql::BEGIN).await.map_err(err)?;
     let result = async {
         // Two btic processes starting at once take turns; the second finds the work done.
-        batch(
-            client,
-            "EXEC sp_getapplock @Resource = N'btic_schema', @LockMode = N'Exclusive', @LockOwner = N'Transaction'",
-        )
-        .await
-        .map_err(err)?;
+        batch(client, tsql::MIGRATION_LOCK).await.map_err(err)?;
         batch(client, &schema::create_version_table(D))
             .await
             .map_err(err)?;
-        let found = scalar_i32(client, "SELECT ISNULL(MAX([version]), 0) FROM [btic_schema_version]")
-            .await
-            .map_err(err)?;
+        let found = scalar_i32(client, tsql::FOUND_VERSION).await.map_err(err)?;
         if found > SCHEMA_VERSION {
             return Err(SqlError::SchemaTooNew {
                 what: String::new(),
@@ -287,9 +271,7 @@ async fn migrate(client: &mut Conn) -> Result<(), SqlError> {
             for s in statements {
                 batch(client, &s).await.map_err(err)?;
             }
-            let mut q = Query::new(
-                "INSERT INTO [btic_schema_version] ([version], [applied_at], [btic_version]) VALUES (@P1, SYSUTCDATETIME(), @P2)",
-            );
+            let mut q = Query::new(tsql::RECORD_VERSION);
             q.bind(version);
             q.bind(btic_version());
             q.execute(client).await.map_err(err)?;
@@ -298,81 +280,112 @@ async fn migrate(client: &mut Conn) -> Result<(), SqlError> {
     }
     .await;
     match result {
-        Ok(()) => batch(client, "COMMIT TRANSACTION").await.map_err(err),
+        Ok(()) => batch(client, tsql::COMMIT).await.map_err(err),
         Err(e) => {
-            let _ = batch(client, "IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION").await;
+            let _ = batch(client, tsql::ROLLBACK_IF_OPEN).await;
             Err(e)
         }
     }
 }
 
-/// Writes sessions inside the open transaction and returns the number of rows.
-async fn write_in(client: &mut Conn, sessions: &[&SessionRows]) -> tiberius::Result<u64> {
-    let upsert = schema::upsert_session(D);
-    let deletes = schema::delete_children(D);
-    let insert_event = schema::insert_row(D, &SESSION_EVENT);
-    let mut n = 0u64;
-    for s in sessions {
-        let mut q = Query::new(upsert.as_str());
-        for (v, c) in s.session.iter().zip(SESSION.columns) {
-            bind(&mut q, v, c.ty);
+/// Writes sessions inside the open transaction and returns the number of rows: empties
+/// the staging tables, bulk loads the batch into them and applies it (`tsql`'s module
+/// doc). `loading` is true while a bulk load is under way.
+async fn write_in(
+    client: &mut Conn,
+    sessions: &[&SessionRows],
+    loading: &mut bool,
+) -> tiberius::Result<u64> {
+    let truncate: Vec<String> = TABLES.iter().map(tsql::truncate_staging).collect();
+    batch(client, &truncate.join(";\n")).await?;
+    let mut staged: Vec<&'static str> = Vec::new();
+
+    // Staged rows are gathered before any load: each is its lead values (`seq`, then
+    // `parent` and `n` where the table has them) and its row.
+    let session_rows: Vec<Staged> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (vec![seq(i)], &s.session))
+        .collect();
+    load(client, &SESSION, &session_rows, loading).await?;
+    let mut events: Vec<&EventRows> = Vec::new();
+    let mut event_rows: Vec<Staged> = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        for (n, e) in s.events.iter().enumerate() {
+            event_rows.push((vec![seq(events.len()), seq(i), seq(n + 1)], &e.event));
+            events.push(e);
         }
-        let id: i64 = q
-            .query(client)
-            .await?
-            .into_row()
-            .await?
-            .and_then(|r| r.get::<i64, _>(0))
-            .ok_or_else(|| tiberius::error::Error::Protocol("MERGE returned no id".into()))?;
-        for d in &deletes {
-            let mut q = Query::new(d.as_str());
-            q.bind(id);
-            q.execute(client).await?;
-        }
-        for e in &s.events {
-            let mut q = Query::new(insert_event.as_str());
-            q.bind(id);
-            for (v, c) in e.event.iter().zip(SESSION_EVENT.columns) {
-                bind(&mut q, v, c.ty);
-            }
-            let event_id: i64 = q
-                .query(client)
-                .await?
-                .into_row()
-                .await?
-                .and_then(|r| r.get::<i64, _>(0))
-                .ok_or_else(|| tiberius::error::Error::Protocol("INSERT returned no id".into()))?;
-            for (t, rows) in e.children() {
-                insert_many(client, t, event_id, rows).await?;
-            }
-        }
-        for (t, rows) in s.session_children() {
-            insert_many(client, t, id, rows).await?;
-        }
-        n += s.row_count();
     }
-    Ok(n)
+    if load(client, &SESSION_EVENT, &event_rows, loading).await? > 0 {
+        staged.push(SESSION_EVENT.name);
+    }
+    for (t_index, t) in EVENT_CHILDREN.iter().enumerate() {
+        let mut rows: Vec<Staged> = Vec::new();
+        for (k, e) in events.iter().enumerate() {
+            for r in e.children()[t_index].1 {
+                rows.push((vec![seq(rows.len()), seq(k)], r));
+            }
+        }
+        if load(client, t, &rows, loading).await? > 0 {
+            staged.push(t.name);
+        }
+    }
+    for (t_index, t) in SESSION_CHILDREN[1..].iter().enumerate() {
+        let mut rows: Vec<Staged> = Vec::new();
+        for (i, s) in sessions.iter().enumerate() {
+            for r in s.session_children()[t_index].1 {
+                rows.push((vec![seq(rows.len()), seq(i)], r));
+            }
+        }
+        if load(client, t, &rows, loading).await? > 0 {
+            staged.push(t.name);
+        }
+    }
+
+    let apply: Vec<String> = tsql::apply()
+        .into_iter()
+        .filter(|s| s.needs.is_none_or(|t| staged.contains(&t)))
+        .map(|s| s.sql)
+        .collect();
+    batch(client, &apply.join(";\n")).await?;
+    Ok(sessions.iter().map(|s| s.row_count()).sum())
 }
 
-/// Inserts child rows of one parent in as few statements as the limits allow.
-async fn insert_many(
+/// A staging row number: batches are far below `i32::MAX` rows.
+fn seq(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// One staging row: its lead values and the row.
+type Staged<'r> = (Vec<i32>, &'r Row);
+
+/// Bulk loads `rows` into `t`'s staging table and returns how many went. Sends nothing
+/// when there are none.
+async fn load(
     client: &mut Conn,
     t: &Table,
-    parent: i64,
-    rows: &[Row],
-) -> tiberius::Result<()> {
-    let width = t.columns.len() + 1;
-    let per_statement = (MAX_PARAMS / width).min(MAX_VALUES_ROWS);
-    for chunk in rows.chunks(per_statement) {
-        let sql = schema::insert_rows(D, t, chunk.len());
-        let mut q = Query::new(sql);
-        for r in chunk {
-            q.bind(parent);
-            for (v, c) in r.iter().zip(t.columns) {
-                bind(&mut q, v, c.ty);
-            }
-        }
-        q.execute(client).await?;
+    rows: &[Staged<'_>],
+    loading: &mut bool,
+) -> tiberius::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-    Ok(())
+    let table = tsql::staging(t);
+    let columns = tsql::staging_columns(t);
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    *loading = true;
+    let mut request = client.bulk_insert_columns(&table, &columns).await?;
+    for (lead, row) in rows {
+        let mut token = TokenRow::with_capacity(lead.len() + row.len());
+        for &v in lead {
+            token.push(ColumnData::I32(Some(v)));
+        }
+        for (v, c) in row.iter().zip(t.columns) {
+            token.push(column_data(v, c.ty));
+        }
+        request.send(token).await?;
+    }
+    request.finalize().await?;
+    *loading = false;
+    Ok(rows.len() as u64)
 }
