@@ -101,33 +101,9 @@ async fn postgres(sessions: &[Session]) {
         return;
     }
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let dest = SqlDestination {
-        dialect: SqlDialect::Postgres,
-        connection: SqlConnection::Url(SecretSource::Plain(Secret::new(url.clone()))),
-        store_system_information: true,
-        batch_size: 1000,
-    };
-    let sink = SqlSink::connect("bench", &dest, Some(&Secret::new(url)))
-        .await
-        .expect("connect");
+    let sink = connect(SqlDialect::Postgres, &url).await;
     println!("PostgreSQL");
-    let start = Instant::now();
-    let outcome = sink.deliver(HOST, sessions).await;
-    let took = start.elapsed();
-    assert_eq!(
-        outcome.delivered(),
-        sessions.len(),
-        "{:?}",
-        outcome.retryable_error()
-    );
-    let ours = report("btic deliver (new sessions)", outcome.rows, took);
-    let start = Instant::now();
-    let again = sink.deliver(HOST, sessions).await;
-    report(
-        "btic deliver again (every session replaced)",
-        again.rows,
-        start.elapsed(),
-    );
+    let (ours, rows) = deliver_twice(&sink, sessions).await;
     drop(sink);
 
     // The same rows as CSV, loaded by psql into plain tables.
@@ -161,7 +137,7 @@ async fn postgres(sessions: &[Session]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let plain = report("psql \\copy from CSV into plain tables", outcome.rows, took);
+    let plain = report("psql \\copy from CSV into plain tables", rows, took);
 
     // The same CSV into a second database with btic's schema (keys and indexes).
     let same = format!("{db}_same");
@@ -187,11 +163,7 @@ async fn postgres(sessions: &[Session]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let keyed = report(
-        "psql \\copy from CSV into btic's schema",
-        outcome.rows,
-        took,
-    );
+    let keyed = report("psql \\copy from CSV into btic's schema", rows, took);
     println!(
         "  ratio btic / psql \\copy: {:.2} (plain tables), {:.2} (btic's schema)",
         ours / plain,
@@ -199,6 +171,42 @@ async fn postgres(sessions: &[Session]) {
     );
     let _ = psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     let _ = psql("postgres", &format!("DROP DATABASE {same} WITH (FORCE)"));
+}
+
+/// A sink of `dialect` at `url` (a URL, or an ADO.NET string for SQL Server).
+async fn connect(dialect: SqlDialect, url: &str) -> SqlSink {
+    let dest = SqlDestination {
+        dialect,
+        connection: SqlConnection::Url(SecretSource::Plain(Secret::new(url.to_string()))),
+        store_system_information: true,
+        batch_size: 1000,
+    };
+    SqlSink::connect("bench", &dest, Some(&Secret::new(url.to_string())))
+        .await
+        .expect("connect")
+}
+
+/// Delivers `sessions` into an empty database, then again (every session replaced);
+/// reports both and returns the first's rows/s and its row count.
+async fn deliver_twice(sink: &SqlSink, sessions: &[Session]) -> (f64, u64) {
+    let start = Instant::now();
+    let outcome = sink.deliver(HOST, sessions).await;
+    let took = start.elapsed();
+    assert_eq!(
+        outcome.delivered(),
+        sessions.len(),
+        "{:?}",
+        outcome.retryable_error()
+    );
+    let rate = report("btic deliver (new sessions)", outcome.rows, took);
+    let start = Instant::now();
+    let again = sink.deliver(HOST, sessions).await;
+    report(
+        "btic deliver again (every session replaced)",
+        again.rows,
+        start.elapsed(),
+    );
+    (rate, outcome.rows)
 }
 
 /// Runs one T-SQL batch on a connection of its own.
@@ -219,36 +227,12 @@ async fn sqlserver(admin: &str, sessions: &[Session]) {
         return;
     }
     let ado = format!("{};Database={db}", admin.trim_end_matches(';'));
-    let dest = SqlDestination {
-        dialect: SqlDialect::SqlServer,
-        connection: SqlConnection::Url(SecretSource::Plain(Secret::new(ado.clone()))),
-        store_system_information: true,
-        batch_size: 1000,
-    };
-    let sink = SqlSink::connect("bench", &dest, Some(&Secret::new(ado)))
-        .await
-        .expect("connect");
+    let sink = connect(SqlDialect::SqlServer, &ado).await;
     println!(
         "SQL Server ({})",
         sink.check().await.map(|r| r.server).unwrap_or_default()
     );
-    let start = Instant::now();
-    let outcome = sink.deliver(HOST, sessions).await;
-    let took = start.elapsed();
-    assert_eq!(
-        outcome.delivered(),
-        sessions.len(),
-        "{:?}",
-        outcome.retryable_error()
-    );
-    report("btic deliver (new sessions)", outcome.rows, took);
-    let start = Instant::now();
-    let again = sink.deliver(HOST, sessions).await;
-    report(
-        "btic deliver again (every session replaced)",
-        again.rows,
-        start.elapsed(),
-    );
+    deliver_twice(&sink, sessions).await;
     drop(sink);
     // The server may take a moment to end the sessions of the connection just closed.
     for _ in 0..20 {
@@ -292,23 +276,7 @@ async fn sqlite(sessions: &[Session]) {
     };
     let sink = SqlSink::connect("bench", &dest, None).await.expect("open");
     println!("SQLite");
-    let start = Instant::now();
-    let outcome = sink.deliver(HOST, sessions).await;
-    let took = start.elapsed();
-    assert_eq!(
-        outcome.delivered(),
-        sessions.len(),
-        "{:?}",
-        outcome.retryable_error()
-    );
-    let ours = report("btic deliver (new sessions)", outcome.rows, took);
-    let start = Instant::now();
-    let again = sink.deliver(HOST, sessions).await;
-    report(
-        "btic deliver again (every session replaced)",
-        again.rows,
-        start.elapsed(),
-    );
+    let (ours, rows) = deliver_twice(&sink, sessions).await;
     drop(sink);
 
     if Command::new("sqlite3").arg("-version").output().is_err() {
@@ -344,21 +312,13 @@ async fn sqlite(sessions: &[Session]) {
     let start = Instant::now();
     sqlite3(&plain, &load);
     let took = start.elapsed();
-    let plain_rate = report(
-        "sqlite3 .import from CSV into plain tables",
-        outcome.rows,
-        took,
-    );
+    let plain_rate = report("sqlite3 .import from CSV into plain tables", rows, took);
     let same = dir.path().join("same.db");
     sqlite3(&same, &(schema_v1(Dialect::Sqlite).join(";\n") + ";\n"));
     let start = Instant::now();
     sqlite3(&same, &load);
     let took = start.elapsed();
-    let keyed = report(
-        "sqlite3 .import from CSV into btic's schema",
-        outcome.rows,
-        took,
-    );
+    let keyed = report("sqlite3 .import from CSV into btic's schema", rows, took);
     println!(
         "  ratio btic / sqlite3 .import: {:.2} (plain tables), {:.2} (btic's schema)",
         ours / plain_rate,

@@ -147,6 +147,15 @@ fn step(sql: String, needs: Option<&'static str>) -> Step {
     Step { sql, needs }
 }
 
+/// `t`'s own columns, quoted, each after `prefix` (`"c."`, or `""`), comma-separated.
+fn column_list(t: &Table, prefix: &str) -> String {
+    t.columns
+        .iter()
+        .map(|c| format!("{prefix}{}", D.quote(c.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The set-based statements that apply the staged batch to the real tables, in order
 /// (see the module doc).
 pub fn apply() -> Vec<Step> {
@@ -212,14 +221,7 @@ pub fn apply() -> Vec<Step> {
     ));
     // Events in document order, then their ids by position within their session.
     let events = staging(&SESSION_EVENT);
-    let event_cols = |prefix: &str| {
-        SESSION_EVENT
-            .columns
-            .iter()
-            .map(|c| format!("{prefix}{}", q(c.name)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let event_cols = |prefix: &str| column_list(&SESSION_EVENT, prefix);
     out.push(step(
         format!(
             "INSERT INTO [session_event] ([session_id], {}) SELECT s.[id], {} FROM {events} e JOIN {stage} s ON s.[seq] = e.[parent] ORDER BY e.[seq]",
@@ -239,13 +241,7 @@ pub fn apply() -> Vec<Step> {
             schema::Parent::Event => (events.as_str(), "session_event_id"),
             _ => (stage.as_str(), "session_id"),
         };
-        let own = |prefix: &str| {
-            t.columns
-                .iter()
-                .map(|c| format!("{prefix}{}", q(c.name)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let own = |prefix: &str| column_list(t, prefix);
         out.push(step(
             format!(
                 "INSERT INTO {} ({}, {}) SELECT p.[id], {} FROM {} c JOIN {parent_stage} p ON p.[seq] = c.[parent] ORDER BY c.[seq]",
