@@ -380,6 +380,17 @@ fn summary_text(config: &Config, warnings: &[String]) -> String {
         format_duration(p.retry.initial),
         format_duration(p.retry.max_interval)
     );
+    let size = p.max_state_bytes.map_or("no size budget".to_string(), |b| {
+        format!("at most {}", indicatif::HumanBytes(b))
+    });
+    let floor = match p.min_free_bytes {
+        0 => "no free-space floor".to_string(),
+        b => format!("keep {} free", indicatif::HumanBytes(b)),
+    };
+    let _ = writeln!(
+        out,
+        "disk        state directory {size}, {floor} (fetching pauses past either)"
+    );
     let _ = writeln!(out, "\nsites ({})", config.sites.len());
     for s in &config.sites {
         let _ = writeln!(

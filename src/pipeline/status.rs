@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, SkewRecord};
@@ -270,10 +271,15 @@ impl Status {
             (Some(used), Some(free)) => {
                 let _ = writeln!(
                     out,
-                    "  {used} bytes on disk (budget {}), {free} bytes free (floor {})",
+                    "  {} on disk (budget {}), {} free (floor {})",
+                    HumanBytes(used),
                     d.max_state_bytes
-                        .map_or("none".to_string(), |b| b.to_string()),
-                    d.min_free_bytes
+                        .map_or("none".to_string(), |b| HumanBytes(b).to_string()),
+                    HumanBytes(free),
+                    match d.min_free_bytes {
+                        0 => "none".to_string(),
+                        b => HumanBytes(b).to_string(),
+                    }
                 );
             }
             _ => {
