@@ -26,7 +26,7 @@ use btic::config::{Secret, SecretSource, SqlConnection, SqlDestination, SqlDiale
 use btic::deliver::sql::SqlSink;
 use btic::deliver::sql::schema::{ColumnType, Parent, TABLES, Table};
 use rig::{Daemon, Sim, free_port};
-use sql_support::{HOST, Target, expected_counts, pg_client, postgres, session};
+use sql_support::{HOST, Target, expected_counts, pg_client, postgres, session, text_rows};
 use tiberius::{Client, Config};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
@@ -317,19 +317,7 @@ async fn try_postgres_dump(url: &str) -> Result<Vec<String>, tokio_postgres::Err
     let client = pg_client(url).await;
     let mut out = Vec::new();
     for t in &TABLES {
-        let rows = client
-            .simple_query(&dump_query(t, false))
-            .await?
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect();
+        let rows = text_rows(client.simple_query(&dump_query(t, false)).await?);
         out.extend(dump_lines(t, rows));
     }
     out.sort();

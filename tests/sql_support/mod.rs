@@ -167,20 +167,7 @@ impl Target {
         match self {
             Target::Postgres(db) => {
                 let client = pg_client(&db.url()).await;
-                client
-                    .simple_query(sql)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                            (0..r.len())
-                                .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .collect()
+                text_rows(client.simple_query(sql).await.unwrap())
             }
             Target::Sqlite(dir) => {
                 let conn = rusqlite::Connection::open(dir.path().join("btic.db")).unwrap();
@@ -414,4 +401,19 @@ pub fn expected_counts(sessions: i64, ended: bool) -> Vec<i64> {
         sessions,
         sessions,
     ]
+}
+
+/// The rows of a PostgreSQL simple query as text, NULL as `"NULL"`.
+pub fn text_rows(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<String>> {
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
