@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use btic::appliance::{ApplianceClient, Window, WindowBy};
-use btic::config::{Secret, SecretSource, Site};
+use btic::config::{Proxy, Secret, SecretSource, Site};
 use btic::model::Recording;
 use btic::parse::SessionReader;
 
@@ -108,6 +108,9 @@ fn main() {
         insecure_http: false,
         backup_password: None,
         requests_per_second: 100.0,
+        requests_per_hour: 10_000,
+        live_reserve: 1000,
+        proxy: Proxy::Environment,
         max_in_flight: 1,
         timeout: Duration::from_secs(3600),
     };

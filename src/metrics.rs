@@ -71,8 +71,22 @@ pub const STATE_FREE_BYTES: &str = "btic_state_free_bytes";
 /// 1 while fetching and downloading are paused for the disk budget, by `reason`.
 pub const PAUSED: &str = "btic_fetch_paused";
 
+/// Sessions fetched again unchanged and not handed on again, by `site`.
+pub const SESSIONS_UNCHANGED: &str = "btic_sessions_unchanged_total";
+/// Requests btic sent in the rolling hour to a site's API account, by `site`.
+pub const API_BUDGET_USED: &str = "btic_api_budget_used";
+/// Requests left in the API account's rolling hour: the lower of btic's own count
+/// (`requests_per_hour` minus used) and the appliance's `X-RateLimit-Remaining`, by `site`.
+pub const API_BUDGET_REMAINING: &str = "btic_api_budget_remaining";
+/// 1 while every request of the site's API account pauses after the appliance refused
+/// one (HTTP 429), by `site`.
+pub const API_BUDGET_PAUSED: &str = "btic_api_budget_paused";
+/// Requests the appliance refused because the API account's budget was spent (HTTP
+/// 429, or 503 with `Retry-After`), by `site`.
+pub const API_REFUSED: &str = "btic_api_rate_limited_total";
+
 /// Every metric name above.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 29] = [
     FETCH_REQUESTS,
     FETCH_DURATION,
     DOWNLOADED_BYTES,
@@ -97,6 +111,11 @@ pub const ALL: [&str; 24] = [
     STATE_BYTES,
     STATE_FREE_BYTES,
     PAUSED,
+    SESSIONS_UNCHANGED,
+    API_BUDGET_USED,
+    API_BUDGET_REMAINING,
+    API_BUDGET_PAUSED,
+    API_REFUSED,
 ];
 
 /// Label keys.
@@ -232,6 +251,34 @@ fn describe() {
         PAUSED,
         "1 while fetching and downloading are paused for the disk budget, by reason."
     );
+    describe_counter!(
+        SESSIONS_UNCHANGED,
+        "Sessions fetched again unchanged, not handed on again."
+    );
+    describe_gauge!(
+        API_BUDGET_USED,
+        "Requests sent in the rolling hour to the site's API account."
+    );
+    describe_gauge!(
+        API_BUDGET_REMAINING,
+        "Requests left in the API account's rolling hour (the lower of btic's count and the appliance's X-RateLimit-Remaining)."
+    );
+    describe_gauge!(
+        API_BUDGET_PAUSED,
+        "1 while every request of the API account pauses after the appliance refused one."
+    );
+    describe_counter!(
+        API_REFUSED,
+        "Requests the appliance refused because the API account's budget was spent."
+    );
+}
+
+/// The request budget of a site's API account, at a scrape.
+pub fn api_budget(site: &str, used: u32, remaining: u32, paused: bool, refused: u64) {
+    gauge!(API_BUDGET_USED, label::SITE => site.to_string()).set(f64::from(used));
+    gauge!(API_BUDGET_REMAINING, label::SITE => site.to_string()).set(f64::from(remaining));
+    gauge!(API_BUDGET_PAUSED, label::SITE => site.to_string()).set(if paused { 1.0 } else { 0.0 });
+    counter!(API_REFUSED, label::SITE => site.to_string()).absolute(refused);
 }
 
 /// One request to an appliance finished.
@@ -265,6 +312,11 @@ pub fn parsed(site: &str, sessions: u64, errors: u64) {
     if errors > 0 {
         counter!(PARSE_ERRORS, label::SITE => site.to_string()).increment(errors);
     }
+}
+
+/// Sessions of one body that were fetched again unchanged and not handed on.
+pub fn unchanged(site: &str, sessions: u64) {
+    counter!(SESSIONS_UNCHANGED, label::SITE => site.to_string()).increment(sessions);
 }
 
 /// A delivery batch ended: `items` items with `outcome`.

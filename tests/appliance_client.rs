@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use btic::appliance::{ApplianceClient, ApplianceError, ClientOptions, Window, WindowBy};
-use btic::config::{RetryPolicy, Secret, SecretSource, Site};
+use btic::config::{Proxy, RetryPolicy, Secret, SecretSource, Site};
 use btic::model::Recording;
 use btic::parse::SessionReader;
 use btic::simulator::{Faults, Options, Simulator};
@@ -25,6 +25,9 @@ fn site(sim: &Simulator, dir: &Path) -> Site {
         insecure_http: sim.ca_pem.is_none(),
         backup_password: None,
         requests_per_second: 1000.0,
+        requests_per_hour: 10_000,
+        live_reserve: 1000,
+        proxy: Proxy::Environment,
         max_in_flight: 4,
         timeout: Duration::from_secs(30),
     }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use btic::appliance::{ApplianceClient, Window, WindowBy};
-use btic::config::{Secret, SecretSource, Site};
+use btic::config::{Proxy, Secret, SecretSource, Site};
 use btic::model::Recording;
 use btic::parse::SessionReader;
 use btic::simulator::{Options, Simulator};
@@ -50,6 +50,9 @@ fn a_300_mb_recording_downloads_with_under_30_mb_of_memory_growth() {
             insecure_http: false,
             backup_password: None,
             requests_per_second: 10.0,
+            requests_per_hour: 10_000,
+            live_reserve: 1000,
+            proxy: Proxy::Environment,
             max_in_flight: 1,
             timeout: Duration::from_secs(600),
         };

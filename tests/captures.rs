@@ -17,7 +17,7 @@ use axum::routing::{any, post};
 use btic::appliance::{
     ApplianceClient, ApplianceError, ClientOptions, Window, WindowBy, has_permission,
 };
-use btic::config::{RetryPolicy, Secret, SecretSource, Site};
+use btic::config::{Proxy, RetryPolicy, Secret, SecretSource, Site};
 use btic::model::Recording;
 use btic::parse::{ErrorMeaning, find_error, parse_api_info};
 use chrono::DateTime;
@@ -168,6 +168,9 @@ fn client(host: &str, secret: &str, dir: &Path) -> ApplianceClient {
         insecure_http: true,
         backup_password: None,
         requests_per_second: 1000.0,
+        requests_per_hour: 10_000,
+        live_reserve: 1000,
+        proxy: Proxy::Environment,
         max_in_flight: 1,
         timeout: Duration::from_secs(30),
     };

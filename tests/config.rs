@@ -207,7 +207,7 @@ fn bad_configurations_name_file_line_and_key() {
         ),
         (
             edit("client_id = \"id\"", "client_id = \"id\"\ncolor = \"blue\""),
-            "bad.toml:7:1: site[0].color: unknown field `color`, expected one of `name`, `host`, `client_id`, `client_secret`, `ca_file`, `insecure_http`, `backup_password`, `requests_per_second`, `max_in_flight`, `timeout`",
+            "bad.toml:7:1: site[0].color: unknown field `color`, expected one of `name`, `host`, `client_id`, `client_secret`, `ca_file`, `insecure_http`, `backup_password`, `requests_per_second`, `requests_per_hour`, `live_reserve`, `proxy`, `max_in_flight`, `timeout`",
         ),
         (
             edit(

@@ -2,20 +2,25 @@
 //! retries, spooling of every answer body to disk, and the appliance's clock.
 //!
 //! One `ApplianceClient` per site, cloned freely; clones share the token, the limits and
-//! the clock. Each public operation makes one logical request: it waits for the site's
-//! limits, sends `Connection: close` (the appliance wants one connection per call),
-//! retries what `ApplianceError::is_retryable` allows with backoff (honouring
-//! `Retry-After`), renews the token once on a 401, and streams the body into a spool file
-//! that is fsynced before the operation returns. Bodies are never held in memory.
+//! the clock, and the sites of one API account share its request budget (`budget`).
+//! Each public operation makes one logical request: it waits for the account's budget
+//! at the clone's [`Priority`], sends `Connection: close` (the appliance wants one
+//! connection per call), tells the budget what the appliance answered (its
+//! `X-RateLimit-*` headers; a 429 pauses the account and the request is sent again
+//! after the pause without spending a retry attempt), retries what
+//! `ApplianceError::is_retryable` allows with backoff (honouring `Retry-After`), renews
+//! the token once on a 401 or an `access_denied` answer, and streams the body into a
+//! spool file that is fsynced before the operation returns. Bodies are never held in
+//! memory.
 //!
 //! The client records no metrics: every answer (`Fetched`) carries the status, duration,
 //! attempts and bytes so that the caller can.
 
 mod answer;
 mod auth;
+pub mod budget;
 pub mod clock;
 pub mod error;
-mod limit;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
@@ -33,13 +38,14 @@ pub use crate::model::ApiInfo;
 use crate::model::Recording;
 use crate::parse::ErrorMeaning;
 pub use answer::has_permission;
+pub use budget::{AccountBudget, Answered, BudgetLimits, BudgetSnapshot, Priority};
 pub use clock::{ApplianceClock, SkewSource};
 pub use error::ApplianceError;
 pub use spool::Spooled;
 
 use auth::{TokenCache, token_from_answer};
-use limit::Limiter;
 use spool::SpoolWriter;
+use tokio::sync::Semaphore;
 
 /// The longest `Retry-After` honoured as given.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -112,6 +118,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest silence while reading an answer. Default 60 s (never more than the site's timeout).
     pub read_timeout: Duration,
+    /// The API account's budget, shared with the other sites of the account; `None`
+    /// makes one from the site's settings.
+    pub budget: Option<Arc<AccountBudget>>,
 }
 
 impl Default for ClientOptions {
@@ -124,14 +133,36 @@ impl Default for ClientOptions {
             },
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            budget: None,
         }
     }
 }
 
-/// The client of one site. Cheap to clone; clones share token, limits and clock.
+/// The client of one site. Cheap to clone; clones share token, limits and clock, and
+/// each clone asks the account's budget at its own priority ([`ApplianceClient::at`]).
 #[derive(Debug, Clone)]
 pub struct ApplianceClient {
     inner: Arc<Inner>,
+    priority: Priority,
+}
+
+/// The key of an API account: the sites with the same host and client id share one
+/// budget (`client_id@host`).
+pub fn account_of(site: &Site) -> String {
+    format!("{}@{}", site.client_id, site.host.to_ascii_lowercase())
+}
+
+/// The budget of `site`'s account from its settings alone.
+pub fn budget_for(site: &Site) -> Arc<AccountBudget> {
+    Arc::new(AccountBudget::new(
+        account_of(site),
+        BudgetLimits {
+            per_second: site.requests_per_second,
+            per_hour: site.requests_per_hour,
+            live_reserve: site.live_reserve,
+            hour: BudgetLimits::hour_from_env(),
+        },
+    ))
 }
 
 #[derive(Debug)]
@@ -145,7 +176,10 @@ struct Inner {
     spool_dir: PathBuf,
     options: ClientOptions,
     tokens: TokenCache,
-    limiter: Limiter,
+    /// One permit per request of this site in flight (`max_in_flight`), held from before
+    /// the request waits for the budget until its body is on disk. Never closed.
+    in_flight: Semaphore,
+    budget: Arc<AccountBudget>,
     clock: ApplianceClock,
 }
 
@@ -172,6 +206,7 @@ struct Attempt {
     body: Spooled,
     status: u16,
     head: Vec<u8>,
+    content_type: Option<String>,
     content_disposition: Option<String>,
     answered_at: DateTime<Utc>,
 }
@@ -203,6 +238,20 @@ impl ApplianceClient {
             .timeout(site.timeout)
             .user_agent(concat!("btic/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
+        builder = match &site.proxy {
+            crate::config::Proxy::Environment => builder,
+            crate::config::Proxy::None => builder.no_proxy(),
+            crate::config::Proxy::Url(url) => {
+                let proxy = reqwest::Proxy::all(url.as_str()).map_err(|e| {
+                    setup(format!(
+                        "proxy {} is not usable: {}",
+                        crate::config::redact_userinfo(url),
+                        error_chain(&e)
+                    ))
+                })?;
+                builder.proxy(proxy)
+            }
+        };
         if let Some(ca) = &site.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| setup(format!("cannot read ca_file {}: {e}", ca.display())))?;
@@ -223,7 +272,9 @@ impl ApplianceClient {
         let http = builder
             .build()
             .map_err(|e| setup(format!("building the HTTP client: {}", error_chain(&e))))?;
+        let budget = options.budget.clone().unwrap_or_else(|| budget_for(site));
         Ok(ApplianceClient {
+            priority: Priority::Live,
             inner: Arc::new(Inner {
                 site: site.name.clone(),
                 base_url: site.base_url(),
@@ -234,7 +285,8 @@ impl ApplianceClient {
                 spool_dir: spool_dir.to_path_buf(),
                 options,
                 tokens: TokenCache::default(),
-                limiter: Limiter::new(site.requests_per_second, site.max_in_flight),
+                in_flight: Semaphore::new(site.max_in_flight.max(1)),
+                budget,
                 clock: ApplianceClock::new(),
             }),
         })
@@ -243,6 +295,19 @@ impl ApplianceClient {
     /// The site's name.
     pub fn site(&self) -> &str {
         &self.inner.site
+    }
+
+    /// A clone whose requests wait for the account's budget at `priority`.
+    pub fn at(&self, priority: Priority) -> ApplianceClient {
+        ApplianceClient {
+            inner: self.inner.clone(),
+            priority,
+        }
+    }
+
+    /// The API account's request budget (shared with the account's other sites).
+    pub fn budget(&self) -> &Arc<AccountBudget> {
+        &self.inner.budget
     }
 
     /// The site's clock (skew and `appliance_now`).
@@ -446,8 +511,15 @@ impl ApplianceClient {
             let head = trim_bom_and_space(&attempt.head);
             head.starts_with(b"<")
         };
-        // A download that starts like XML is an `<error>` answer, never a recording.
-        if looks_like_xml && (!call.download || attempt.content_disposition.is_none()) {
+        // A download that starts like XML is an `<error>` answer, never a recording,
+        // unless the appliance names a file or a specific media type for it.
+        let named = attempt.content_disposition.is_some()
+            || attempt
+                .content_type
+                .as_deref()
+                .and_then(spool::extension_of_type)
+                .is_some();
+        if looks_like_xml && (!call.download || !named) {
             match answer::error_in(&attempt.body.path).await {
                 Ok(None) => {}
                 Ok(Some(error)) => {
@@ -499,6 +571,7 @@ impl ApplianceClient {
                 "bin"
             };
             spool::extension_for(
+                attempt.content_type.as_deref(),
                 attempt.content_disposition.as_deref(),
                 &attempt.head,
                 fallback,
@@ -524,9 +597,18 @@ impl ApplianceClient {
         })
     }
 
-    /// One attempt: limits, token, request (renewing the token once on a 401), body to disk.
+    /// One attempt: a slot of the site, the token, the account's budget, the request,
+    /// the body to disk. The token is renewed once when the appliance refuses it (a 401,
+    /// or the documented `access_denied` JSON with any status); a request the appliance
+    /// refuses because the account's budget is spent (429) waits out the pause it starts
+    /// and is sent again, which is not another attempt.
     async fn attempt(&self, call: &Call) -> Result<Attempt, ApplianceError> {
-        let _slot = self.inner.limiter.acquire().await;
+        let _slot = self
+            .inner
+            .in_flight
+            .acquire()
+            .await
+            .expect("the in-flight semaphore is never closed");
         let started = Instant::now();
         let mut refused = None;
         loop {
@@ -535,40 +617,74 @@ impl ApplianceClient {
             } else {
                 None
             };
+            // `check_health` is no API call: it costs the account nothing.
+            let grant = match call.auth {
+                true => Some(self.inner.budget.acquire(self.priority).await),
+                false => None,
+            };
             let sent = Instant::now();
             let response = self.send(call, token.as_ref().map(|t| t.bearer())).await?;
             let answered_at = self.midpoint_since(sent);
             self.observe_date(response.headers(), sent);
             let status = response.status().as_u16();
-            if status == 401 && call.auth {
-                let generation = token.as_ref().map(|t| t.generation);
-                if refused.is_none() {
-                    tracing::info!(site = %self.inner.site, "token refused by the appliance; renewing it once");
-                    refused = generation;
+            let answer = answered(status, response.headers());
+            if let Some(grant) = grant {
+                grant.answered(&answer);
+                if answer.throttled() {
                     continue;
                 }
-                return Err(ApplianceError::Credentials {
-                    site: self.inner.site.clone(),
-                    client_id: self.inner.client_id.clone(),
-                    reason: format!(
-                        "{} was refused with HTTP 401 even with a fresh token",
-                        call.what
-                    ),
-                });
             }
+            let generation = token.as_ref().map(|t| t.generation);
             if status != 200 {
-                let retry_after = retry_after(response.headers());
+                let retry_after = answer.retry_after;
                 let excerpt = excerpt(response).await;
-                return Err(ApplianceError::Status {
-                    site: self.inner.site.clone(),
-                    what: call.what.clone(),
-                    status,
-                    retry_after,
-                    excerpt,
-                });
+                let denied = call.auth
+                    && (status == 401
+                        || oauth_error_code(&excerpt).as_deref() == Some(ACCESS_DENIED));
+                if !denied {
+                    return Err(ApplianceError::Status {
+                        site: self.inner.site.clone(),
+                        what: call.what.clone(),
+                        status,
+                        retry_after,
+                        excerpt,
+                    });
+                }
+                self.token_refused(call, status, &mut refused, generation)?;
+                continue;
             }
-            return self.spool(call, response, started, answered_at).await;
+            let attempt = self.spool(call, response, started, answered_at).await?;
+            if call.auth && is_access_denied(&attempt) {
+                let _ = tokio::fs::remove_file(&attempt.body.path).await;
+                self.token_refused(call, status, &mut refused, generation)?;
+                continue;
+            }
+            return Ok(attempt);
         }
+    }
+
+    /// A token the appliance refused: renew it once (`refused` remembers the generation
+    /// it was seen with); refused again, it is a credentials error.
+    fn token_refused(
+        &self,
+        call: &Call,
+        status: u16,
+        refused: &mut Option<u64>,
+        generation: Option<u64>,
+    ) -> Result<(), ApplianceError> {
+        if refused.is_none() {
+            tracing::info!(site = %self.inner.site, status, "token refused by the appliance; renewing it once");
+            *refused = generation;
+            return Ok(());
+        }
+        Err(ApplianceError::Credentials {
+            site: self.inner.site.clone(),
+            client_id: self.inner.client_id.clone(),
+            reason: format!(
+                "{} was refused (HTTP {status}) even with a fresh token",
+                call.what
+            ),
+        })
     }
 
     async fn send(
@@ -611,11 +727,25 @@ impl ApplianceClient {
     ) -> Result<Attempt, ApplianceError> {
         let status = response.status().as_u16();
         let expected = response.content_length();
-        let content_disposition = response
-            .headers()
-            .get(header::CONTENT_DISPOSITION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header_text = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_disposition = header_text(header::CONTENT_DISPOSITION);
+        let content_type = header_text(header::CONTENT_TYPE);
+        if call.download {
+            // No public capture shows what appliances send for recordings and backups.
+            tracing::debug!(
+                site = %self.inner.site,
+                what = %call.what,
+                content_type = content_type.as_deref().unwrap_or("-"),
+                content_disposition = content_disposition.as_deref().unwrap_or("-"),
+                "download answered"
+            );
+        }
         let path = spool::new_path(&self.inner.spool_dir, &self.inner.site, &call.what);
         let spool_error = |source| ApplianceError::Spool {
             site: self.inner.site.clone(),
@@ -659,6 +789,7 @@ impl ApplianceClient {
             body,
             status,
             head,
+            content_type,
             content_disposition,
             answered_at,
         })
@@ -675,16 +806,26 @@ impl ApplianceClient {
     async fn fetch_token(&self, generation: u64) -> Result<auth::Token, ApplianceError> {
         let what = "token request";
         let started = Instant::now();
-        let response = self
-            .inner
-            .http
-            .post(format!("{}/oauth2/token", self.inner.base_url))
-            .header(header::CONNECTION, "close")
-            .basic_auth(&self.inner.client_id, Some(self.inner.secret.expose()))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .map_err(|e| self.network_error(what, &e, started, 0))?;
+        let response = loop {
+            // A token request is an API request like any other: it counts, and a 429
+            // pauses it with the rest of the account.
+            let grant = self.inner.budget.acquire(Priority::Live).await;
+            let response = self
+                .inner
+                .http
+                .post(format!("{}/oauth2/token", self.inner.base_url))
+                .header(header::CONNECTION, "close")
+                .basic_auth(&self.inner.client_id, Some(self.inner.secret.expose()))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .map_err(|e| self.network_error(what, &e, started, 0))?;
+            let answer = answered(response.status().as_u16(), response.headers());
+            grant.answered(&answer);
+            if !answer.throttled() {
+                break response;
+            }
+        };
         self.observe_date(response.headers(), started);
         let status = response.status().as_u16();
         if status == 400 || status == 401 || status == 403 {
@@ -827,6 +968,34 @@ fn oauth_error_code(body: &str) -> Option<String> {
     code.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         .then(|| code.to_string())
+}
+
+/// The `error` of the JSON answer the vendor documents for an expired or invalid token.
+const ACCESS_DENIED: &str = "access_denied";
+
+/// Whether a 200 answer is the `access_denied` JSON (its status is undocumented).
+fn is_access_denied(attempt: &Attempt) -> bool {
+    let head = trim_bom_and_space(&attempt.head);
+    head.starts_with(b"{")
+        && attempt.body.bytes <= attempt.head.len() as u64
+        && oauth_error_code(&String::from_utf8_lossy(head)).as_deref() == Some(ACCESS_DENIED)
+}
+
+/// What an answer tells the account's budget: its status, `X-RateLimit-Limit`,
+/// `X-RateLimit-Remaining` and `Retry-After`.
+fn answered(status: u16, headers: &HeaderMap) -> Answered {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    Answered {
+        status,
+        limit: number("x-ratelimit-limit"),
+        remaining: number("x-ratelimit-remaining"),
+        retry_after: retry_after(headers),
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

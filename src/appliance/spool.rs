@@ -159,7 +159,15 @@ pub(crate) async fn with_extension(spooled: Spooled, extension: &str) -> io::Res
 
 /// The file type of a recording or backup: the `Content-Disposition` file name's extension,
 /// else the magic bytes (FLV, MP4 `ftyp`), else `fallback`.
-pub fn extension_for(content_disposition: Option<&str>, head: &[u8], fallback: &str) -> String {
+pub fn extension_for(
+    content_type: Option<&str>,
+    content_disposition: Option<&str>,
+    head: &[u8],
+    fallback: &str,
+) -> String {
+    if let Some(ext) = content_type.and_then(extension_of_type) {
+        return ext.into();
+    }
     if let Some(ext) = content_disposition
         .and_then(disposition_file_name)
         .and_then(|name| {
@@ -178,6 +186,20 @@ pub fn extension_for(content_disposition: Option<&str>, head: &[u8], fallback: &
         return "mp4".into();
     }
     fallback.into()
+}
+
+/// The extension a specific media type names (`video/x-flv` -> `flv`); `None` for a
+/// generic one (`application/octet-stream`) or one btic does not know.
+pub fn extension_of_type(content_type: &str) -> Option<&'static str> {
+    let essence = content_type.split(';').next()?.trim().to_ascii_lowercase();
+    Some(match essence.as_str() {
+        "video/x-flv" | "video/flv" => "flv",
+        "video/mp4" | "application/mp4" => "mp4",
+        "video/webm" => "webm",
+        "application/zip" => "zip",
+        "application/gzip" | "application/x-gzip" => "gz",
+        _ => return None,
+    })
 }
 
 /// The `filename` of a `Content-Disposition` value (`filename*=UTF-8''...` preferred).
@@ -225,18 +247,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn extensions_come_from_the_header_then_the_magic_bytes() {
-        let cases: [(Option<&str>, &[u8], &str); 7] = [
-            (Some("attachment; filename=\"rec.flv\""), b"", "flv"),
-            (Some("attachment; filename=x.MP4"), b"FLV", "mp4"),
-            (Some("attachment; filename*=UTF-8''a%20b.nsb"), b"", "nsb"),
-            (Some("attachment"), b"FLV\x01", "flv"),
-            (None, b"\0\0\0\x20ftypisom", "mp4"),
-            (None, b"hello", "bin"),
-            (Some("attachment; filename=\"noext\""), b"", "bin"),
+    fn extensions_come_from_the_content_type_then_the_file_name_then_the_magic_bytes() {
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [u8], &'a str);
+        let cases: [Case; 11] = [
+            (None, Some("attachment; filename=\"rec.flv\""), b"", "flv"),
+            (None, Some("attachment; filename=x.MP4"), b"FLV", "mp4"),
+            (
+                None,
+                Some("attachment; filename*=UTF-8''a%20b.nsb"),
+                b"",
+                "nsb",
+            ),
+            (None, Some("attachment"), b"FLV\x01", "flv"),
+            (None, None, b"\0\0\0\x20ftypisom", "mp4"),
+            (None, None, b"hello", "bin"),
+            (None, Some("attachment; filename=\"noext\""), b"", "bin"),
+            // A specific media type wins over the name and the bytes.
+            (
+                Some("video/x-flv"),
+                Some("attachment; filename=a.mp4"),
+                b"\0\0\0\x20ftyp",
+                "flv",
+            ),
+            (Some("Video/MP4; charset=binary"), None, b"FLV", "mp4"),
+            // A generic one says nothing.
+            (Some("application/octet-stream"), None, b"FLV", "flv"),
+            (
+                Some("application/octet-stream"),
+                Some("attachment; filename=b.nsb"),
+                b"",
+                "nsb",
+            ),
         ];
-        for (header, head, expected) in cases {
-            assert_eq!(extension_for(header, head, "bin"), expected, "{header:?}");
+        for (content_type, disposition, head, expected) in cases {
+            assert_eq!(
+                extension_for(content_type, disposition, head, "bin"),
+                expected,
+                "{content_type:?} {disposition:?}"
+            );
         }
     }
 

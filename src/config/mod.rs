@@ -93,6 +93,10 @@ pub struct PipelineConfig {
     pub min_free_bytes: u64,
 }
 
+/// The default `site.requests_per_hour`: two thirds of the 15,000 the vendor allows
+/// an API account, so its other clients keep a third.
+pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 10_000;
+
 /// The default `pipeline.min_free_bytes`: 1 GiB.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 
@@ -133,8 +137,20 @@ pub struct Site {
     pub insecure_http: bool,
     /// Password sent with `/api/backup`, when set.
     pub backup_password: Option<SecretSource>,
-    /// Requests per second to this site. Default 10.
+    /// Requests per second the API account may be sent (the sites of one account
+    /// share it). Default 10; the vendor caps an account at 20.
     pub requests_per_second: f64,
+    /// Requests per rolling hour the API account may be sent, shared by the sites of
+    /// one account (same host and `client_id`). Default 10,000: the vendor caps an
+    /// account at 15,000 an hour, and other clients of the account keep the rest.
+    pub requests_per_hour: u32,
+    /// Requests of each hour only the live lane's report requests may use, so that
+    /// downloads and backfills never starve the live export. Default a tenth of
+    /// `requests_per_hour`.
+    pub live_reserve: u32,
+    /// How requests reach the appliance: through the environment's proxy settings
+    /// (`HTTPS_PROXY`, `NO_PROXY`; the default), directly, or through this proxy.
+    pub proxy: Proxy,
     /// Requests in flight at once to this site. Default 1.
     pub max_in_flight: usize,
     /// Whole-request timeout. Default 5 minutes.
@@ -151,6 +167,41 @@ impl Site {
     /// The host name without a port: `%SUPPORT_SITE_HOST%` and the SQL `host_name`.
     pub fn host_name(&self) -> &str {
         host_without_port(&self.host)
+    }
+}
+
+/// `site.proxy`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Proxy {
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and `NO_PROXY` from the environment.
+    #[default]
+    Environment,
+    /// `"none"`: always connect directly.
+    None,
+    /// An `http://` or `https://` proxy URL (it may carry `user:password@`).
+    Url(String),
+}
+
+impl Proxy {
+    /// For people: `environment`, `none`, or the URL without its credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Proxy::Environment => "environment (HTTPS_PROXY, NO_PROXY)".into(),
+            Proxy::None => "none (direct)".into(),
+            Proxy::Url(url) => redact_userinfo(url),
+        }
+    }
+}
+
+/// `http://user:secret@proxy:3128` -> `http://***@proxy:3128`.
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 

@@ -73,6 +73,9 @@ pub(crate) struct RawSite {
     pub insecure_http: bool,
     pub backup_password: Option<RawSecret>,
     pub requests_per_second: Option<f64>,
+    pub requests_per_hour: Option<i64>,
+    pub live_reserve: Option<i64>,
+    pub proxy: Option<String>,
     pub max_in_flight: Option<i64>,
     pub timeout: Option<String>,
 }

@@ -19,6 +19,7 @@ use super::{
     SessionFormat, Site, SmtpNotifier, SmtpTls, SqlConnection, SqlDestination, SqlDialect,
     StartFrom, Transfer, WebhookNotifier, host_without_port,
 };
+use super::{DEFAULT_REQUESTS_PER_HOUR, Proxy};
 
 const MIN_EVERY: Duration = Duration::from_secs(60);
 const MAX_EVERY: Duration = Duration::from_secs(7 * 86_400);
@@ -406,6 +407,62 @@ fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
             format!("{requests_per_second} is out of range; use more than 0 and at most 1000"),
         );
     }
+    if requests_per_second > 20.0 {
+        p.warn(
+            format!("{key}.requests_per_second"),
+            format!("{requests_per_second} is more than the 20 a second the vendor allows an API account; the appliance refuses the rest"),
+        );
+    }
+    let requests_per_hour = match s.requests_per_hour {
+        None => DEFAULT_REQUESTS_PER_HOUR,
+        Some(n) if (1..=1_000_000).contains(&n) => {
+            if n > 15_000 {
+                p.warn(
+                    format!("{key}.requests_per_hour"),
+                    format!("{n} is more than the 15,000 an hour the vendor allows an API account; the appliance refuses the rest"),
+                );
+            }
+            n as u32
+        }
+        Some(n) => {
+            p.error(
+                format!("{key}.requests_per_hour"),
+                format!("{n} is out of range; use 1 to 1000000 (the vendor allows 15000)"),
+            );
+            DEFAULT_REQUESTS_PER_HOUR
+        }
+    };
+    let live_reserve = match s.live_reserve {
+        None => requests_per_hour / 10,
+        Some(n) if n >= 0 && n < i64::from(requests_per_hour) => n as u32,
+        Some(n) => {
+            p.error(
+                format!("{key}.live_reserve"),
+                format!("{n} is out of range; use 0 up to less than requests_per_hour ({requests_per_hour})"),
+            );
+            requests_per_hour / 10
+        }
+    };
+    let proxy = match s.proxy.as_deref().map(str::trim) {
+        None => Proxy::Environment,
+        Some("none") => Proxy::None,
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            if url.len() <= "https://".len() || url.chars().any(char::is_whitespace) {
+                p.error(
+                    format!("{key}.proxy"),
+                    "not a proxy URL; use http://host:port, https://host:port or \"none\"",
+                );
+            }
+            Proxy::Url(url.to_string())
+        }
+        Some(other) => {
+            p.error(
+                format!("{key}.proxy"),
+                format!("\"{}\" is not a proxy; use an http:// or https:// URL, or \"none\" (absent: HTTPS_PROXY and NO_PROXY from the environment)", crate::config::redact_userinfo(other)),
+            );
+            Proxy::Environment
+        }
+    };
     let max_in_flight = match s.max_in_flight {
         None => 1,
         Some(n) if (1..=64).contains(&n) => n as usize,
@@ -431,6 +488,9 @@ fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
         insecure_http: s.insecure_http,
         backup_password,
         requests_per_second,
+        requests_per_hour,
+        live_reserve,
+        proxy,
         max_in_flight,
         timeout,
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
-use crate::appliance::{self, ApplianceClient, ApplianceError, Fetched};
+use crate::appliance::{self, ApplianceClient, ApplianceError, Fetched, Priority};
 use crate::config::Site;
 use crate::metrics;
 use crate::model::Report;
@@ -30,6 +30,14 @@ impl Fetcher {
     /// A fetcher for `site` through its client.
     pub fn new(site: Site, client: ApplianceClient) -> Fetcher {
         Fetcher { site, client }
+    }
+
+    /// A fetcher whose requests wait for the account's budget at `priority`.
+    pub fn at(&self, priority: Priority) -> Fetcher {
+        Fetcher {
+            site: self.site.clone(),
+            client: self.client.at(priority),
+        }
     }
 
     /// The site it fetches from.

@@ -14,6 +14,9 @@ use super::plan::Window;
 use crate::appliance::WindowBy;
 use crate::model::Report;
 
+/// A refused window is halved while longer than this (a minute).
+const REFUSED_WINDOW_SECONDS: i64 = 60;
+
 /// Which sessions a request selects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Selection {
@@ -77,6 +80,19 @@ impl FetchRequest {
                 Some((half(a), half(b)))
             }
             _ => None,
+        }
+    }
+
+    /// The two halves to ask for instead of a request the appliance refused for good:
+    /// an LSID list's halves, or a window's while it is longer than a minute (the
+    /// narrowest window that waits in the dead letter). `None` otherwise.
+    pub fn split_refused(&self) -> Option<(FetchRequest, FetchRequest)> {
+        match &self.selection {
+            Selection::Lsids(_) => self.split_list(),
+            Selection::Window(_, w) if (w.end - w.start).num_seconds() > REFUSED_WINDOW_SECONDS => {
+                self.split_window()
+            }
+            Selection::Window(..) => None,
         }
     }
 
@@ -255,6 +271,23 @@ mod tests {
         );
         let second = FetchRequest::ended(Report::SupportSession, window(0, 1));
         assert_eq!(second.split_window(), None);
+    }
+
+    #[test]
+    fn a_refused_window_halves_down_to_a_minute_and_a_list_to_one_lsid() {
+        let mut request = FetchRequest::ended(Report::SupportSession, window(0, 3600));
+        let mut steps = 0;
+        while let Some((a, _)) = request.split_refused() {
+            request = a;
+            steps += 1;
+        }
+        let Selection::Window(_, w) = &request.selection else {
+            unreachable!()
+        };
+        assert_eq!((steps, w.duration_secs()), (6, 56));
+        let list = FetchRequest::lsids(&["a".into(), "b".into()]);
+        assert_eq!(list.split_refused(), list.split_list());
+        assert_eq!(FetchRequest::lsids(&["a".into()]).split_refused(), None);
     }
 
     #[test]

@@ -250,6 +250,10 @@ fn failure(e: impl std::fmt::Display, code: StatusCode) -> Response {
 }
 
 async fn status_handler(State(s): State<AdminState>) -> Response {
+    // The budgets as the clients count them now, not as last written.
+    if let Err(e) = super::accounts::record_all(&s.queue, &s.backfills.fetchers).await {
+        return failure(e, StatusCode::INTERNAL_SERVER_ERROR);
+    }
     match Status::gather(&s.config, &s.queue, true).await {
         Ok(status) => axum::Json(status).into_response(),
         Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),

@@ -48,8 +48,9 @@ use tokio_util::sync::CancellationToken;
 use super::fetch_worker::{FetchError, FetchStage, FetchSummary};
 use super::items::{Lane, Routes};
 use super::keys;
+use crate::appliance::WindowBy;
 use crate::config::PipelineConfig;
-use crate::fetch::plan::Window;
+use crate::fetch::plan::{Sizing, Window};
 use crate::model::Report;
 use crate::queue::{Changes, Queue, QueueError};
 /// LSIDs per report request.
@@ -328,26 +329,37 @@ async fn fetch_range(
     let limit = fetcher.fetcher().client().appliance_now()
         - TimeDelta::from_std(pipeline.settle_lag).unwrap_or_default();
     let to = DateTime::from_timestamp(to, 0).unwrap_or(limit).min(limit);
-    let step = TimeDelta::from_std(pipeline.max_window.max(Duration::from_secs(1)))
-        .unwrap_or(TimeDelta::hours(1));
     // One report after the other, each with its own cursor, so a restart resumes each
-    // where it stopped.
+    // where it stopped; windows start at the length the live lane learnt.
+    let site = fetcher.fetcher().site().name.clone();
     for report in range_reports(request) {
         let cursor_key = keys::job_cursor(&job, report);
         let routes = match report {
             Report::SupportSession => &request.routes,
             Report::PresentationSession => &request.presentations,
         };
+        let kept: Option<u64> = queue.state_get(&keys::window_length(&site, report)).await?;
+        let mut sizing = Sizing::new(kept.map(Duration::from_secs), pipeline);
         let next: Option<i64> = queue.state_get(&cursor_key).await?;
         let mut cursor = DateTime::from_timestamp(next.unwrap_or(from).max(from), 0).unwrap_or(to);
         while cursor < to {
             if stop.is_cancelled() {
                 return Err(BackfillError::Stopped);
             }
-            let end = (cursor + step).min(to);
+            let length = TimeDelta::from_std(sizing.length()).unwrap_or(TimeDelta::hours(1));
+            let end = (cursor + length).min(to);
             let window = Window { start: cursor, end };
             fetcher
-                .fetch_window(report, window, routes, lane, &cursor_key, summary)
+                .fetch_window(
+                    report,
+                    WindowBy::End,
+                    window,
+                    routes,
+                    lane,
+                    &[&cursor_key],
+                    &mut sizing,
+                    summary,
+                )
                 .await?;
             cursor = end;
             on_progress(&progress(queue, &job).await?);
@@ -371,9 +383,9 @@ async fn fetch_lsids(
         if (i as i64) < first {
             continue;
         }
-        let progress = Some((cursor.as_str(), i as i64 + 1));
+        let progress = [(cursor.as_str(), i as i64 + 1)];
         fetcher
-            .fetch_lsids(batch, &request.routes, lane, progress, summary)
+            .fetch_lsids(batch, &request.routes, lane, &progress, summary)
             .await?;
     }
     Ok(())

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::accounts;
 use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
 use super::budget::Pause;
@@ -136,6 +137,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         stop: stages.clone(),
         jobs: Default::default(),
     });
+    // The requests of the last hour, as recorded before a restart, still count.
+    if let Err(e) = accounts::restore(&queue, &fetchers).await {
+        tracing::warn!("reading the API budgets recorded before the restart: {e}");
+    }
+    tasks.spawn(accounts::keep(
+        queue.clone(),
+        fetchers.clone(),
+        stages.clone(),
+    ));
     if let Err(e) = backfills.resume_unfinished().await {
         tracing::error!("looking for unfinished backfill jobs: {e}");
     }

@@ -69,17 +69,16 @@ impl DownloadWorker {
     async fn download_one(&self, claimed: Claimed<DownloadTask>) {
         let Claimed { item, ticket } = claimed;
         let started = Instant::now();
+        let client = self.client.at(item.lane().download_priority());
         let (what, kind, outcome) = match &item {
             DownloadTask::Recording {
                 naming, recording, ..
             } => (
                 format!("recording {} of session {}", recording.label(), naming.lsid),
                 "recordings",
-                self.client.recording(*recording, &naming.lsid).await,
+                client.recording(*recording, &naming.lsid).await,
             ),
-            DownloadTask::Backup { .. } => {
-                ("backup".to_string(), "backups", self.client.backup().await)
-            }
+            DownloadTask::Backup { .. } => ("backup".to_string(), "backups", client.backup().await),
         };
         metrics::fetch_request(
             &self.site,

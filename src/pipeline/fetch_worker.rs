@@ -30,11 +30,11 @@ use super::backfill::Finished;
 use super::budget::DiskBudget;
 use super::handoff::{HandOff, Step};
 use super::items::{FETCHED, FetchTask, FetchedBody, Lane, Routes, fetch_queue};
-use super::keys::{self, SkewRecord};
+use super::keys::{self, SeenRecord, SkewRecord};
 use super::settle::{self, Failed, Retry};
 use crate::appliance::{ApplianceError, Fetched, WindowBy};
 use crate::config::{PipelineConfig, RetryPolicy, StartFrom};
-use crate::fetch::plan::{Window, plan_windows};
+use crate::fetch::plan::{Marks, Pass, Sizing, Window, fresh_stretch, plan_stretches};
 use crate::fetch::{FetchRequest, Fetcher, Selection, halves_after, site_level};
 use crate::metrics::{self, Health};
 use crate::model::Report;
@@ -42,6 +42,11 @@ use crate::queue::{Claimed, Queue, QueueError};
 
 /// Sessions in progress fetched again per request.
 const OPEN_LSIDS_PER_REQUEST: usize = 50;
+
+/// How long after the overlap horizon a session's digest is kept: a request of the
+/// live lane that waited in `fetch/<site>` (or a replay) within that time still finds
+/// what was handed on unchanged.
+const SEEN_MARGIN_SECONDS: i64 = 3600;
 
 /// Why a fetch did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -178,79 +183,190 @@ impl FetchStage {
         Ok(skew)
     }
 
-    /// Fetches every closed session since the live watermark of `report`, up to
-    /// appliance-now minus the settle lag, and moves the watermark with each body.
+    /// Reads a time mark (UNIX seconds) from the state area.
+    async fn mark(&self, key: &str) -> Result<Option<DateTime<Utc>>, FetchError> {
+        let at: Option<i64> = self.queue.state_get(key).await?;
+        Ok(at.and_then(|t| DateTime::from_timestamp(t, 0)))
+    }
+
+    /// The live lane's run of `report`: asks once more for what has left the `overlap`
+    /// horizon since it was first asked for, then for what ended since the watermark,
+    /// up to appliance-now minus the settle lag (`plan::plan_stretches`: each stretch
+    /// is asked for at most twice). Each window's body is handed on in the transaction
+    /// that moves the marks past it.
     pub async fn fetch_live(
         &self,
         report: Report,
         routes: &Routes,
     ) -> Result<FetchSummary, FetchError> {
         self.measure_skew().await?;
-        let key = keys::watermark(self.site(), report);
-        let watermark: Option<i64> = self.queue.state_get(&key).await?;
-        let watermark = watermark.and_then(|t| DateTime::from_timestamp(t, 0));
+        let site = self.site().to_string();
+        let watermark_key = keys::watermark(&site, report);
+        let recheck_key = keys::rechecked(&site, report);
+        let marks = Marks {
+            watermark: self.mark(&watermark_key).await?,
+            rechecked: self.mark(&recheck_key).await?,
+        };
         let now = self.fetcher.client().appliance_now();
-        let windows = plan_windows(watermark, self.start_from, now, &self.pipeline);
+        let length_key = keys::window_length(&site, report);
+        let kept: Option<u64> = self.queue.state_get(&length_key).await?;
+        let mut sizing = Sizing::new(kept.map(Duration::from_secs), &self.pipeline);
         let mut summary = FetchSummary::default();
-        for window in windows {
-            self.fetch_window(report, window, routes, &Lane::Live, &key, &mut summary)
-                .await?;
-            if let Some(w) = summary.watermark {
+        let mut outcome = Ok(());
+        for stretch in plan_stretches(marks, self.start_from, now, &self.pipeline) {
+            let moves: &[&str] = match stretch.pass {
+                Pass::Recheck => &[&recheck_key],
+                Pass::Final => &[&watermark_key, &recheck_key],
+                Pass::First => &[&watermark_key],
+            };
+            outcome = self
+                .fetch_stretch(
+                    report,
+                    WindowBy::End,
+                    stretch.window,
+                    &mut sizing,
+                    routes,
+                    &Lane::Live,
+                    moves,
+                    &mut summary,
+                )
+                .await;
+            if stretch.pass != Pass::Recheck
+                && let Some(w) = summary.watermark
+            {
                 let lag = (self.fetcher.client().appliance_now() - w)
                     .to_std()
                     .unwrap_or_default();
-                metrics::watermark(self.site(), report.as_str(), w.timestamp(), lag);
+                metrics::watermark(&site, report.as_str(), w.timestamp(), lag);
+            }
+            if outcome.is_err() {
+                break;
             }
         }
+        // The length learnt is kept for the next run (and a catch-up after a restart).
+        if kept != Some(sizing.length().as_secs()) {
+            self.queue
+                .state_put(&length_key, &sizing.length().as_secs())
+                .await?;
+        }
+        outcome?;
+        self.forget_seen().await?;
         Ok(summary)
     }
 
-    /// Fetches the closed sessions that ended in `window` (split as needed) and records
-    /// each piece in the queue together with `progress_key` set to the piece's end: the
-    /// live watermark or a backfill's cursor.
+    /// Forgets the digests of sessions that ended long before the recheck marks: no
+    /// scheduled run asks for them again.
+    async fn forget_seen(&self) -> Result<(), FetchError> {
+        let site = self.site();
+        let mut oldest = i64::MAX;
+        for report in [Report::SupportSession, Report::PresentationSession] {
+            if let Some(r) = self.mark(&keys::rechecked(site, report)).await? {
+                oldest = oldest.min(r.timestamp());
+            }
+        }
+        if oldest == i64::MAX {
+            return Ok(());
+        }
+        let keep = TimeDelta::from_std(self.pipeline.overlap).unwrap_or_default()
+            + TimeDelta::seconds(SEEN_MARGIN_SECONDS);
+        let before = oldest - keep.num_seconds();
+        let seen: Vec<(String, SeenRecord)> =
+            self.queue.state_list(&keys::seen_prefix(site)).await?;
+        let mut step = HandOff::new(&Lane::Live, Step::Request("forget seen".into()));
+        let mut forgotten = 0;
+        for (key, record) in seen {
+            if record.at < before {
+                step.delete_state(&key);
+                forgotten += 1;
+            }
+        }
+        if forgotten > 0 {
+            step.commit(&self.queue, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the sessions selected `by` their end or start in `stretch`, window after
+    /// window as long as `sizing` says, moving the state keys `moves` to each window's
+    /// end with its body.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fetch_stretch(
+        &self,
+        report: Report,
+        by: WindowBy,
+        stretch: Window,
+        sizing: &mut Sizing,
+        routes: &Routes,
+        lane: &Lane,
+        moves: &[&str],
+        summary: &mut FetchSummary,
+    ) -> Result<(), FetchError> {
+        let mut cursor = stretch.start;
+        while cursor < stretch.end {
+            let length = TimeDelta::from_std(sizing.length()).unwrap_or(TimeDelta::hours(1));
+            let end = (cursor + length).min(stretch.end);
+            let window = Window { start: cursor, end };
+            self.fetch_window(report, by, window, routes, lane, moves, sizing, summary)
+                .await?;
+            cursor = end;
+        }
+        Ok(())
+    }
+
+    /// Fetches the sessions selected `by` their end or start in `window` (split as
+    /// needed: a body too large or a timeout, and a window the appliance refuses for
+    /// good down to a minute, so that only the narrowest window holding the cause
+    /// waits in the dead letter), depth-first over halves, which keeps the pieces in
+    /// time order, so the state keys `moves` only ever move forward, to each piece's end
+    /// with its body. `sizing` learns from each body.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fetch_window(
         &self,
         report: Report,
+        by: WindowBy,
         window: Window,
         routes: &Routes,
         lane: &Lane,
-        progress_key: &str,
+        moves: &[&str],
+        sizing: &mut Sizing,
         summary: &mut FetchSummary,
     ) -> Result<(), FetchError> {
-        let request = FetchRequest::ended(report, window);
-        self.fetch_windows(request, routes, lane, progress_key, summary)
-            .await
-    }
-
-    /// Fetches a window request, depth-first over halves, which keeps the pieces in
-    /// time order, so the progress key only ever moves forward.
-    async fn fetch_windows(
-        &self,
-        request: FetchRequest,
-        routes: &Routes,
-        lane: &Lane,
-        progress_key: &str,
-        summary: &mut FetchSummary,
-    ) -> Result<(), FetchError> {
-        let mut pending = vec![request];
+        let fetcher = self.fetcher.at(lane.report_priority());
+        let mut pending = vec![FetchRequest {
+            report,
+            selection: Selection::Window(by, window),
+        }];
         while let Some(request) = pending.pop() {
             let Selection::Window(_, w) = &request.selection else {
                 continue;
             };
-            let progress = Some((progress_key, w.end.timestamp()));
-            let end = w.end;
+            let (end, length) = (w.end, Duration::from_secs(w.duration_secs()));
+            let progress: Vec<(&str, i64)> = moves.iter().map(|k| (*k, end.timestamp())).collect();
             self.within_budget().await;
-            let outcome = self.fetcher.request(&request).await;
-            if let Some((a, b)) = halves_after(&request, &outcome, self.pipeline.max_body_bytes) {
+            let outcome = fetcher.request(&request).await;
+            let halves = halves_after(&request, &outcome, self.pipeline.max_body_bytes)
+                .map(|h| (h, "split"))
+                .or_else(|| match &outcome {
+                    Err(e) if !site_level(e) && !e.is_retryable() => {
+                        request.split_refused().map(|h| (h, "refused"))
+                    }
+                    _ => None,
+                });
+            if let Some(((a, b), why)) = halves {
                 match &outcome {
                     Ok(fetched) => {
+                        sizing.observe(length, fetched.bytes());
                         if let Some(body) = &fetched.body {
                             let _ = std::fs::remove_file(&body.path);
                         }
                         tracing::info!(site = %self.site(), bytes = fetched.bytes(), "report body larger than max_body_bytes; splitting the window");
                     }
+                    Err(e) if why == "refused" => {
+                        tracing::warn!(site = %self.site(), "{}: {e}; halving the window to narrow down what the appliance refuses", request.describe());
+                    }
                     Err(_) => {
-                        tracing::warn!(site = %self.site(), "report request timed out; splitting the window")
+                        sizing.observe(length, self.pipeline.max_body_bytes.saturating_mul(2));
+                        tracing::warn!(site = %self.site(), "report request timed out; splitting the window");
                     }
                 }
                 pending.push(b);
@@ -259,12 +375,13 @@ impl FetchStage {
             }
             match outcome {
                 Ok(fetched) => {
-                    self.record(&request, fetched, routes, lane, progress, summary)
+                    sizing.observe(length, fetched.bytes());
+                    self.record(&request, fetched, routes, lane, &progress, summary)
                         .await?;
                 }
                 Err(e) => {
                     let settled = self
-                        .settle_failure(request, e, routes, lane, progress, summary)
+                        .settle_failure(request, e, routes, lane, &progress, summary)
                         .await?;
                     // A request refused for good does not stop the run; one that kept
                     // failing for a passing reason does: the appliance is in trouble,
@@ -289,12 +406,13 @@ impl FetchStage {
         lsids: &[String],
         routes: &Routes,
         lane: &Lane,
-        progress: Option<(&str, i64)>,
+        progress: &[(&str, i64)],
         summary: &mut FetchSummary,
     ) -> Result<(), FetchError> {
         let request = FetchRequest::lsids(lsids);
         self.within_budget().await;
-        match self.fetcher.request(&request).await {
+        let fetcher = self.fetcher.at(lane.report_priority());
+        match fetcher.request(&request).await {
             Ok(fetched) => {
                 self.record(&request, fetched, routes, lane, progress, summary)
                     .await
@@ -310,19 +428,19 @@ impl FetchStage {
     }
 
     /// Hands a spooled body to the parse stage, in one transaction with `progress`
-    /// (a state key and the value it moves to), when given.
+    /// (state keys and the values they move to).
     async fn record(
         &self,
         request: &FetchRequest,
         fetched: Fetched,
         routes: &Routes,
         lane: &Lane,
-        progress: Option<(&str, i64)>,
+        progress: &[(&str, i64)],
         summary: &mut FetchSummary,
     ) -> Result<(), FetchError> {
         let mut step = HandOff::new(lane, Step::Request(request.to_string()));
-        if let Some((key, value)) = progress {
-            step.put_state(key, &value)?;
+        for (key, value) in progress {
+            step.put_state(key, value)?;
         }
         if let Some(body) = &fetched.body {
             add_body(&mut step, &self.fetcher, request, body, routes, lane)?;
@@ -348,7 +466,7 @@ impl FetchStage {
         error: ApplianceError,
         routes: &Routes,
         lane: &Lane,
-        progress: Option<(&str, i64)>,
+        progress: &[(&str, i64)],
         summary: &mut FetchSummary,
     ) -> Result<Settled, FetchError> {
         if site_level(&error) {
@@ -363,8 +481,8 @@ impl FetchStage {
             lane: lane.clone(),
         };
         let mut step = HandOff::new(lane, Step::Request(request.to_string()));
-        if let Some((key, value)) = progress {
-            step.put_state(key, &value)?;
+        for (key, value) in progress {
+            step.put_state(key, value)?;
         }
         let described = request.describe();
         let settled = if error.is_retryable() {
@@ -395,23 +513,28 @@ impl FetchStage {
         Ok(settled)
     }
 
-    /// Sessions still in progress: fetches `start_time` windows from their own watermark
-    /// (they include sessions that have not ended), then fetches again, by LSID, every
-    /// session the parse stage has seen in progress, until it ends or is older than
-    /// `in_progress_max_age`. The parse stage keeps the set of open sessions.
+    /// Sessions still in progress: asks once for the `start_time` stretch since its own
+    /// mark (it includes sessions that have not ended), then asks again, by LSID, for
+    /// every session the parse stage has seen in progress, until it ends or is older
+    /// than `in_progress_max_age`. The parse stage keeps the set of open sessions.
     pub async fn fetch_in_progress(&self, routes: &Routes) -> Result<FetchSummary, FetchError> {
         let key = keys::started_watermark(self.site());
-        let watermark: Option<i64> = self.queue.state_get(&key).await?;
-        let watermark = watermark.and_then(|t| DateTime::from_timestamp(t, 0));
+        let mark = self.mark(&key).await?;
         let now = self.fetcher.client().appliance_now();
         let mut summary = FetchSummary::default();
-        for window in plan_windows(watermark, self.start_from, now, &self.pipeline) {
-            let request = FetchRequest {
-                report: Report::SupportSession,
-                selection: Selection::Window(WindowBy::Start, window),
-            };
-            self.fetch_windows(request, routes, &Lane::Live, &key, &mut summary)
-                .await?;
+        if let Some(stretch) = fresh_stretch(mark, self.start_from, now, &self.pipeline) {
+            let mut sizing = Sizing::new(None, &self.pipeline);
+            self.fetch_stretch(
+                Report::SupportSession,
+                WindowBy::Start,
+                stretch,
+                &mut sizing,
+                routes,
+                &Lane::Live,
+                &[&key],
+                &mut summary,
+            )
+            .await?;
         }
 
         let open: Vec<(String, i64)> = self
@@ -437,7 +560,7 @@ impl FetchStage {
             expired.commit(&self.queue, Vec::new()).await?;
         }
         for chunk in lsids.chunks(OPEN_LSIDS_PER_REQUEST) {
-            self.fetch_lsids(chunk, routes, &Lane::Live, None, &mut summary)
+            self.fetch_lsids(chunk, routes, &Lane::Live, &[], &mut summary)
                 .await?;
         }
         Ok(summary)
@@ -525,7 +648,11 @@ impl FetchWorker {
         // finished under its request, as it was counted when it was created or buried.
         let mut step = HandOff::new(&task.lane, Step::Item(ticket.id()));
         let finishes = Step::Request(task.request.to_string());
-        let outcome = self.fetcher.request(&task.request).await;
+        let outcome = self
+            .fetcher
+            .at(task.lane.report_priority())
+            .request(&task.request)
+            .await;
         let halves = halves_after(&task.request, &outcome, self.max_body_bytes);
         let retry = match outcome {
             Ok(fetched) if halves.is_none() => {
@@ -561,9 +688,9 @@ impl FetchWorker {
                 tracing::warn!(site = %site, "{described}: {e}; splitting the window");
                 None
             }
-            Err(e) => match task.request.split_list() {
+            Err(e) => match task.request.split_refused() {
                 Some(halves) if !e.is_retryable() && !site_level(&e) => {
-                    tracing::warn!(site = %site, "{described}: {e}; splitting the list to find the LSID refused");
+                    tracing::warn!(site = %site, "{described}: {e}; halving the request to narrow down what the appliance refuses");
                     self.push_halves(step, ticket, &task, halves, finishes)
                         .await?;
                     return Ok(());

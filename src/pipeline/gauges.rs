@@ -71,7 +71,16 @@ impl Gauges {
         let depths = self.publish_queues().await;
         self.publish_dead_letters().await;
         self.publish_lags().await;
+        self.publish_budgets();
         depths
+    }
+
+    /// Each site's API account budget, as its client counts it now.
+    fn publish_budgets(&self) {
+        for (site, stage) in &self.fetchers {
+            let b = stage.fetcher().client().budget().snapshot();
+            metrics::api_budget(site, b.used, b.remaining, b.paused.is_some(), b.refused);
+        }
     }
 
     async fn publish_queues(&self) -> Vec<QueueDepth> {

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::appliance::Priority;
 use crate::fetch::FetchRequest;
 use crate::model::{Naming, Recording, Report, ReportRoot, Session};
 
@@ -58,6 +59,22 @@ pub enum Lane {
 }
 
 impl Lane {
+    /// The priority of its report requests in the account's budget.
+    pub fn report_priority(&self) -> Priority {
+        match self {
+            Lane::Live => Priority::Live,
+            Lane::Backfill(_) => Priority::Backfill,
+        }
+    }
+
+    /// The priority of its downloads (recordings) in the account's budget.
+    pub fn download_priority(&self) -> Priority {
+        match self {
+            Lane::Live => Priority::Download,
+            Lane::Backfill(_) => Priority::Backfill,
+        }
+    }
+
     /// The backfill job's id, for the backfill lane.
     pub fn backfill_job(&self) -> Option<&str> {
         match self {

@@ -5,6 +5,10 @@
 //! |-----------------------------------------|---------------|----------------------------------------------|
 //! | `watermark/<site>/<report>`             | i64 (UNIX s)  | fetch, with each body or request of a window |
 //! | `watermark/<site>/SupportSession/started` | i64         | fetch of `start_time` windows (in progress)  |
+//! | `rechecked/<site>/<report>`             | i64 (UNIX s)  | fetch, with each body of a last asking       |
+//! | `window/<site>/<report>`                | u64 (s)       | fetch: the window length learnt, after a run |
+//! | `seen/<site>/<lsid>`                    | `SeenRecord`  | parse: the digest of what was handed on      |
+//! | `budget/<site>`                         | `BudgetRecord`| the daemon, every few seconds                |
 //! | `skew/<site>`                           | `SkewRecord`  | fetch, at each run                           |
 //! | `open/<site>/<lsid>`                    | i64 (start)   | parse: a session seen in progress            |
 //! | `parse/<item id>`                       | u64           | parse: records of a body handed on so far    |
@@ -28,6 +32,65 @@ use crate::model::Report;
 /// been handed on.
 pub fn watermark(site: &str, report: Report) -> String {
     format!("watermark/{site}/{}", report.as_str())
+}
+
+/// The recheck mark of (site, report): every stretch of appliance time before it has
+/// been asked for the last time (`fetch::plan`).
+pub fn rechecked(site: &str, report: Report) -> String {
+    format!("rechecked/{site}/{}", report.as_str())
+}
+
+/// The report window length (seconds) the live lane of (site, report) has learnt.
+pub fn window_length(site: &str, report: Report) -> String {
+    format!("window/{site}/{}", report.as_str())
+}
+
+/// The prefix of the digests of a site's sessions handed on by the live lane.
+pub fn seen_prefix(site: &str) -> String {
+    format!("seen/{site}/")
+}
+
+/// The digest of session `lsid` of `site` as the live lane last handed it on.
+pub fn seen(site: &str, lsid: &str) -> String {
+    format!("{}{lsid}", seen_prefix(site))
+}
+
+/// What the live lane last handed on of a session: a fetch that brings the same bytes
+/// for the same destinations hands nothing on again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRecord {
+    /// SHA-256 (first 16 bytes) of the session's bytes and its destinations.
+    pub digest: [u8; 16],
+    /// Its end time (its start while in progress), UNIX seconds, appliance time: the
+    /// record is forgotten once the recheck marks are well past it.
+    pub at: i64,
+}
+
+/// The account's request budget as the daemon last saw it, through one of its sites.
+pub fn budget(site: &str) -> String {
+    format!("budget/{site}")
+}
+
+/// The request budget of a site's API account, kept so that a restart goes on counting
+/// the hour and `status` shows it without a daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    /// When it was written (host clock, UNIX seconds).
+    pub written_at: i64,
+    /// Send times in the rolling hour (host clock, UNIX milliseconds).
+    pub sent_ms: Vec<i64>,
+    /// `requests_per_hour`.
+    pub per_hour: u32,
+    /// `live_reserve`.
+    pub live_reserve: u32,
+    /// The appliance's `X-RateLimit-Limit` and `-Remaining`, and when they were read.
+    pub appliance: Option<(u32, u32, i64)>,
+    /// Until when (UNIX seconds) requests pause, and why.
+    pub paused: Option<(i64, String)>,
+    /// Whether the appliance's count held requests back.
+    pub held_by_appliance: bool,
+    /// Requests the appliance refused with 429 since the daemon started.
+    pub refused: u64,
 }
 
 /// The `start_time` watermark of a site (sessions in progress).

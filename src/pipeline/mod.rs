@@ -1,5 +1,6 @@
 //! The daemon: schedules, stage workers, shutdown and backfill.
 
+pub mod accounts;
 pub mod admin;
 pub mod backfill;
 pub mod budget;

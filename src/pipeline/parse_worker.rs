@@ -25,11 +25,12 @@ use super::backfill::Finished;
 use super::fetch_worker::request_metadata;
 use super::handoff::{HandOff, Step};
 use super::items::{
-    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, REJECTED,
+    BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, Lane, REJECTED,
     Rejected, deliver_queue, download_queue, fetch_queue,
 };
-use super::keys;
+use super::keys::{self, SeenRecord};
 use crate::config::Config;
+use crate::fetch::Selection;
 use crate::metrics;
 use crate::model::{Naming, Recording, Report, ReportRoot};
 use crate::parse::{
@@ -159,14 +160,20 @@ async fn parse_one(
 
     let mut handed_on = done;
     let mut fatal = None;
-    let (mut parsed, mut bad, mut pushed) = (0u64, 0u64, 0u64);
+    let (mut parsed, mut bad, mut pushed, mut unchanged) = (0u64, 0u64, 0u64, 0u64);
     while let Some(chunk) = rx.recv().await {
         match chunk {
             Chunk::Sessions(sessions) => {
                 let mut step = HandOff::resuming(&item.lane, creator.clone(), created);
                 let mut bundles = Bundles::new();
                 handed_on += sessions.len() as u64;
-                for outcome in sessions {
+                let changed = changed(queue, &item, &sessions, &mut step).await?;
+                for (outcome, changed) in sessions.into_iter().zip(changed) {
+                    if !changed {
+                        parsed += 1;
+                        unchanged += 1;
+                        continue;
+                    }
                     match outcome {
                         Ok(record) => {
                             parsed += 1;
@@ -214,6 +221,7 @@ async fn parse_one(
         fatal.get_or_insert_with(|| format!("the reading thread failed: {e}"));
     }
     metrics::parsed(&item.site, parsed, bad + u64::from(fatal.is_some()));
+    metrics::unchanged(&item.site, unchanged);
     let mut step = HandOff::resuming(&item.lane, creator.clone(), created);
     step.delete_state(&key);
     match (fatal, item.fetch_request()) {
@@ -276,6 +284,89 @@ async fn parse_one(
     }
     metrics::stage_progress("parse", 1, pushed, started.elapsed());
     Ok(())
+}
+
+/// Which records of a chunk to hand on: for the live lane, those whose bytes (and
+/// destinations) differ from what was last handed on — a stretch asked for again
+/// brings back mostly the same sessions, and writing them again would only repeat the
+/// destinations' work (invariant 3). Adds the new digests to `step`. A backfill hands
+/// everything on: it was asked for.
+async fn changed(
+    queue: &Queue,
+    item: &FetchedBody,
+    records: &[Result<Parsed, ParseError>],
+    step: &mut HandOff,
+) -> Result<Vec<bool>, QueueError> {
+    if item.lane != Lane::Live {
+        return Ok(vec![true; records.len()]);
+    }
+    let window_end = item.fetch_request().and_then(|r| match r.selection {
+        Selection::Window(_, w) => Some(w.end.timestamp()),
+        Selection::Lsids(_) => None,
+    });
+    let seen: Vec<Option<(String, SeenRecord)>> = records
+        .iter()
+        .map(|r| {
+            let (lsid, raw, at, closed) = match r.as_ref().ok()? {
+                Parsed::Session(s) => (
+                    &s.session.lsid,
+                    &s.raw,
+                    s.session
+                        .end_time
+                        .or(s.session.start_time)
+                        .map(|t| t.timestamp()),
+                    s.session.is_closed(),
+                ),
+                Parsed::Presentation(p) => (&p.lsid, &p.raw, None, true),
+            };
+            let at = at
+                .or(window_end)
+                .unwrap_or_else(|| chrono::Utc::now().timestamp());
+            let record = SeenRecord {
+                digest: digest(raw, &item.routes, closed),
+                at,
+            };
+            Some((keys::seen(&item.site, lsid), record))
+        })
+        .collect();
+    let keys: Vec<String> = seen.iter().flatten().map(|(k, _)| k.clone()).collect();
+    let mut before = queue.state_get_many::<SeenRecord>(keys).await?.into_iter();
+    let mut changed = Vec::with_capacity(seen.len());
+    for entry in seen {
+        let Some((key, record)) = entry else {
+            // A bad record goes its own way (the dead letter) every time.
+            changed.push(true);
+            continue;
+        };
+        let last = before.next().flatten();
+        let same = last.is_some_and(|l| l.digest == record.digest);
+        if !same {
+            step.put_state(&key, &record)?;
+        }
+        changed.push(!same);
+    }
+    Ok(changed)
+}
+
+/// The digest of a record's bytes with where they go (a destination added since must
+/// still get it) and whether it had ended.
+fn digest(raw: &[u8], routes: &super::items::Routes, closed: bool) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((raw.len() as u64).to_le_bytes());
+    hasher.update(raw);
+    hasher.update([u8::from(closed)]);
+    for list in [&routes.sessions, &routes.recordings, &routes.in_progress] {
+        hasher.update((list.len() as u64).to_le_bytes());
+        for name in list {
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+        }
+    }
+    let full = hasher.finalize();
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 fn remove_spool(path: &std::path::Path) {

@@ -23,7 +23,9 @@ use super::download_worker::DownloadWorker;
 use super::fetch_worker::{FetchStage, FetchWorker};
 use super::parse_worker;
 use super::scheduler::Reachability;
-use crate::appliance::{ApplianceClient, ApplianceError, ClientOptions};
+use crate::appliance::{
+    AccountBudget, ApplianceClient, ApplianceError, BudgetLimits, ClientOptions, account_of,
+};
 use crate::config::{Config, ResolvedSecrets};
 use crate::fetch::Fetcher;
 use crate::metrics::Health;
@@ -90,6 +92,32 @@ pub fn budget(config: &Config) -> Arc<DiskBudget> {
     )
 }
 
+/// One request budget per API account: the sites with the same host and client id
+/// share it, with the smallest of their settings (the appliance counts the account).
+pub fn account_budgets(config: &Config) -> BTreeMap<String, Arc<AccountBudget>> {
+    let mut limits: BTreeMap<String, BudgetLimits> = BTreeMap::new();
+    for site in &config.sites {
+        let own = BudgetLimits {
+            per_second: site.requests_per_second,
+            per_hour: site.requests_per_hour,
+            live_reserve: site.live_reserve,
+            hour: BudgetLimits::hour_from_env(),
+        };
+        limits
+            .entry(account_of(site))
+            .and_modify(|l| {
+                l.per_second = l.per_second.min(own.per_second);
+                l.per_hour = l.per_hour.min(own.per_hour);
+                l.live_reserve = l.live_reserve.max(own.live_reserve).min(l.per_hour);
+            })
+            .or_insert(own);
+    }
+    limits
+        .into_iter()
+        .map(|(account, l)| (account.clone(), Arc::new(AccountBudget::new(account, l))))
+        .collect()
+}
+
 /// Starts the workers of `scope`, stopping when `stop` is cancelled. Spool files go
 /// under `spool`. (The disk budget's monitor is the caller's: it decides who hears of a
 /// change.)
@@ -117,6 +145,7 @@ pub fn start(
         Scope::All => true,
         Scope::Only { destinations, .. } => destinations.contains(&name),
     };
+    let budgets = account_budgets(config);
     for site in config.sites.iter().filter(|s| wanted_site(&s.name)) {
         let secret = secrets
             .client_secrets
@@ -125,6 +154,7 @@ pub fn start(
             .ok_or_else(|| StartError::NoSecret(site.name.clone()))?;
         let options = ClientOptions {
             retry: config.pipeline.retry,
+            budget: budgets.get(&account_of(site)).cloned(),
             ..ClientOptions::default()
         };
         let client = ApplianceClient::with_options(

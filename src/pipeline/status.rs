@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{self, SkewRecord};
+use super::keys::{self, BudgetRecord, SkewRecord};
 use crate::config::Config;
 use crate::model::Report;
 use crate::queue::{Queue, QueueError};
@@ -90,6 +90,100 @@ pub struct SiteStatus {
     pub watermarks: Vec<WatermarkStatus>,
     /// Sessions in progress being fetched again until they end (`include_in_progress`).
     pub open_sessions: usize,
+    /// The site's API account budget, as last recorded (`None`: never used).
+    pub budget: Option<BudgetStatus>,
+}
+
+/// A site's API account budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// Requests btic sent in the rolling hour.
+    pub used: u32,
+    /// `requests_per_hour`.
+    pub per_hour: u32,
+    /// `live_reserve`.
+    pub live_reserve: u32,
+    /// The lower of btic's own remaining count and the appliance's.
+    pub remaining: u32,
+    /// The appliance's `X-RateLimit-Limit`, as last read.
+    pub appliance_limit: Option<u32>,
+    /// The appliance's `X-RateLimit-Remaining` as last read, less btic's requests since.
+    pub appliance_remaining: Option<u32>,
+    /// When the appliance's header was last read (RFC 3339, host clock).
+    pub appliance_seen_at: Option<String>,
+    /// Until when every request of the account pauses (RFC 3339), if it does.
+    pub paused_until: Option<String>,
+    /// Why it pauses.
+    pub paused_reason: Option<String>,
+    /// Whether the appliance's count holds requests back (other clients spend it).
+    pub held_by_appliance: bool,
+    /// Requests the appliance refused (429) since the daemon started.
+    pub refused: u64,
+    /// When this was recorded (RFC 3339).
+    pub recorded_at: Option<String>,
+}
+
+impl BudgetStatus {
+    fn of(record: &BudgetRecord, now: DateTime<Utc>) -> BudgetStatus {
+        let hour = crate::appliance::BudgetLimits::hour_from_env();
+        let since = now.timestamp_millis() - hour.as_millis() as i64;
+        let used = record.sent_ms.iter().filter(|ms| **ms > since).count() as u32;
+        let own = record.per_hour.saturating_sub(used);
+        let appliance_remaining = record.appliance.map(|(_, r, _)| r);
+        let paused = record
+            .paused
+            .as_ref()
+            .filter(|(until, _)| *until > now.timestamp());
+        BudgetStatus {
+            used,
+            per_hour: record.per_hour,
+            live_reserve: record.live_reserve,
+            remaining: appliance_remaining.map_or(own, |a| a.min(own)),
+            appliance_limit: record.appliance.map(|(l, _, _)| l),
+            appliance_remaining,
+            appliance_seen_at: record.appliance.and_then(|(_, _, at)| rfc3339(at)),
+            paused_until: paused.and_then(|(until, _)| rfc3339(*until)),
+            paused_reason: paused.map(|(_, why)| why.clone()),
+            held_by_appliance: record.held_by_appliance,
+            refused: record.refused,
+            recorded_at: rfc3339(record.written_at),
+        }
+    }
+
+    /// For people, on one or two lines.
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "    API budget: {} of {} requests used in the last hour, {} left ({} kept for the live lane)",
+            self.used, self.per_hour, self.remaining, self.live_reserve
+        );
+        if let (Some(limit), Some(left)) = (self.appliance_limit, self.appliance_remaining) {
+            let _ = writeln!(
+                out,
+                "      the appliance says {left} of the account's {limit} remain (X-RateLimit-Remaining, read {}){}",
+                self.appliance_seen_at.as_deref().unwrap_or("?"),
+                if self.held_by_appliance {
+                    ": other clients spend the account, so btic slows down"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(until) = &self.paused_until {
+            let _ = writeln!(
+                out,
+                "      paused until {until}: {}",
+                self.paused_reason.as_deref().unwrap_or("")
+            );
+        }
+        if self.refused > 0 {
+            let _ = writeln!(
+                out,
+                "      {} requests refused by the appliance (HTTP 429) since the daemon started",
+                self.refused
+            );
+        }
+    }
 }
 
 /// One watermark.
@@ -166,7 +260,9 @@ impl Status {
                 }
             }
             let open: Vec<(String, i64)> = queue.state_list(&keys::open_prefix(&site.name)).await?;
+            let budget: Option<BudgetRecord> = queue.state_get(&keys::budget(&site.name)).await?;
             sites.push(SiteStatus {
+                budget: budget.map(|b| BudgetStatus::of(&b, now)),
                 open_sessions: open.len(),
                 name: site.name.clone(),
                 skew_seconds: skew.map(|s| s.skew_ms as f64 / 1000.0),
@@ -246,6 +342,9 @@ impl Status {
                     "    {:<20} watermark {} (appliance time), lag {:.0} s",
                     w.report, w.appliance_time, w.lag_seconds
                 );
+            }
+            if let Some(b) = &s.budget {
+                b.render(&mut out);
             }
         }
         let _ = writeln!(out, "\nqueues");

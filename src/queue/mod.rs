@@ -1042,6 +1042,30 @@ impl Queue {
             .transpose()
     }
 
+    /// Reads the state records under `keys` (in one trip to the database), in order.
+    pub async fn state_get_many<T: DeserializeOwned>(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<T>>, QueueError> {
+        let (keys, values) = self
+            .blocking(move |store| {
+                let values = keys
+                    .iter()
+                    .map(|k| store.state_get(k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((keys, values))
+            })
+            .await?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, bytes)| {
+                bytes
+                    .map(|b| codec::decode(&b, || "state".to_owned(), || key.clone()))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// Reads every state record whose key starts with `prefix`, in key order.
     pub async fn state_list<T: DeserializeOwned>(
         &self,
