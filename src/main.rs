@@ -93,6 +93,9 @@ enum Command {
         /// presentation_recordings (default: sessions).
         #[arg(long)]
         data: Option<String>,
+        /// Start even when the job needs more than an hour of the API account's budget.
+        #[arg(long)]
+        yes: bool,
     },
     /// Run the simulator and the demo pipeline into ./btic-demo/ (embedded defaults).
     Demo,
@@ -239,6 +242,7 @@ fn main() -> ExitCode {
             lsid,
             destination,
             data,
+            yes,
         } => cli::backfill(
             &config,
             &cli::BackfillArgs {
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
                 lsids: lsid,
                 destinations: destination,
                 data,
+                yes,
             },
         ),
         Command::Status { config, json } => cli::status(&config, json),

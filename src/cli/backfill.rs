@@ -41,7 +41,12 @@ pub struct BackfillArgs {
     /// Data kinds, comma separated (`sessions`, `recordings`, `presentations`,
     /// `presentation_recordings`; default `sessions`).
     pub data: Option<String>,
+    /// Start even when the job would spend more than an hour of the API budget.
+    pub yes: bool,
 }
+
+/// A job estimated to need more of the account's budget than this asks for `--yes`.
+const ASK_ABOVE_HOURS: f64 = 1.0;
 
 /// Checks `args` against `config` and builds the request.
 pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, CliError> {
@@ -144,11 +149,18 @@ pub fn backfill(path: &Path, args: &BackfillArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
+        let job = request.job_id();
+        let estimate = estimate(&config, &request).await;
+        eprintln!("backfill {job}: {}", describe(&estimate));
+        if estimate.hours > ASK_ABOVE_HOURS && !args.yes {
+            return Err(CliError::failed(format!(
+                "backfill {job}: this needs more than an hour of the API account's budget; run again with --yes to start it (it goes on beside the live export, which keeps its reserve)"
+            )));
+        }
         let config = Arc::new(config);
         let admin = Admin::connect(config.clone())
             .await
             .map_err(|e| CliError::failed(e.to_string()))?;
-        let job = request.job_id();
         let bar = progress_bar();
         let outcome = match &admin {
             Admin::Daemon(addr, client) => {
@@ -181,6 +193,94 @@ pub fn backfill(path: &Path, args: &BackfillArgs) -> Result<(), CliError> {
         );
         Ok(())
     })
+}
+
+/// What the job costs the account, from a one-day sample of its range when the
+/// appliance can be asked (`SupportSessionListing`, one request).
+async fn estimate(config: &Config, request: &BackfillRequest) -> backfill::Estimate {
+    let site = config
+        .site(&request.site)
+        .expect("the request names a known site");
+    let sample = match (request.from, request.to) {
+        (Some(from), Some(to)) => match sample(config, site, from, to).await {
+            Ok(sample) => Some(sample),
+            Err(e) => {
+                eprintln!("backfill: could not sample the range to estimate its cost: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    backfill::estimate(request, site, &config.pipeline, sample)
+}
+
+/// The sessions that ended in the last day of `[from, to)` and how many were recorded.
+async fn sample(
+    config: &Config,
+    site: &crate::config::Site,
+    from: i64,
+    to: i64,
+) -> Result<backfill::Sample, String> {
+    use crate::appliance::{ApplianceClient, ClientOptions, Priority, Window, WindowBy};
+    let secrets = config.resolve_secrets().map_err(|e| e.to_string())?;
+    let secret = secrets
+        .client_secrets
+        .get(&site.name)
+        .cloned()
+        .ok_or_else(|| format!("no client secret for site {:?}", site.name))?;
+    let spool = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let options = ClientOptions {
+        retry: config.pipeline.retry,
+        ..ClientOptions::default()
+    };
+    let client = ApplianceClient::with_options(site, secret, None, spool.path(), options)
+        .map_err(|e| e.to_string())?
+        .at(Priority::Backfill);
+    let start = from.max(to - 86_400);
+    let seconds = (to - start).max(1) as u64;
+    let window = Window {
+        by: WindowBy::End,
+        from: chrono::DateTime::from_timestamp(start, 0).unwrap_or_default(),
+        duration: Duration::from_secs(seconds),
+    };
+    let fetched = client
+        .support_session_listing(window)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = match &fetched.body {
+        None => Vec::new(),
+        Some(body) => {
+            let file = std::fs::File::open(&body.path).map_err(|e| e.to_string())?;
+            crate::parse::parse_listing(std::io::BufReader::new(file)).map_err(|e| e.to_string())?
+        }
+    };
+    Ok(backfill::Sample {
+        seconds,
+        sessions: rows.len() as u64,
+        recorded: rows.iter().filter(|r| r.has_recording).count() as u64,
+    })
+}
+
+/// The estimate for people: requests, and how long the budget makes them take.
+fn describe(e: &backfill::Estimate) -> String {
+    let hours = e.hours;
+    let takes = if hours < 1.0 / 60.0 {
+        "under a minute".to_string()
+    } else if hours < 1.0 {
+        format!("about {:.0} minutes", hours * 60.0)
+    } else if hours < 48.0 {
+        format!("about {hours:.1} hours")
+    } else {
+        format!("about {:.1} days", hours / 24.0)
+    };
+    format!(
+        "about {} requests to the appliance ({} report requests, {} recordings, for about {} sessions); at {} requests an hour for backfills (requests_per_hour less live_reserve) that takes {takes}",
+        e.requests(),
+        e.reports,
+        e.recordings,
+        e.sessions,
+        e.per_hour
+    )
 }
 
 /// A bar with ETA on a terminal; hidden in pipes.

@@ -249,17 +249,18 @@ fn check_sites(
             .and_then(|client| {
                 runtime.block_on(async {
                     let info = client.api_info().await?;
-                    Ok((info, client.skew()))
+                    Ok((info, client.skew(), client.budget().snapshot()))
                 })
             });
         match outcome {
-            Ok((info, skew)) => {
+            Ok((info, skew, budget)) => {
                 let missing: Vec<&str> = needed
                     .iter()
                     .copied()
                     .filter(|p| !has_permission(&info, p))
                     .collect();
                 let skew_seconds = skew.map(|s| s.num_milliseconds() as f64 / 1000.0);
+                let proxy = effective_proxy(&site.proxy);
                 if let Some(json) = json.as_deref_mut() {
                     json.push(json!({
                         "site": site.name,
@@ -268,6 +269,16 @@ fn check_sites(
                         "permissions": info.permissions.iter().map(|p| (p.name.clone(), p.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
                         "missing_permissions": missing,
                         "skew_seconds": skew_seconds,
+                        "budget": {
+                            "requests_per_second": site.requests_per_second,
+                            "requests_per_hour": site.requests_per_hour,
+                            "live_reserve": site.live_reserve,
+                        },
+                        "rate_limit": {
+                            "limit": budget.appliance_limit,
+                            "remaining": budget.appliance_remaining,
+                        },
+                        "proxy": proxy,
                     }));
                 } else {
                     println!(
@@ -296,6 +307,29 @@ fn check_sites(
                         ),
                         None => println!("    clock skew                   not measured"),
                     }
+                    println!(
+                        "    API budget                   {} requests an hour ({} kept for the live lane), {} a second",
+                        site.requests_per_hour, site.live_reserve, site.requests_per_second
+                    );
+                    match (budget.appliance_limit, budget.appliance_remaining) {
+                        (Some(limit), Some(remaining)) => println!(
+                            "    appliance rate limit         X-RateLimit-Limit {limit}, X-RateLimit-Remaining {remaining}"
+                        ),
+                        _ => println!(
+                            "    appliance rate limit         not announced (no X-RateLimit-* headers)"
+                        ),
+                    }
+                    println!("    proxy                        {proxy}");
+                    if budget
+                        .appliance_limit
+                        .is_some_and(|l| l < site.requests_per_hour)
+                    {
+                        println!(
+                            "    warning: requests_per_hour {} is more than the appliance's limit {}",
+                            site.requests_per_hour,
+                            budget.appliance_limit.unwrap_or_default()
+                        );
+                    }
                 }
                 if !missing.is_empty() {
                     eprintln!(
@@ -319,6 +353,31 @@ fn check_sites(
     }
     let _ = std::fs::remove_dir_all(&spool);
     failed
+}
+
+/// How a site's requests reach it, for people (a proxy's credentials hidden).
+fn effective_proxy(proxy: &crate::config::Proxy) -> String {
+    use crate::config::{Proxy, redact_userinfo};
+    match proxy {
+        Proxy::Environment => {
+            let set = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+                .iter()
+                .find_map(|name| {
+                    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+                    Some(format!("{} (from {name})", redact_userinfo(value.trim())))
+                });
+            let no_proxy = ["NO_PROXY", "no_proxy"]
+                .iter()
+                .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+                .map(|v| format!(", NO_PROXY={v}"))
+                .unwrap_or_default();
+            match set {
+                Some(url) => format!("{url}{no_proxy}"),
+                None => "direct (no HTTPS_PROXY or ALL_PROXY in the environment)".to_string(),
+            }
+        }
+        other => other.describe(),
+    }
 }
 
 fn describe_destination(kind: &DestinationKind) -> String {

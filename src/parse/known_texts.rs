@@ -41,6 +41,16 @@ pub const KNOWN_TEXTS: &[KnownText] = &[
     },
     KnownText {
         kind: ErrorMeaning::NoData,
+        text: "No Support Team report information matching your chosen criteria is available.",
+        source: "code fragment, PRA cloud, the Team report (sekoia_pra_team_vault_no_data_texts_CODE_fragments.txt)",
+    },
+    KnownText {
+        kind: ErrorMeaning::NoData,
+        text: "No vault account activity matching your chosen criteria is available",
+        source: "code fragment, PRA cloud, VaultAccountActivity, without the final period (sekoia_pra_team_vault_no_data_texts_CODE_fragments.txt)",
+    },
+    KnownText {
+        kind: ErrorMeaning::NoData,
         text: "No archives found for the given search criteria.",
         source: "real-looking, RS archive and recording reports (axonius_bomgar_adapter_error_no_archives.xml)",
     },
@@ -135,6 +145,16 @@ mod tests {
         );
         check(
             "No archives found for the given search criteria.",
+            None,
+            NoData,
+        );
+        check(
+            "No Support Team report information matching your chosen criteria is available.",
+            None,
+            NoData,
+        );
+        check(
+            "No vault account activity matching your chosen criteria is available",
             None,
             NoData,
         );

@@ -391,6 +391,96 @@ async fn fetch_lsids(
     Ok(())
 }
 
+/// What a backfill will cost the API account, estimated before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    /// Report requests (windows or LSID lists).
+    pub reports: u64,
+    /// Recording downloads.
+    pub recordings: u64,
+    /// Sessions expected.
+    pub sessions: u64,
+    /// Requests an hour the job may spend (`requests_per_hour` less the live reserve).
+    pub per_hour: u32,
+    /// Hours the job takes at that rate (at least its per-second pace).
+    pub hours: f64,
+}
+
+impl Estimate {
+    /// All requests.
+    pub fn requests(&self) -> u64 {
+        self.reports + self.recordings
+    }
+}
+
+/// What the appliance says of a sample of the range: its length, the sessions that
+/// ended in it and those of them recorded (a `SupportSessionListing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Seconds sampled.
+    pub seconds: u64,
+    /// Sessions that ended in it.
+    pub sessions: u64,
+    /// Of them, those with a recording.
+    pub recorded: u64,
+}
+
+/// Bytes of a report session, for planning only: real sessions run from 2 to 20 KB
+/// (events, chat, system information), the simulator's average about 5.
+const SESSION_BYTES: u64 = 8 * 1024;
+
+/// Estimates what `request` costs the budget of `site`, from a `sample` of its range.
+pub fn estimate(
+    request: &BackfillRequest,
+    site: &crate::config::Site,
+    pipeline: &PipelineConfig,
+    sample: Option<Sample>,
+) -> Estimate {
+    let wants_recordings = !request.routes.recordings.is_empty();
+    let (reports, recordings, sessions) = match (request.from, request.to) {
+        (Some(from), Some(to)) => {
+            let range = (to - from).max(1) as u64;
+            let sample = sample.unwrap_or(Sample {
+                seconds: 1,
+                sessions: 0,
+                recorded: 0,
+            });
+            let scale = range as f64 / sample.seconds.max(1) as f64;
+            let sessions = (sample.sessions as f64 * scale).ceil() as u64;
+            let recorded = (sample.recorded as f64 * scale).ceil() as u64;
+            let target = (pipeline.max_body_bytes / 4).max(1);
+            let windows = range
+                .div_ceil(pipeline.max_window.as_secs().max(1))
+                .max((sessions * SESSION_BYTES).div_ceil(target));
+            let reports = range_reports(request).len() as u64 * windows;
+            (
+                reports,
+                if wants_recordings { recorded } else { 0 },
+                sessions,
+            )
+        }
+        _ => {
+            let n = request.lsids.len() as u64;
+            let recordings = if wants_recordings { n } else { 0 };
+            (n.div_ceil(LSIDS_PER_REQUEST as u64), recordings, n)
+        }
+    };
+    let per_hour = site
+        .requests_per_hour
+        .saturating_sub(site.live_reserve)
+        .max(1);
+    let requests = reports + recordings + 2;
+    let by_hour = requests as f64 / f64::from(per_hour);
+    let by_second = requests as f64 / site.requests_per_second.max(0.001) / 3600.0;
+    Estimate {
+        reports,
+        recordings,
+        sessions,
+        per_hour,
+        hours: by_hour.max(by_second),
+    }
+}
+
 /// Counts the outcome, stores the summary and deletes the per-item keys.
 async fn finish(
     queue: &Queue,
@@ -612,6 +702,46 @@ mod tests {
             },
             presentations: Routes::default(),
         }
+    }
+
+    #[test]
+    fn a_year_with_recordings_takes_more_than_a_week_under_the_default_budget() {
+        let config = crate::config::Config::from_toml(
+            std::path::Path::new("t.toml"),
+            "state_dir = \"/tmp/x\"\n[[site]]\nname = \"s\"\nhost = \"h\"\nclient_id = \"c\"\nclient_secret = \"x\"\n",
+        )
+        .unwrap();
+        let site = &config.sites[0];
+        let request = |recordings: bool| BackfillRequest {
+            site: "s".into(),
+            from: Some(0),
+            to: Some(365 * 86_400),
+            lsids: Vec::new(),
+            routes: Routes {
+                sessions: vec!["db".into()],
+                recordings: if recordings {
+                    vec!["files".into()]
+                } else {
+                    Vec::new()
+                },
+                ..Routes::default()
+            },
+            presentations: Routes::default(),
+        };
+        // A day of 20,000 sessions, a third recorded.
+        let sample = Some(Sample {
+            seconds: 86_400,
+            sessions: 20_000,
+            recorded: 6_667,
+        });
+        let e = estimate(&request(true), site, &config.pipeline, sample);
+        assert_eq!(e.per_hour, 9_000);
+        assert_eq!(e.sessions, 7_300_000);
+        assert!(e.recordings > 2_400_000);
+        assert!(e.hours > 24.0 * 7.0, "more than a week: {} hours", e.hours);
+        let e = estimate(&request(false), site, &config.pipeline, sample);
+        assert_eq!(e.recordings, 0);
+        assert!(e.hours < 1.0, "{} hours", e.hours);
     }
 
     #[test]
