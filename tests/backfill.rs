@@ -717,8 +717,9 @@ async fn a_backfill_whose_destination_refuses_every_session_ends_with_them_dead_
 }
 
 /// The backfill lane treats a refused window as the live one does: the job goes on and
-/// ends with the window in the dead letter (counted as dead-lettered), and `btic
-/// replay` delivers its sessions once the appliance answers.
+/// ends with the narrowest window that holds the cause (a minute) in the dead letter
+/// (counted as dead-lettered), and `btic replay` delivers its sessions once the
+/// appliance answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_window_the_appliance_refuses_ends_in_the_dead_letter_and_replays() {
     let dir = tempfile::tempdir().unwrap();
@@ -760,10 +761,31 @@ async fn a_backfill_window_the_appliance_refuses_ends_in_the_dead_letter_and_rep
     let job = fetch[0]["metadata"]["backfill"].as_str().expect("its job");
     assert!(stdout.contains(job), "{stdout}");
     assert!(stdout.contains("1 dead-lettered"), "{stdout}");
+    // The refused window was halved down to the minute that holds the refused time:
+    // only that minute waits in the dead letter, everything around it is delivered.
+    let request = fetch[0]["metadata"]["request"]
+        .as_str()
+        .expect("its request");
+    let field = |name: &str| -> i64 {
+        request
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {request}"))
+    };
+    let (start, duration) = (field("end_time="), field("duration="));
+    assert!(duration <= 60, "{request}");
+    assert!((start..start + duration).contains(&refused_at), "{request}");
     let truth = sim.truth_with_end(now).await;
     let wanted = in_range(&truth, from, to);
     let database = dir.path().join("lite.sqlite");
-    assert!(sqlite_lsids(&database).len() < wanted.len());
+    let delivered = sqlite_lsids(&database);
+    let outside: Vec<&String> = truth
+        .iter()
+        .filter(|(l, (_, end))| wanted.contains_key(*l) && !(start..start + duration).contains(end))
+        .map(|(l, _)| l)
+        .collect();
+    assert!(outside.iter().all(|l| delivered.contains_key(*l)));
 
     sim.window_faults(&[], &[]).await;
     rig::replay_all(&config);

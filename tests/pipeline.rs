@@ -914,18 +914,21 @@ async fn a_malformed_body_sends_its_request_to_the_dead_letter_and_replay_fetche
 /// `reason`, and delivers its sessions once after a replay.
 async fn a_bad_window_waits_in_the_dead_letter(flag: &str, reason: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let refused_at = chrono::Utc::now().timestamp() - 6 * 3600;
-    let sim = Sim::start(
-        dir.path(),
-        &[
-            "--days",
-            "1",
-            "--sessions-per-day",
-            "300",
-            flag,
-            &refused_at.to_string(),
-        ],
-    );
+    let sim = Sim::start(dir.path(), &["--days", "1", "--sessions-per-day", "300"]);
+    // The end of a session about six hours ago: the window that holds it answers wrongly.
+    let (now, _) = sim.truth(None).await;
+    let refused_at = sim
+        .truth_with_end(now)
+        .await
+        .values()
+        .map(|(_, end)| *end)
+        .filter(|end| *end < now - 6 * 3600)
+        .max()
+        .expect("a session six hours ago");
+    match flag {
+        "--refuse-window" => sim.window_faults(&[refused_at], &[]).await,
+        _ => sim.window_faults(&[], &[refused_at]).await,
+    }
     let destinations = [
         sqlite_destination(dir.path()),
         files_destination(dir.path(), "archive"),
@@ -972,19 +975,19 @@ async fn a_bad_window_waits_in_the_dead_letter(flag: &str, reason: &str) {
         let error = letter["last_error"].as_str().unwrap();
         assert!(error.contains(reason), "the reason: {error}");
     }
-    // Sessions that only the refused window holds are missing (the windows around it
-    // overlap it by at most `overlap`, two minutes).
+    // Sessions that only the refused window holds are missing (each stretch of a
+    // catch-up is asked for once). A refused window is halved down to the minute that
+    // holds the refusal, so only that minute waits.
     let rows = sqlite_lsids(&db);
     let only_refused: Vec<&String> = truth
         .iter()
-        .filter(|(_, (_, end))| {
-            windows
-                .iter()
-                .any(|(a, b)| (*a + 120..*b - 120).contains(end))
-        })
+        .filter(|(_, (_, end))| windows.iter().any(|(a, b)| (*a..*b).contains(end)))
         .map(|(lsid, _)| lsid)
         .collect();
     assert!(!only_refused.is_empty());
+    if flag == "--refuse-window" {
+        assert!(windows.iter().all(|(a, b)| b - a <= 60), "{windows:?}");
+    }
     // A malformed body hands on the sessions before the fault, so only a refusal keeps
     // every one of them out.
     if flag == "--refuse-window" {
