@@ -70,11 +70,13 @@ pub struct MetricsConfig {
 /// `[pipeline]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineConfig {
-    /// Each window starts this much before the watermark. Default 15 minutes.
+    /// Late writers' time: a stretch of appliance time first asked for while younger
+    /// than this is asked for once more when it is this old. Default 15 minutes.
     pub overlap: Duration,
     /// A window ends this much before appliance-now. Default 2 minutes.
     pub settle_lag: Duration,
-    /// Longest single report request. Default 1 hour.
+    /// Longest single report request: windows start at an hour and grow while bodies
+    /// are small, up to this. Default 1 day.
     pub max_window: Duration,
     /// A report body larger than this makes the window split in half. Default 64 MiB.
     pub max_body_bytes: u64,

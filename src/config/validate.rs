@@ -260,7 +260,7 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
     let max_window = p.duration(
         "pipeline.max_window",
         text(|r| r.max_window.as_ref()),
-        Duration::from_secs(3600),
+        Duration::from_secs(DAY),
     );
     if max_window < Duration::from_secs(1) {
         p.error("pipeline.max_window", "must be at least 1s");
@@ -458,7 +458,7 @@ fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
         Some(other) => {
             p.error(
                 format!("{key}.proxy"),
-                format!("\"{}\" is not a proxy; use an http:// or https:// URL, or \"none\" (absent: HTTPS_PROXY and NO_PROXY from the environment)", crate::config::redact_userinfo(other)),
+                format!("\"{}\" is not a proxy; use an http:// or https:// URL, or \"none\" (absent: HTTPS_PROXY and NO_PROXY from the environment)", super::redact_userinfo(other)),
             );
             Proxy::Environment
         }
