@@ -17,8 +17,8 @@
 //!   request (one a minute, scaled to the hour) reads the header again.
 //! - **A refusal.** A 429 (or a 503 with `Retry-After`) means the account's window is
 //!   spent: every request of the account pauses until the `Retry-After`, or, without
-//!   one, for a while that doubles with each refusal in a row (a second when the header
-//!   says requests remain, which points at the per-second limit). The request that was
+//!   one, for 15 s (1 s when the header says requests remain, which points at the
+//!   per-second limit), doubling with each refusal in a row up to 5 minutes. The request that was
 //!   refused is sent again after the pause and spends none of its retry attempts. When
 //!   the pause ends one probe goes first; the rest follow once it is answered. One WARN
 //!   per pause, one INFO when requests pass again.
@@ -420,10 +420,16 @@ impl AccountBudget {
             state.refused_total += 1;
             let wait = match answer.retry_after {
                 Some(after) => after.min(self.limits.hour),
-                None if answer.remaining.is_some_and(|r| r > 0) => SECOND_PAUSE,
-                None => FIRST_PAUSE
-                    .saturating_mul(2u32.saturating_pow(state.strikes.min(16)))
-                    .min(MAX_PAUSE),
+                None => {
+                    // Requests remain by the header: the second was spent, not the hour.
+                    let first = match answer.remaining {
+                        Some(r) if r > 0 => SECOND_PAUSE,
+                        _ => FIRST_PAUSE,
+                    };
+                    first
+                        .saturating_mul(2u32.saturating_pow(state.strikes.min(16)))
+                        .min(MAX_PAUSE)
+                }
             };
             if answer.retry_after.is_none() {
                 state.strikes += 1;
