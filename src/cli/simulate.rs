@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::CliError;
 use crate::simulator::{
-    EmptyAnswer, Faults, Language, Namespace, Options, Simulator, WindowFaults,
+    EmptyAnswer, Faults, Language, Namespace, Options, RateBudget, Simulator, WindowFaults,
 };
 
 /// `btic simulate` options.
@@ -107,6 +107,24 @@ pub struct SimulateArgs {
     /// body that is not well-formed XML (repeatable).
     #[arg(long = "malform-window", allow_hyphen_values = true)]
     pub malform_window: Vec<i64>,
+    /// Requests the API account may make in any rolling second (0: no limit); more are
+    /// refused with HTTP 429. The vendor's limit is 20.
+    #[arg(long, default_value_t = 20)]
+    pub requests_per_second: u32,
+    /// Requests the API account may make in any rolling hour (0: no limit); also the
+    /// X-RateLimit-Limit header. The vendor's limit is 15000.
+    #[arg(long, default_value_t = 15_000)]
+    pub requests_per_hour: u32,
+    /// The length of the "hour" of --requests-per-hour, in seconds (shorter in tests).
+    #[arg(long, default_value_t = 3600)]
+    pub budget_hour_seconds: u64,
+    /// Send Retry-After (seconds until a slot frees) with the budget's 429s.
+    #[arg(long)]
+    pub rate_limit_retry_after: bool,
+    /// Requests a minute another client of the same API account spends from its budget
+    /// (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub other_client_per_minute: f64,
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -153,6 +171,17 @@ impl SimulateArgs {
         if !(self.slow_seconds.is_finite() && self.slow_seconds >= 0.0) {
             return Err(CliError::config("--slow-seconds must be a positive number"));
         }
+        if self.budget_hour_seconds == 0 {
+            return Err(CliError::config(
+                "--budget-hour-seconds must be more than 0",
+            ));
+        }
+        let rate = self.other_client_per_minute;
+        if !(rate.is_finite() && (0.0..=60_000.0).contains(&rate)) {
+            return Err(CliError::config(format!(
+                "--other-client-per-minute is a rate between 0 and 60000, not {rate}"
+            )));
+        }
         Ok(Options {
             listen: self.listen,
             http: self.http,
@@ -191,6 +220,13 @@ impl SimulateArgs {
                 refused: self.refuse_window.clone(),
                 malformed: self.malform_window.clone(),
             },
+            budget: RateBudget {
+                per_second: self.requests_per_second,
+                per_hour: self.requests_per_hour,
+                hour: Duration::from_secs(self.budget_hour_seconds),
+                retry_after: self.rate_limit_retry_after,
+            },
+            other_client_per_minute: rate,
         })
     }
 }

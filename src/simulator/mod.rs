@@ -5,7 +5,11 @@
 //! Tests start it in-process with `Simulator::start(options)`; the binary runs the same
 //! code. Data is deterministic from the seed (see `catalog`); the ground truth of what the
 //! appliance would report is at `GET /_sim/sessions?closed_before=UNIX` with `--truth`.
+//!
+//! The API account has the vendor's request budget (20 a second, 15,000 an hour, see
+//! `budget`), which another client of the same account may share.
 
+mod budget;
 pub mod catalog;
 pub mod content;
 pub mod render;
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use budget::RateBudget;
 pub use render::Namespace;
 pub use server::Stats;
 
@@ -91,6 +96,13 @@ pub struct Options {
     /// Report windows answered wrongly on purpose, until changed with
     /// `Simulator::set_window_faults` or `POST /_sim/refusals`.
     pub window_faults: WindowFaults,
+    /// The API account's rate limits (the vendor's by default), until changed with
+    /// `Simulator::set_budget`.
+    pub budget: RateBudget,
+    /// Requests a minute another client of the same API account spends from its
+    /// budget (a SIEM connector using the same client id); 0: none. Changed with
+    /// `Simulator::set_other_client`.
+    pub other_client_per_minute: f64,
 }
 
 /// Report windows the simulator answers wrongly: a report request whose window contains
@@ -153,6 +165,8 @@ impl Default for Options {
             empty_answer: EmptyAnswer::Error,
             language: Language::English,
             window_faults: WindowFaults::default(),
+            budget: RateBudget::default(),
+            other_client_per_minute: 0.0,
         }
     }
 }
@@ -183,6 +197,10 @@ pub struct Simulator {
     handle: axum_server::Handle,
     /// The server task; ends when `handle` shuts it down.
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The other client of the account (`budget::other_client`); ends when `stop` is
+    /// cancelled, which `shutdown` does.
+    other_client: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
     state: Arc<server::State>,
 }
 
@@ -221,11 +239,19 @@ impl Simulator {
             let task = tokio::spawn(server.serve(app.into_make_service()));
             (task, Some(certs.ca_pem))
         };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let other_client = tokio::spawn(budget::other_client(
+            state.budget(),
+            state.other_client_rate(),
+            stop.clone(),
+        ));
         Ok(Simulator {
             addr,
             ca_pem,
             handle,
             task,
+            other_client,
+            stop,
             state,
         })
     }
@@ -260,10 +286,31 @@ impl Simulator {
         self.state.revoke_tokens();
     }
 
-    /// Stops accepting, lets answers in flight finish, and waits for the server to end.
+    /// The account's rate limits from now on; what the rolling windows hold stays
+    /// counted.
+    pub fn set_budget(&self, budget: RateBudget) {
+        self.state.set_budget(budget);
+    }
+
+    /// Requests a minute the other client of the account spends from now on (0: none).
+    pub fn set_other_client(&self, per_minute: f64) {
+        self.state.set_other_client(per_minute);
+    }
+
+    /// Answers every counted request with 429 for `duration` from now (with
+    /// `Retry-After: retry_after` when given), without counting it in the budget.
+    /// A zero `duration` ends a storm.
+    pub fn storm(&self, duration: Duration, retry_after: Option<u64>) {
+        self.state.storm(duration, retry_after);
+    }
+
+    /// Stops accepting, lets answers in flight finish, and waits for the server (and the
+    /// other client of the account) to end.
     pub async fn shutdown(self) {
+        self.stop.cancel();
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.task.await;
+        let _ = self.other_client.await;
     }
 
     /// Runs until `stop` completes (the `btic simulate` command).

@@ -1,4 +1,5 @@
-//! The simulator's HTTP layer: routes, OAuth, report semantics, downloads and faults.
+//! The simulator's HTTP layer: routes, OAuth, the account's request budget, report
+//! semantics, downloads and faults.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -8,15 +9,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Query, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::budget::{Budget, Caller, RateBudget};
 use super::catalog::{self, Catalog, MAX_LENGTH_SECONDS, Slot};
 use super::content;
 use super::render::Namespace;
@@ -28,17 +32,33 @@ const MAX_TOKENS: usize = 30;
 /// Size of the chunks of generated downloads.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// The budget's headers, as the vendor documents them (`X-RateLimit-Limit: 15000`).
+const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+
 /// Counters for tests and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Tokens issued.
     pub tokens_issued: u64,
-    /// Answers to `/api/*` (any status).
+    /// Answers to `/api/*` (any status, the budget's 429s included).
     pub api_requests: u64,
     /// `/api/*` answers refused with 401.
     pub unauthorized: u64,
     /// Faults injected.
     pub faults: u64,
+    /// 429s sent for want of budget or in a storm (not the injected `Faults`).
+    pub rate_limited: u64,
+    /// Requests the other client of the account spent.
+    pub other_requests: u64,
+    /// The other client's attempts refused for want of budget.
+    pub other_refused: u64,
+    /// The most requests counted in any rolling second, every client of the account.
+    pub max_in_second: u64,
+    /// The most requests counted in any rolling hour (`RateBudget::hour`), every client.
+    pub max_in_hour: u64,
+    /// The most requests counted in any rolling hour, the other client's left out.
+    pub client_max_in_hour: u64,
 }
 
 /// Shared server state.
@@ -53,6 +73,11 @@ pub(crate) struct State {
     faults: Mutex<Faults>,
     /// Windows answered wrongly (`Options::window_faults`).
     window_faults: Mutex<WindowFaults>,
+    /// The account's budget, shared with the other client's task.
+    budget: Arc<Mutex<Budget>>,
+    /// The other client's rate in requests a minute, watched by its task (a watch
+    /// holds the latest value only; the task ends on the simulator's stop token).
+    other_rate: watch::Sender<f64>,
     tokens_issued: AtomicU64,
     api_requests: AtomicU64,
     unauthorized: AtomicU64,
@@ -72,6 +97,8 @@ impl State {
             ),
             faults: Mutex::new(options.faults.clone()),
             window_faults: Mutex::new(options.window_faults.clone()),
+            budget: Arc::new(Mutex::new(Budget::new(options.budget))),
+            other_rate: watch::Sender::new(options.other_client_per_minute),
             options,
             tokens: Mutex::new(VecDeque::new()),
             tokens_issued: AtomicU64::new(0),
@@ -86,12 +113,49 @@ impl State {
     }
 
     pub(crate) fn stats(&self) -> Stats {
+        let budget = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts();
         Stats {
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             api_requests: self.api_requests.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             faults: self.faults_injected.load(Ordering::Relaxed),
+            rate_limited: budget.rate_limited,
+            other_requests: budget.other_requests,
+            other_refused: budget.other_refused,
+            max_in_second: budget.max_in_second,
+            max_in_hour: budget.max_in_hour,
+            client_max_in_hour: budget.client_max_in_hour,
         }
+    }
+
+    pub(crate) fn budget(&self) -> Arc<Mutex<Budget>> {
+        self.budget.clone()
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_budget(&self, budget: RateBudget) {
+        self.lock_budget().set_limits(budget);
+    }
+
+    pub(crate) fn storm(&self, duration: Duration, retry_after: Option<u64>) {
+        self.lock_budget()
+            .storm(Instant::now(), duration, retry_after);
+    }
+
+    /// What the other client's task watches.
+    pub(crate) fn other_client_rate(&self) -> watch::Receiver<f64> {
+        self.other_rate.subscribe()
+    }
+
+    pub(crate) fn set_other_client(&self, per_minute: f64) {
+        self.other_rate.send_replace(per_minute);
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -134,8 +198,51 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/check_health", get(|| async { "OK" }))
         .route("/_sim/sessions", get(truth))
         .route("/_sim/refusals", post(refusals))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            budgeted,
+        ))
         .layer(axum::middleware::map_response(like_the_appliance))
         .with_state(state)
+}
+
+/// The account's budget. Every request to `/oauth2/token` and `/api/*` (any path,
+/// method and outcome) spends one request, or is refused with 429 and spends nothing;
+/// `/check_health` and `/_sim/*` are free. Every answer of a spending endpoint carries
+/// the `X-RateLimit-*` headers while the hour's limit is on.
+async fn budgeted(
+    AxumState(state): AxumState<Arc<State>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let api = path.starts_with("/api/");
+    if !api && path != "/oauth2/token" {
+        return next.run(request).await;
+    }
+    if api {
+        state.api_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let admission = state.lock_budget().admit(Instant::now(), Caller::Http);
+    let mut response = match admission.refused {
+        // The vendor does not document this answer: a short text, as for an injected 429.
+        Some(refusal) => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            if let Some(seconds) = refusal.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+        None => next.run(request).await,
+    };
+    if admission.limit > 0 {
+        let headers = response.headers_mut();
+        headers.insert(RATE_LIMIT_LIMIT, HeaderValue::from(admission.limit));
+        headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(admission.remaining));
+    }
+    response
 }
 
 /// Every answer is framed as real appliances frame theirs
@@ -244,7 +351,6 @@ async fn token(
 
 /// Checks the bearer token; `Err` is the 401 to send.
 fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    state.api_requests.fetch_add(1, Ordering::Relaxed);
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

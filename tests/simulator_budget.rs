@@ -1,0 +1,295 @@
+//! The simulated API account's budget, over real HTTPS against `Simulator::start` on
+//! 127.0.0.1: the vendor's rate limits and headers, another client of the same account,
+//! and 429 storms.
+
+use std::time::Duration;
+
+use btic::parse::SessionReader;
+use btic::simulator::{Options, RateBudget, Simulator};
+use reqwest::StatusCode;
+
+/// A running simulator and an HTTPS client that trusts only its CA.
+struct Rig {
+    sim: Simulator,
+    http: reqwest::Client,
+}
+
+impl Rig {
+    async fn start(options: Options) -> Rig {
+        let sim = Simulator::start(options).await.unwrap();
+        let pem = sim.ca_pem.as_ref().unwrap().as_bytes();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pem).unwrap()])
+            .build()
+            .unwrap();
+        Rig { sim, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.sim.host())
+    }
+
+    /// `POST /oauth2/token` with the right credentials.
+    async fn token_request(&self) -> reqwest::Response {
+        self.http
+            .post(self.url("/oauth2/token"))
+            .basic_auth("demo", Some("demo-secret"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self) -> String {
+        let response = self.token_request().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        answer["access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn shutdown(self) {
+        self.sim.shutdown().await;
+    }
+}
+
+const API_INFO: &str = "/api/command?action=get_api_info";
+
+/// A `SupportSession` window by end time, `[from, from + duration)` or up to now.
+fn by_end(from: i64, duration: i64) -> String {
+    format!("/api/reporting?generate_report=SupportSession&end_time={from}&duration={duration}")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// `(X-RateLimit-Limit, X-RateLimit-Remaining)` as numbers.
+fn budget_headers(response: &reqwest::Response) -> (u32, u32) {
+    let number = |name| {
+        header(response, name)
+            .unwrap_or_else(|| panic!("{name} missing from {}", response.url()))
+            .parse()
+            .unwrap()
+    };
+    (number("x-ratelimit-limit"), number("x-ratelimit-remaining"))
+}
+
+#[tokio::test]
+async fn every_counted_answer_carries_the_budget_headers_and_remaining_goes_down_by_one() {
+    let rig = Rig::start(Options {
+        recording_bytes: 10_000,
+        backup_bytes: 10_000,
+        sessions_per_day: 100,
+        days: 1,
+        ..Options::default()
+    })
+    .await;
+    let now = rig.sim.appliance_now().timestamp();
+    let mut answers = Vec::new();
+    let token = rig.token_request().await;
+    answers.push(("token", StatusCode::OK, budget_headers(&token)));
+    let token: serde_json::Value = token.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let info = rig.get(token, API_INFO).await;
+    answers.push(("get_api_info", info.status(), budget_headers(&info)));
+    let refused = rig.get("not-a-token", API_INFO).await;
+    answers.push(("dead token", refused.status(), budget_headers(&refused)));
+    let report = rig.get(token, &by_end(now - 86_400, 0)).await;
+    answers.push(("report", report.status(), budget_headers(&report)));
+    let body = report.bytes().await.unwrap();
+    let lsid = SessionReader::new(&body[..])
+        .map(|s| s.unwrap().session)
+        .find(|s| s.has_screen_recording())
+        .expect("a session with a recording")
+        .lsid;
+    let recording = rig
+        .get(
+            token,
+            &format!("/api/reporting?generate_report=SupportSessionRecording&lsid={lsid}"),
+        )
+        .await;
+    answers.push(("recording", recording.status(), budget_headers(&recording)));
+    assert_eq!(recording.bytes().await.unwrap().len(), 10_000);
+    let backup = rig
+        .http
+        .post(rig.url("/api/backup"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    answers.push(("backup", backup.status(), budget_headers(&backup)));
+    let unknown = rig.get(token, "/api/command?action=nothing").await;
+    answers.push(("unknown action", unknown.status(), budget_headers(&unknown)));
+
+    let expected: Vec<_> = [
+        ("token", StatusCode::OK),
+        ("get_api_info", StatusCode::OK),
+        ("dead token", StatusCode::UNAUTHORIZED),
+        ("report", StatusCode::OK),
+        ("recording", StatusCode::OK),
+        ("backup", StatusCode::OK),
+        ("unknown action", StatusCode::OK),
+    ]
+    .into_iter()
+    .zip(1..)
+    .map(|((name, status), spent)| (name, status, (15_000, 15_000 - spent)))
+    .collect();
+    assert_eq!(answers, expected);
+
+    // Free endpoints neither spend nor carry the headers.
+    let health = rig.http.get(rig.url("/check_health")).send().await.unwrap();
+    assert_eq!(header(&health, "x-ratelimit-remaining"), None);
+    let truth = rig
+        .http
+        .get(rig.url("/_sim/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&truth, "x-ratelimit-remaining"), None);
+    let info = rig.get(token, API_INFO).await;
+    assert_eq!(budget_headers(&info), (15_000, 15_000 - 8));
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_per_second_limit_refuses_with_429_without_retry_after_and_frees_a_second_later() {
+    let rig = Rig::start(Options {
+        budget: RateBudget {
+            per_second: 3,
+            per_hour: 0,
+            ..RateBudget::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let response = rig.token_request().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "x-ratelimit-limit"),
+            None,
+            "no hour limit"
+        );
+    }
+    let refused = rig.token_request().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "retry-after"), None, "not configured");
+    assert_eq!(refused.text().await.unwrap(), "Too Many Requests");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(rig.token_request().await.status(), StatusCode::OK);
+    let stats = rig.sim.stats();
+    assert_eq!((stats.rate_limited, stats.max_in_second), (1, 3));
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_hour_limit_refuses_with_retry_after_until_its_window_passes_and_429s_cost_nothing() {
+    let rig = Rig::start(Options {
+        budget: RateBudget {
+            per_second: 0,
+            per_hour: 5,
+            hour: Duration::from_secs(2),
+            retry_after: true,
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let response = rig.token_request().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        remaining.push(budget_headers(&response).1);
+    }
+    let spent = tokio::time::Instant::now();
+    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+    // The refusals come a second later, so that, had they counted, they would still
+    // be in the window when the first five have left it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        let refused = rig.token_request().await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(budget_headers(&refused), (5, 0));
+        let wait: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+        assert_eq!(wait, 1, "the first slot frees within the second");
+    }
+    tokio::time::sleep_until(spent + Duration::from_millis(2100)).await;
+    for expected in (0..5).rev() {
+        let response = rig.token_request().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(budget_headers(&response).1, expected);
+    }
+    let stats = rig.sim.stats();
+    assert_eq!(stats.rate_limited, 5);
+    assert_eq!((stats.max_in_hour, stats.client_max_in_hour), (5, 5));
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_other_client_spends_the_accounts_budget_and_is_refused_once_it_is_spent() {
+    let rig = Rig::start(Options {
+        budget: RateBudget {
+            per_second: 0,
+            per_hour: 10,
+            ..RateBudget::default()
+        },
+        other_client_per_minute: 6000.0,
+        ..Options::default()
+    })
+    .await;
+    // A hundred a second: ten spend the budget within a tenth of a second or so.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = rig.token_request().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(budget_headers(&refused), (10, 0));
+    let stats = rig.sim.stats();
+    assert_eq!(stats.other_requests, 10);
+    assert!(stats.other_refused > 0, "{stats:?}");
+    assert_eq!((stats.max_in_hour, stats.client_max_in_hour), (10, 0));
+    assert_eq!(stats.rate_limited, 1);
+    // Once it stops, it spends nothing more.
+    rig.sim.set_other_client(0.0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tried = rig.sim.stats().other_refused;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rig.sim.stats().other_refused, tried);
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_storm_answers_429_with_its_retry_after_and_spends_nothing() {
+    let rig = Rig::start(Options::default()).await;
+    let token = rig.token().await;
+    rig.sim.storm(Duration::from_millis(500), Some(7));
+    for _ in 0..3 {
+        let refused = rig.get(&token, API_INFO).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&refused, "retry-after").as_deref(), Some("7"));
+        assert_eq!(budget_headers(&refused), (15_000, 14_999));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let info = rig.get(&token, API_INFO).await;
+    assert_eq!(info.status(), StatusCode::OK);
+    assert_eq!(budget_headers(&info), (15_000, 14_998));
+    // A storm without Retry-After.
+    rig.sim.storm(Duration::from_secs(60), None);
+    let refused = rig.token_request().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "retry-after"), None);
+    rig.sim.storm(Duration::ZERO, None);
+    assert_eq!(rig.token_request().await.status(), StatusCode::OK);
+    let stats = rig.sim.stats();
+    assert_eq!((stats.rate_limited, stats.api_requests), (4, 4));
+    rig.shutdown().await;
+}
