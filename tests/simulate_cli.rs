@@ -80,7 +80,7 @@ fn check_reports_permissions_and_skew_of_a_simulated_site() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("token ok, API version 1.24.1"), "{stdout}");
+    assert!(stdout.contains("token ok, API version 1.24.0"), "{stdout}");
     assert!(
         stdout.contains("perm_reporting_support       1"),
         "{stdout}"
@@ -125,7 +125,7 @@ fn check_json_is_one_document_with_the_site_and_destination_checks() {
         sites[0]["missing_permissions"][0], "perm_backup",
         "{document}"
     );
-    assert_eq!(sites[0]["api_version"], "1.24.1", "{document}");
+    assert_eq!(sites[0]["api_version"], "1.24.0", "{document}");
     let destinations = document["checks"]["destinations"].as_array().unwrap();
     assert_eq!(
         destinations.len(),

@@ -1,6 +1,7 @@
-//! The simulated API account's budget, over real HTTPS against `Simulator::start` on
-//! 127.0.0.1: the vendor's rate limits and headers, another client of the same account,
-//! and 429 storms.
+//! The simulated API account's budget and the simulator's test controls, over real HTTPS
+//! against `Simulator::start` on 127.0.0.1: the vendor's rate limits and headers, another
+//! client of the same account, 429 storms, the `access_denied` answer and the API
+//! version.
 
 use std::time::Duration;
 
@@ -292,4 +293,57 @@ async fn a_storm_answers_429_with_its_retry_after_and_spends_nothing() {
     let stats = rig.sim.stats();
     assert_eq!((stats.rate_limited, stats.api_requests), (4, 4));
     rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_token_gets_the_vendors_access_denied_json_with_the_chosen_status() {
+    let rig = Rig::start(Options {
+        denied_status: 403,
+        ..Options::default()
+    })
+    .await;
+    let refused = rig.get("expired-or-invalid", API_INFO).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        header(&refused, "content-type").as_deref(),
+        Some("application/json")
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "error": "access_denied",
+            "message": "The resource owner or authorization server denied the request."
+        })
+    );
+    assert_eq!(rig.sim.stats().unauthorized, 1);
+    rig.shutdown().await;
+
+    let err = Simulator::start(Options {
+        denied_status: 200,
+        ..Options::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("denied_status 200"), "{err}");
+}
+
+#[tokio::test]
+async fn api_version_1_25_0_reports_no_company_name_and_the_default_1_24_0_does() {
+    for (version, company) in [(None, true), (Some("1.25.0"), false)] {
+        let mut options = Options::default();
+        if let Some(v) = version {
+            options.api_version = v.into();
+        }
+        let rig = Rig::start(options).await;
+        let token = rig.token().await;
+        let body = rig.get(&token, API_INFO).await.text().await.unwrap();
+        let info = btic::parse::parse_api_info(body.as_bytes()).unwrap();
+        assert_eq!(
+            info.api_version.as_deref(),
+            Some(version.unwrap_or("1.24.0"))
+        );
+        assert_eq!(info.company_name.is_some(), company, "{body}");
+        rig.shutdown().await;
+    }
 }

@@ -125,6 +125,12 @@ pub struct SimulateArgs {
     /// (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub other_client_per_minute: f64,
+    /// HTTP status of the access_denied answer to an expired or invalid token.
+    #[arg(long, default_value_t = 401)]
+    pub denied_status: u16,
+    /// The api_version get_api_info reports (before 1.24.1 with a company_name).
+    #[arg(long, default_value = "1.24.0")]
+    pub api_version: String,
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -182,6 +188,23 @@ impl SimulateArgs {
                 "--other-client-per-minute is a rate between 0 and 60000, not {rate}"
             )));
         }
+        if !(400..=599).contains(&self.denied_status) {
+            return Err(CliError::config(format!(
+                "--denied-status is an HTTP error status between 400 and 599, not {}",
+                self.denied_status
+            )));
+        }
+        let version = self.api_version.trim();
+        if version.is_empty()
+            || !version
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(CliError::config(format!(
+                "--api-version is dotted numbers such as 1.25.0, not \"{}\"",
+                self.api_version
+            )));
+        }
         Ok(Options {
             listen: self.listen,
             http: self.http,
@@ -227,6 +250,8 @@ impl SimulateArgs {
                 retry_after: self.rate_limit_retry_after,
             },
             other_client_per_minute: rate,
+            denied_status: self.denied_status,
+            api_version: version.to_string(),
         })
     }
 }

@@ -103,6 +103,13 @@ pub struct Options {
     /// budget (a SIEM connector using the same client id); 0: none. Changed with
     /// `Simulator::set_other_client`.
     pub other_client_per_minute: f64,
+    /// The HTTP status of an answer to a missing, expired or invalid token, which
+    /// carries the vendor's `access_denied` JSON body. The vendor does not document the
+    /// status; 401 by default. `Simulator::start` refuses one outside 400..=599.
+    pub denied_status: u16,
+    /// The `api_version` `get_api_info` reports. Versions before 1.24.1 (RS 24.3, which
+    /// removed it) also report a `company_name`.
+    pub api_version: String,
 }
 
 /// Report windows the simulator answers wrongly: a report request whose window contains
@@ -167,6 +174,8 @@ impl Default for Options {
             window_faults: WindowFaults::default(),
             budget: RateBudget::default(),
             other_client_per_minute: 0.0,
+            denied_status: 401,
+            api_version: "1.24.0".into(),
         }
     }
 }
@@ -177,6 +186,9 @@ pub enum SimulatorError {
     /// The certificates could not be made.
     #[error("starting the simulator: {0}")]
     Tls(String),
+    /// An option is out of range.
+    #[error("starting the simulator: {0}")]
+    Options(String),
     /// The address could not be bound.
     #[error("starting the simulator on {addr}: {source}")]
     Bind {
@@ -207,6 +219,12 @@ pub struct Simulator {
 impl Simulator {
     /// Binds and starts serving in the background.
     pub async fn start(options: Options) -> Result<Simulator, SimulatorError> {
+        if !(400..=599).contains(&options.denied_status) {
+            return Err(SimulatorError::Options(format!(
+                "denied_status {} is not an HTTP error status (400 to 599)",
+                options.denied_status
+            )));
+        }
         let listener =
             std::net::TcpListener::bind(options.listen).map_err(|source| SimulatorError::Bind {
                 addr: options.listen,

@@ -32,6 +32,10 @@ const MAX_TOKENS: usize = 30;
 /// Size of the chunks of generated downloads.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// The answer to a missing, expired or invalid token, as the vendor documents it
+/// (`bt_vendor_doc_expired_or_invalid_token_body_DOC.json`).
+const ACCESS_DENIED: &str = "{\n    \"error\": \"access_denied\",\n    \"message\": \"The resource owner or authorization server denied the request.\"\n}\n";
+
 /// The budget's headers, as the vendor documents them (`X-RateLimit-Limit: 15000`).
 const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -43,7 +47,7 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Answers to `/api/*` (any status, the budget's 429s included).
     pub api_requests: u64,
-    /// `/api/*` answers refused with 401.
+    /// `/api/*` answers refused for a missing, expired or invalid token.
     pub unauthorized: u64,
     /// Faults injected.
     pub faults: u64,
@@ -349,7 +353,8 @@ async fn token(
     .into_response()
 }
 
-/// Checks the bearer token; `Err` is the 401 to send.
+/// Checks the bearer token; `Err` is the refusal to send: the vendor's `access_denied`
+/// JSON with `Options::denied_status`.
 fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
@@ -365,8 +370,16 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Box<Response>> {
         return Ok(());
     }
     state.unauthorized.fetch_add(1, Ordering::Relaxed);
+    // `start` accepts only error statuses.
+    let status =
+        StatusCode::from_u16(state.options.denied_status).unwrap_or(StatusCode::UNAUTHORIZED);
     Err(Box::new(
-        (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            ACCESS_DENIED,
+        )
+            .into_response(),
     ))
 }
 
@@ -935,6 +948,7 @@ async fn command(
             // Read the clock as late as possible: this is what clients measure skew from.
             Answer::Ready(xml(content::api_info(
                 state.appliance_now(),
+                &state.options.api_version,
                 &permissions,
                 state.ns(),
             )))
