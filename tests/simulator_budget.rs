@@ -1,7 +1,7 @@
 //! The simulated API account's budget and the simulator's test controls, over real HTTPS
 //! against `Simulator::start` on 127.0.0.1: the vendor's rate limits and headers, another
-//! client of the same account, 429 storms, the `access_denied` answer and the API
-//! version.
+//! client of the same account, 429 storms, the `access_denied` answer, the API version
+//! and sessions written late.
 
 use std::time::Duration;
 
@@ -85,6 +85,12 @@ fn budget_headers(response: &reqwest::Response) -> (u32, u32) {
             .unwrap()
     };
     (number("x-ratelimit-limit"), number("x-ratelimit-remaining"))
+}
+
+fn lsids_in(body: &[u8]) -> Vec<String> {
+    SessionReader::new(body)
+        .map(|s| s.unwrap().session.lsid)
+        .collect()
 }
 
 #[tokio::test]
@@ -346,4 +352,75 @@ async fn api_version_1_25_0_reports_no_company_name_and_the_default_1_24_0_does(
         assert_eq!(info.company_name.is_some(), company, "{body}");
         rig.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_late_session_is_missing_from_end_time_windows_until_the_clock_passes_its_time() {
+    let rig = Rig::start(Options {
+        sessions_per_day: 2000,
+        days: 1,
+        late_every: 3,
+        late_seconds: 900,
+        truth: true,
+        ..Options::default()
+    })
+    .await;
+    let now = rig.sim.appliance_now().timestamp();
+    let truth: serde_json::Value = rig
+        .http
+        .get(rig.url("/_sim/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sessions = truth["sessions"].as_array().unwrap();
+    assert!(sessions.iter().any(|s| s.get("late").is_none()));
+    // A late one that ended a little while ago: not written yet.
+    let late = sessions
+        .iter()
+        .rev()
+        .find(|s| {
+            let end = s["end_time"].as_i64().unwrap();
+            s["late"] == true && end + 900 > now + 30 && end + 60 < now
+        })
+        .expect("a late session that ended one to fourteen minutes ago");
+    let lsid = late["lsid"].as_str().unwrap();
+    let end = late["end_time"].as_i64().unwrap();
+    let start = late["start_time"].as_i64().unwrap();
+    let token = rig.token().await;
+    let fetch = |path: String| {
+        let (rig, token) = (&rig, &token);
+        async move {
+            let response = rig.get(token, &path).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            lsids_in(&response.bytes().await.unwrap())
+        }
+    };
+    let window = by_end(end - 60, 120);
+    let before = fetch(window.clone()).await;
+    assert!(!before.iter().any(|l| l == lsid), "written late");
+    let up_to_now = fetch(by_end(end - 60, 0)).await;
+    assert!(!up_to_now.iter().any(|l| l == lsid));
+    // By start time and by LSID it is there all along.
+    let by_start = fetch(format!(
+        "/api/reporting?generate_report=SupportSession&start_time={start}&duration=1"
+    ))
+    .await;
+    assert!(by_start.iter().any(|l| l == lsid));
+    let by_lsid = fetch(format!(
+        "/api/reporting?generate_report=SupportSession&lsid={lsid}"
+    ))
+    .await;
+    assert_eq!(by_lsid, [lsid]);
+
+    rig.sim.advance(Duration::from_secs(900));
+    let after = fetch(window).await;
+    assert!(after.iter().any(|l| l == lsid), "written at last");
+    assert!(
+        before.iter().all(|l| after.contains(l)),
+        "{before:?} {after:?}"
+    );
+    rig.shutdown().await;
 }

@@ -131,6 +131,13 @@ pub struct SimulateArgs {
     /// The api_version get_api_info reports (before 1.24.1 with a company_name).
     #[arg(long, default_value = "1.24.0")]
     pub api_version: String,
+    /// Every Nth session is written late: end_time windows miss it until --late-seconds
+    /// after its end (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub late_every: u64,
+    /// How long after its end a late session appears in end_time windows, in seconds.
+    #[arg(long, default_value_t = 0)]
+    pub late_seconds: u64,
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -205,6 +212,11 @@ impl SimulateArgs {
                 self.api_version
             )));
         }
+        if self.late_seconds > 0 && self.late_every == 0 {
+            return Err(CliError::config(
+                "--late-seconds needs --late-every (which sessions are late)",
+            ));
+        }
         Ok(Options {
             listen: self.listen,
             http: self.http,
@@ -252,6 +264,8 @@ impl SimulateArgs {
             other_client_per_minute: rate,
             denied_status: self.denied_status,
             api_version: version.to_string(),
+            late_every: self.late_every,
+            late_seconds: self.late_seconds,
         })
     }
 }

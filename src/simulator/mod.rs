@@ -110,6 +110,12 @@ pub struct Options {
     /// The `api_version` `get_api_info` reports. Versions before 1.24.1 (RS 24.3, which
     /// removed it) also report a `company_name`.
     pub api_version: String,
+    /// Every Nth support session (index % N == N - 1) is written late: `end_time`
+    /// windows do not see it until `late_seconds` after its end (0: none).
+    pub late_every: u64,
+    /// How long after its end a late session shows up in `end_time` windows, in seconds
+    /// of appliance time.
+    pub late_seconds: u64,
 }
 
 /// Report windows the simulator answers wrongly: a report request whose window contains
@@ -176,6 +182,8 @@ impl Default for Options {
             other_client_per_minute: 0.0,
             denied_status: 401,
             api_version: "1.24.0".into(),
+            late_every: 0,
+            late_seconds: 0,
         }
     }
 }
@@ -320,6 +328,12 @@ impl Simulator {
     /// A zero `duration` ends a storm.
     pub fn storm(&self, duration: Duration, retry_after: Option<u64>) {
         self.state.storm(duration, retry_after);
+    }
+
+    /// Moves the appliance clock forward by `by` (sessions keep following the schedule,
+    /// so those of the skipped time appear at once).
+    pub fn advance(&self, by: Duration) {
+        self.state.advance(by);
     }
 
     /// Stops accepting, lets answers in flight finish, and waits for the server (and the

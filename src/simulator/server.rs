@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,9 @@ pub(crate) struct State {
     /// The other client's rate in requests a minute, watched by its task (a watch
     /// holds the latest value only; the task ends on the simulator's stop token).
     other_rate: watch::Sender<f64>,
+    /// Appliance clock minus host clock, in milliseconds: `Options::skew_seconds`, moved
+    /// on by `advance`.
+    skew_ms: AtomicI64,
     tokens_issued: AtomicU64,
     api_requests: AtomicU64,
     unauthorized: AtomicU64,
@@ -103,6 +106,7 @@ impl State {
             window_faults: Mutex::new(options.window_faults.clone()),
             budget: Arc::new(Mutex::new(Budget::new(options.budget))),
             other_rate: watch::Sender::new(options.other_client_per_minute),
+            skew_ms: AtomicI64::new(options.skew_seconds.saturating_mul(1000)),
             options,
             tokens: Mutex::new(VecDeque::new()),
             tokens_issued: AtomicU64::new(0),
@@ -113,7 +117,17 @@ impl State {
     }
 
     pub(crate) fn appliance_now(&self) -> DateTime<Utc> {
-        skewed(Utc::now(), self.options.skew_seconds)
+        Utc::now() + TimeDelta::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the appliance clock forward.
+    pub(crate) fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .skew_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |skew| {
+                Some(skew.saturating_add(ms))
+            });
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -160,6 +174,12 @@ impl State {
 
     pub(crate) fn set_other_client(&self, per_minute: f64) {
         self.other_rate.send_replace(per_minute);
+    }
+
+    /// Whether session `index` of the support catalog is written late.
+    fn is_late(&self, index: u64) -> bool {
+        let every = self.options.late_every;
+        every > 0 && index % every == every - 1
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -588,10 +608,12 @@ impl Selected {
 
 /// What `lsid`, `lsids` or a window select in `catalog`. An LSID the appliance does not
 /// know refuses the whole request ("Invalid lsid.", as one public client's fixture has
-/// it; the text is unverified, the refusal of the whole list is the point).
+/// it; the text is unverified, the refusal of the whole list is the point). `support`:
+/// the catalog is the support sessions', some of which are written late.
 fn select(
     state: &State,
     catalog: &Catalog,
+    support: bool,
     params: &[(String, String)],
 ) -> Result<Selected, String> {
     let now = state.appliance_now();
@@ -605,14 +627,16 @@ fn select(
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Selected::Lsids),
-        None => window(state, catalog, params),
+        None => window(state, catalog, support, params),
     }
 }
 
-/// The sessions a window selects, per the documented semantics.
+/// The sessions a window selects, per the documented semantics; an `end_time` window
+/// of the support sessions sees a late one only `late_seconds` after its end.
 fn window(
     state: &State,
     catalog: &Catalog,
+    support: bool,
     params: &[(String, String)],
 ) -> Result<Selected, String> {
     let now = state.appliance_now();
@@ -649,7 +673,15 @@ fn window(
             from - TimeDelta::seconds(MAX_LENGTH_SECONDS),
             to.min(now + TimeDelta::seconds(1)),
         );
-        slots.retain(|s| s.end >= from && s.end < to && s.end <= now);
+        let delay = i64::try_from(state.options.late_seconds)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .unwrap_or(TimeDelta::MAX);
+        let written = |s: &Slot| {
+            !(support && state.is_late(s.index))
+                || s.end.checked_add_signed(delay).is_some_and(|t| t <= now)
+        };
+        slots.retain(|s| s.end >= from && s.end < to && s.end <= now && written(s));
         slots.sort_by_key(|s| (s.end, s.index));
         slots
     };
@@ -760,7 +792,7 @@ async fn reporting(
     let (answer, root) = match report {
         "SupportSession" | "SupportSessionListing" => {
             let catalog = &state.catalog;
-            let selected = select(&state, catalog, &params);
+            let selected = select(&state, catalog, true, &params);
             let answer = report_answer(&state, report, selected, |slots| {
                 let sessions: Vec<_> = slots.iter().map(|s| catalog.session(*s, now)).collect();
                 if report == "SupportSession" {
@@ -781,7 +813,7 @@ async fn reporting(
             // Only ended presentations are reported (the end_time windows ask for
             // nothing else, and a start_time window of the report is not used by the
             // pipeline).
-            let selected = select(&state, catalog, &params).map(|selected| match selected {
+            let selected = select(&state, catalog, false, &params).map(|selected| match selected {
                 Selected::Window {
                     mut slots,
                     from,
@@ -1039,13 +1071,18 @@ async fn truth(AxumState(state): AxumState<Arc<State>>, uri: Uri) -> Response {
         .iter()
         .map(|s| {
             let session = state.catalog.session(*s, now);
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "lsid": session.lsid,
                 "start_time": s.start.timestamp(),
                 "end_time": s.end.timestamp(),
                 "has_recording": content::has_recording(&session),
                 "digest": catalog::digest(&session),
-            })
+            });
+            // Listed by its real end all the same: the truth is what the appliance holds.
+            if state.is_late(s.index) {
+                entry["late"] = serde_json::Value::Bool(true);
+            }
+            entry
         })
         .collect();
     let catalog = &state.presentations;
