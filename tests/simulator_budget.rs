@@ -1,8 +1,9 @@
 //! The simulated API account's budget and the simulator's test controls, over real HTTPS
 //! against `Simulator::start` on 127.0.0.1: the vendor's rate limits and headers, another
-//! client of the same account, 429 storms, the `access_denied` answer, the API version
-//! and sessions written late.
+//! client of the same account, 429 storms, the `access_denied` answer, the API version,
+//! sessions written late, the counters, and the `/_sim/*` controls.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use btic::parse::SessionReader;
@@ -52,6 +53,16 @@ impl Rig {
         self.http
             .get(self.url(path))
             .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
             .send()
             .await
             .unwrap()
@@ -198,6 +209,7 @@ async fn the_per_second_limit_refuses_with_429_without_retry_after_and_frees_a_s
     assert_eq!(rig.token_request().await.status(), StatusCode::OK);
     let stats = rig.sim.stats();
     assert_eq!((stats.rate_limited, stats.max_in_second), (1, 3));
+    assert_eq!(stats.requests["token"], 4, "the 429 is not a token request");
     rig.shutdown().await;
 }
 
@@ -422,5 +434,212 @@ async fn a_late_session_is_missing_from_end_time_windows_until_the_clock_passes_
         before.iter().all(|l| after.contains(l)),
         "{before:?} {after:?}"
     );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_count_requests_by_kind_and_the_sessions_and_bytes_of_report_answers() {
+    let rig = Rig::start(Options {
+        truth: true,
+        sessions_per_day: 100,
+        days: 1,
+        recording_bytes: 1000,
+        backup_bytes: 1000,
+        ..Options::default()
+    })
+    .await;
+    let token = rig.token().await;
+    let now = rig.sim.appliance_now().timestamp();
+    rig.get(&token, API_INFO).await;
+    rig.get(&token, API_INFO).await;
+    let day = rig.get(&token, &by_end(now - 86_400, 0)).await;
+    let day = day.bytes().await.unwrap();
+    let sessions = lsids_in(&day).len() as u64;
+    assert!(sessions > 50, "{sessions}");
+    let empty = rig.get(&token, &by_end(0, 60)).await.bytes().await.unwrap();
+    assert!(String::from_utf8_lossy(&empty).contains("No Support report information"));
+    let mut bytes = (day.len() + empty.len()) as u64;
+    let listing = rig
+        .get(
+            &token,
+            &format!(
+                "/api/reporting?generate_report=SupportSessionListing&end_time={}&duration=0",
+                now - 3600
+            ),
+        )
+        .await;
+    bytes += listing.bytes().await.unwrap().len() as u64;
+    rig.get(
+        &token,
+        "/api/reporting?generate_report=SupportSessionRecording&lsid=00000000000000000000000000000000",
+    )
+    .await;
+    rig.http
+        .post(rig.url("/api/backup"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+
+    let stats = rig.sim.stats();
+    let kinds: BTreeMap<String, u64> = [
+        ("token", 1),
+        ("get_api_info", 2),
+        ("SupportSession", 2),
+        ("SupportSessionListing", 1),
+        ("SupportSessionRecording", 1),
+        ("backup", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(stats.requests, kinds);
+    assert_eq!(stats.sessions_returned, sessions);
+    assert_eq!(
+        stats.report_bytes, bytes,
+        "both reports and the no-data answer"
+    );
+    assert_eq!(stats.api_requests, 7);
+    assert_eq!((stats.max_in_hour, stats.client_max_in_hour), (8, 8));
+
+    // The same counters over HTTP, for rigs that run `btic simulate`.
+    let json: serde_json::Value = rig
+        .http
+        .get(rig.url("/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["requests"]["get_api_info"], 2);
+    assert_eq!(json["sessions_returned"], sessions);
+    assert_eq!(json["report_bytes"], bytes);
+    assert_eq!(json["tokens_issued"], 1);
+    for key in [
+        "api_requests",
+        "unauthorized",
+        "faults",
+        "rate_limited",
+        "other_requests",
+        "other_refused",
+        "max_in_second",
+        "max_in_hour",
+        "client_max_in_hour",
+    ] {
+        assert!(json[key].is_u64(), "{key} in {json}");
+    }
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_sim_budget_changes_the_limits_and_starts_a_storm() {
+    let rig = Rig::start(Options {
+        truth: true,
+        ..Options::default()
+    })
+    .await;
+    let changed = rig
+        .post_json(
+            "/_sim/budget",
+            r#"{"per_hour": 3, "hour_seconds": 60, "retry_after": true}"#,
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let settings: serde_json::Value = changed.json().await.unwrap();
+    assert_eq!(
+        settings,
+        serde_json::json!({
+            "per_second": 20, "per_hour": 3, "hour_seconds": 60,
+            "retry_after": true, "other_client_per_minute": 0.0
+        })
+    );
+    for expected in [2, 1, 0] {
+        assert_eq!(budget_headers(&rig.token_request().await), (3, expected));
+    }
+    let refused = rig.token_request().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((59..=60).contains(&wait), "Retry-After: {wait}");
+
+    // Limits off, then a storm with Retry-After.
+    let storm = r#"{"per_second": 0, "per_hour": 0, "storm_seconds": 30, "storm_retry_after": 4}"#;
+    assert_eq!(
+        rig.post_json("/_sim/budget", storm).await.status(),
+        StatusCode::OK
+    );
+    let refused = rig.token_request().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "retry-after").as_deref(), Some("4"));
+    assert_eq!(header(&refused, "x-ratelimit-limit"), None, "no hour limit");
+    let calm = r#"{"storm_seconds": 0, "storm_retry_after": null}"#;
+    assert_eq!(
+        rig.post_json("/_sim/budget", calm).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(rig.token_request().await.status(), StatusCode::OK);
+
+    for bad in [
+        "",
+        "[]",
+        r#"{"per_hour": -1}"#,
+        r#"{"per_hour": "many"}"#,
+        r#"{"perhour": 5}"#,
+        r#"{"hour_seconds": 0}"#,
+        r#"{"other_client_per_minute": -2}"#,
+        r#"{"storm_retry_after": 3}"#,
+    ] {
+        let response = rig.post_json("/_sim/budget", bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let text = response.text().await.unwrap();
+        assert!(text.starts_with("expected a JSON object"), "{bad}: {text}");
+    }
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn post_sim_clock_moves_the_appliance_clock_forward() {
+    let rig = Rig::start(Options {
+        truth: true,
+        skew_seconds: -60,
+        ..Options::default()
+    })
+    .await;
+    let before = rig.sim.appliance_now().timestamp();
+    let moved = rig
+        .post_json("/_sim/clock", r#"{"advance_seconds": 7200}"#)
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    let answer: serde_json::Value = moved.json().await.unwrap();
+    let now = answer["appliance_now"].as_i64().unwrap();
+    assert!((now - before - 7200).abs() <= 2, "{before} -> {now}");
+    assert!((rig.sim.appliance_now().timestamp() - now).abs() <= 2);
+    for bad in [
+        r#"{"advance_seconds": -5}"#,
+        r#"{"advance_seconds": 18446744073709551615}"#,
+        r#"{"seconds": 5}"#,
+    ] {
+        let response = rig.post_json("/_sim/clock", bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_test_controls_are_404_without_truth() {
+    let rig = Rig::start(Options::default()).await;
+    for (path, body) in [
+        ("/_sim/budget", r#"{"per_hour": 1}"#),
+        ("/_sim/clock", r#"{"advance_seconds": 60}"#),
+    ] {
+        let response = rig.post_json(path, body).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("start with --truth"), "{path}: {text}");
+    }
+    let stats = rig.http.get(rig.url("/_sim/stats")).send().await.unwrap();
+    assert_eq!(stats.status(), StatusCode::NOT_FOUND);
+    // Nothing changed: the vendor's budget, and nothing spent by the controls.
+    assert_eq!(budget_headers(&rig.token_request().await), (15_000, 14_999));
     rig.shutdown().await;
 }

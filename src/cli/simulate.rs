@@ -88,8 +88,10 @@ pub struct SimulateArgs {
     /// Every Nth session's recordings have expired (0: none).
     #[arg(long, default_value_t = 0)]
     pub expired_recording_every: u64,
-    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX, and take
-    /// POST /_sim/refusals {"windows": [UNIX, ...]} to change --refuse-window.
+    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX and the counters
+    /// at GET /_sim/stats, and take POST /_sim/refusals {"windows": [UNIX, ...]} to
+    /// change --refuse-window, POST /_sim/budget to change the budget or start a 429
+    /// storm, and POST /_sim/clock {"advance_seconds": N} to move the appliance clock.
     #[arg(long)]
     pub truth: bool,
     /// Answer an empty report window with the documented empty root element instead of

@@ -133,6 +133,11 @@ impl Budget {
         }
     }
 
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> RateBudget {
+        self.limits
+    }
+
     /// New limits from now on; what the windows hold stays counted.
     pub(crate) fn set_limits(&mut self, limits: RateBudget) {
         self.limits = limits;

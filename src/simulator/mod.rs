@@ -7,7 +7,10 @@
 //! appliance would report is at `GET /_sim/sessions?closed_before=UNIX` with `--truth`.
 //!
 //! The API account has the vendor's request budget (20 a second, 15,000 an hour, see
-//! `budget`), which another client of the same account may share.
+//! `budget`), which another client of the same account may share. Test rigs that drive
+//! `btic simulate` as a child process change it, start a 429 storm, move the appliance
+//! clock and read the counters over HTTP (`/_sim/budget`, `/_sim/clock`, `/_sim/stats`,
+//! with `--truth`); tests in-process call the same methods on `Simulator`.
 
 mod budget;
 pub mod catalog;
@@ -97,11 +100,11 @@ pub struct Options {
     /// `Simulator::set_window_faults` or `POST /_sim/refusals`.
     pub window_faults: WindowFaults,
     /// The API account's rate limits (the vendor's by default), until changed with
-    /// `Simulator::set_budget`.
+    /// `Simulator::set_budget` or `POST /_sim/budget`.
     pub budget: RateBudget,
     /// Requests a minute another client of the same API account spends from its
     /// budget (a SIEM connector using the same client id); 0: none. Changed with
-    /// `Simulator::set_other_client`.
+    /// `Simulator::set_other_client` or `POST /_sim/budget`.
     pub other_client_per_minute: f64,
     /// The HTTP status of an answer to a missing, expired or invalid token, which
     /// carries the vendor's `access_denied` JSON body. The vendor does not document the

@@ -1,7 +1,7 @@
 //! The simulator's HTTP layer: routes, OAuth, the account's request budget, report
-//! semantics, downloads and faults.
+//! semantics, downloads, faults and the test controls under `/_sim/`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,8 +40,8 @@ const ACCESS_DENIED: &str = "{\n    \"error\": \"access_denied\",\n    \"message
 const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 
-/// Counters for tests and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters for tests and benchmarks (`Simulator::stats`, `GET /_sim/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Tokens issued.
     pub tokens_issued: u64,
@@ -51,8 +51,18 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Faults injected.
     pub faults: u64,
+    /// Requests the budget counted, by kind: `token`, the command's action
+    /// (`get_api_info`), the report's name (`SupportSession`,
+    /// `SupportSessionRecording`, ...) or `backup`. A request without a name counts as
+    /// `command` or `reporting`.
+    pub requests: BTreeMap<String, u64>,
     /// 429s sent for want of budget or in a storm (not the injected `Faults`).
     pub rate_limited: u64,
+    /// Support sessions written into `SupportSession` answers sent whole, summed.
+    pub sessions_returned: u64,
+    /// Bytes of report answers sent (`SupportSession`, `SupportSessionListing` and the
+    /// presentation reports, "no data" answers included; downloads not).
+    pub report_bytes: u64,
     /// Requests the other client of the account spent.
     pub other_requests: u64,
     /// The other client's attempts refused for want of budget.
@@ -89,6 +99,10 @@ pub(crate) struct State {
     api_requests: AtomicU64,
     unauthorized: AtomicU64,
     faults_injected: AtomicU64,
+    /// Counted requests by kind; a handful of keys (report names and actions).
+    requests: Mutex<BTreeMap<String, u64>>,
+    sessions_returned: AtomicU64,
+    report_bytes: AtomicU64,
 }
 
 impl State {
@@ -113,6 +127,9 @@ impl State {
             api_requests: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
+            requests: Mutex::new(BTreeMap::new()),
+            sessions_returned: AtomicU64::new(0),
+            report_bytes: AtomicU64::new(0),
         }
     }
 
@@ -141,13 +158,30 @@ impl State {
             api_requests: self.api_requests.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             faults: self.faults_injected.load(Ordering::Relaxed),
+            requests: self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             rate_limited: budget.rate_limited,
+            sessions_returned: self.sessions_returned.load(Ordering::Relaxed),
+            report_bytes: self.report_bytes.load(Ordering::Relaxed),
             other_requests: budget.other_requests,
             other_refused: budget.other_refused,
             max_in_second: budget.max_in_second,
             max_in_hour: budget.max_in_hour,
             client_max_in_hour: budget.client_max_in_hour,
         }
+    }
+
+    /// Counts a request the budget let through, by kind.
+    fn count_request(&self, kind: &str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
     }
 
     pub(crate) fn budget(&self) -> Arc<Mutex<Budget>> {
@@ -222,6 +256,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/check_health", get(|| async { "OK" }))
         .route("/_sim/sessions", get(truth))
         .route("/_sim/refusals", post(refusals))
+        .route("/_sim/budget", post(budget_control))
+        .route("/_sim/clock", post(clock))
+        .route("/_sim/stats", get(stats))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             budgeted,
@@ -269,6 +306,137 @@ async fn budgeted(
     response
 }
 
+/// The 404 every test control answers without `--truth`.
+fn controls_off() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "test controls are off; start with --truth",
+    )
+        .into_response()
+}
+
+/// The body of `POST /_sim/budget`: what to change; the rest stays.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetChange {
+    per_second: Option<u32>,
+    per_hour: Option<u32>,
+    hour_seconds: Option<u64>,
+    retry_after: Option<bool>,
+    other_client_per_minute: Option<f64>,
+    storm_seconds: Option<u64>,
+    storm_retry_after: Option<u64>,
+}
+
+/// What `POST /_sim/budget` expects, for its 400.
+const BUDGET_CHANGE: &str = "expected a JSON object with any of \"per_second\": N, \"per_hour\": N, \"hour_seconds\": N (more than 0), \"retry_after\": bool, \"other_client_per_minute\": F (0 or more), \"storm_seconds\": N, \"storm_retry_after\": N or null";
+
+/// `POST /_sim/budget` with `{"per_second": N, "per_hour": N, "hour_seconds": N,
+/// "retry_after": bool, "other_client_per_minute": F, "storm_seconds": N,
+/// "storm_retry_after": N|null}`, any subset: changes the account's budget, the other
+/// client's rate, or starts a storm; answers the settings now in force. Test rigs only
+/// (`--truth`).
+async fn budget_control(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+    if !state.options.truth {
+        return controls_off();
+    }
+    let bad = |why: String| (StatusCode::BAD_REQUEST, why).into_response();
+    let change: BudgetChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => return bad(format!("{BUDGET_CHANGE}: {e}")),
+    };
+    if change.hour_seconds == Some(0) {
+        return bad(format!("{BUDGET_CHANGE}: hour_seconds is 0"));
+    }
+    if let Some(rate) = change.other_client_per_minute
+        && !(rate.is_finite() && rate >= 0.0)
+    {
+        return bad(format!(
+            "{BUDGET_CHANGE}: other_client_per_minute is {rate}"
+        ));
+    }
+    if change.storm_retry_after.is_some() && change.storm_seconds.is_none() {
+        return bad(format!(
+            "{BUDGET_CHANGE}: storm_retry_after needs storm_seconds"
+        ));
+    }
+    let limits = {
+        let mut budget = state.lock_budget();
+        let old = budget.limits();
+        let limits = RateBudget {
+            per_second: change.per_second.unwrap_or(old.per_second),
+            per_hour: change.per_hour.unwrap_or(old.per_hour),
+            hour: change.hour_seconds.map_or(old.hour, Duration::from_secs),
+            retry_after: change.retry_after.unwrap_or(old.retry_after),
+        };
+        budget.set_limits(limits);
+        if let Some(seconds) = change.storm_seconds {
+            budget.storm(
+                Instant::now(),
+                Duration::from_secs(seconds),
+                change.storm_retry_after,
+            );
+        }
+        limits
+    };
+    if let Some(rate) = change.other_client_per_minute {
+        state.set_other_client(rate);
+    }
+    axum::Json(serde_json::json!({
+        "per_second": limits.per_second,
+        "per_hour": limits.per_hour,
+        "hour_seconds": limits.hour.as_secs(),
+        "retry_after": limits.retry_after,
+        "other_client_per_minute": *state.other_rate.borrow(),
+    }))
+    .into_response()
+}
+
+/// The furthest `POST /_sim/clock` moves the clock at once: ten years.
+const MAX_ADVANCE_SECONDS: u64 = 10 * 365 * 86_400;
+
+/// `POST /_sim/clock` with `{"advance_seconds": N}`: moves the appliance clock forward
+/// and answers `{"appliance_now": UNIX}`. Test rigs only (`--truth`).
+async fn clock(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+    if !state.options.truth {
+        return controls_off();
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Advance {
+        advance_seconds: u64,
+    }
+    let advance: Advance = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"advance_seconds\": N}} (0 or more): {e}"),
+            )
+                .into_response();
+        }
+    };
+    // Far enough for any test; further, the appliance's dates would overflow.
+    if advance.advance_seconds > MAX_ADVANCE_SECONDS {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("advance_seconds is at most {MAX_ADVANCE_SECONDS} (ten years)"),
+        )
+            .into_response();
+    }
+    state.advance(Duration::from_secs(advance.advance_seconds));
+    axum::Json(serde_json::json!({ "appliance_now": state.appliance_now().timestamp() }))
+        .into_response()
+}
+
+/// `GET /_sim/stats`: `Stats` as JSON. Test rigs only (`--truth`).
+async fn stats(AxumState(state): AxumState<Arc<State>>) -> Response {
+    if !state.options.truth {
+        return controls_off();
+    }
+    axum::Json(state.stats()).into_response()
+}
+
 /// Every answer is framed as real appliances frame theirs
 /// (`ragmob_rs19_response_headers_REAL.txt`): `Server: Apache`, `Connection: close` (the
 /// vendor closes the connection after every answer) and `Transfer-Encoding: chunked`
@@ -291,11 +459,7 @@ async fn refusals(
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
     if !state.options.truth {
-        return (
-            StatusCode::NOT_FOUND,
-            "test controls are off; start with --truth",
-        )
-            .into_response();
+        return controls_off();
     }
     let times = |key: &str| -> Option<Vec<i64>> {
         match &body[key] {
@@ -327,6 +491,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    state.count_request("token");
     let params = params_of(None, &body);
     if param(&params, "grant_type") != Some("client_credentials") {
         return (
@@ -443,6 +608,11 @@ fn draw_fault(state: &State) -> Option<Fault> {
 enum Answer {
     Ready(Response),
     Text(Vec<u8>),
+    /// A report's XML holding `sessions` support sessions (counted in `Stats`).
+    Report {
+        body: Vec<u8>,
+        sessions: u64,
+    },
     Stream {
         headers: Vec<(header::HeaderName, String)>,
         length: u64,
@@ -490,17 +660,22 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
     let truncate = fault == Some(Fault::Truncate);
     match answer {
         Answer::Ready(r) => r,
-        Answer::Text(text) => {
-            if !truncate {
-                return xml(text);
-            }
-            let half = text.len() / 2;
-            let half = Bytes::from(text).slice(..half);
-            cut_stream(
-                vec![(header::CONTENT_TYPE, "text/xml; charset=UTF-8".into())],
-                half,
-            )
+        Answer::Report { body, sessions } => {
+            // A truncated answer returns its half and none of its sessions.
+            let (bytes, sessions) = if truncate {
+                (body.len() / 2, 0)
+            } else {
+                (body.len(), sessions)
+            };
+            state
+                .report_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            state
+                .sessions_returned
+                .fetch_add(sessions, Ordering::Relaxed);
+            text_answer(body, truncate)
         }
+        Answer::Text(text) => text_answer(text, truncate),
         Answer::Stream {
             headers,
             length,
@@ -526,6 +701,19 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
                 .unwrap_or_default()
         }
     }
+}
+
+/// An XML answer, or its first half and a broken stream.
+fn text_answer(text: Vec<u8>, truncate: bool) -> Response {
+    if !truncate {
+        return xml(text);
+    }
+    let half = text.len() / 2;
+    let half = Bytes::from(text).slice(..half);
+    cut_stream(
+        vec![(header::CONTENT_TYPE, "text/xml; charset=UTF-8".into())],
+        half,
+    )
 }
 
 /// A response that sends `part` and then breaks.
@@ -722,8 +910,12 @@ fn report_answer(
     render: impl FnOnce(&[Slot]) -> Vec<u8>,
 ) -> Answer {
     let ns = state.ns();
+    let error = |message: &str| Answer::Report {
+        body: content::error(message, None, ns),
+        sessions: 0,
+    };
     let selected = match selected {
-        Err(message) => return Answer::Text(content::error(&message, None, ns)),
+        Err(message) => return error(&message),
         Ok(s) => s,
     };
     let (refused, malformed) = match &selected {
@@ -731,14 +923,29 @@ fn report_answer(
         Selected::Lsids(_) => (false, false),
     };
     if refused {
-        return Answer::Text(content::error(REFUSAL, None, ns));
+        return error(REFUSAL);
     }
     if selected.slots().is_empty() && state.options.empty_answer == super::EmptyAnswer::Error {
         let text = no_data_text(report, state.options.language);
-        return Answer::Text(content::error(text, None, ns));
+        return Answer::Report {
+            body: content::error(text, None, ns),
+            sessions: 0,
+        };
     }
     let body = render(selected.slots());
-    Answer::Text(if malformed { malform(body) } else { body })
+    if malformed {
+        // Broken inside a session: none of them is returned.
+        return Answer::Report {
+            body: malform(body),
+            sessions: 0,
+        };
+    }
+    let sessions = if report == "SupportSession" {
+        selected.slots().len() as u64
+    } else {
+        0
+    };
+    Answer::Report { body, sessions }
 }
 
 /// A report body cut off halfway, inside an element, and closed as if it were
@@ -777,18 +984,23 @@ async fn reporting(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
     let body = if method == Method::POST {
         body
     } else {
         Bytes::new()
     };
     let params = params_of(Some(&uri), &body);
+    let report = param(&params, "generate_report").unwrap_or_default();
+    state.count_request(if report.is_empty() {
+        "reporting"
+    } else {
+        report
+    });
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
     let ns = state.ns();
     let now = state.appliance_now();
-    let report = param(&params, "generate_report").unwrap_or_default();
     let (answer, root) = match report {
         "SupportSession" | "SupportSessionListing" => {
             let catalog = &state.catalog;
@@ -945,16 +1157,18 @@ async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
     let body = if method == Method::POST {
         body
     } else {
         Bytes::new()
     };
     let params = params_of(Some(&uri), &body);
-    let answer = match param(&params, "action") {
+    let action = param(&params, "action").filter(|a| !a.is_empty());
+    state.count_request(action.unwrap_or("command"));
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let answer = match action {
         Some("get_api_info") => {
             // The nine permissions an RS 19.1 appliance lists, in its order; each is
             // granted (`perm_command` at its highest level) unless denied.
@@ -999,6 +1213,7 @@ async fn backup(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    state.count_request("backup");
     if let Err(r) = authorize(&state, &headers) {
         return *r;
     }
