@@ -7,7 +7,7 @@ use btic::appliance::{ApplianceClient, ApplianceError, ClientOptions, Window, Wi
 use btic::config::{Proxy, RetryPolicy, Secret, SecretSource, Site};
 use btic::model::Recording;
 use btic::parse::SessionReader;
-use btic::simulator::{Faults, Options, Simulator};
+use btic::simulator::{Faults, Options, RateBudget, Simulator};
 use chrono::TimeDelta;
 
 fn site(sim: &Simulator, dir: &Path) -> Site {
@@ -547,7 +547,12 @@ async fn raw_get(
 
 #[tokio::test]
 async fn the_31st_token_evicts_the_oldest() {
-    let sim = start(Options::default()).await;
+    // 35 requests in a burst: more than the account's 20 a second.
+    let sim = start(Options {
+        budget: RateBudget::unlimited(),
+        ..Options::default()
+    })
+    .await;
     let (http, first) = raw(&sim).await;
     let info = "/api/command?action=get_api_info";
     assert_eq!(raw_get(&http, &sim, &first, info).await.0, 200);

@@ -80,7 +80,7 @@ fn check_reports_permissions_and_skew_of_a_simulated_site() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("token ok, API version 1.24.1"), "{stdout}");
+    assert!(stdout.contains("token ok, API version 1.24.0"), "{stdout}");
     assert!(
         stdout.contains("perm_reporting_support       1"),
         "{stdout}"
@@ -125,7 +125,7 @@ fn check_json_is_one_document_with_the_site_and_destination_checks() {
         sites[0]["missing_permissions"][0], "perm_backup",
         "{document}"
     );
-    assert_eq!(sites[0]["api_version"], "1.24.1", "{document}");
+    assert_eq!(sites[0]["api_version"], "1.24.0", "{document}");
     let destinations = document["checks"]["destinations"].as_array().unwrap();
     assert_eq!(
         destinations.len(),
@@ -195,4 +195,111 @@ fn curl_fetches_a_session_report_with_the_written_ca_after_getting_a_token() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(sessions.len() > 50, "{}", sessions.len());
+}
+
+#[test]
+fn simulate_refuses_budget_and_appliance_flags_out_of_range_with_clear_errors() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["--budget-hour-seconds", "0"], "--budget-hour-seconds"),
+        (
+            &["--other-client-per-minute=-1"],
+            "--other-client-per-minute",
+        ),
+        (
+            &["--other-client-per-minute", "NaN"],
+            "--other-client-per-minute",
+        ),
+        (&["--denied-status", "200"], "--denied-status"),
+        (&["--api-version", "v25"], "--api-version"),
+        (&["--late-seconds", "60"], "--late-every"),
+    ];
+    for (args, named) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_btic"))
+            .args(["simulate", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn simulate_takes_the_budget_and_api_flags_and_the_controls_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulate(
+        dir.path(),
+        &[
+            "--truth",
+            "--requests-per-second",
+            "0",
+            "--requests-per-hour",
+            "3",
+            "--budget-hour-seconds",
+            "60",
+            "--rate-limit-retry-after",
+            "--denied-status",
+            "403",
+            "--api-version",
+            "1.25.0",
+        ],
+    );
+    let pem = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://{}{path}", sim.addr);
+    let answer = http
+        .post(url("/oauth2/token"))
+        .basic_auth("demo", Some("demo-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["x-ratelimit-limit"], "3");
+    assert_eq!(answer.headers()["x-ratelimit-remaining"], "2");
+    let token: serde_json::Value = answer.json().await.unwrap();
+    let info = http
+        .get(url("/api/command?action=get_api_info"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(info.contains("<api_version>1.25.0</api_version>"), "{info}");
+    assert!(!info.contains("company_name"), "{info}");
+    let denied = http
+        .get(url("/api/command?action=get_api_info"))
+        .bearer_auth("dead")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let refused = http.post(url("/oauth2/token")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    let raised = http
+        .post(url("/_sim/budget"))
+        .json(&serde_json::json!({ "per_hour": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raised.status(), 200);
+    let stats: serde_json::Value = http
+        .get(url("/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["rate_limited"], 1, "{stats}");
+    assert_eq!(stats["unauthorized"], 1, "{stats}");
+    assert_eq!(stats["requests"]["get_api_info"], 2, "{stats}");
+    assert_eq!(stats["max_in_hour"], 3, "{stats}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::CliError;
 use crate::simulator::{
-    EmptyAnswer, Faults, Language, Namespace, Options, Simulator, WindowFaults,
+    EmptyAnswer, Faults, Language, Namespace, Options, RateBudget, Simulator, WindowFaults,
 };
 
 /// `btic simulate` options.
@@ -88,8 +88,10 @@ pub struct SimulateArgs {
     /// Every Nth session's recordings have expired (0: none).
     #[arg(long, default_value_t = 0)]
     pub expired_recording_every: u64,
-    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX, and take
-    /// POST /_sim/refusals {"windows": [UNIX, ...]} to change --refuse-window.
+    /// Serve the ground truth at GET /_sim/sessions?closed_before=UNIX and the counters
+    /// at GET /_sim/stats, and take POST /_sim/refusals {"windows": [UNIX, ...]} to
+    /// change --refuse-window, POST /_sim/budget to change the budget or start a 429
+    /// storm, and POST /_sim/clock {"advance_seconds": N} to move the appliance clock.
     #[arg(long)]
     pub truth: bool,
     /// Answer an empty report window with the documented empty root element instead of
@@ -107,6 +109,37 @@ pub struct SimulateArgs {
     /// body that is not well-formed XML (repeatable).
     #[arg(long = "malform-window", allow_hyphen_values = true)]
     pub malform_window: Vec<i64>,
+    /// Requests the API account may make in any rolling second (0: no limit); more are
+    /// refused with HTTP 429. The vendor's limit is 20.
+    #[arg(long, default_value_t = 20)]
+    pub requests_per_second: u32,
+    /// Requests the API account may make in any rolling hour (0: no limit); also the
+    /// X-RateLimit-Limit header. The vendor's limit is 15000.
+    #[arg(long, default_value_t = 15_000)]
+    pub requests_per_hour: u32,
+    /// The length of the "hour" of --requests-per-hour, in seconds (shorter in tests).
+    #[arg(long, default_value_t = 3600)]
+    pub budget_hour_seconds: u64,
+    /// Send Retry-After (seconds until a slot frees) with the budget's 429s.
+    #[arg(long)]
+    pub rate_limit_retry_after: bool,
+    /// Requests a minute another client of the same API account spends from its budget
+    /// (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub other_client_per_minute: f64,
+    /// HTTP status of the access_denied answer to an expired or invalid token.
+    #[arg(long, default_value_t = 401)]
+    pub denied_status: u16,
+    /// The api_version get_api_info reports (before 1.24.1 with a company_name).
+    #[arg(long, default_value = "1.24.0")]
+    pub api_version: String,
+    /// Every Nth session is written late: end_time windows miss it until --late-seconds
+    /// after its end (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub late_every: u64,
+    /// How long after its end a late session appears in end_time windows, in seconds.
+    #[arg(long, default_value_t = 0)]
+    pub late_seconds: u64,
 }
 
 fn parse_language(text: &str) -> Result<Language, String> {
@@ -153,6 +186,39 @@ impl SimulateArgs {
         if !(self.slow_seconds.is_finite() && self.slow_seconds >= 0.0) {
             return Err(CliError::config("--slow-seconds must be a positive number"));
         }
+        if self.budget_hour_seconds == 0 {
+            return Err(CliError::config(
+                "--budget-hour-seconds must be more than 0",
+            ));
+        }
+        let rate = self.other_client_per_minute;
+        if !(rate.is_finite() && (0.0..=60_000.0).contains(&rate)) {
+            return Err(CliError::config(format!(
+                "--other-client-per-minute is a rate between 0 and 60000, not {rate}"
+            )));
+        }
+        if !(400..=599).contains(&self.denied_status) {
+            return Err(CliError::config(format!(
+                "--denied-status is an HTTP error status between 400 and 599, not {}",
+                self.denied_status
+            )));
+        }
+        let version = self.api_version.trim();
+        if version.is_empty()
+            || !version
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(CliError::config(format!(
+                "--api-version is dotted numbers such as 1.25.0, not \"{}\"",
+                self.api_version
+            )));
+        }
+        if self.late_seconds > 0 && self.late_every == 0 {
+            return Err(CliError::config(
+                "--late-seconds needs --late-every (which sessions are late)",
+            ));
+        }
         Ok(Options {
             listen: self.listen,
             http: self.http,
@@ -191,6 +257,17 @@ impl SimulateArgs {
                 refused: self.refuse_window.clone(),
                 malformed: self.malform_window.clone(),
             },
+            budget: RateBudget {
+                per_second: self.requests_per_second,
+                per_hour: self.requests_per_hour,
+                hour: Duration::from_secs(self.budget_hour_seconds),
+                retry_after: self.rate_limit_retry_after,
+            },
+            other_client_per_minute: rate,
+            denied_status: self.denied_status,
+            api_version: version.to_string(),
+            late_every: self.late_every,
+            late_seconds: self.late_seconds,
         })
     }
 }

@@ -130,11 +130,37 @@ pub fn presentation_list(elements: &[String], ns: Namespace) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// A `get_api_info` answer.
-pub fn api_info(now: DateTime<Utc>, permissions: &[(String, bool)], ns: Namespace) -> Vec<u8> {
+/// The API version that stopped reporting `company_name` (RS 24.3).
+const WITHOUT_COMPANY_NAME: &str = "1.24.1";
+
+/// Whether API version `a` comes before `b`, comparing the dotted numbers as numbers
+/// (1.9 before 1.24); a missing part counts as 0 and a part that is not a number as 0.
+pub fn version_before(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> {
+        v.trim()
+            .split('.')
+            .map(|p| p.trim().parse().unwrap_or(0))
+            .collect()
+    };
+    let (a, b) = (parts(a), parts(b));
+    let len = a.len().max(b.len());
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    (0..len)
+        .map(|i| at(&a, i).cmp(&at(&b, i)))
+        .find(|o| o.is_ne())
+        .is_some_and(std::cmp::Ordering::is_lt)
+}
+
+/// A `get_api_info` answer of API `version` (with a company name before 1.24.1).
+pub fn api_info(
+    now: DateTime<Utc>,
+    version: &str,
+    permissions: &[(String, bool)],
+    ns: Namespace,
+) -> Vec<u8> {
     let info = ApiInfo {
-        api_version: Some("1.24.1".into()),
-        company_name: Some("Example Corp".into()),
+        api_version: Some(version.into()),
+        company_name: version_before(version, WITHOUT_COMPANY_NAME).then(|| "Example Corp".into()),
         timestamp: Some(now),
         permissions: permissions
             .iter()
@@ -157,5 +183,37 @@ pub fn error(message: &str, nested_in: Option<&str>, ns: Namespace) -> Vec<u8> {
     match nested_in {
         None => written(|w| render::write_error(w, ns, message)),
         Some(root) => written(|w| render::write_nested_error(w, ns, root, message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers_part_by_part() {
+        let check = |a: &str, b: &str, before: bool| {
+            assert_eq!(version_before(a, b), before, "{a} before {b}");
+        };
+        check("1.9", "1.24", true);
+        check("1.24.0", "1.24.1", true);
+        check("1.24", "1.24.1", true);
+        check("1.24.1", "1.24.1", false);
+        check("1.24.1", "1.24.1.0", false);
+        check("1.25.0", "1.24.1", false);
+        check("2", "1.24.1", false);
+        check("1.19.0", "1.24.1", true);
+    }
+
+    #[test]
+    fn the_company_name_is_reported_only_before_1_24_1() {
+        let now = DateTime::from_timestamp(1_717_412_400, 0).unwrap();
+        let text = |v: &str| String::from_utf8(api_info(now, v, &[], Namespace::BeyondTrust));
+        let old = text("1.24.0").unwrap();
+        assert!(old.contains("<api_version>1.24.0</api_version>"), "{old}");
+        assert!(old.contains("<company_name>"), "{old}");
+        let new = text("1.25.0").unwrap();
+        assert!(new.contains("<api_version>1.25.0</api_version>"), "{new}");
+        assert!(!new.contains("company_name"), "{new}");
     }
 }

@@ -5,7 +5,14 @@
 //! Tests start it in-process with `Simulator::start(options)`; the binary runs the same
 //! code. Data is deterministic from the seed (see `catalog`); the ground truth of what the
 //! appliance would report is at `GET /_sim/sessions?closed_before=UNIX` with `--truth`.
+//!
+//! The API account has the vendor's request budget (20 a second, 15,000 an hour, see
+//! `budget`), which another client of the same account may share. Test rigs that drive
+//! `btic simulate` as a child process change it, start a 429 storm, move the appliance
+//! clock and read the counters over HTTP (`/_sim/budget`, `/_sim/clock`, `/_sim/stats`,
+//! with `--truth`); tests in-process call the same methods on `Simulator`.
 
+mod budget;
 pub mod catalog;
 pub mod content;
 pub mod render;
@@ -19,6 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use budget::RateBudget;
 pub use render::Namespace;
 pub use server::Stats;
 
@@ -91,6 +99,26 @@ pub struct Options {
     /// Report windows answered wrongly on purpose, until changed with
     /// `Simulator::set_window_faults` or `POST /_sim/refusals`.
     pub window_faults: WindowFaults,
+    /// The API account's rate limits (the vendor's by default), until changed with
+    /// `Simulator::set_budget` or `POST /_sim/budget`.
+    pub budget: RateBudget,
+    /// Requests a minute another client of the same API account spends from its
+    /// budget (a SIEM connector using the same client id); 0: none. Changed with
+    /// `Simulator::set_other_client` or `POST /_sim/budget`.
+    pub other_client_per_minute: f64,
+    /// The HTTP status of an answer to a missing, expired or invalid token, which
+    /// carries the vendor's `access_denied` JSON body. The vendor does not document the
+    /// status; 401 by default. `Simulator::start` refuses one outside 400..=599.
+    pub denied_status: u16,
+    /// The `api_version` `get_api_info` reports. Versions before 1.24.1 (RS 24.3, which
+    /// removed it) also report a `company_name`.
+    pub api_version: String,
+    /// Every Nth support session (index % N == N - 1) is written late: `end_time`
+    /// windows do not see it until `late_seconds` after its end (0: none).
+    pub late_every: u64,
+    /// How long after its end a late session shows up in `end_time` windows, in seconds
+    /// of appliance time.
+    pub late_seconds: u64,
 }
 
 /// Report windows the simulator answers wrongly: a report request whose window contains
@@ -153,6 +181,12 @@ impl Default for Options {
             empty_answer: EmptyAnswer::Error,
             language: Language::English,
             window_faults: WindowFaults::default(),
+            budget: RateBudget::default(),
+            other_client_per_minute: 0.0,
+            denied_status: 401,
+            api_version: "1.24.0".into(),
+            late_every: 0,
+            late_seconds: 0,
         }
     }
 }
@@ -163,6 +197,9 @@ pub enum SimulatorError {
     /// The certificates could not be made.
     #[error("starting the simulator: {0}")]
     Tls(String),
+    /// An option is out of range.
+    #[error("starting the simulator: {0}")]
+    Options(String),
     /// The address could not be bound.
     #[error("starting the simulator on {addr}: {source}")]
     Bind {
@@ -183,12 +220,22 @@ pub struct Simulator {
     handle: axum_server::Handle,
     /// The server task; ends when `handle` shuts it down.
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The other client of the account (`budget::other_client`); ends when `stop` is
+    /// cancelled, which `shutdown` does.
+    other_client: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
     state: Arc<server::State>,
 }
 
 impl Simulator {
     /// Binds and starts serving in the background.
     pub async fn start(options: Options) -> Result<Simulator, SimulatorError> {
+        if !(400..=599).contains(&options.denied_status) {
+            return Err(SimulatorError::Options(format!(
+                "denied_status {} is not an HTTP error status (400 to 599)",
+                options.denied_status
+            )));
+        }
         let listener =
             std::net::TcpListener::bind(options.listen).map_err(|source| SimulatorError::Bind {
                 addr: options.listen,
@@ -221,11 +268,19 @@ impl Simulator {
             let task = tokio::spawn(server.serve(app.into_make_service()));
             (task, Some(certs.ca_pem))
         };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let other_client = tokio::spawn(budget::other_client(
+            state.budget(),
+            state.other_client_rate(),
+            stop.clone(),
+        ));
         Ok(Simulator {
             addr,
             ca_pem,
             handle,
             task,
+            other_client,
+            stop,
             state,
         })
     }
@@ -260,10 +315,37 @@ impl Simulator {
         self.state.revoke_tokens();
     }
 
-    /// Stops accepting, lets answers in flight finish, and waits for the server to end.
+    /// The account's rate limits from now on; what the rolling windows hold stays
+    /// counted.
+    pub fn set_budget(&self, budget: RateBudget) {
+        self.state.set_budget(budget);
+    }
+
+    /// Requests a minute the other client of the account spends from now on (0: none).
+    pub fn set_other_client(&self, per_minute: f64) {
+        self.state.set_other_client(per_minute);
+    }
+
+    /// Answers every counted request with 429 for `duration` from now (with
+    /// `Retry-After: retry_after` when given), without counting it in the budget.
+    /// A zero `duration` ends a storm.
+    pub fn storm(&self, duration: Duration, retry_after: Option<u64>) {
+        self.state.storm(duration, retry_after);
+    }
+
+    /// Moves the appliance clock forward by `by` (sessions keep following the schedule,
+    /// so those of the skipped time appear at once).
+    pub fn advance(&self, by: Duration) {
+        self.state.advance(by);
+    }
+
+    /// Stops accepting, lets answers in flight finish, and waits for the server (and the
+    /// other client of the account) to end.
     pub async fn shutdown(self) {
+        self.stop.cancel();
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         let _ = self.task.await;
+        let _ = self.other_client.await;
     }
 
     /// Runs until `stop` completes (the `btic simulate` command).

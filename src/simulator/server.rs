@@ -1,22 +1,26 @@
-//! The simulator's HTTP layer: routes, OAuth, report semantics, downloads and faults.
+//! The simulator's HTTP layer: routes, OAuth, the account's request budget, report
+//! semantics, downloads, faults and the test controls under `/_sim/`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{Query, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::budget::{Budget, Caller, RateBudget};
 use super::catalog::{self, Catalog, MAX_LENGTH_SECONDS, Slot};
 use super::content;
 use super::render::Namespace;
@@ -28,17 +32,47 @@ const MAX_TOKENS: usize = 30;
 /// Size of the chunks of generated downloads.
 const CHUNK_BYTES: usize = 64 * 1024;
 
-/// Counters for tests and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The answer to a missing, expired or invalid token, as the vendor documents it
+/// (`bt_vendor_doc_expired_or_invalid_token_body_DOC.json`).
+const ACCESS_DENIED: &str = "{\n    \"error\": \"access_denied\",\n    \"message\": \"The resource owner or authorization server denied the request.\"\n}\n";
+
+/// The budget's headers, as the vendor documents them (`X-RateLimit-Limit: 15000`).
+const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+
+/// Counters for tests and benchmarks (`Simulator::stats`, `GET /_sim/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Tokens issued.
     pub tokens_issued: u64,
-    /// Answers to `/api/*` (any status).
+    /// Answers to `/api/*` (any status, the budget's 429s included).
     pub api_requests: u64,
-    /// `/api/*` answers refused with 401.
+    /// `/api/*` answers refused for a missing, expired or invalid token.
     pub unauthorized: u64,
     /// Faults injected.
     pub faults: u64,
+    /// Requests the budget counted, by kind: `token`, the command's action
+    /// (`get_api_info`), the report's name (`SupportSession`,
+    /// `SupportSessionRecording`, ...) or `backup`. A request without a name counts as
+    /// `command` or `reporting`.
+    pub requests: BTreeMap<String, u64>,
+    /// 429s sent for want of budget or in a storm (not the injected `Faults`).
+    pub rate_limited: u64,
+    /// Support sessions written into `SupportSession` answers sent whole, summed.
+    pub sessions_returned: u64,
+    /// Bytes of report answers sent (`SupportSession`, `SupportSessionListing` and the
+    /// presentation reports, "no data" answers included; downloads not).
+    pub report_bytes: u64,
+    /// Requests the other client of the account spent.
+    pub other_requests: u64,
+    /// The other client's attempts refused for want of budget.
+    pub other_refused: u64,
+    /// The most requests counted in any rolling second, every client of the account.
+    pub max_in_second: u64,
+    /// The most requests counted in any rolling hour (`RateBudget::hour`), every client.
+    pub max_in_hour: u64,
+    /// The most requests counted in any rolling hour, the other client's left out.
+    pub client_max_in_hour: u64,
 }
 
 /// Shared server state.
@@ -53,10 +87,22 @@ pub(crate) struct State {
     faults: Mutex<Faults>,
     /// Windows answered wrongly (`Options::window_faults`).
     window_faults: Mutex<WindowFaults>,
+    /// The account's budget, shared with the other client's task.
+    budget: Arc<Mutex<Budget>>,
+    /// The other client's rate in requests a minute, watched by its task (a watch
+    /// holds the latest value only; the task ends on the simulator's stop token).
+    other_rate: watch::Sender<f64>,
+    /// Appliance clock minus host clock, in milliseconds: `Options::skew_seconds`, moved
+    /// on by `advance`.
+    skew_ms: AtomicI64,
     tokens_issued: AtomicU64,
     api_requests: AtomicU64,
     unauthorized: AtomicU64,
     faults_injected: AtomicU64,
+    /// Counted requests by kind; a handful of keys (report names and actions).
+    requests: Mutex<BTreeMap<String, u64>>,
+    sessions_returned: AtomicU64,
+    report_bytes: AtomicU64,
 }
 
 impl State {
@@ -72,26 +118,102 @@ impl State {
             ),
             faults: Mutex::new(options.faults.clone()),
             window_faults: Mutex::new(options.window_faults.clone()),
+            budget: Arc::new(Mutex::new(Budget::new(options.budget))),
+            other_rate: watch::Sender::new(options.other_client_per_minute),
+            skew_ms: AtomicI64::new(options.skew_seconds.saturating_mul(1000)),
             options,
             tokens: Mutex::new(VecDeque::new()),
             tokens_issued: AtomicU64::new(0),
             api_requests: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
+            requests: Mutex::new(BTreeMap::new()),
+            sessions_returned: AtomicU64::new(0),
+            report_bytes: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn appliance_now(&self) -> DateTime<Utc> {
-        skewed(Utc::now(), self.options.skew_seconds)
+        Utc::now() + TimeDelta::milliseconds(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the appliance clock forward.
+    pub(crate) fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .skew_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |skew| {
+                Some(skew.saturating_add(ms))
+            });
     }
 
     pub(crate) fn stats(&self) -> Stats {
+        let budget = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts();
         Stats {
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             api_requests: self.api_requests.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             faults: self.faults_injected.load(Ordering::Relaxed),
+            requests: self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            rate_limited: budget.rate_limited,
+            sessions_returned: self.sessions_returned.load(Ordering::Relaxed),
+            report_bytes: self.report_bytes.load(Ordering::Relaxed),
+            other_requests: budget.other_requests,
+            other_refused: budget.other_refused,
+            max_in_second: budget.max_in_second,
+            max_in_hour: budget.max_in_hour,
+            client_max_in_hour: budget.client_max_in_hour,
         }
+    }
+
+    /// Counts a request the budget let through, by kind.
+    fn count_request(&self, kind: &str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+
+    pub(crate) fn budget(&self) -> Arc<Mutex<Budget>> {
+        self.budget.clone()
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_budget(&self, budget: RateBudget) {
+        self.lock_budget().set_limits(budget);
+    }
+
+    pub(crate) fn storm(&self, duration: Duration, retry_after: Option<u64>) {
+        self.lock_budget()
+            .storm(Instant::now(), duration, retry_after);
+    }
+
+    /// What the other client's task watches.
+    pub(crate) fn other_client_rate(&self) -> watch::Receiver<f64> {
+        self.other_rate.subscribe()
+    }
+
+    pub(crate) fn set_other_client(&self, per_minute: f64) {
+        self.other_rate.send_replace(per_minute);
+    }
+
+    /// Whether session `index` of the support catalog is written late.
+    fn is_late(&self, index: u64) -> bool {
+        let every = self.options.late_every;
+        every > 0 && index % every == every - 1
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -134,8 +256,185 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/check_health", get(|| async { "OK" }))
         .route("/_sim/sessions", get(truth))
         .route("/_sim/refusals", post(refusals))
+        .route("/_sim/budget", post(budget_control))
+        .route("/_sim/clock", post(clock))
+        .route("/_sim/stats", get(stats))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            budgeted,
+        ))
         .layer(axum::middleware::map_response(like_the_appliance))
         .with_state(state)
+}
+
+/// The account's budget. Every request to `/oauth2/token` and `/api/*` (any path,
+/// method and outcome) spends one request, or is refused with 429 and spends nothing;
+/// `/check_health` and `/_sim/*` are free. Every answer of a spending endpoint carries
+/// the `X-RateLimit-*` headers while the hour's limit is on.
+async fn budgeted(
+    AxumState(state): AxumState<Arc<State>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let api = path.starts_with("/api/");
+    if !api && path != "/oauth2/token" {
+        return next.run(request).await;
+    }
+    if api {
+        state.api_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let admission = state.lock_budget().admit(Instant::now(), Caller::Http);
+    let mut response = match admission.refused {
+        // The vendor does not document this answer: a short text, as for an injected 429.
+        Some(refusal) => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            if let Some(seconds) = refusal.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+        None => next.run(request).await,
+    };
+    if admission.limit > 0 {
+        let headers = response.headers_mut();
+        headers.insert(RATE_LIMIT_LIMIT, HeaderValue::from(admission.limit));
+        headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(admission.remaining));
+    }
+    response
+}
+
+/// The 404 every test control answers without `--truth`.
+fn controls_off() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "test controls are off; start with --truth",
+    )
+        .into_response()
+}
+
+/// The body of `POST /_sim/budget`: what to change; the rest stays.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetChange {
+    per_second: Option<u32>,
+    per_hour: Option<u32>,
+    hour_seconds: Option<u64>,
+    retry_after: Option<bool>,
+    other_client_per_minute: Option<f64>,
+    storm_seconds: Option<u64>,
+    storm_retry_after: Option<u64>,
+}
+
+/// What `POST /_sim/budget` expects, for its 400.
+const BUDGET_CHANGE: &str = "expected a JSON object with any of \"per_second\": N, \"per_hour\": N, \"hour_seconds\": N (more than 0), \"retry_after\": bool, \"other_client_per_minute\": F (0 or more), \"storm_seconds\": N, \"storm_retry_after\": N or null";
+
+/// `POST /_sim/budget` with `{"per_second": N, "per_hour": N, "hour_seconds": N,
+/// "retry_after": bool, "other_client_per_minute": F, "storm_seconds": N,
+/// "storm_retry_after": N|null}`, any subset: changes the account's budget, the other
+/// client's rate, or starts a storm; answers the settings now in force. Test rigs only
+/// (`--truth`).
+async fn budget_control(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+    if !state.options.truth {
+        return controls_off();
+    }
+    let bad = |why: String| (StatusCode::BAD_REQUEST, why).into_response();
+    let change: BudgetChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => return bad(format!("{BUDGET_CHANGE}: {e}")),
+    };
+    if change.hour_seconds == Some(0) {
+        return bad(format!("{BUDGET_CHANGE}: hour_seconds is 0"));
+    }
+    if let Some(rate) = change.other_client_per_minute
+        && !(rate.is_finite() && rate >= 0.0)
+    {
+        return bad(format!(
+            "{BUDGET_CHANGE}: other_client_per_minute is {rate}"
+        ));
+    }
+    if change.storm_retry_after.is_some() && change.storm_seconds.is_none() {
+        return bad(format!(
+            "{BUDGET_CHANGE}: storm_retry_after needs storm_seconds"
+        ));
+    }
+    let limits = {
+        let mut budget = state.lock_budget();
+        let old = budget.limits();
+        let limits = RateBudget {
+            per_second: change.per_second.unwrap_or(old.per_second),
+            per_hour: change.per_hour.unwrap_or(old.per_hour),
+            hour: change.hour_seconds.map_or(old.hour, Duration::from_secs),
+            retry_after: change.retry_after.unwrap_or(old.retry_after),
+        };
+        budget.set_limits(limits);
+        if let Some(seconds) = change.storm_seconds {
+            budget.storm(
+                Instant::now(),
+                Duration::from_secs(seconds),
+                change.storm_retry_after,
+            );
+        }
+        limits
+    };
+    if let Some(rate) = change.other_client_per_minute {
+        state.set_other_client(rate);
+    }
+    axum::Json(serde_json::json!({
+        "per_second": limits.per_second,
+        "per_hour": limits.per_hour,
+        "hour_seconds": limits.hour.as_secs(),
+        "retry_after": limits.retry_after,
+        "other_client_per_minute": *state.other_rate.borrow(),
+    }))
+    .into_response()
+}
+
+/// The furthest `POST /_sim/clock` moves the clock at once: ten years.
+const MAX_ADVANCE_SECONDS: u64 = 10 * 365 * 86_400;
+
+/// `POST /_sim/clock` with `{"advance_seconds": N}`: moves the appliance clock forward
+/// and answers `{"appliance_now": UNIX}`. Test rigs only (`--truth`).
+async fn clock(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Response {
+    if !state.options.truth {
+        return controls_off();
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Advance {
+        advance_seconds: u64,
+    }
+    let advance: Advance = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"advance_seconds\": N}} (0 or more): {e}"),
+            )
+                .into_response();
+        }
+    };
+    // Far enough for any test; further, the appliance's dates would overflow.
+    if advance.advance_seconds > MAX_ADVANCE_SECONDS {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("advance_seconds is at most {MAX_ADVANCE_SECONDS} (ten years)"),
+        )
+            .into_response();
+    }
+    state.advance(Duration::from_secs(advance.advance_seconds));
+    axum::Json(serde_json::json!({ "appliance_now": state.appliance_now().timestamp() }))
+        .into_response()
+}
+
+/// `GET /_sim/stats`: `Stats` as JSON. Test rigs only (`--truth`).
+async fn stats(AxumState(state): AxumState<Arc<State>>) -> Response {
+    if !state.options.truth {
+        return controls_off();
+    }
+    axum::Json(state.stats()).into_response()
 }
 
 /// Every answer is framed as real appliances frame theirs
@@ -160,11 +459,7 @@ async fn refusals(
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
     if !state.options.truth {
-        return (
-            StatusCode::NOT_FOUND,
-            "test controls are off; start with --truth",
-        )
-            .into_response();
+        return controls_off();
     }
     let times = |key: &str| -> Option<Vec<i64>> {
         match &body[key] {
@@ -196,6 +491,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    state.count_request("token");
     let params = params_of(None, &body);
     if param(&params, "grant_type") != Some("client_credentials") {
         return (
@@ -242,9 +538,9 @@ async fn token(
     .into_response()
 }
 
-/// Checks the bearer token; `Err` is the 401 to send.
+/// Checks the bearer token; `Err` is the refusal to send: the vendor's `access_denied`
+/// JSON with `Options::denied_status`.
 fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    state.api_requests.fetch_add(1, Ordering::Relaxed);
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -259,8 +555,16 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), Box<Response>> {
         return Ok(());
     }
     state.unauthorized.fetch_add(1, Ordering::Relaxed);
+    // `start` accepts only error statuses.
+    let status =
+        StatusCode::from_u16(state.options.denied_status).unwrap_or(StatusCode::UNAUTHORIZED);
     Err(Box::new(
-        (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            ACCESS_DENIED,
+        )
+            .into_response(),
     ))
 }
 
@@ -304,6 +608,11 @@ fn draw_fault(state: &State) -> Option<Fault> {
 enum Answer {
     Ready(Response),
     Text(Vec<u8>),
+    /// A report's XML holding `sessions` support sessions (counted in `Stats`).
+    Report {
+        body: Vec<u8>,
+        sessions: u64,
+    },
     Stream {
         headers: Vec<(header::HeaderName, String)>,
         length: u64,
@@ -351,17 +660,22 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
     let truncate = fault == Some(Fault::Truncate);
     match answer {
         Answer::Ready(r) => r,
-        Answer::Text(text) => {
-            if !truncate {
-                return xml(text);
-            }
-            let half = text.len() / 2;
-            let half = Bytes::from(text).slice(..half);
-            cut_stream(
-                vec![(header::CONTENT_TYPE, "text/xml; charset=UTF-8".into())],
-                half,
-            )
+        Answer::Report { body, sessions } => {
+            // A truncated answer returns its half and none of its sessions.
+            let (bytes, sessions) = if truncate {
+                (body.len() / 2, 0)
+            } else {
+                (body.len(), sessions)
+            };
+            state
+                .report_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            state
+                .sessions_returned
+                .fetch_add(sessions, Ordering::Relaxed);
+            text_answer(body, truncate)
         }
+        Answer::Text(text) => text_answer(text, truncate),
         Answer::Stream {
             headers,
             length,
@@ -387,6 +701,19 @@ async fn deliver(state: &State, answer: Answer, root: Option<&str>) -> Response 
                 .unwrap_or_default()
         }
     }
+}
+
+/// An XML answer, or its first half and a broken stream.
+fn text_answer(text: Vec<u8>, truncate: bool) -> Response {
+    if !truncate {
+        return xml(text);
+    }
+    let half = text.len() / 2;
+    let half = Bytes::from(text).slice(..half);
+    cut_stream(
+        vec![(header::CONTENT_TYPE, "text/xml; charset=UTF-8".into())],
+        half,
+    )
 }
 
 /// A response that sends `part` and then breaks.
@@ -469,10 +796,12 @@ impl Selected {
 
 /// What `lsid`, `lsids` or a window select in `catalog`. An LSID the appliance does not
 /// know refuses the whole request ("Invalid lsid.", as one public client's fixture has
-/// it; the text is unverified, the refusal of the whole list is the point).
+/// it; the text is unverified, the refusal of the whole list is the point). `support`:
+/// the catalog is the support sessions', some of which are written late.
 fn select(
     state: &State,
     catalog: &Catalog,
+    support: bool,
     params: &[(String, String)],
 ) -> Result<Selected, String> {
     let now = state.appliance_now();
@@ -486,14 +815,16 @@ fn select(
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Selected::Lsids),
-        None => window(state, catalog, params),
+        None => window(state, catalog, support, params),
     }
 }
 
-/// The sessions a window selects, per the documented semantics.
+/// The sessions a window selects, per the documented semantics; an `end_time` window
+/// of the support sessions sees a late one only `late_seconds` after its end.
 fn window(
     state: &State,
     catalog: &Catalog,
+    support: bool,
     params: &[(String, String)],
 ) -> Result<Selected, String> {
     let now = state.appliance_now();
@@ -530,7 +861,15 @@ fn window(
             from - TimeDelta::seconds(MAX_LENGTH_SECONDS),
             to.min(now + TimeDelta::seconds(1)),
         );
-        slots.retain(|s| s.end >= from && s.end < to && s.end <= now);
+        let delay = i64::try_from(state.options.late_seconds)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .unwrap_or(TimeDelta::MAX);
+        let written = |s: &Slot| {
+            !(support && state.is_late(s.index))
+                || s.end.checked_add_signed(delay).is_some_and(|t| t <= now)
+        };
+        slots.retain(|s| s.end >= from && s.end < to && s.end <= now && written(s));
         slots.sort_by_key(|s| (s.end, s.index));
         slots
     };
@@ -571,8 +910,12 @@ fn report_answer(
     render: impl FnOnce(&[Slot]) -> Vec<u8>,
 ) -> Answer {
     let ns = state.ns();
+    let error = |message: &str| Answer::Report {
+        body: content::error(message, None, ns),
+        sessions: 0,
+    };
     let selected = match selected {
-        Err(message) => return Answer::Text(content::error(&message, None, ns)),
+        Err(message) => return error(&message),
         Ok(s) => s,
     };
     let (refused, malformed) = match &selected {
@@ -580,14 +923,29 @@ fn report_answer(
         Selected::Lsids(_) => (false, false),
     };
     if refused {
-        return Answer::Text(content::error(REFUSAL, None, ns));
+        return error(REFUSAL);
     }
     if selected.slots().is_empty() && state.options.empty_answer == super::EmptyAnswer::Error {
         let text = no_data_text(report, state.options.language);
-        return Answer::Text(content::error(text, None, ns));
+        return Answer::Report {
+            body: content::error(text, None, ns),
+            sessions: 0,
+        };
     }
     let body = render(selected.slots());
-    Answer::Text(if malformed { malform(body) } else { body })
+    if malformed {
+        // Broken inside a session: none of them is returned.
+        return Answer::Report {
+            body: malform(body),
+            sessions: 0,
+        };
+    }
+    let sessions = if report == "SupportSession" {
+        selected.slots().len() as u64
+    } else {
+        0
+    };
+    Answer::Report { body, sessions }
 }
 
 /// A report body cut off halfway, inside an element, and closed as if it were
@@ -626,22 +984,27 @@ async fn reporting(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
     let body = if method == Method::POST {
         body
     } else {
         Bytes::new()
     };
     let params = params_of(Some(&uri), &body);
+    let report = param(&params, "generate_report").unwrap_or_default();
+    state.count_request(if report.is_empty() {
+        "reporting"
+    } else {
+        report
+    });
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
     let ns = state.ns();
     let now = state.appliance_now();
-    let report = param(&params, "generate_report").unwrap_or_default();
     let (answer, root) = match report {
         "SupportSession" | "SupportSessionListing" => {
             let catalog = &state.catalog;
-            let selected = select(&state, catalog, &params);
+            let selected = select(&state, catalog, true, &params);
             let answer = report_answer(&state, report, selected, |slots| {
                 let sessions: Vec<_> = slots.iter().map(|s| catalog.session(*s, now)).collect();
                 if report == "SupportSession" {
@@ -662,7 +1025,7 @@ async fn reporting(
             // Only ended presentations are reported (the end_time windows ask for
             // nothing else, and a start_time window of the report is not used by the
             // pipeline).
-            let selected = select(&state, catalog, &params).map(|selected| match selected {
+            let selected = select(&state, catalog, false, &params).map(|selected| match selected {
                 Selected::Window {
                     mut slots,
                     from,
@@ -794,16 +1157,18 @@ async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers) {
-        return *r;
-    }
     let body = if method == Method::POST {
         body
     } else {
         Bytes::new()
     };
     let params = params_of(Some(&uri), &body);
-    let answer = match param(&params, "action") {
+    let action = param(&params, "action").filter(|a| !a.is_empty());
+    state.count_request(action.unwrap_or("command"));
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let answer = match action {
         Some("get_api_info") => {
             // The nine permissions an RS 19.1 appliance lists, in its order; each is
             // granted (`perm_command` at its highest level) unless denied.
@@ -829,6 +1194,7 @@ async fn command(
             // Read the clock as late as possible: this is what clients measure skew from.
             Answer::Ready(xml(content::api_info(
                 state.appliance_now(),
+                &state.options.api_version,
                 &permissions,
                 state.ns(),
             )))
@@ -847,6 +1213,7 @@ async fn backup(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    state.count_request("backup");
     if let Err(r) = authorize(&state, &headers) {
         return *r;
     }
@@ -919,13 +1286,18 @@ async fn truth(AxumState(state): AxumState<Arc<State>>, uri: Uri) -> Response {
         .iter()
         .map(|s| {
             let session = state.catalog.session(*s, now);
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "lsid": session.lsid,
                 "start_time": s.start.timestamp(),
                 "end_time": s.end.timestamp(),
                 "has_recording": content::has_recording(&session),
                 "digest": catalog::digest(&session),
-            })
+            });
+            // Listed by its real end all the same: the truth is what the appliance holds.
+            if state.is_late(s.index) {
+                entry["late"] = serde_json::Value::Bool(true);
+            }
+            entry
         })
         .collect();
     let catalog = &state.presentations;
