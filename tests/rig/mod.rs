@@ -430,7 +430,7 @@ host = "{host}"
 client_id = "demo"
 client_secret = {{ env = "BTIC_TEST_SECRET" }}
 ca_file = "{ca}"
-requests_per_second = 200
+requests_per_second = 15
 max_in_flight = 4
 
 {destinations}
