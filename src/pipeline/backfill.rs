@@ -470,7 +470,9 @@ pub fn estimate(
         .saturating_sub(site.live_reserve)
         .max(1);
     let requests = reports + recordings + 2;
-    let by_hour = requests as f64 / f64::from(per_hour);
+    // In hours of the budget's window (an hour, unless a test rig shortens it).
+    let window_hours = crate::appliance::BudgetLimits::hour_from_env().as_secs_f64() / 3600.0;
+    let by_hour = requests as f64 / f64::from(per_hour) * window_hours;
     let by_second = requests as f64 / site.requests_per_second.max(0.001) / 3600.0;
     Estimate {
         reports,

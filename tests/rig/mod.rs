@@ -115,6 +115,30 @@ impl Sim {
         assert!(response.status().is_success(), "{}", response.status());
     }
 
+    /// `GET /_sim/stats`: what the simulator was asked and answered.
+    pub async fn stats(&self) -> serde_json::Value {
+        self.client
+            .get(format!("https://{}/_sim/stats", self.host))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /_sim/budget` with `settings` (the account's limits, another client, a storm).
+    pub async fn budget(&self, settings: serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("https://{}/_sim/budget", self.host))
+            .json(&settings)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
     /// The presentations that ended before `closed_before` (appliance time), by lsid.
     pub async fn presentations(&self, closed_before: i64) -> BTreeMap<String, Presentation> {
         let v = self.ground_truth(Some(closed_before)).await;
@@ -132,6 +156,18 @@ impl Sim {
                     },
                 )
             })
+            .collect()
+    }
+
+    /// The LSIDs of the sessions with a recording that ended before `closed_before`.
+    pub async fn recorded(&self, closed_before: i64) -> BTreeSet<String> {
+        let v = self.ground_truth(Some(closed_before)).await;
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["has_recording"].as_bool() == Some(true))
+            .map(|s| s["lsid"].as_str().unwrap().to_string())
             .collect()
     }
 
@@ -248,6 +284,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Daemon::start_with(config, log, &[])
+    }
+
+    /// `btic run` with more environment (`BTIC_BUDGET_HOUR_SECONDS`, say).
+    pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -258,6 +299,7 @@ impl Daemon {
             .arg(config)
             .env("RUST_LOG", "info")
             .env("BTIC_TEST_SECRET", "demo-secret")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
