@@ -341,7 +341,7 @@ async fn a_two_minute_storm_of_429s_costs_no_attempts_and_loses_nothing() {
         .filter(|l| l.contains("WARN") && l.contains("request budget is spent"))
         .count() as u64;
     assert!(
-        warns >= 1 && warns <= 2 && warns < refused,
+        (1..=2).contains(&warns) && warns < refused,
         "{warns} WARNs for {refused} refusals:
 {log_text}"
     );
