@@ -142,6 +142,56 @@ async fn a_refused_token_is_renewed_once_and_a_second_refusal_is_a_credentials_e
     sim.shutdown().await;
 }
 
+/// The vendor documents a JSON `access_denied` body for expired or invalid tokens but
+/// not its status: answered with a 403 (or any status), the token is renewed once, and a
+/// download after the renewal is whole.
+#[tokio::test]
+async fn an_access_denied_answer_with_any_status_renews_the_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for status in [403, 401, 400] {
+        let sim = start(Options {
+            denied_status: status,
+            ..Options::default()
+        })
+        .await;
+        let site = site(&sim, dir.path());
+        let client = client(&site, dir.path(), fast_retries(3));
+        client.api_info().await.unwrap();
+        sim.revoke_tokens();
+        let fetched = client
+            .support_sessions(last_hours(&client, WindowBy::End, 6))
+            .await
+            .unwrap_or_else(|e| panic!("HTTP {status}: {e}"));
+        assert!(!sessions_in(&fetched).is_empty(), "HTTP {status}");
+        let stats = sim.stats();
+        assert_eq!(
+            (stats.tokens_issued, stats.unauthorized),
+            (2, 1),
+            "HTTP {status}"
+        );
+        // A second refusal right after a renewal is the credentials' fault.
+        sim.revoke_tokens();
+        client.api_info().await.unwrap();
+        assert_eq!(sim.stats().tokens_issued, 3, "HTTP {status}");
+        sim.shutdown().await;
+    }
+    let sim = start(Options {
+        denied_status: 403,
+        token_ttl: Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let site = site(&sim, dir.path());
+    let err = client(&site, dir.path(), fast_retries(3))
+        .api_info()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApplianceError::Credentials { .. }), "{err}");
+    assert!(err.to_string().contains("HTTP 403"), "{err}");
+    assert_eq!(sim.stats().tokens_issued, 2, "exactly one renewal");
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_wrong_secret_fails_at_once_without_showing_the_secret() {
     let dir = tempfile::tempdir().unwrap();
