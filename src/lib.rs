@@ -6,6 +6,7 @@ pub mod appliance;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod durable;
 pub mod fetch;
 pub mod log_file;
 pub mod metrics;

@@ -418,7 +418,7 @@ impl ApplianceClient {
             .body
             .ok_or_else(|| bad("the appliance answered \"no data\"".into()))?;
         let info = answer::api_info_in(&body.path).await;
-        let _ = tokio::fs::remove_file(&body.path).await;
+        crate::durable::discard(&body.path).await;
         let info = info.map_err(bad)?;
         if let Some(timestamp) = info.timestamp {
             let appliance = timestamp + TimeDelta::milliseconds(500);
@@ -445,7 +445,7 @@ impl ApplianceClient {
         };
         match self.attempt(&call).await {
             Ok(attempt) => {
-                let _ = tokio::fs::remove_file(attempt.body.path).await;
+                crate::durable::discard(&attempt.body.path).await;
                 Ok(true)
             }
             Err(e) if e.status() == Some(500) => Ok(false),
@@ -523,7 +523,7 @@ impl ApplianceClient {
             match answer::error_in(&attempt.body.path).await {
                 Ok(None) => {}
                 Ok(Some(error)) => {
-                    let _ = tokio::fs::remove_file(&attempt.body.path).await;
+                    crate::durable::discard(&attempt.body.path).await;
                     let site = self.inner.site.clone();
                     let what = call.what;
                     let message = error.message;
@@ -554,7 +554,7 @@ impl ApplianceClient {
                     };
                 }
                 Err(reason) if !call.download => {
-                    let _ = tokio::fs::remove_file(&attempt.body.path).await;
+                    crate::durable::discard(&attempt.body.path).await;
                     return Err(ApplianceError::BadAnswer {
                         site: self.inner.site.clone(),
                         what: call.what,
@@ -655,7 +655,7 @@ impl ApplianceClient {
             }
             let attempt = self.spool(call, response, started, answered_at).await?;
             if call.auth && is_access_denied(&attempt) {
-                let _ = tokio::fs::remove_file(&attempt.body.path).await;
+                crate::durable::discard(&attempt.body.path).await;
                 self.token_refused(call, status, &mut refused, generation)?;
                 continue;
             }

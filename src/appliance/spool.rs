@@ -67,28 +67,35 @@ pub(crate) const HEAD_BYTES: usize = 512;
 impl SpoolWriter {
     /// Creates the file (and the directory) and starts the writer thread.
     pub(crate) async fn create(path: PathBuf) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
         let file = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || File::create(path)
+            move || {
+                if let Some(dir) = path.parent() {
+                    crate::durable::create_dir_all(dir)?;
+                }
+                File::create(path)
+            }
         })
         .await
         .map_err(io::Error::other)??;
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut file = io::BufWriter::with_capacity(256 * 1024, file);
-            let mut hasher = Sha256::new();
-            let mut bytes = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                file.write_all(&chunk)?;
-                bytes += chunk.len() as u64;
+        let task = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || {
+                let mut file = io::BufWriter::with_capacity(256 * 1024, file);
+                let mut hasher = Sha256::new();
+                let mut bytes = 0u64;
+                while let Some(chunk) = rx.blocking_recv() {
+                    hasher.update(&chunk);
+                    file.write_all(&chunk)?;
+                    bytes += chunk.len() as u64;
+                }
+                let file = file.into_inner().map_err(|e| e.into_error())?;
+                // The bytes, then the name: a hand-off may name this file once it is told.
+                file.sync_all()?;
+                crate::durable::sync_parent(&path)?;
+                Ok((bytes, hex::encode(hasher.finalize())))
             }
-            let file = file.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            Ok((bytes, hex::encode(hasher.finalize())))
         });
         Ok(SpoolWriter {
             tx: Some(tx),
@@ -138,7 +145,7 @@ impl SpoolWriter {
     pub(crate) async fn discard(mut self) {
         self.tx = None;
         let _ = self.join().await;
-        let _ = tokio::fs::remove_file(&self.path).await;
+        crate::durable::discard(&self.path).await;
     }
 
     /// Waits for the writer thread's result (once; later calls say it is gone).
@@ -153,7 +160,12 @@ impl SpoolWriter {
 /// Renames a finished spool file to its final extension and returns the new description.
 pub(crate) async fn with_extension(spooled: Spooled, extension: &str) -> io::Result<Spooled> {
     let path = spooled.path.with_extension(extension);
-    tokio::fs::rename(&spooled.path, &path).await?;
+    tokio::task::spawn_blocking({
+        let (from, to) = (spooled.path.clone(), path.clone());
+        move || crate::durable::rename(&from, &to)
+    })
+    .await
+    .map_err(io::Error::other)??;
     Ok(Spooled { path, ..spooled })
 }
 

@@ -355,7 +355,7 @@ async fn in_process(
         )));
     }
     let spool = spool_dir(config);
-    std::fs::create_dir_all(&spool).map_err(|e| failed(&e))?;
+    crate::durable::create_dir_all(&spool).map_err(|e| failed(&e))?;
     // The stages the job needs: its site's (requests to make again, downloads), parse,
     // and the deliveries to its destinations.
     let stages = CancellationToken::new();

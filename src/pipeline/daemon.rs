@@ -85,7 +85,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         reason,
     };
     let spool = spool_dir(&config);
-    std::fs::create_dir_all(&spool).map_err(|e| state_err(&spool, e.to_string()))?;
+    crate::durable::create_dir_all(&spool).map_err(|e| state_err(&spool, e.to_string()))?;
     let queue =
         Queue::open(queue_dir(&config)).map_err(|e| state_err(&config.state_dir, e.to_string()))?;
     // Spool files left behind by a crash are removed in the background, so a restart
@@ -354,6 +354,9 @@ async fn sweep_spool(
         }
     }
     if removed > 0 {
+        if let Err(e) = crate::durable::sync_dir(spool) {
+            tracing::warn!("syncing {}: {e}", spool.display());
+        }
         tracing::info!(removed, "removed spool files no queue item refers to");
     }
 }

@@ -442,7 +442,7 @@ impl DeliverWorker {
                     Ok(_) => {
                         self.reachability.set(&self.destination.name, None);
                         if let Some(spool) = spool {
-                            let _ = std::fs::remove_file(spool);
+                            crate::durable::discard(&spool).await;
                         }
                         metrics::delivered(&self.destination.name, "ok", 1, started.elapsed());
                         metrics::stage_progress("deliver", 1, 1, started.elapsed());

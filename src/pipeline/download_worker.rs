@@ -97,7 +97,7 @@ impl DownloadWorker {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(site = %self.site, "{what}: preparing spool files: {e}");
-                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &[]);
+                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &[]).await;
                 let reason = format!("{what}: preparing spool files: {e}");
                 let failed = Failed {
                     stage: "download",
@@ -121,13 +121,13 @@ impl DownloadWorker {
                 if let Some(body) = &fetched.body
                     && !spools.contains(&body.path)
                 {
-                    let _ = std::fs::remove_file(&body.path);
+                    crate::durable::discard(&body.path).await;
                 }
                 metrics::stage_progress("download", 1, pushed, started.elapsed());
             }
             Err(e) => {
                 tracing::error!(site = %self.site, "{what}: recording the download: {e}");
-                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &spools);
+                remove_all(fetched.body.as_ref().map(|b| b.path.as_path()), &spools).await;
             }
         }
     }
@@ -217,18 +217,26 @@ fn outputs(
             .map_err(std::io::Error::other)?;
         spools.push(spool);
     }
+    // The hand-off names the copies: their names must be durable before it is.
+    if spools.len() > 1 {
+        crate::durable::sync_parent(&body.path)?;
+    }
     Ok(spools)
 }
 
+/// A second name for a spool file, or a copy (fsynced) where links do not work.
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::hard_link(from, to) {
         Ok(()) => Ok(()),
-        Err(_) => std::fs::copy(from, to).map(drop),
+        Err(_) => {
+            std::fs::copy(from, to)?;
+            std::fs::File::open(to)?.sync_all()
+        }
     }
 }
 
-fn remove_all(body: Option<&Path>, spools: &[PathBuf]) {
+async fn remove_all(body: Option<&Path>, spools: &[PathBuf]) {
     for p in body.into_iter().chain(spools.iter().map(PathBuf::as_path)) {
-        let _ = std::fs::remove_file(p);
+        crate::durable::discard(p).await;
     }
 }

@@ -357,7 +357,7 @@ impl FetchStage {
                     Ok(fetched) => {
                         sizing.observe(length, fetched.bytes());
                         if let Some(body) = &fetched.body {
-                            let _ = std::fs::remove_file(&body.path);
+                            crate::durable::discard(&body.path).await;
                         }
                         tracing::info!(site = %self.site(), bytes = fetched.bytes(), "report body larger than max_body_bytes; splitting the window");
                     }
@@ -450,7 +450,7 @@ impl FetchStage {
         if let Err(e) = step.commit(&self.queue, Vec::new()).await {
             // Not recorded, so nobody will read the spool file.
             if let Some(body) = &fetched.body {
-                let _ = std::fs::remove_file(&body.path);
+                crate::durable::discard(&body.path).await;
             }
             return Err(e.into());
         }
@@ -669,7 +669,7 @@ impl FetchWorker {
                 step.finish(&task.lane, finishes, Finished::Other);
                 if let Err(e) = step.commit(&self.queue, vec![ticket]).await {
                     if let Some(body) = &fetched.body {
-                        let _ = std::fs::remove_file(&body.path);
+                        crate::durable::discard(&body.path).await;
                     }
                     return Err(e);
                 }
@@ -680,7 +680,7 @@ impl FetchWorker {
             }
             Ok(fetched) => {
                 if let Some(body) = &fetched.body {
-                    let _ = std::fs::remove_file(&body.path);
+                    crate::durable::discard(&body.path).await;
                 }
                 None
             }

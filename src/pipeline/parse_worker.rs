@@ -254,7 +254,7 @@ async fn parse_one(
             )?;
             step.finish(&item.lane, creator, Finished::Body);
             step.commit(queue, vec![ticket]).await?;
-            remove_spool(&item.body);
+            crate::durable::discard(&item.body).await;
         }
         // A request text of another shape (written by an older version) cannot be
         // asked again: the body itself waits in the dead letter, and its file stays
@@ -279,7 +279,7 @@ async fn parse_one(
         (None, _) => {
             step.finish(&item.lane, creator, Finished::Body);
             step.commit(queue, vec![ticket]).await?;
-            remove_spool(&item.body);
+            crate::durable::discard(&item.body).await;
         }
     }
     metrics::stage_progress("parse", 1, pushed, started.elapsed());
@@ -367,12 +367,6 @@ fn digest(raw: &[u8], routes: &super::items::Routes, closed: bool) -> [u8; 16] {
     let mut out = [0; 16];
     out.copy_from_slice(&full[..16]);
     out
-}
-
-fn remove_spool(path: &std::path::Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        tracing::warn!("removing spool file {}: {e}", path.display());
-    }
 }
 
 /// Sessions of one chunk waiting to be bundled, per destination.

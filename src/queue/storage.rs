@@ -1,8 +1,11 @@
 //! Every sled call of the crate. Synchronous: the async `Queue` runs these on tokio's
 //! blocking pool and the flusher runs `Store::flush` on its own thread.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
@@ -49,6 +52,108 @@ pub(crate) struct Store {
     dead: Tree,
     state: Tree,
     meta: Tree,
+    /// What `flush` fsyncs after sled's own flush.
+    disk: Mutex<OnDisk>,
+}
+
+/// The database's files as far as fsyncs have covered them.
+///
+/// sled's flush writes its buffers and ends in `sync_file_range`, which is not an
+/// fsync: it neither flushes the drive's cache nor persists the file's size or new
+/// extents, so across a power cut it promises nothing. sled never fsyncs the large
+/// values it writes as separate files under `blobs/` (nor that directory), writes its
+/// `conf` file without an fsync, and renames snapshots into place without an fsync of
+/// the directory. So after sled's flush, `Store::flush` fsyncs, in this order: every
+/// blob file not fsynced yet, and `blobs/` if its names changed (a log entry must not
+/// outlive the blob it points to); the log file `db`, where every transaction is
+/// (an fsync through any descriptor of a file persists its data and size); every other
+/// new file (`conf`, `snap.*`), and the database directory if its names changed.
+#[derive(Debug)]
+struct OnDisk {
+    dir: PathBuf,
+    /// sled's log file.
+    log: File,
+    /// Names in the directory as of the last fsync of it.
+    names: BTreeSet<OsString>,
+    /// Names in `blobs/` as of the last fsync of it.
+    blobs: BTreeSet<OsString>,
+}
+
+/// sled's log file in the database directory.
+const LOG_FILE: &str = "db";
+
+impl OnDisk {
+    /// Everything in `dir` fsynced, and `dir`'s own name in its parent.
+    fn open(dir: &Path) -> std::io::Result<OnDisk> {
+        let mut disk = OnDisk {
+            dir: dir.to_owned(),
+            log: File::open(dir.join(LOG_FILE))?,
+            names: BTreeSet::new(),
+            blobs: BTreeSet::new(),
+        };
+        disk.sync()?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+        Ok(disk)
+    }
+
+    /// The fsyncs described above.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let blobs_dir = self.dir.join("blobs");
+        let blobs = sync_new_files(&blobs_dir, &self.blobs, &[])?;
+        if blobs != self.blobs {
+            sync_dir_if_present(&blobs_dir)?;
+            self.blobs = blobs;
+        }
+        self.log.sync_all()?;
+        let names = sync_new_files(&self.dir, &self.names, &[LOG_FILE])?;
+        if names != self.names {
+            File::open(&self.dir)?.sync_all()?;
+            self.names = names;
+        }
+        Ok(())
+    }
+}
+
+/// The names in `dir` (none if it does not exist), after an fsync of every regular file
+/// among them that is not in `known` or `skip`.
+fn sync_new_files(
+    dir: &Path,
+    known: &BTreeSet<OsString>,
+    skip: &[&str],
+) -> std::io::Result<BTreeSet<OsString>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = BTreeSet::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !known.contains(&name)
+            && !skip.iter().any(|s| name == *s)
+            && entry.file_type()?.is_file()
+        {
+            match File::open(entry.path()) {
+                Ok(file) => file.sync_all()?,
+                // Removed by sled meanwhile (an old snapshot, a collected blob).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        names.insert(name);
+    }
+    Ok(names)
+}
+
+fn sync_dir_if_present(dir: &Path) -> std::io::Result<()> {
+    match File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The four trees as seen inside one transaction.
@@ -257,6 +362,7 @@ impl Store {
             state: tree("state")?,
             meta: tree("meta")?,
             db: db.clone(),
+            disk: Mutex::new(OnDisk::open(dir).map_err(|e| open_error(sled::Error::Io(e)))?),
         };
         match store.meta.get(META_FORMAT).map_err(open_error)? {
             None => {
@@ -264,7 +370,7 @@ impl Store {
                     .meta
                     .insert(META_FORMAT, vec![FORMAT_VERSION])
                     .map_err(open_error)?;
-                store.db.flush().map_err(open_error)?;
+                store.flush()?;
             }
             // A version-1 database holds version-1 values, which this build reads.
             Some(v) if matches!(v.as_ref(), [v] if (codec::OLDEST_VERSION..=FORMAT_VERSION).contains(v)) =>
@@ -280,12 +386,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Makes everything written so far durable (fsync).
+    /// Makes everything written so far durable: sled's flush, then the fsyncs of
+    /// [`OnDisk`].
     pub(crate) fn flush(&self) -> Result<(), QueueError> {
         self.db
             .flush()
-            .map(drop)
-            .map_err(storage("flushing queue database"))
+            .map_err(storage("flushing queue database"))?;
+        self.disk
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .sync()
+            .map_err(|e| storage("syncing queue database files")(sled::Error::Io(e)))
     }
 
     /// Runs `body` as one serializable transaction over all four trees.

@@ -18,8 +18,13 @@ mod relay;
 #[allow(unused_imports)]
 pub use relay::Relay;
 
+/// The binary under test: this build's, or `BTIC_BIN` (another build measured by the
+/// same test).
 pub fn btic() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_btic"))
+    match std::env::var_os("BTIC_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_btic")),
+    }
 }
 
 /// A `btic simulate` child process.

@@ -8,7 +8,7 @@
 //! removed. Temporaries of live processes are left alone, and one process never removes
 //! its own.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -129,19 +129,7 @@ fn process_alive(pid: u32) -> bool {
     proc.join("self").exists() && proc.join(pid.to_string()).exists()
 }
 
-/// Makes a directory's entries durable (a new, renamed or removed name).
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened as files elsewhere; NTFS journals metadata.
-        let _ = dir;
-        Ok(())
-    }
-}
+pub use crate::durable::sync_dir;
 
 #[cfg(test)]
 mod tests {
