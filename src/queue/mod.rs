@@ -72,7 +72,11 @@
 //!
 //! # When it flushes
 //!
-//! sled's own periodic flush is off; every fsync is the group commit's (`flush.rs`). A
+//! A flush is sled's `flush` (which writes the log but ends in `sync_file_range`, no
+//! promise across a power cut) followed by real fsyncs of what it wrote: new blob files
+//! and their directory, the log file, new files sled made and the queue directory
+//! (`storage.rs`, `OnDisk`; ARCHITECTURE.md lists every fsync btic makes). sled's own
+//! periodic flush is off; every flush is the group commit's (`flush.rs`). A
 //! writer commits its transaction and, on the same blocking thread, either starts an
 //! fsync itself (none is running: no thread hand-off, so an idle system pays one fsync
 //! per call and nothing more) or marks one as pending (one is running). When an fsync
@@ -91,7 +95,8 @@
 //! but not yet flushed — exactly the ones whose callers had not yet been told — and
 //! cannot undo a flushed one, split a hand-off, or duplicate an item. Claims (below) live
 //! in memory and vanish, which puts in-progress items back in play. `tests/queue_crash.rs`
-//! checks this by killing a writer hundreds of times.
+//! checks this by killing a writer hundreds of times, then by cutting its power on a file
+//! system that keeps only what was fsynced.
 //!
 //! # Workers, claims and waiting
 //!

@@ -161,6 +161,8 @@ struct State {
     next_fh: u64,
     cut: bool,
     counts: Counts,
+    /// fsyncs per inode, to tell when a given file was last made durable.
+    fsyncs_by_ino: HashMap<u64, u64>,
 }
 
 impl State {
@@ -310,6 +312,7 @@ impl State {
 
     fn fsync_file(&mut self, ino: u64) -> Result<(), i32> {
         self.counts.file_fsyncs += 1;
+        *self.fsyncs_by_ino.entry(ino).or_default() += 1;
         match &mut self.node(ino)?.body {
             Body::File {
                 data,
@@ -442,6 +445,7 @@ fn load(root: &Path) -> std::io::Result<State> {
         next_fh: 1,
         cut: false,
         counts: Counts::default(),
+        fsyncs_by_ino: HashMap::new(),
     };
     let mut root_node = Inode::new(
         Body::Dir {
@@ -987,6 +991,18 @@ impl PowerCut {
     /// What the file system counted since it was mounted.
     pub fn counts(&self) -> Counts {
         lock(&self.state).counts
+    }
+
+    /// How many fsyncs of the file at `path` (on this mount) completed so far; 0 if it
+    /// does not exist. Used to tell whether something seen in a file before was made
+    /// durable since.
+    pub fn fsyncs_of(&self, path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return 0;
+        };
+        let state = lock(&self.state);
+        state.fsyncs_by_ino.get(&meta.ino()).copied().unwrap_or(0)
     }
 
     /// Unmounts and writes to the backing directory what survives: after a cut only the
