@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use btic::config::Config;
 use btic::metrics::Health;
 use btic::model::Report;
+use btic::pipeline::budget::DiskBudget;
+use btic::pipeline::reachability::Reachability;
 use btic::pipeline::routes;
-use btic::pipeline::scheduler::Reachability;
 use btic::pipeline::stages::{self, Scope, Shared};
 use btic::queue::Queue;
 use btic::simulator::{Options, RateBudget, Simulator};
@@ -141,7 +142,7 @@ async fn live_day() {
         queue: queue.clone(),
         health: Arc::new(Health::new(Duration::from_secs(900))),
         reachability: Arc::new(Reachability::default()),
-        budget: stages::budget(&config),
+        budget: DiskBudget::of(&config),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop = stop.clone().drop_guard();

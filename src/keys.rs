@@ -1,5 +1,6 @@
-//! Every key the pipeline keeps in the queue's state area, in one place, with the record
-//! stored under it. ARCHITECTURE.md has the same table for readers.
+//! Every key btic keeps in the queue's state area, in one place, with the record stored
+//! under it: below both `pipeline`, which writes most of them, and `notify`, which reads
+//! them. ARCHITECTURE.md has the same table for readers.
 //!
 //! | key                                     | record        | written by                                   |
 //! |-----------------------------------------|---------------|----------------------------------------------|
@@ -125,6 +126,19 @@ pub fn open(site: &str, lsid: &str) -> String {
 /// How many records of queue item `id` (a report body) the parse stage has handed on.
 pub fn parse_progress(id: crate::queue::ItemId) -> String {
     format!("parse/{id}")
+}
+
+/// A schedule's last runs, kept in the state area.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    /// Last run that reached every site and destination (UNIX seconds).
+    pub last_success: Option<i64>,
+    /// Last run, successful or not (UNIX seconds).
+    pub last_attempt: Option<i64>,
+    /// `ok`, or what went wrong.
+    pub outcome: String,
+    /// Failed runs since the last success.
+    pub failures: u32,
 }
 
 /// The last run of a schedule.

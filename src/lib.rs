@@ -8,6 +8,7 @@ pub mod config;
 pub mod deliver;
 pub mod durable;
 pub mod fetch;
+pub mod keys;
 pub mod log_file;
 pub mod metrics;
 pub mod model;

@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use btic::config::Config;
+use btic::keys;
 use btic::metrics::Health;
 use btic::model::Report;
-use btic::pipeline::scheduler::Reachability;
+use btic::pipeline::budget::DiskBudget;
+use btic::pipeline::reachability::Reachability;
+use btic::pipeline::routes;
 use btic::pipeline::stages::{self, Scope, Shared};
-use btic::pipeline::{keys, routes};
 use btic::queue::Queue;
 use btic::simulator::{Options, RateBudget, Simulator};
 
@@ -143,7 +145,7 @@ async fn a_day_at_twenty_thousand_sessions_a_day_fetches_each_twice_at_most_and_
         queue: queue.clone(),
         health: Arc::new(Health::new(Duration::from_secs(900))),
         reachability: Arc::new(Reachability::default()),
-        budget: stages::budget(&config),
+        budget: DiskBudget::of(&config),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     // A failed assertion must stop the workers too, or the runtime waits for them.

@@ -26,7 +26,8 @@ use btic::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Naming, Party, PublicSite, Recording,
     RecordingLink, ReportRoot, Representative, Session, SystemInfoCategory, Team, TransferredFile,
 };
-use btic::pipeline::backfill::{BackfillRequest, Finished, JobRecord, Summary};
+use btic::pipeline::backfill::{BackfillRequest, JobRecord, Summary};
+use btic::pipeline::handoff::Finished;
 use btic::pipeline::items::{
     DeliverItem, DownloadTask, FetchTask, FetchedBody, Lane, Rejected, Routes,
 };

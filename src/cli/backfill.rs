@@ -19,10 +19,11 @@ use crate::config::{Config, DataKind};
 use crate::metrics::Health;
 use crate::pipeline::admin::Admin;
 use crate::pipeline::backfill::{self, BackfillRequest, Progress, Summary};
+use crate::pipeline::budget::DiskBudget;
 use crate::pipeline::daemon::spool_dir;
 use crate::pipeline::items::Routes;
+use crate::pipeline::reachability::Reachability;
 use crate::pipeline::routes;
-use crate::pipeline::scheduler::Reachability;
 use crate::pipeline::stages::{self, Scope, Stages};
 
 /// The arguments of `btic backfill`.
@@ -365,7 +366,7 @@ async fn in_process(
         queue: queue.clone(),
         health: Arc::new(Health::new(config.pipeline.stall_after)),
         reachability: Arc::new(Reachability::default()),
-        budget: stages::budget(config),
+        budget: DiskBudget::of(config),
     };
     let destinations: Vec<&str> = request
         .destinations()

@@ -10,6 +10,7 @@ mod inspect;
 mod notify;
 mod simulate;
 mod state;
+mod status_text;
 
 pub use arenas::{limit_malloc_arenas, trim_freed_memory};
 pub use backfill::{BackfillArgs, backfill};

@@ -46,7 +46,7 @@ pub fn status(path: &Path, json: bool) -> Result<(), CliError> {
         if json {
             println!("{}", serde_json::to_string_pretty(&status).map_err(failed)?);
         } else {
-            print!("{}", status.render());
+            print!("{}", super::status_text::render(&status));
         }
         Ok(())
     })

@@ -17,9 +17,9 @@ use super::message::{Origin, Redactor, compose, lasted};
 use super::transport::{NotifyError, Transport};
 use crate::config::units::format_duration;
 use crate::config::{Config, EventClass, Notifier, ResolvedSecrets};
+use crate::keys;
+use crate::keys::ScheduleRun;
 use crate::metrics::Health;
-use crate::pipeline::keys;
-use crate::pipeline::status::ScheduleRun;
 use crate::queue::{Changes, DeadLetter, Queue};
 
 /// How often the daemon's state is looked at. A dead letter is in a digest within this

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::fetch_worker::FetchStage;
-use super::keys::{self, BudgetRecord};
 use crate::appliance::{BudgetSnapshot, account_of};
+use crate::keys::{self, BudgetRecord};
 use crate::queue::{Queue, QueueError};
 
 /// How often the budgets are written.

@@ -46,39 +46,18 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::fetch_worker::{FetchError, FetchStage, FetchSummary};
+use super::handoff::Finished;
 use super::items::{Lane, Routes};
-use super::keys;
 use crate::appliance::WindowBy;
 use crate::config::PipelineConfig;
 use crate::fetch::plan::{Sizing, Window};
+use crate::keys;
 use crate::model::Report;
 use crate::queue::{Changes, Queue, QueueError};
 /// LSIDs per report request.
 const LSIDS_PER_REQUEST: usize = 100;
 /// How often a job checks whether its items are through.
 const POLL: Duration = Duration::from_millis(300);
-
-/// How one of a job's items left the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Finished {
-    /// A session reached a destination.
-    Session,
-    /// A recording reached a destination.
-    Recording,
-    /// A body was parsed or a download handed on.
-    Other,
-    /// It was moved to the dead letter (replayed and delivered later, it becomes one of
-    /// the above).
-    DeadLettered,
-    /// This many sessions of a bundle reached a destination (the rest, if any, went
-    /// on as items of their own, counted under the bundle's `pushed` key).
-    Sessions(u64),
-    /// A presentation's data reached a destination.
-    Presentation,
-    /// A report body was read by the parse stage (counted in the summary's bodies).
-    /// Appended last: a variant's index is its postcard tag.
-    Body,
-}
 
 /// What a backfill asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

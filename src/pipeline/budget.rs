@@ -2,7 +2,7 @@
 //! (the queue database and the spool, as they take up the disk, sled's space
 //! amplification included) is larger than `pipeline.max_state_bytes`, or while its file
 //! system has less free space than `pipeline.min_free_bytes`; parse and deliver go on, so
-//! the backlog drains, and the pause ends by itself (invariant 10).
+//! the backlog drains, and the pause ends by itself.
 //!
 //! [`DiskBudget`] is shared: a monitor task measures every [`CHECK`] and publishes the
 //! verdict (metrics, one WARN per change, the notifier's condition); fetch and download
@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
 
 use crate::metrics;
 use crate::queue::Queue;
@@ -72,6 +74,15 @@ impl DiskBudget {
             min_free_bytes,
             verdict: watch::Sender::new(None),
         })
+    }
+
+    /// The budget of `config`'s state directory, with its pipeline limits.
+    pub fn of(config: &Config) -> Arc<Self> {
+        Self::new(
+            &config.state_dir,
+            config.pipeline.max_state_bytes,
+            config.pipeline.min_free_bytes,
+        )
     }
 
     /// A budget that never pauses (tests, tools).

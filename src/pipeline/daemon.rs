@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use super::accounts;
 use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
-use super::budget::Pause;
+use super::budget::{DiskBudget, Pause};
 use super::gauges::Gauges;
 use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
-use super::scheduler::{Reachability, Scheduler};
+use super::reachability::Reachability;
+use super::scheduler::Scheduler;
 use super::stages::{self, Scope, Stages};
 use crate::config::Config;
 use crate::config::EventClass;
@@ -124,7 +125,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         queue: queue.clone(),
         health: health.clone(),
         reachability: reachability.clone(),
-        budget: stages::budget(&config),
+        budget: DiskBudget::of(&config),
     };
     let Stages {
         fetch: fetchers,

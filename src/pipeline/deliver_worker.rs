@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::backfill::Finished;
-use super::handoff::{HandOff, Step};
+use super::handoff::{Finished, HandOff, Step};
 use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
-use super::scheduler::Reachability;
+use super::reachability::Reachability;
 use super::settle::{Failed, Retry, Settled, settle};
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
 use crate::deliver::files::{FilesError, FilesSink};

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::backfill::Finished;
 use super::budget::DiskBudget;
-use super::handoff::{HandOff, Step};
+use super::handoff::{Finished, HandOff, Step};
 use super::items::{DeliverItem, DownloadTask, Lane, deliver_queue, download_queue};
 use super::settle::{Failed, Retry, Settled, settle};
 use crate::appliance::{ApplianceClient, ApplianceError, Fetched};

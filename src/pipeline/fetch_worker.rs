@@ -1,11 +1,11 @@
 //! The fetch stage: asks a site for its reports (`fetch::Fetcher`) and hands each body
 //! on to the parse stage (`fetched`) in the transaction that moves the watermark — or a
-//! backfill job's cursor — past its window (invariant 2).
+//! backfill job's cursor — past its window.
 //!
 //! [`FetchStage`] runs a site's windows for the scheduler and for backfill jobs. A window
 //! whose body is too large, or that times out, is split in halves and fetched again. A
 //! request that fails settles in the same transaction as the watermark, so no request
-//! can stall a site (invariant 9):
+//! can stall a site:
 //!
 //! - refused for good (an `<error>` btic does not know, a body that is not XML): buried
 //!   in the dead letter as a [`FetchTask`] of `fetch/<site>`, for `btic replay`;
@@ -26,16 +26,17 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::backfill::Finished;
 use super::budget::DiskBudget;
-use super::handoff::{HandOff, Step};
-use super::items::{FETCHED, FetchTask, FetchedBody, Lane, Routes, fetch_queue};
-use super::keys::{self, SeenRecord, SkewRecord};
+use super::handoff::{Finished, HandOff, Step};
+use super::items::{
+    FETCHED, FetchTask, FetchedBody, Lane, Routes, borrowed, fetch_queue, request_metadata,
+};
 use super::settle::{self, Failed, Retry};
 use crate::appliance::{ApplianceError, Fetched, WindowBy};
 use crate::config::{PipelineConfig, RetryPolicy, StartFrom};
 use crate::fetch::plan::{Marks, Pass, Sizing, Window, fresh_stretch, plan_stretches};
 use crate::fetch::{FetchRequest, Fetcher, Selection, halves_after, site_level};
+use crate::keys::{self, SeenRecord, SkewRecord};
 use crate::metrics::{self, Health};
 use crate::model::Report;
 use crate::queue::{Claimed, Queue, QueueError};
@@ -93,38 +94,6 @@ enum Settled {
     Split,
     /// It was refused for good and is in the dead letter.
     Refused,
-}
-
-/// The dead-letter metadata of a report request: stage, site, report, what it selects
-/// (`window` or `lsids`) and the request's text.
-pub fn request_metadata(site: &str, request: &FetchRequest) -> Vec<(&'static str, String)> {
-    let mut metadata = vec![
-        ("stage", "fetch".to_string()),
-        ("site", site.to_string()),
-        ("report", request.report.as_str().to_string()),
-    ];
-    match &request.selection {
-        Selection::Window(by, w) => metadata.push((
-            "window",
-            format!(
-                "{} in [{}, {})",
-                match by {
-                    WindowBy::End => "ended",
-                    WindowBy::Start => "started",
-                },
-                w.start.to_rfc3339(),
-                w.end.to_rfc3339()
-            ),
-        )),
-        Selection::Lsids(lsids) => metadata.push(("lsids", lsids.join(","))),
-    }
-    metadata.push(("request", request.to_string()));
-    metadata
-}
-
-/// Borrows owned metadata as the queue takes it.
-fn borrowed<'a>(metadata: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
-    metadata.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// The fetch stage of one site.

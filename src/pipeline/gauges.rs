@@ -1,4 +1,4 @@
-//! The gauges an operator reads, computed when they are read (invariant 11): before
+//! The gauges an operator reads, computed when they are read: before
 //! every `/metrics` answer (the metrics router's refresh hook) and every few seconds for
 //! `/healthz`. Every queue the daemon knows — each stage's, each site's and each
 //! destination's, and the dead letter — reports its depth and oldest age, 0 when empty;
@@ -14,8 +14,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::fetch_worker::FetchStage;
 use super::items::{FETCHED, REJECTED, deliver_queue, download_queue, fetch_queue};
-use super::keys::{self, SkewRecord};
 use crate::config::Config;
+use crate::keys::{self, SkewRecord};
 use crate::metrics;
 use crate::model::Report;
 use crate::queue::{Queue, QueueDepth};

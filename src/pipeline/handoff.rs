@@ -21,12 +21,33 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::backfill::Finished;
 use super::items::Lane;
-use super::keys;
+use crate::keys;
 use crate::queue::{Changes, ItemId, Queue, QueueError, Ticket};
+
+/// How one of a job's items left the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finished {
+    /// A session reached a destination.
+    Session,
+    /// A recording reached a destination.
+    Recording,
+    /// A body was parsed or a download handed on.
+    Other,
+    /// It was moved to the dead letter (replayed and delivered later, it becomes one of
+    /// the above).
+    DeadLettered,
+    /// This many sessions of a bundle reached a destination (the rest, if any, went
+    /// on as items of their own, counted under the bundle's `pushed` key).
+    Sessions(u64),
+    /// A presentation's data reached a destination.
+    Presentation,
+    /// A report body was read by the parse stage (counted in the summary's bodies).
+    /// Appended last: a variant's index is its postcard tag.
+    Body,
+}
 
 /// The dead-letter metadata key naming the backfill job of an item.
 pub const JOB_METADATA: &str = "backfill";

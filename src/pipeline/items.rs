@@ -24,8 +24,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::appliance::Priority;
-use crate::fetch::FetchRequest;
+use crate::appliance::{Priority, WindowBy};
+use crate::fetch::{FetchRequest, Selection};
 use crate::model::{Naming, Recording, Report, ReportRoot, Session};
 
 /// The queue of spooled report bodies.
@@ -357,4 +357,36 @@ pub struct Rejected {
     pub raw: Vec<u8>,
     /// The lane of the body it came from.
     pub lane: Lane,
+}
+
+/// The dead-letter metadata of a report request: stage, site, report, what it selects
+/// (`window` or `lsids`) and the request's text.
+pub fn request_metadata(site: &str, request: &FetchRequest) -> Vec<(&'static str, String)> {
+    let mut metadata = vec![
+        ("stage", "fetch".to_string()),
+        ("site", site.to_string()),
+        ("report", request.report.as_str().to_string()),
+    ];
+    match &request.selection {
+        Selection::Window(by, w) => metadata.push((
+            "window",
+            format!(
+                "{} in [{}, {})",
+                match by {
+                    WindowBy::End => "ended",
+                    WindowBy::Start => "started",
+                },
+                w.start.to_rfc3339(),
+                w.end.to_rfc3339()
+            ),
+        )),
+        Selection::Lsids(lsids) => metadata.push(("lsids", lsids.join(","))),
+    }
+    metadata.push(("request", request.to_string()));
+    metadata
+}
+
+/// Borrows owned metadata as the queue takes it.
+pub fn borrowed<'a>(metadata: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    metadata.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }

@@ -1,21 +1,43 @@
-//! The daemon: schedules, stage workers, shutdown and backfill.
+//! The daemon: schedules, stage workers, shutdown and backfill, built in four floors.
+//! A file imports only files of its own floor or below, never above, and no two files
+//! import each other, even through others (`tests/architecture.rs` holds both rules):
+//!
+//! 1. **vocabulary** — what the stages share: the items that travel (`items`), how a step
+//!    hands work on (`handoff`) and settles a failure (`settle`), where data goes
+//!    (`routes`), when schedules are due (`schedule`), the disk budget's gate (`budget`)
+//!    and whether destinations answer (`reachability`);
+//! 2. **stages** — one worker per stage, each knowing only the vocabulary:
+//!    `fetch_worker`, `parse_worker`, `download_worker`, `deliver_worker`;
+//! 3. **assembly** — what starts and drives the stages: `stages` (starting the workers),
+//!    `scheduler`, `backfill`, `accounts` (the API budgets), `gauges`, `status`;
+//! 4. **process** — `daemon` (`btic run`) and `admin` (its HTTP API).
+//!
+//! The state keys every floor reads and writes are in `crate::keys`, below `pipeline`
+//! and `notify` both.
 
-pub mod accounts;
-pub mod admin;
-pub mod backfill;
+// 1. vocabulary
 pub mod budget;
-pub mod daemon;
+pub mod handoff;
+pub mod items;
+pub mod reachability;
+pub mod routes;
+pub mod schedule;
+pub mod settle;
+
+// 2. stages
 pub mod deliver_worker;
 pub mod download_worker;
 pub mod fetch_worker;
-pub mod gauges;
-pub mod handoff;
-pub mod items;
-pub mod keys;
 pub mod parse_worker;
-pub mod routes;
-pub mod schedule;
+
+// 3. assembly
+pub mod accounts;
+pub mod backfill;
+pub mod gauges;
 pub mod scheduler;
-pub mod settle;
 pub mod stages;
 pub mod status;
+
+// 4. process
+pub mod admin;
+pub mod daemon;

@@ -21,16 +21,14 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::backfill::Finished;
-use super::fetch_worker::request_metadata;
-use super::handoff::{HandOff, Step};
+use super::handoff::{Finished, HandOff, Step};
 use super::items::{
     BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, Lane, REJECTED,
-    Rejected, deliver_queue, download_queue, fetch_queue,
+    Rejected, deliver_queue, download_queue, fetch_queue, request_metadata,
 };
-use super::keys::{self, SeenRecord};
 use crate::config::Config;
 use crate::fetch::Selection;
+use crate::keys::{self, SeenRecord};
 use crate::metrics;
 use crate::model::{Naming, Recording, Report, ReportRoot};
 use crate::parse::{
@@ -289,7 +287,7 @@ async fn parse_one(
 /// Which records of a chunk to hand on: for the live lane, those whose bytes (and
 /// destinations) differ from what was last handed on — a stretch asked for again
 /// brings back mostly the same sessions, and writing them again would only repeat the
-/// destinations' work (invariant 3). Adds the new digests to `step`. A backfill hands
+/// destinations' work. Adds the new digests to `step`. A backfill hands
 /// everything on: it was asked for.
 async fn changed(
     queue: &Queue,

@@ -7,7 +7,7 @@
 //! again after a backoff (never later than its period).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -15,41 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::fetch_worker::{FetchError, FetchStage};
 use super::items::{DownloadTask, download_queue};
-use super::keys;
+use super::reachability::Reachability;
 use super::routes;
 use super::schedule::is_due;
-use super::status::ScheduleRun;
 use crate::config::{Config, DataKind, Schedule};
+use crate::keys;
+use crate::keys::ScheduleRun;
 use crate::metrics;
 use crate::model::Report;
 use crate::queue::Queue;
-
-/// Whether each destination could be reached lately (`None`: yes), as the deliver
-/// workers see it.
-#[derive(Debug, Default)]
-pub struct Reachability {
-    errors: Mutex<BTreeMap<String, String>>,
-}
-
-impl Reachability {
-    /// Records the outcome of reaching `destination`.
-    pub fn set(&self, destination: &str, error: Option<String>) {
-        let mut errors = self.errors.lock().expect("reachability lock");
-        match error {
-            Some(e) => errors.insert(destination.to_string(), e),
-            None => errors.remove(destination),
-        };
-    }
-
-    /// The last error reaching `destination`, if it is unreachable.
-    pub fn error(&self, destination: &str) -> Option<String> {
-        self.errors
-            .lock()
-            .expect("reachability lock")
-            .get(destination)
-            .cloned()
-    }
-}
 
 /// What kept a schedule's run from completing.
 #[derive(Debug, thiserror::Error)]

@@ -106,7 +106,7 @@ pub async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::backfill::Finished;
+    use crate::pipeline::handoff::Finished;
     use crate::queue::DeadLetterFilter;
 
     fn policy() -> RetryPolicy {

@@ -22,7 +22,7 @@ use super::deliver_worker::DeliverWorker;
 use super::download_worker::DownloadWorker;
 use super::fetch_worker::{FetchStage, FetchWorker};
 use super::parse_worker;
-use super::scheduler::Reachability;
+use super::reachability::Reachability;
 use crate::appliance::{
     AccountBudget, ApplianceClient, ApplianceError, BudgetLimits, ClientOptions, account_of,
 };
@@ -81,15 +81,6 @@ pub struct Shared {
     pub reachability: Arc<Reachability>,
     /// The disk budget fetch and download wait for.
     pub budget: Arc<DiskBudget>,
-}
-
-/// The disk budget of `config`'s state directory.
-pub fn budget(config: &Config) -> Arc<DiskBudget> {
-    DiskBudget::new(
-        &config.state_dir,
-        config.pipeline.max_state_bytes,
-        config.pipeline.min_free_bytes,
-    )
 }
 
 /// One request budget per API account: the sites with the same host and client id

@@ -3,29 +3,13 @@
 //! item, dead letters per destination, and the last run of every schedule. The same
 //! code serves the daemon's admin API and a direct read when no daemon runs.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, TimeDelta, Utc};
-use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{self, BudgetRecord, SkewRecord};
 use crate::config::Config;
+use crate::keys::{self, BudgetRecord, ScheduleRun, SkewRecord};
 use crate::model::Report;
 use crate::queue::{Queue, QueueError};
-
-/// A schedule's last runs, kept in the state area.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScheduleRun {
-    /// Last run that reached every site and destination (UNIX seconds).
-    pub last_success: Option<i64>,
-    /// Last run, successful or not (UNIX seconds).
-    pub last_attempt: Option<i64>,
-    /// `ok`, or what went wrong.
-    pub outcome: String,
-    /// Failed runs since the last success.
-    pub failures: u32,
-}
 
 /// The whole status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +46,7 @@ pub struct DiskStatus {
 impl DiskStatus {
     /// Measures `config`'s state directory against its budget.
     pub fn measure(config: &Config) -> DiskStatus {
-        let budget = super::stages::budget(config);
+        let budget = super::budget::DiskBudget::of(config);
         let (max_state_bytes, min_free_bytes) = budget.limits();
         let measured = budget.measure().ok();
         DiskStatus {
@@ -147,41 +131,6 @@ impl BudgetStatus {
             held_by_appliance: record.held_by_appliance,
             refused: record.refused,
             recorded_at: rfc3339(record.written_at),
-        }
-    }
-
-    /// For people, on one or two lines.
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "    API budget: {} of {} requests used in the last hour, {} left ({} kept for the live lane)",
-            self.used, self.per_hour, self.remaining, self.live_reserve
-        );
-        if let (Some(limit), Some(left)) = (self.appliance_limit, self.appliance_remaining) {
-            let _ = writeln!(
-                out,
-                "      the appliance says {left} of the account's {limit} remain (X-RateLimit-Remaining, read {}){}",
-                self.appliance_seen_at.as_deref().unwrap_or("?"),
-                if self.held_by_appliance {
-                    ": other clients spend the account, so btic slows down"
-                } else {
-                    ""
-                }
-            );
-        }
-        if let Some(until) = &self.paused_until {
-            let _ = writeln!(
-                out,
-                "      paused until {until}: {}",
-                self.paused_reason.as_deref().unwrap_or("")
-            );
-        }
-        if self.refused > 0 {
-            let _ = writeln!(
-                out,
-                "      {} requests refused by the appliance (HTTP 429) since the daemon started",
-                self.refused
-            );
         }
     }
 }
@@ -306,111 +255,5 @@ impl Status {
             schedules,
             disk: DiskStatus::measure(config),
         })
-    }
-
-    /// The status for a person.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}",
-            if self.daemon {
-                "daemon: running"
-            } else {
-                "daemon: not running (read from the state directory)"
-            }
-        );
-        let _ = writeln!(out, "\nsites");
-        for s in &self.sites {
-            let skew = s
-                .skew_seconds
-                .map_or("not measured yet".to_string(), |v| format!("{v:+.1} s"));
-            let _ = writeln!(out, "  {:<16} clock skew {skew}", s.name);
-            if s.watermarks.is_empty() {
-                let _ = writeln!(out, "    no watermark yet");
-            }
-            if s.open_sessions > 0 {
-                let _ = writeln!(
-                    out,
-                    "    {} sessions in progress, fetched again until they end",
-                    s.open_sessions
-                );
-            }
-            for w in &s.watermarks {
-                let _ = writeln!(
-                    out,
-                    "    {:<20} watermark {} (appliance time), lag {:.0} s",
-                    w.report, w.appliance_time, w.lag_seconds
-                );
-            }
-            if let Some(b) = &s.budget {
-                b.render(&mut out);
-            }
-        }
-        let _ = writeln!(out, "\nqueues");
-        if self.queues.iter().all(|q| q.depth == 0) {
-            let _ = writeln!(out, "  all empty");
-        }
-        for q in self.queues.iter().filter(|q| q.depth > 0) {
-            let age = q
-                .oldest_age_seconds
-                .map_or(String::new(), |a| format!(", oldest {a:.0} s"));
-            let _ = writeln!(out, "  {:<28} {} items{age}", q.name, q.depth);
-        }
-        let _ = writeln!(out, "\ndead letters");
-        if self.dead_letters.is_empty() {
-            let _ = writeln!(out, "  none");
-        }
-        for d in &self.dead_letters {
-            let _ = writeln!(out, "  {:<28} {}", d.queue, d.count);
-        }
-        let d = &self.disk;
-        let _ = writeln!(out, "\nstate directory");
-        match (d.state_bytes, d.free_bytes) {
-            (Some(used), Some(free)) => {
-                let _ = writeln!(
-                    out,
-                    "  {} on disk (budget {}), {} free (floor {})",
-                    HumanBytes(used),
-                    d.max_state_bytes
-                        .map_or("none".to_string(), |b| HumanBytes(b).to_string()),
-                    HumanBytes(free),
-                    match d.min_free_bytes {
-                        0 => "none".to_string(),
-                        b => HumanBytes(b).to_string(),
-                    }
-                );
-            }
-            _ => {
-                let _ = writeln!(out, "  could not be measured");
-            }
-        }
-        match d.paused.as_deref() {
-            Some("state_bytes") => {
-                let _ = writeln!(
-                    out,
-                    "  fetching and downloading paused: over pipeline.max_state_bytes until the backlog drains"
-                );
-            }
-            Some(_) => {
-                let _ = writeln!(
-                    out,
-                    "  fetching and downloading paused: under pipeline.min_free_bytes free"
-                );
-            }
-            None => {}
-        }
-        let _ = writeln!(out, "\nschedules");
-        for s in &self.schedules {
-            let _ = writeln!(
-                out,
-                "  {:<24} last success {}, last run {}: {}",
-                s.name,
-                s.last_success.as_deref().unwrap_or("never"),
-                s.last_attempt.as_deref().unwrap_or("never"),
-                s.outcome
-            );
-        }
-        out
     }
 }

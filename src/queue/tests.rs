@@ -1,3 +1,5 @@
+//! The queue's unit tests: every guarantee of `mod.rs`, one test each, on real sled files.
+
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
