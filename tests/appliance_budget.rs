@@ -167,14 +167,11 @@ async fn a_budget_below_the_work_is_never_exceeded_and_everything_arrives_once()
         "{metrics:?}"
     );
 
-    // A year with recordings: the estimate says how long, and nothing starts.
-    let day = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .unwrap()
-            .format("%Y-%m-%d")
-            .to_string()
-    };
-    let (from, to) = (day(now - 365 * 86_400), day(now));
+    // A year with recordings: the estimate says how long, and nothing starts. The range
+    // ends now, not at midnight: the estimate samples the range's last day, which must
+    // lie inside the simulator's day of history whatever the time of day.
+    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap().to_rfc3339();
+    let (from, to) = (at(now - 365 * 86_400), at(now));
     let args = [
         "--from",
         &from,
