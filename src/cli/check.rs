@@ -198,9 +198,6 @@ fn check_sites(
     secrets: &crate::config::ResolvedSecrets,
     mut json: Option<&mut Vec<serde_json::Value>>,
 ) -> usize {
-    use crate::appliance::{ApplianceClient, ClientOptions, has_permission};
-    use crate::config::{DataKind, RetryPolicy};
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -214,122 +211,20 @@ fn check_sites(
         println!("\nsite checks");
     }
     for site in &config.sites {
-        let kinds: Vec<DataKind> = config
-            .schedules
-            .iter()
-            .flat_map(|s| &s.transfers)
-            .filter(|t| t.site == site.name)
-            .flat_map(|t| t.data.iter().copied())
-            .collect();
-        let mut needed = vec!["perm_reporting_support"];
-        if kinds.iter().any(|k| {
-            matches!(
-                k,
-                DataKind::Presentations | DataKind::PresentationRecordings
-            )
-        }) {
-            needed.push("perm_reporting_presentation");
-        }
-        if kinds.contains(&DataKind::Backups) {
-            needed.push("perm_backup");
-        }
         let Some(secret) = secrets.client_secrets.get(&site.name) else {
             continue;
         };
-        // A check should answer quickly: two attempts, short waits.
-        let options = ClientOptions {
-            retry: RetryPolicy {
-                max_attempts: 2,
-                initial: std::time::Duration::from_millis(500),
-                max_interval: std::time::Duration::from_secs(2),
-            },
-            ..ClientOptions::default()
-        };
-        let outcome = ApplianceClient::with_options(site, secret.clone(), None, &spool, options)
-            .and_then(|client| {
-                runtime.block_on(async {
-                    let info = client.api_info().await?;
-                    Ok((info, client.skew(), client.budget().snapshot()))
-                })
-            });
-        match outcome {
-            Ok((info, skew, budget)) => {
+        let needed = permissions_needed(config, site);
+        match probe_site(&runtime, site, secret, &spool) {
+            Ok(probe) => {
                 let missing: Vec<&str> = needed
                     .iter()
                     .copied()
-                    .filter(|p| !has_permission(&info, p))
+                    .filter(|p| !crate::appliance::has_permission(&probe.info, p))
                     .collect();
-                let skew_seconds = skew.map(|s| s.num_milliseconds() as f64 / 1000.0);
-                let proxy = effective_proxy(&site.proxy);
-                if let Some(json) = json.as_deref_mut() {
-                    json.push(json!({
-                        "site": site.name,
-                        "ok": missing.is_empty(),
-                        "api_version": info.api_version,
-                        "permissions": info.permissions.iter().map(|p| (p.name.clone(), p.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-                        "missing_permissions": missing,
-                        "skew_seconds": skew_seconds,
-                        "budget": {
-                            "requests_per_second": site.requests_per_second,
-                            "requests_per_hour": site.requests_per_hour,
-                            "live_reserve": site.live_reserve,
-                        },
-                        "rate_limit": {
-                            "limit": budget.appliance_limit,
-                            "remaining": budget.appliance_remaining,
-                        },
-                        "proxy": proxy,
-                    }));
-                } else {
-                    println!(
-                        "  {:<16} token ok, API version {}",
-                        site.name,
-                        info.api_version.as_deref().unwrap_or("unknown")
-                    );
-                    for p in &needed {
-                        let value = info
-                            .permissions
-                            .iter()
-                            .find(|x| x.name == *p)
-                            .map_or("absent", |x| x.value.as_str());
-                        println!(
-                            "    {p:<28} {value}{}",
-                            if has_permission(&info, p) {
-                                ""
-                            } else {
-                                "  MISSING"
-                            }
-                        );
-                    }
-                    match skew_seconds {
-                        Some(s) => println!(
-                            "    clock skew                   {s:+.1} s (appliance minus local)"
-                        ),
-                        None => println!("    clock skew                   not measured"),
-                    }
-                    println!(
-                        "    API budget                   {} requests an hour ({} kept for the live lane), {} a second",
-                        site.requests_per_hour, site.live_reserve, site.requests_per_second
-                    );
-                    match (budget.appliance_limit, budget.appliance_remaining) {
-                        (Some(limit), Some(remaining)) => println!(
-                            "    appliance rate limit         X-RateLimit-Limit {limit}, X-RateLimit-Remaining {remaining}"
-                        ),
-                        _ => println!(
-                            "    appliance rate limit         not announced (no X-RateLimit-* headers)"
-                        ),
-                    }
-                    println!("    proxy                        {proxy}");
-                    if budget
-                        .appliance_limit
-                        .is_some_and(|l| l < site.requests_per_hour)
-                    {
-                        println!(
-                            "    warning: requests_per_hour {} is more than the appliance's limit {}",
-                            site.requests_per_hour,
-                            budget.appliance_limit.unwrap_or_default()
-                        );
-                    }
+                match json.as_deref_mut() {
+                    Some(json) => json.push(site_json(site, &probe, &missing)),
+                    None => print_site(site, &probe, &needed),
                 }
                 if !missing.is_empty() {
                     eprintln!(
@@ -353,6 +248,137 @@ fn check_sites(
     }
     let _ = std::fs::remove_dir_all(&spool);
     failed
+}
+
+/// The permissions the transfers of `site` need.
+fn permissions_needed(config: &Config, site: &crate::config::Site) -> Vec<&'static str> {
+    use crate::config::DataKind;
+    let kinds: Vec<DataKind> = config
+        .schedules
+        .iter()
+        .flat_map(|s| &s.transfers)
+        .filter(|t| t.site == site.name)
+        .flat_map(|t| t.data.iter().copied())
+        .collect();
+    let mut needed = vec!["perm_reporting_support"];
+    if kinds.iter().any(|k| {
+        matches!(
+            k,
+            DataKind::Presentations | DataKind::PresentationRecordings
+        )
+    }) {
+        needed.push("perm_reporting_presentation");
+    }
+    if kinds.contains(&DataKind::Backups) {
+        needed.push("perm_backup");
+    }
+    needed
+}
+
+/// What a site answered a check: its API information, the clock skew and the budget as
+/// its client saw it.
+struct SiteProbe {
+    info: crate::model::ApiInfo,
+    skew_seconds: Option<f64>,
+    budget: crate::appliance::BudgetSnapshot,
+    proxy: String,
+}
+
+/// Asks `site` for a token and its API information, quickly (two attempts, short
+/// waits).
+fn probe_site(
+    runtime: &tokio::runtime::Runtime,
+    site: &crate::config::Site,
+    secret: &crate::config::Secret,
+    spool: &std::path::Path,
+) -> Result<SiteProbe, crate::appliance::ApplianceError> {
+    use crate::appliance::{ApplianceClient, ClientOptions};
+    let options = ClientOptions {
+        retry: crate::config::RetryPolicy {
+            max_attempts: 2,
+            initial: std::time::Duration::from_millis(500),
+            max_interval: std::time::Duration::from_secs(2),
+        },
+        ..ClientOptions::default()
+    };
+    let client = ApplianceClient::with_options(site, secret.clone(), None, spool, options)?;
+    let info = runtime.block_on(client.api_info())?;
+    Ok(SiteProbe {
+        info,
+        skew_seconds: client.skew().map(|s| s.num_milliseconds() as f64 / 1000.0),
+        budget: client.budget().snapshot(),
+        proxy: effective_proxy(&site.proxy),
+    })
+}
+
+/// A site's check for `--json`.
+fn site_json(site: &crate::config::Site, probe: &SiteProbe, missing: &[&str]) -> serde_json::Value {
+    json!({
+        "site": site.name,
+        "ok": missing.is_empty(),
+        "api_version": probe.info.api_version,
+        "permissions": probe.info.permissions.iter().map(|p| (p.name.clone(), p.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "missing_permissions": missing,
+        "skew_seconds": probe.skew_seconds,
+        "budget": {
+            "requests_per_second": site.requests_per_second,
+            "requests_per_hour": site.requests_per_hour,
+            "live_reserve": site.live_reserve,
+        },
+        "rate_limit": {
+            "limit": probe.budget.appliance_limit,
+            "remaining": probe.budget.appliance_remaining,
+        },
+        "proxy": probe.proxy,
+    })
+}
+
+/// A site's check for people.
+fn print_site(site: &crate::config::Site, probe: &SiteProbe, needed: &[&str]) {
+    use crate::appliance::has_permission;
+    let (info, budget) = (&probe.info, &probe.budget);
+    println!(
+        "  {:<16} token ok, API version {}",
+        site.name,
+        info.api_version.as_deref().unwrap_or("unknown")
+    );
+    for p in needed {
+        let value = info
+            .permissions
+            .iter()
+            .find(|x| x.name == *p)
+            .map_or("absent", |x| x.value.as_str());
+        let verdict = if has_permission(info, p) {
+            ""
+        } else {
+            "  MISSING"
+        };
+        println!("    {p:<28} {value}{verdict}");
+    }
+    match probe.skew_seconds {
+        Some(s) => println!("    clock skew                   {s:+.1} s (appliance minus local)"),
+        None => println!("    clock skew                   not measured"),
+    }
+    println!(
+        "    API budget                   {} requests an hour ({} kept for the live lane), {} a second",
+        site.requests_per_hour, site.live_reserve, site.requests_per_second
+    );
+    match (budget.appliance_limit, budget.appliance_remaining) {
+        (Some(limit), Some(remaining)) => println!(
+            "    appliance rate limit         X-RateLimit-Limit {limit}, X-RateLimit-Remaining {remaining}"
+        ),
+        _ => println!("    appliance rate limit         not announced (no X-RateLimit-* headers)"),
+    }
+    println!("    proxy                        {}", probe.proxy);
+    if let Some(limit) = budget
+        .appliance_limit
+        .filter(|l| *l < site.requests_per_hour)
+    {
+        println!(
+            "    warning: requests_per_hour {} is more than the appliance's limit {limit}",
+            site.requests_per_hour
+        );
+    }
 }
 
 /// How a site's requests reach it, for people (a proxy's credentials hidden).

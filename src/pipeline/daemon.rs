@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::accounts;
@@ -27,6 +28,7 @@ use super::stages::{self, Scope, Stages};
 use crate::config::Config;
 use crate::config::EventClass;
 use crate::metrics::{self, Health};
+use crate::notify::NotifyHandle;
 use crate::queue::Queue;
 
 /// How long stage workers get to finish their items after shutdown is asked for.
@@ -75,39 +77,23 @@ pub fn spool_dir(config: &Config) -> PathBuf {
     config.state_dir.join("spool")
 }
 
-/// Runs the daemon until `shutdown` fires.
+/// What runs while the daemon does: the tasks to drain at shutdown, the notifier's
+/// handle and the HTTP server.
+struct Running {
+    tasks: tokio::task::JoinSet<()>,
+    notify: NotifyHandle,
+    server: tokio::task::JoinHandle<()>,
+    server_stop: CancellationToken,
+}
+
+/// Runs the daemon until `shutdown` fires: opens the state, starts everything, waits
+/// for the shutdown (or a disk that refuses a write), drains.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(config);
     let secrets = config
         .resolve_secrets()
         .map_err(|e| RunError::Secrets(e.to_string()))?;
-    let state_err = |path: &Path, reason: String| RunError::StateDir {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let spool = spool_dir(&config);
-    crate::durable::create_dir_all(&spool).map_err(|e| state_err(&spool, e.to_string()))?;
-    let queue =
-        Queue::open(queue_dir(&config)).map_err(|e| state_err(&config.state_dir, e.to_string()))?;
-    // Spool files left behind by a crash are removed in the background, so a restart
-    // with a long backlog starts working at once.
-    let started = std::time::SystemTime::now();
-    tokio::spawn({
-        let (queue, spool) = (queue.clone(), spool.clone());
-        // Only these queues' items (and dead letters) can own a spool file: report
-        // bodies, and recordings and backups on their way to a files destination.
-        let owners: BTreeSet<String> = std::iter::once(FETCHED.to_string())
-            .chain(
-                config
-                    .destinations
-                    .iter()
-                    .filter(|d| d.owns_spool_files())
-                    .map(|d| deliver_queue(&d.name)),
-            )
-            .collect();
-        async move { sweep_spool(&queue, &spool, owners, started).await }
-    });
-
+    let (queue, spool) = open_state(&config)?;
     let handle = metrics::install();
     let health = Arc::new(Health::new(config.pipeline.stall_after));
     let listener = tokio::net::TcpListener::bind(config.metrics.listen)
@@ -116,103 +102,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             addr: config.metrics.listen,
             reason: e.to_string(),
         })?;
-
-    let stages = CancellationToken::new();
-    let reachability = Arc::new(Reachability::default());
     let shared = stages::Shared {
         config: config.clone(),
         secrets: Arc::new(secrets),
         queue: queue.clone(),
         health: health.clone(),
-        reachability: reachability.clone(),
+        reachability: Arc::new(Reachability::default()),
         budget: DiskBudget::of(&config),
     };
-    let Stages {
-        fetch: fetchers,
-        mut tasks,
-    } = stages::start(&shared, Scope::All, &spool, &stages)?;
-    let backfills = Arc::new(Backfills {
-        queue: queue.clone(),
-        config: config.clone(),
-        fetchers: fetchers.clone(),
-        stop: stages.clone(),
-        jobs: Default::default(),
-    });
-    // The requests of the last hour, as recorded before a restart, still count.
-    if let Err(e) = accounts::restore(&queue, &fetchers).await {
-        tracing::warn!("reading the API budgets recorded before the restart: {e}");
-    }
-    tasks.spawn(accounts::keep(
-        queue.clone(),
-        fetchers.clone(),
-        stages.clone(),
-    ));
-    if let Err(e) = backfills.resume_unfinished().await {
-        tracing::error!("looking for unfinished backfill jobs: {e}");
-    }
-    // The gauges are computed at every scrape (and every 5 s for health).
-    let gauges = Arc::new(Gauges::new(queue.clone(), &config, fetchers.clone()));
-    let refresh: metrics::Refresh = {
-        let gauges = gauges.clone();
-        Arc::new(move || {
-            let gauges = gauges.clone();
-            Box::pin(async move {
-                gauges.publish().await;
-            })
-        })
-    };
-    let mut router = metrics::router(handle, health.clone(), Some(refresh));
-    if config.metrics.listen.ip().is_loopback() {
-        router = router.merge(admin::router(queue.clone(), config.clone(), backfills));
-    } else {
-        tracing::warn!(
-            "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
-        );
-    }
-    let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        })
-    };
-    tasks.spawn(update_gauges(
-        gauges,
-        health.clone(),
-        config.pipeline.stall_after,
-        stages.clone(),
-    ));
-    // It only reads what the stages record; its handle is how the disk budget reports
-    // its condition and a storage failure raises the fail-stop.
-    let notifications =
-        crate::notify::Notifications::new(&config, &shared.secrets, queue.clone(), health.clone())?;
-    let notify = notifications.handle();
-    tasks.spawn(notifications.run(stages.clone()));
-    tasks.spawn({
-        let notify = notify.clone();
-        shared.budget.clone().monitor(queue.clone(), stages.clone(), move |paused, m| {
-            let detail = paused.map(|p| match p {
-                Pause::StateBytes => format!(
-                    "the state directory takes {} bytes, over pipeline.max_state_bytes: fetching and downloading pause until the backlog drains",
-                    m.state_bytes
-                ),
-                Pause::FreeBytes => format!(
-                    "its file system has {} bytes free, under pipeline.min_free_bytes: fetching and downloading pause",
-                    m.free_bytes
-                ),
-            });
-            notify.condition(EventClass::DiskBudget, "state directory", detail.as_deref());
-        })
-    });
-    let scheduler = Scheduler {
-        config: config.clone(),
-        fetchers,
-        queue: queue.clone(),
-        reachability,
-    };
-    tasks.spawn(scheduler.run(stages.clone()));
+    let stop = CancellationToken::new();
+    let running = start(&shared, &spool, listener, handle, &stop).await?;
 
     health.set_ready(true);
     tracing::info!(
@@ -235,15 +134,190 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             config.state_dir.display()
         );
         health.fail(reason);
-        notify.raise(crate::notify::Event::storage_fail_stop(
-            config.state_dir.display().to_string(),
-            reason.clone(),
-        ));
+        running
+            .notify
+            .raise(crate::notify::Event::storage_fail_stop(
+                config.state_dir.display().to_string(),
+                reason.clone(),
+            ));
     }
-
     tracing::info!("shutting down: finishing the items in hand");
     health.set_ready(false);
-    stages.cancel();
+    stop.cancel();
+    drain(running, queue).await;
+    tracing::info!("stopped");
+    match failure {
+        Some(reason) => Err(RunError::Storage {
+            path: config.state_dir.clone(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Creates the spool, opens the queue and sweeps, in the background, the spool files a
+/// crash left behind (so a restart with a long backlog starts working at once).
+fn open_state(config: &Config) -> Result<(Queue, PathBuf), RunError> {
+    let state_err = |path: &Path, reason: String| RunError::StateDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let spool = spool_dir(config);
+    crate::durable::create_dir_all(&spool).map_err(|e| state_err(&spool, e.to_string()))?;
+    let queue =
+        Queue::open(queue_dir(config)).map_err(|e| state_err(&config.state_dir, e.to_string()))?;
+    let started = std::time::SystemTime::now();
+    // Only these queues' items (and dead letters) can own a spool file: report bodies,
+    // and recordings and backups on their way to a files destination.
+    let owners: BTreeSet<String> = std::iter::once(FETCHED.to_string())
+        .chain(
+            config
+                .destinations
+                .iter()
+                .filter(|d| d.owns_spool_files())
+                .map(|d| deliver_queue(&d.name)),
+        )
+        .collect();
+    tokio::spawn({
+        let (queue, spool) = (queue.clone(), spool.clone());
+        async move { sweep_spool(&queue, &spool, owners, started).await }
+    });
+    Ok((queue, spool))
+}
+
+/// Starts the stage workers, the backfill jobs left unfinished, the API budgets'
+/// keeper, the metrics/admin server, the gauges, the notifier, the disk budget's
+/// monitor and the scheduler; all stop on `stop`.
+async fn start(
+    shared: &stages::Shared,
+    spool: &Path,
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    stop: &CancellationToken,
+) -> Result<Running, RunError> {
+    let (config, queue, health) = (&shared.config, &shared.queue, &shared.health);
+    let Stages {
+        fetch: fetchers,
+        mut tasks,
+    } = stages::start(shared, Scope::All, spool, stop)?;
+    let backfills = Arc::new(Backfills {
+        queue: queue.clone(),
+        config: config.clone(),
+        fetchers: fetchers.clone(),
+        stop: stop.clone(),
+        jobs: Default::default(),
+    });
+    // The requests of the last hour, as recorded before a restart, still count.
+    if let Err(e) = accounts::restore(queue, &fetchers).await {
+        tracing::warn!("reading the API budgets recorded before the restart: {e}");
+    }
+    tasks.spawn(accounts::keep(
+        queue.clone(),
+        fetchers.clone(),
+        stop.clone(),
+    ));
+    if let Err(e) = backfills.resume_unfinished().await {
+        tracing::error!("looking for unfinished backfill jobs: {e}");
+    }
+    // The gauges are computed at every scrape (and every 5 s for health).
+    let gauges = Arc::new(Gauges::new(queue.clone(), config, fetchers.clone()));
+    let (server, server_stop) = serve(shared, listener, handle, gauges.clone(), backfills);
+    tasks.spawn(update_gauges(
+        gauges,
+        health.clone(),
+        config.pipeline.stall_after,
+        stop.clone(),
+    ));
+    // It only reads what the stages record; its handle is how the disk budget reports
+    // its condition and a storage failure raises the fail-stop.
+    let notifications =
+        crate::notify::Notifications::new(config, &shared.secrets, queue.clone(), health.clone())?;
+    let notify = notifications.handle();
+    tasks.spawn(notifications.run(stop.clone()));
+    tasks.spawn(watch_disk(shared, notify.clone(), stop.clone()));
+    let scheduler = Scheduler {
+        config: config.clone(),
+        fetchers,
+        queue: queue.clone(),
+        reachability: shared.reachability.clone(),
+    };
+    tasks.spawn(scheduler.run(stop.clone()));
+    Ok(Running {
+        tasks,
+        notify,
+        server,
+        server_stop,
+    })
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and, on loopback, the admin API, until the
+/// returned token is cancelled.
+fn serve(
+    shared: &stages::Shared,
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    gauges: Arc<Gauges>,
+    backfills: Arc<Backfills>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let refresh: metrics::Refresh = Arc::new(move || {
+        let gauges = gauges.clone();
+        Box::pin(async move {
+            gauges.publish().await;
+        })
+    });
+    let mut router = metrics::router(handle, shared.health.clone(), Some(refresh));
+    if shared.config.metrics.listen.ip().is_loopback() {
+        router = router.merge(admin::router(
+            shared.queue.clone(),
+            shared.config.clone(),
+            backfills,
+        ));
+    } else {
+        tracing::warn!(
+            "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
+        );
+    }
+    let server_stop = CancellationToken::new();
+    let stop = server_stop.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    (server, server_stop)
+}
+
+/// The disk budget's monitor, reporting each change of its verdict as the notifier's
+/// condition.
+fn watch_disk(
+    shared: &stages::Shared,
+    notify: NotifyHandle,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    shared.budget.clone().monitor(shared.queue.clone(), stop, move |paused, m| {
+        let detail = paused.map(|p| match p {
+            Pause::StateBytes => format!(
+                "the state directory takes {} bytes, over pipeline.max_state_bytes: fetching and downloading pause until the backlog drains",
+                m.state_bytes
+            ),
+            Pause::FreeBytes => format!(
+                "its file system has {} bytes free, under pipeline.min_free_bytes: fetching and downloading pause",
+                m.free_bytes
+            ),
+        });
+        notify.condition(EventClass::DiskBudget, "state directory", detail.as_deref());
+    })
+}
+
+/// Gives the tasks `DRAIN` to finish the items in hand (the rest stays queued), stops
+/// the server and flushes the queue.
+async fn drain(running: Running, queue: Queue) {
+    let Running {
+        mut tasks,
+        server,
+        server_stop,
+        ..
+    } = running;
     let drained =
         tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -256,14 +330,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let _ = server.await;
     if let Err(e) = queue.close().await {
         tracing::error!("flushing the queue at shutdown: {e}");
-    }
-    tracing::info!("stopped");
-    match failure {
-        Some(reason) => Err(RunError::Storage {
-            path: config.state_dir.clone(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 

@@ -15,12 +15,13 @@ use super::handoff::{Finished, HandOff, Step};
 use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::reachability::Reachability;
 use super::settle::{Failed, Retry, Settled, settle};
-use crate::config::{Destination, DestinationKind, RetryPolicy, Secret};
+use super::worker::{self, Progress, Worker};
+use crate::config::{Destination, DestinationKind, RetryPolicy, Secret, SqlDestination};
 use crate::deliver::files::{FilesError, FilesSink};
-use crate::deliver::sql::{SessionRows, SqlSink};
+use crate::deliver::sql::{SessionRows, SqlError, SqlSink};
 use crate::metrics::{self, Health};
 use crate::model::{Naming, ReportRoot, Session};
-use crate::queue::{Claimed, Packed, Queue, QueueError, Ticket};
+use crate::queue::{Claimed, Packed, Queue, Ticket};
 
 /// One claimed item of a SQL batch, its sessions already mapped to rows: a session, or
 /// a bundle (with its site and lane, and where to find its sessions again should some
@@ -36,6 +37,13 @@ struct Bundle {
     site: String,
     lane: Lane,
     sessions: BundleSessions,
+}
+
+/// Sessions of a batch delivered and failed, for the metrics.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
 }
 
 /// An item of a batch as it was taken.
@@ -64,6 +72,65 @@ impl BundleSessions {
     }
 }
 
+/// A SQL destination's connection and how reaching it went lately.
+#[derive(Default)]
+struct Connection {
+    sink: Option<SqlSink>,
+    /// Failed attempts since the last success.
+    failures: u32,
+    /// The last failure's text, so a repeat is logged quietly.
+    last_error: Option<String>,
+}
+
+/// A SQL destination's step: a batch from the first item, over its connection.
+struct SqlStep<'a> {
+    worker: &'a DeliverWorker,
+    sql: &'a SqlDestination,
+    connection: Connection,
+    shutdown: CancellationToken,
+}
+
+impl worker::Step<DeliverItem> for SqlStep<'_> {
+    type Error = std::convert::Infallible;
+
+    async fn step(&mut self, first: Claimed<DeliverItem>) -> Result<Progress, Self::Error> {
+        let worker = self.worker;
+        if self.connection.sink.is_none()
+            && let Err(delay) = worker.connect(self.sql, &mut self.connection).await
+        {
+            // The items stay where they are; only this destination waits.
+            drop(first);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {},
+                _ = tokio::time::sleep(delay) => {},
+            }
+            return Ok(Progress::Blocked);
+        }
+        let sink = self.connection.sink.as_ref().expect("connected above");
+        let more = worker.rest_of_batch(self.sql, &first).await;
+        if !worker.deliver_sql_batch(sink, first, more).await {
+            // The connection may be gone; the next batch connects afresh.
+            self.connection.sink = None;
+        }
+        Ok(Progress::Made)
+    }
+}
+
+/// A files destination's step: one item, written on a blocking thread.
+struct FilesStep<'a> {
+    worker: &'a DeliverWorker,
+    sink: Arc<FilesSink>,
+}
+
+impl worker::Step<DeliverItem> for FilesStep<'_> {
+    type Error = std::convert::Infallible;
+
+    async fn step(&mut self, claimed: Claimed<DeliverItem>) -> Result<Progress, Self::Error> {
+        self.worker.deliver_file(&self.sink, claimed).await;
+        Ok(Progress::Made)
+    }
+}
+
 /// Everything a deliver worker needs.
 #[derive(Debug, Clone)]
 pub struct DeliverWorker {
@@ -82,8 +149,15 @@ pub struct DeliverWorker {
 }
 
 impl DeliverWorker {
-    fn stage(&self) -> String {
-        format!("deliver/{}", self.destination.name)
+    /// The loop over this destination's queue.
+    fn worker(&self) -> Worker {
+        Worker {
+            queue: self.queue.clone(),
+            from: deliver_queue(&self.destination.name),
+            stage: "deliver",
+            health: Some(self.health.clone()),
+            gate: None,
+        }
     }
 
     /// Runs until `shutdown`; an item being written when it fires is finished first.
@@ -101,80 +175,80 @@ impl DeliverWorker {
         let DestinationKind::Sql(sql) = &self.destination.kind else {
             return;
         };
-        let queue_name = deliver_queue(&self.destination.name);
-        let mut sink: Option<SqlSink> = None;
-        let mut connect_failures = 0u32;
-        let mut last_connect_error: Option<String> = None;
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = self.queue.wait_ready::<DeliverItem>(&queue_name) => c,
-            };
-            let first = match first {
-                Ok(c) => c,
-                Err(e) => {
-                    self.queue_trouble(&e).await;
-                    continue;
+        let worker = self.worker();
+        let mut step = SqlStep {
+            worker: &self,
+            sql,
+            connection: Connection::default(),
+            shutdown: shutdown.clone(),
+        };
+        worker.run(&shutdown, &mut step).await
+    }
+
+    /// Connects to the SQL destination; on failure records it (reachability, a log line
+    /// once per reason, the stage error) and returns how long to wait.
+    async fn connect(
+        &self,
+        sql: &SqlDestination,
+        connection: &mut Connection,
+    ) -> Result<(), Duration> {
+        match SqlSink::connect(&self.destination.name, sql, self.url.as_ref()).await {
+            Ok(sink) => {
+                self.reachability.set(&self.destination.name, None);
+                if connection.failures > 0 {
+                    tracing::info!(destination = %self.destination.name, failures = connection.failures, "connected again");
                 }
-            };
-            self.health.pending(&self.stage());
-            if sink.is_none() {
-                match SqlSink::connect(&self.destination.name, sql, self.url.as_ref()).await {
-                    Ok(s) => {
-                        self.reachability.set(&self.destination.name, None);
-                        if connect_failures > 0 {
-                            tracing::info!(destination = %self.destination.name, failures = connect_failures, "connected again");
-                        }
-                        connect_failures = 0;
-                        last_connect_error = None;
-                        sink = Some(s);
-                    }
-                    Err(e) => {
-                        // The items stay where they are; only this destination waits.
-                        connect_failures += 1;
-                        drop(first);
-                        self.reachability
-                            .set(&self.destination.name, Some(e.to_string()));
-                        let delay = self.retry.delay_after(connect_failures);
-                        // Said once per reason; while it lasts, at debug level.
-                        let message = e.to_string();
-                        let name = &self.destination.name;
-                        if last_connect_error.as_deref() == Some(message.as_str()) {
-                            tracing::debug!(destination = %name, failures = connect_failures, "{e}; trying again in {delay:?}");
-                        } else if e.is_retryable() {
-                            tracing::warn!(destination = %name, "{e}; trying again in {delay:?} (repeats are logged at debug level)");
-                        } else {
-                            tracing::error!(destination = %name, "{e}; trying again in {delay:?} (repeats are logged at debug level)");
-                        }
-                        last_connect_error = Some(message);
-                        metrics::stage_error("deliver");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {},
-                        }
-                        continue;
-                    }
+                *connection = Connection {
+                    sink: Some(sink),
+                    ..Connection::default()
+                };
+                Ok(())
+            }
+            Err(e) => {
+                connection.failures += 1;
+                self.reachability
+                    .set(&self.destination.name, Some(e.to_string()));
+                let delay = self.retry.delay_after(connection.failures);
+                // Said once per reason; while it lasts, at debug level.
+                let message = e.to_string();
+                let name = &self.destination.name;
+                let failures = connection.failures;
+                if connection.last_error.as_deref() == Some(message.as_str()) {
+                    tracing::debug!(destination = %name, failures, "{e}; trying again in {delay:?}");
+                } else if e.is_retryable() {
+                    tracing::warn!(destination = %name, "{e}; trying again in {delay:?} (repeats are logged at debug level)");
+                } else {
+                    tracing::error!(destination = %name, "{e}; trying again in {delay:?} (repeats are logged at debug level)");
                 }
+                connection.last_error = Some(message);
+                metrics::stage_error("deliver");
+                Err(delay)
             }
-            // The rest of the batch, up to `batch_size` sessions (reckoning full bundles),
-            // in one pass over the queue, left packed until each is mapped to rows.
-            let sessions = first.item.session_count();
-            let mut more = Vec::new();
-            if sessions < sql.batch_size {
-                let want = (sql.batch_size - sessions).div_ceil(BUNDLE_SESSIONS);
-                match self.queue.next_ready_many_packed(&queue_name, want).await {
-                    Ok(taken) => more = taken,
-                    Err(e) => tracing::error!("deliver/{}: {e}", self.destination.name),
-                }
+        }
+    }
+
+    /// The rest of the batch after `first`, up to `batch_size` sessions (reckoning full
+    /// bundles), in one pass over the queue, left packed until each is mapped to rows.
+    async fn rest_of_batch(
+        &self,
+        sql: &SqlDestination,
+        first: &Claimed<DeliverItem>,
+    ) -> Vec<Claimed<Packed>> {
+        let sessions = first.item.session_count();
+        if sessions >= sql.batch_size {
+            return Vec::new();
+        }
+        let want = (sql.batch_size - sessions).div_ceil(BUNDLE_SESSIONS);
+        match self
+            .queue
+            .next_ready_many_packed(&deliver_queue(&self.destination.name), want)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::error!("deliver/{}: {e}", self.destination.name);
+                Vec::new()
             }
-            let healthy = self
-                .deliver_sql_batch(sink.as_ref().expect("connected above"), first, more)
-                .await;
-            if !healthy {
-                // The connection may be gone; the next batch connects afresh.
-                sink = None;
-            }
-            self.health.progress(&self.stage(), false);
         }
     }
 
@@ -190,7 +264,56 @@ impl DeliverWorker {
     ) -> bool {
         let started = Instant::now();
         let name = &self.destination.name;
-        // Grouped by host name: one `deliver_rows` call per site host.
+        let mut healthy = true;
+        for (host, (rows, claims)) in self.claim_batch(sink, first, more).await {
+            let mut results = sink.deliver_rows(rows).await.sessions.into_iter();
+            let mut done = Vec::new();
+            // Nothing is created: the batch's items only finish, each in its own lane.
+            let mut finished = HandOff::finishing();
+            let mut tally = Tally::default();
+            for claim in claims {
+                let outcomes: Vec<_> = results.by_ref().take(claim.lsids.len()).collect();
+                let count = claim.lsids.len();
+                if outcomes.iter().all(Result::is_ok) {
+                    let how = match claim.bundle {
+                        Some(_) => Finished::Sessions(count as u64),
+                        None => Finished::Session,
+                    };
+                    finished.finish(&claim.lane, Step::Item(claim.ticket.id()), how);
+                    done.push(claim.ticket);
+                    tally.ok += count as u64;
+                    continue;
+                }
+                healthy &= !outcomes
+                    .iter()
+                    .any(|r| r.as_ref().is_err_and(|e| e.is_retryable()));
+                self.settle_failed_claim(&host, claim, &outcomes, &mut tally)
+                    .await;
+            }
+            if !done.is_empty() {
+                self.reachability.set(name, None);
+                if let Err(e) = finished.commit(&self.queue, done).await {
+                    // Not recorded as delivered: the sessions come again, harmlessly.
+                    tracing::error!("deliver/{name}: recording a delivered batch: {e}");
+                }
+            }
+            metrics::delivered(name, "ok", tally.ok, started.elapsed());
+            let total = tally.ok + tally.failed;
+            metrics::stage_progress("deliver", total, tally.ok, started.elapsed());
+        }
+        healthy
+    }
+
+    /// Decodes the batch's items and maps their sessions to rows, grouped by site host
+    /// (one `deliver_rows` call each). An item that cannot be decoded, or that is no
+    /// session, is settled at once (dead letter).
+    async fn claim_batch(
+        &self,
+        sink: &SqlSink,
+        first: Claimed<DeliverItem>,
+        more: Vec<Claimed<Packed>>,
+    ) -> BTreeMap<String, (Vec<SessionRows>, Vec<SqlClaim>)> {
+        let name = &self.destination.name;
         let mut by_host: BTreeMap<String, (Vec<SessionRows>, Vec<SqlClaim>)> = BTreeMap::new();
         let first = std::iter::once((first.ticket, Taken::Decoded(first.item)));
         let rest = more
@@ -245,99 +368,78 @@ impl DeliverWorker {
                 bundle,
             });
         }
-        let mut healthy = true;
-        for (host, (rows, claims)) in by_host {
-            let outcome = sink.deliver_rows(rows).await;
-            let mut results = outcome.sessions.into_iter();
-            let mut done = Vec::new();
-            // Nothing is created: the batch's items only finish, each in its own lane.
-            let mut finished = HandOff::finishing();
-            let (mut ok, mut failed) = (0u64, 0u64);
-            for SqlClaim {
-                ticket,
-                lane,
-                lsids,
-                bundle,
-            } in claims
-            {
-                let count = lsids.len();
-                let outcomes: Vec<_> = results.by_ref().take(count).collect();
-                let errors: Vec<(usize, &crate::deliver::sql::SqlError)> = outcomes
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
-                    .collect();
-                if errors.is_empty() {
-                    let how = match bundle {
-                        Some(_) => Finished::Sessions(count as u64),
-                        None => Finished::Session,
-                    };
-                    finished.finish(&lane, Step::Item(ticket.id()), how);
-                    done.push(ticket);
-                    ok += count as u64;
-                    continue;
-                }
-                let retryable = errors.iter().all(|(_, e)| e.is_retryable());
-                healthy &= !errors.iter().any(|(_, e)| e.is_retryable());
-                if let Some((_, e)) = errors.iter().find(|(_, e)| e.is_retryable()) {
-                    self.reachability.set(name, Some(e.to_string()));
-                }
-                let (first, e) = errors[0];
-                let reason = format!("session {}: {e}", lsids[first]);
-                match bundle {
-                    // A whole bundle that failed for a passing reason waits and comes
-                    // again as it is.
-                    Some(_) if retryable && errors.len() == count => {
-                        failed += count as u64;
-                        self.finish_failed(ticket, &reason, true, &lane).await;
-                    }
-                    // Otherwise the sessions that failed go on alone (each then with its
-                    // own retries and, if need be, its own dead letter).
-                    Some(bundle) => {
-                        let sessions = match bundle.sessions.into_sessions() {
-                            Ok(sessions) if sessions.len() == count => sessions,
-                            Ok(_) | Err(_) => {
-                                // It decoded a moment ago; should it not now, the
-                                // bundle waits and comes again whole.
-                                failed += count as u64;
-                                self.finish_failed(ticket, &reason, true, &lane).await;
-                                continue;
-                            }
-                        };
-                        failed += errors.len() as u64;
-                        ok += (count - errors.len()) as u64;
-                        let alone: Vec<Session> = sessions
-                            .into_iter()
-                            .enumerate()
-                            .filter(|(i, _)| errors.iter().any(|(k, _)| k == i))
-                            .map(|(_, s)| s)
-                            .collect();
-                        tracing::warn!(
-                            destination = %name,
-                            "{} of {count} sessions of a bundle failed ({reason}); they go on one by one",
-                            alone.len()
-                        );
-                        let (site, lane) = (bundle.site, bundle.lane);
-                        self.split_bundle(ticket, &site, &host, &lane, alone, count)
-                            .await;
-                    }
-                    None => {
-                        failed += 1;
-                        self.finish_failed(ticket, &reason, retryable, &lane).await;
-                    }
-                }
-            }
-            if !done.is_empty() {
-                self.reachability.set(name, None);
-                if let Err(e) = finished.commit(&self.queue, done).await {
-                    // Not recorded as delivered: the sessions come again, harmlessly.
-                    tracing::error!("deliver/{name}: recording a delivered batch: {e}");
-                }
-            }
-            metrics::delivered(name, "ok", ok, started.elapsed());
-            metrics::stage_progress("deliver", ok + failed, ok, started.elapsed());
+        by_host
+    }
+
+    /// Settles an item some of whose sessions failed (`outcomes`, one per session): a
+    /// session, or a whole bundle that failed for a passing reason, retries within the
+    /// budget or goes to the dead letter; otherwise a bundle's failed sessions go on
+    /// alone and the rest counts as delivered.
+    async fn settle_failed_claim(
+        &self,
+        host: &str,
+        claim: SqlClaim,
+        outcomes: &[Result<(), SqlError>],
+        tally: &mut Tally,
+    ) {
+        let name = &self.destination.name;
+        let SqlClaim {
+            ticket,
+            lane,
+            lsids,
+            bundle,
+        } = claim;
+        let count = lsids.len();
+        let errors: Vec<(usize, &SqlError)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+            .collect();
+        let retryable = errors.iter().all(|(_, e)| e.is_retryable());
+        if let Some((_, e)) = errors.iter().find(|(_, e)| e.is_retryable()) {
+            self.reachability.set(name, Some(e.to_string()));
         }
-        healthy
+        let (first, e) = errors[0];
+        let reason = format!("session {}: {e}", lsids[first]);
+        let bundle = match bundle {
+            // A whole bundle that failed for a passing reason waits and comes again as
+            // it is.
+            Some(_) if retryable && errors.len() == count => {
+                tally.failed += count as u64;
+                return self.finish_failed(ticket, &reason, true, &lane).await;
+            }
+            Some(bundle) => bundle,
+            None => {
+                tally.failed += 1;
+                return self.finish_failed(ticket, &reason, retryable, &lane).await;
+            }
+        };
+        // Otherwise the sessions that failed go on alone (each then with its own retries
+        // and, if need be, its own dead letter).
+        let sessions = match bundle.sessions.into_sessions() {
+            Ok(sessions) if sessions.len() == count => sessions,
+            Ok(_) | Err(_) => {
+                // It decoded a moment ago; should it not now, the bundle waits and
+                // comes again whole.
+                tally.failed += count as u64;
+                return self.finish_failed(ticket, &reason, true, &lane).await;
+            }
+        };
+        tally.failed += errors.len() as u64;
+        tally.ok += (count - errors.len()) as u64;
+        let alone: Vec<Session> = sessions
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| errors.iter().any(|(k, _)| k == i))
+            .map(|(_, s)| s)
+            .collect();
+        tracing::warn!(
+            destination = %name,
+            "{} of {count} sessions of a bundle failed ({reason}); they go on one by one",
+            alone.len()
+        );
+        self.split_bundle(ticket, &bundle.site, host, &bundle.lane, alone, count)
+            .await;
     }
 
     /// Replaces a bundle of `count` sessions, some of which were delivered, by one item
@@ -385,7 +487,6 @@ impl DeliverWorker {
     }
 
     async fn run_files(self, files: crate::config::FilesDestination, shutdown: CancellationToken) {
-        let queue_name = deliver_queue(&self.destination.name);
         let sink = loop {
             match FilesSink::open(&files) {
                 Ok(s) => break Arc::new(s),
@@ -400,68 +501,64 @@ impl DeliverWorker {
                 }
             }
         };
-        loop {
-            let claimed = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = self.queue.wait_ready::<DeliverItem>(&queue_name) => c,
-            };
-            let Claimed { item, ticket } = match claimed {
-                Ok(c) => c,
-                Err(e) => {
-                    self.queue_trouble(&e).await;
-                    continue;
-                }
-            };
-            self.health.pending(&self.stage());
-            let started = Instant::now();
-            let spool = item.spool().cloned();
-            let what = item.describe();
-            let lane = item.lane();
-            let how = match &item {
-                DeliverItem::Session { .. } => Finished::Session,
-                DeliverItem::Recording { .. } => Finished::Recording,
-                DeliverItem::Sessions { sessions, .. } => Finished::Sessions(sessions.len() as u64),
-                DeliverItem::Presentation { .. } => Finished::Presentation,
-                DeliverItem::Backup { .. } => Finished::Other,
-            };
-            let mut finished = HandOff::new(&lane, Step::Item(ticket.id()));
-            finished.finish(&lane, Step::Item(ticket.id()), how);
-            let sink2 = sink.clone();
-            let outcome = tokio::task::spawn_blocking(move || write_file(&sink2, item))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(FilesError::Io {
-                        action: "writing",
-                        path: Default::default(),
-                        source: std::io::Error::other(e.to_string()),
-                    })
-                });
-            match outcome {
-                Ok(()) => match finished.commit(&self.queue, vec![ticket]).await {
-                    Ok(_) => {
-                        self.reachability.set(&self.destination.name, None);
-                        if let Some(spool) = spool {
-                            crate::durable::discard(&spool).await;
-                        }
-                        metrics::delivered(&self.destination.name, "ok", 1, started.elapsed());
-                        metrics::stage_progress("deliver", 1, 1, started.elapsed());
+        let worker = self.worker();
+        let mut step = FilesStep {
+            worker: &self,
+            sink,
+        };
+        worker.run(&shutdown, &mut step).await
+    }
+
+    /// Writes one item to a files destination and settles it.
+    async fn deliver_file(&self, sink: &Arc<FilesSink>, claimed: Claimed<DeliverItem>) {
+        let Claimed { item, ticket } = claimed;
+        let started = Instant::now();
+        let spool = item.spool().cloned();
+        let what = item.describe();
+        let lane = item.lane();
+        let how = match &item {
+            DeliverItem::Session { .. } => Finished::Session,
+            DeliverItem::Recording { .. } => Finished::Recording,
+            DeliverItem::Sessions { sessions, .. } => Finished::Sessions(sessions.len() as u64),
+            DeliverItem::Presentation { .. } => Finished::Presentation,
+            DeliverItem::Backup { .. } => Finished::Other,
+        };
+        let mut finished = HandOff::new(&lane, Step::Item(ticket.id()));
+        finished.finish(&lane, Step::Item(ticket.id()), how);
+        let sink2 = sink.clone();
+        let outcome = tokio::task::spawn_blocking(move || write_file(&sink2, item))
+            .await
+            .unwrap_or_else(|e| {
+                Err(FilesError::Io {
+                    action: "writing",
+                    path: Default::default(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+        match outcome {
+            Ok(()) => match finished.commit(&self.queue, vec![ticket]).await {
+                Ok(_) => {
+                    self.reachability.set(&self.destination.name, None);
+                    if let Some(spool) = spool {
+                        crate::durable::discard(&spool).await;
                     }
-                    Err(e) => tracing::error!(
-                        "deliver/{}: recording a delivery: {e}",
-                        self.destination.name
-                    ),
-                },
-                Err(e) => {
-                    if e.is_retryable() {
-                        self.reachability
-                            .set(&self.destination.name, Some(e.to_string()));
-                    }
-                    let reason = format!("{what}: {e}");
-                    self.finish_failed(ticket, &reason, e.is_retryable(), &lane)
-                        .await;
+                    metrics::delivered(&self.destination.name, "ok", 1, started.elapsed());
+                    metrics::stage_progress("deliver", 1, 1, started.elapsed());
                 }
+                Err(e) => tracing::error!(
+                    "deliver/{}: recording a delivery: {e}",
+                    self.destination.name
+                ),
+            },
+            Err(e) => {
+                if e.is_retryable() {
+                    self.reachability
+                        .set(&self.destination.name, Some(e.to_string()));
+                }
+                let reason = format!("{what}: {e}");
+                self.finish_failed(ticket, &reason, e.is_retryable(), &lane)
+                    .await;
             }
-            self.health.progress(&self.stage(), false);
         }
     }
 
@@ -492,11 +589,6 @@ impl DeliverWorker {
             }
             Err(e) => tracing::error!("deliver/{name}: recording a failed delivery: {e}"),
         }
-    }
-
-    async fn queue_trouble(&self, e: &QueueError) {
-        tracing::error!("deliver/{}: reading the queue: {e}", self.destination.name);
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use super::budget::DiskBudget;
 use super::handoff::{Finished, HandOff, Step};
 use super::items::{DeliverItem, DownloadTask, Lane, deliver_queue, download_queue};
 use super::settle::{Failed, Retry, Settled, settle};
+use super::worker::{self, Progress, Worker};
 use crate::appliance::{ApplianceClient, ApplianceError, Fetched};
 use crate::config::RetryPolicy;
 use crate::metrics::{self, Health};
@@ -39,30 +40,15 @@ pub struct DownloadWorker {
 
 impl DownloadWorker {
     /// Runs until `shutdown`; a download in progress when it fires is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let queue_name = download_queue(&self.site);
-        let stage = format!("download/{}", self.site);
-        loop {
-            let claimed = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = self.queue.wait_ready::<DownloadTask>(&queue_name) => c,
-            };
-            let claimed = match claimed {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("{stage}: reading the queue: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            // No new file while the disk budget says so; the task stays where it is.
-            if !self.budget.wait_clear(&shutdown).await {
-                return;
-            }
-            self.health.pending(&stage);
-            self.download_one(claimed).await;
-            self.health.progress(&stage, false);
-        }
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let worker = Worker {
+            queue: self.queue.clone(),
+            from: download_queue(&self.site),
+            stage: "download",
+            health: Some(self.health.clone()),
+            gate: Some(self.budget.clone()),
+        };
+        worker.run(&shutdown, &mut self).await
     }
 
     async fn download_one(&self, claimed: Claimed<DownloadTask>) {
@@ -237,5 +223,14 @@ fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
 async fn remove_all(body: Option<&Path>, spools: &[PathBuf]) {
     for p in body.into_iter().chain(spools.iter().map(PathBuf::as_path)) {
         crate::durable::discard(p).await;
+    }
+}
+
+impl worker::Step<DownloadTask> for DownloadWorker {
+    type Error = std::convert::Infallible;
+
+    async fn step(&mut self, claimed: Claimed<DownloadTask>) -> Result<Progress, Self::Error> {
+        self.download_one(claimed).await;
+        Ok(Progress::Made)
     }
 }

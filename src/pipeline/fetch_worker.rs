@@ -32,6 +32,7 @@ use super::items::{
     FETCHED, FetchTask, FetchedBody, Lane, Routes, borrowed, fetch_queue, request_metadata,
 };
 use super::settle::{self, Failed, Retry};
+use super::worker::{self, Progress, Worker};
 use crate::appliance::{ApplianceError, Fetched, WindowBy};
 use crate::config::{PipelineConfig, RetryPolicy, StartFrom};
 use crate::fetch::plan::{Marks, Pass, Sizing, Window, fresh_stretch, plan_stretches};
@@ -578,34 +579,15 @@ pub struct FetchWorker {
 
 impl FetchWorker {
     /// Runs until `shutdown`; a request in progress when it fires is finished first.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let queue_name = fetch_queue(&self.fetcher.site().name);
-        loop {
-            let claimed = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = self.queue.wait_ready::<FetchTask>(&queue_name) => c,
-            };
-            let claimed = match claimed {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("{queue_name}: reading the queue: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            // No new body while the disk budget says so; the task stays where it is.
-            if !self.budget.wait_clear(&shutdown).await {
-                return;
-            }
-            self.health.pending(&queue_name);
-            if let Err(e) = self.fetch_one(claimed).await {
-                metrics::stage_error("fetch");
-                tracing::error!("{queue_name}: recording a request's outcome: {e}");
-                // The task stays where it was; wait a moment before trying again.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            self.health.progress(&queue_name, false);
-        }
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let worker = Worker {
+            queue: self.queue.clone(),
+            from: fetch_queue(&self.fetcher.site().name),
+            stage: "fetch",
+            health: Some(self.health.clone()),
+            gate: Some(self.budget.clone()),
+        };
+        worker.run(&shutdown, &mut self).await
     }
 
     async fn fetch_one(&self, claimed: Claimed<FetchTask>) -> Result<(), QueueError> {
@@ -742,5 +724,16 @@ impl FetchWorker {
             }
         }
         Ok(())
+    }
+}
+
+impl worker::Step<FetchTask> for FetchWorker {
+    type Error = String;
+
+    async fn step(&mut self, claimed: Claimed<FetchTask>) -> Result<Progress, String> {
+        self.fetch_one(claimed)
+            .await
+            .map(|()| Progress::Made)
+            .map_err(|e| format!("recording a request's outcome: {e}"))
     }
 }

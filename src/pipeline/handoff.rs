@@ -121,8 +121,22 @@ impl HandOff {
         self.created
     }
 
+    /// What the earlier transactions of a step spread over several created (0 outside a
+    /// backfill job, which is the only lane that counts): the `before` of
+    /// [`HandOff::resuming`].
+    pub async fn created_before(
+        queue: &Queue,
+        lane: &Lane,
+        creator: &Step,
+    ) -> Result<u64, QueueError> {
+        match HandOff::created_key(lane, creator) {
+            Some(key) => Ok(queue.state_get(&key).await?.unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+
     /// The state key of what `creator` created for `lane`'s job, if it is a job's.
-    pub fn created_key(lane: &Lane, creator: &Step) -> Option<String> {
+    fn created_key(lane: &Lane, creator: &Step) -> Option<String> {
         let job = lane.backfill_job()?;
         Some(format!("{}{creator}", keys::created_prefix(job)))
     }

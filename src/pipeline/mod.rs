@@ -4,8 +4,8 @@
 //!
 //! 1. **vocabulary** — what the stages share: the items that travel (`items`), how a step
 //!    hands work on (`handoff`) and settles a failure (`settle`), where data goes
-//!    (`routes`), when schedules are due (`schedule`), the disk budget's gate (`budget`)
-//!    and whether destinations answer (`reachability`);
+//!    (`routes`), when schedules are due (`schedule`), the disk budget's gate (`budget`),
+//!    whether destinations answer (`reachability`) and the one worker loop (`worker`);
 //! 2. **stages** — one worker per stage, each knowing only the vocabulary:
 //!    `fetch_worker`, `parse_worker`, `download_worker`, `deliver_worker`;
 //! 3. **assembly** — what starts and drives the stages: `stages` (starting the workers),
@@ -23,6 +23,7 @@ pub mod reachability;
 pub mod routes;
 pub mod schedule;
 pub mod settle;
+pub mod worker;
 
 // 2. stages
 pub mod deliver_worker;

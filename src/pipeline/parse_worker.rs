@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::handoff::{Finished, HandOff, Step};
 use super::items::{
     BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, Lane, REJECTED,
-    Rejected, deliver_queue, download_queue, fetch_queue, request_metadata,
+    Rejected, borrowed, deliver_queue, download_queue, fetch_queue, request_metadata,
 };
+use super::worker::{self, Progress, Worker};
 use crate::config::Config;
 use crate::fetch::Selection;
 use crate::keys::{self, SeenRecord};
@@ -34,7 +35,7 @@ use crate::model::{Naming, Recording, Report, ReportRoot};
 use crate::parse::{
     ParseError, ParsedPresentation, ParsedSession, PresentationReader, SessionReader,
 };
-use crate::queue::{Claimed, Queue, QueueError};
+use crate::queue::{Claimed, Queue, QueueError, Ticket};
 
 /// Sessions per transaction. Up to three chunks are in memory at once (one being
 /// read, one in the channel, one being handed on), parsed and with their raw XML, so
@@ -105,30 +106,52 @@ pub async fn run(
     health: Arc<metrics::Health>,
     shapes: Arc<ItemShapes>,
 ) {
-    loop {
-        let claimed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = queue.wait_ready::<FetchedBody>(FETCHED) => c,
-        };
-        match claimed {
-            Ok(claimed) => {
-                health.pending(FETCHED);
-                if let Err(e) = parse_one(&queue, claimed, &shapes).await {
-                    metrics::stage_error("parse");
-                    tracing::error!("parse stage: {e}");
-                    // The item stays in its queue; wait a moment before trying again.
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-                health.progress(FETCHED, false);
-            }
-            Err(e) => {
-                tracing::error!("parse stage: reading the fetched queue: {e}");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
+    let worker = Worker {
+        queue: queue.clone(),
+        from: FETCHED.to_string(),
+        stage: "parse",
+        health: Some(health),
+        gate: None,
+    };
+    worker
+        .run(&shutdown, &mut ParseStep { queue, shapes })
+        .await
+}
+
+/// The parse stage's step: one fetched body, read and handed on in chunks.
+struct ParseStep {
+    queue: Queue,
+    shapes: Arc<ItemShapes>,
+}
+
+impl worker::Step<FetchedBody> for ParseStep {
+    type Error = QueueError;
+
+    async fn step(&mut self, claimed: Claimed<FetchedBody>) -> Result<Progress, QueueError> {
+        parse_one(&self.queue, claimed, &self.shapes).await?;
+        Ok(Progress::Made)
     }
 }
 
+/// What one body's parse did so far, for the metrics and the hand-offs.
+#[derive(Debug, Default)]
+struct BodyCounts {
+    /// Records read (good or unchanged).
+    parsed: u64,
+    /// Records that failed to parse (each to `rejected`).
+    bad: u64,
+    /// Records skipped because they were handed on unchanged before.
+    unchanged: u64,
+    /// Records of the body handed on, over restarts (`parse/<item id>`).
+    handed_on: u64,
+    /// Items created for a backfill job by this body, over restarts.
+    created: u64,
+    /// Items created by this run of it.
+    pushed: u64,
+}
+
+/// Parses one fetched body and hands its records on in chunks, then settles the body:
+/// done, or its request (or the body itself) to the dead letter if it is malformed.
 async fn parse_one(
     queue: &Queue,
     claimed: Claimed<FetchedBody>,
@@ -136,17 +159,16 @@ async fn parse_one(
 ) -> Result<(), QueueError> {
     let started = Instant::now();
     let Claimed { item, ticket } = claimed;
-    let id = ticket.id();
-    let key = keys::parse_progress(id);
+    let key = keys::parse_progress(ticket.id());
     let done: u64 = queue.state_get(&key).await?.unwrap_or(0);
     // The body's chunks are one step over several transactions: a backfill job counts
     // the items it creates in total, over restarts too, like `done`.
-    let creator = Step::Item(id);
-    let before: u64 = match HandOff::created_key(&item.lane, &creator) {
-        Some(k) => queue.state_get(&k).await?.unwrap_or(0),
-        None => 0,
+    let creator = Step::Item(ticket.id());
+    let mut counts = BodyCounts {
+        handed_on: done,
+        created: HandOff::created_before(queue, &item.lane, &creator).await?,
+        ..BodyCounts::default()
     };
-    let mut created = before;
     // The report root's prefix and namespaces, read by the same pass as the records.
     let mut root = ReportRoot::default();
 
@@ -155,58 +177,24 @@ async fn parse_one(
     let path = item.body.clone();
     let report = item.report();
     let reader = tokio::task::spawn_blocking(move || read_chunks(path, report, done, tx));
-
-    let mut handed_on = done;
     let mut fatal = None;
-    let (mut parsed, mut bad, mut pushed, mut unchanged) = (0u64, 0u64, 0u64, 0u64);
     while let Some(chunk) = rx.recv().await {
         match chunk {
             Chunk::Sessions(sessions) => {
-                let mut step = HandOff::resuming(&item.lane, creator.clone(), created);
-                let mut bundles = Bundles::new();
-                handed_on += sessions.len() as u64;
-                let changed = changed(queue, &item, &sessions, &mut step).await?;
-                for (outcome, changed) in sessions.into_iter().zip(changed) {
-                    if !changed {
-                        parsed += 1;
-                        unchanged += 1;
-                        continue;
-                    }
-                    match outcome {
-                        Ok(record) => {
-                            parsed += 1;
-                            match record {
-                                Parsed::Session(s) => {
-                                    route(&mut step, &mut bundles, &item, s, &root, shapes)?
-                                }
-                                Parsed::Presentation(p) => {
-                                    route_presentation(&mut step, &item, p, &root)?
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            bad += 1;
-                            let raw = match &e {
-                                ParseError::BadValue { raw, .. } => raw.clone(),
-                                _ => Vec::new(),
-                            };
-                            step.push(
-                                REJECTED,
-                                &Rejected {
-                                    site: item.site.clone(),
-                                    reason: e.to_string(),
-                                    request: item.request.clone(),
-                                    raw,
-                                    lane: item.lane.clone(),
-                                },
-                            )?;
-                        }
-                    }
-                }
-                push_bundles(&mut step, &item, bundles)?;
-                pushed += step.created() - created;
-                created = step.created();
-                step.put_state(&key, &handed_on)?;
+                let mut step = HandOff::resuming(&item.lane, creator.clone(), counts.created);
+                hand_on(
+                    queue,
+                    &item,
+                    sessions,
+                    &root,
+                    shapes,
+                    &mut step,
+                    &mut counts,
+                )
+                .await?;
+                counts.pushed += step.created() - counts.created;
+                counts.created = step.created();
+                step.put_state(&key, &counts.handed_on)?;
                 step.commit(queue, Vec::new()).await?;
             }
             Chunk::Root(r) => root = r,
@@ -218,10 +206,81 @@ async fn parse_one(
         tracing::error!("parse stage: the reading thread failed: {e}");
         fatal.get_or_insert_with(|| format!("the reading thread failed: {e}"));
     }
-    metrics::parsed(&item.site, parsed, bad + u64::from(fatal.is_some()));
-    metrics::unchanged(&item.site, unchanged);
-    let mut step = HandOff::resuming(&item.lane, creator.clone(), created);
+    metrics::parsed(
+        &item.site,
+        counts.parsed,
+        counts.bad + u64::from(fatal.is_some()),
+    );
+    metrics::unchanged(&item.site, counts.unchanged);
+    let mut step = HandOff::resuming(&item.lane, creator.clone(), counts.created);
     step.delete_state(&key);
+    settle_body(queue, item, ticket, step, creator, fatal).await?;
+    metrics::stage_progress("parse", 1, counts.pushed, started.elapsed());
+    Ok(())
+}
+
+/// Adds one chunk's records to `step`: each changed session or presentation routed to
+/// its destinations, each bad one to `rejected`.
+async fn hand_on(
+    queue: &Queue,
+    item: &FetchedBody,
+    sessions: Vec<Result<Parsed, ParseError>>,
+    root: &ReportRoot,
+    shapes: &ItemShapes,
+    step: &mut HandOff,
+    counts: &mut BodyCounts,
+) -> Result<(), QueueError> {
+    let mut bundles = Bundles::new();
+    counts.handed_on += sessions.len() as u64;
+    let changed = changed(queue, item, &sessions, step).await?;
+    for (outcome, changed) in sessions.into_iter().zip(changed) {
+        if !changed {
+            counts.parsed += 1;
+            counts.unchanged += 1;
+            continue;
+        }
+        match outcome {
+            Ok(Parsed::Session(s)) => {
+                counts.parsed += 1;
+                route(step, &mut bundles, item, s, root, shapes)?
+            }
+            Ok(Parsed::Presentation(p)) => {
+                counts.parsed += 1;
+                route_presentation(step, item, p, root)?
+            }
+            Err(e) => {
+                counts.bad += 1;
+                let raw = match &e {
+                    ParseError::BadValue { raw, .. } => raw.clone(),
+                    _ => Vec::new(),
+                };
+                step.push(
+                    REJECTED,
+                    &Rejected {
+                        site: item.site.clone(),
+                        reason: e.to_string(),
+                        request: item.request.clone(),
+                        raw,
+                        lane: item.lane.clone(),
+                    },
+                )?;
+            }
+        }
+    }
+    push_bundles(step, item, bundles)
+}
+
+/// The body is read: done (its file removed), or, if it was malformed (`fatal`), its
+/// request to the dead letter for `btic replay` — or the body itself, when its request
+/// cannot be asked again.
+async fn settle_body(
+    queue: &Queue,
+    item: FetchedBody,
+    ticket: Ticket,
+    mut step: HandOff,
+    creator: Step,
+    fatal: Option<String>,
+) -> Result<(), QueueError> {
     match (fatal, item.fetch_request()) {
         // A malformed body's request goes to the dead letter (the records before the
         // fault are handed on): `btic replay` asks the appliance again, whose next
@@ -233,8 +292,6 @@ async fn parse_one(
                 "report body is malformed; its request moved to the dead letter (`btic replay` asks again): {reason}"
             );
             let metadata = request_metadata(&item.site, &request);
-            let metadata: Vec<(&str, &str)> =
-                metadata.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let finishes = Step::Request(request.to_string());
             let task = FetchTask {
                 site: item.site.clone(),
@@ -247,7 +304,7 @@ async fn parse_one(
                 &fetch_queue(&item.site),
                 &task,
                 &reason,
-                &metadata,
+                &borrowed(&metadata),
                 finishes,
             )?;
             step.finish(&item.lane, creator, Finished::Body);
@@ -280,7 +337,6 @@ async fn parse_one(
             crate::durable::discard(&item.body).await;
         }
     }
-    metrics::stage_progress("parse", 1, pushed, started.elapsed());
     Ok(())
 }
 
@@ -580,29 +636,44 @@ impl<R: std::io::BufRead> Records<R> {
 
 /// Moves every `rejected` session to the dead letter, until `shutdown`.
 pub async fn run_rejected(queue: Queue, shutdown: CancellationToken) {
-    loop {
-        let claimed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = queue.wait_ready::<Rejected>(REJECTED) => c,
-        };
-        let outcome = match claimed {
-            Ok(Claimed { item, ticket }) => {
-                tracing::error!(site = %item.site, request = %item.request, "session moved to the dead letter: {}", item.reason);
-                let metadata = [
-                    ("stage", "parse"),
-                    ("site", item.site.as_str()),
-                    ("request", item.request.as_str()),
-                ];
-                let step = Step::Item(ticket.id());
-                HandOff::new(&item.lane, step.clone())
-                    .dead_letter(&queue, ticket, &item.reason, &metadata, &item.lane, step)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = outcome {
-            tracing::error!("moving a rejected session to the dead letter: {e}");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
+    let worker = Worker {
+        queue: queue.clone(),
+        from: REJECTED.to_string(),
+        stage: "parse",
+        health: None,
+        gate: None,
+    };
+    worker.run(&shutdown, &mut RejectStep { queue }).await
+}
+
+/// The step of `rejected`: one bad session, to the dead letter with its reason.
+struct RejectStep {
+    queue: Queue,
+}
+
+impl worker::Step<Rejected> for RejectStep {
+    type Error = String;
+
+    async fn step(&mut self, claimed: Claimed<Rejected>) -> Result<Progress, String> {
+        let Claimed { item, ticket } = claimed;
+        tracing::error!(site = %item.site, request = %item.request, "session moved to the dead letter: {}", item.reason);
+        let metadata = [
+            ("stage", "parse"),
+            ("site", item.site.as_str()),
+            ("request", item.request.as_str()),
+        ];
+        let step = Step::Item(ticket.id());
+        HandOff::new(&item.lane, step.clone())
+            .dead_letter(
+                &self.queue,
+                ticket,
+                &item.reason,
+                &metadata,
+                &item.lane,
+                step,
+            )
+            .await
+            .map(|_| Progress::Made)
+            .map_err(|e| format!("moving a rejected session to the dead letter: {e}"))
     }
 }
