@@ -120,3 +120,34 @@ fn the_reference_samples_never_crash_inspect() {
     }
     assert!(count > 0);
 }
+
+/// `btic inspect … | head`: the reader goes away after its first bytes; inspect stops
+/// quietly, with status 0, instead of reporting the closed pipe as an error.
+#[test]
+fn a_reader_that_goes_away_ends_it_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let file = format!("{FIXTURES}/namespace_none.xml");
+    // Far more output than a pipe holds, so the writer meets the closed end.
+    let files: Vec<&str> = std::iter::repeat_n(file.as_str(), 3000).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_btic"))
+        .arg("inspect")
+        .args(&files)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running btic inspect");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("the first bytes");
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.is_empty(),
+        "{:?}: {stderr}",
+        output.status
+    );
+}

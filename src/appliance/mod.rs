@@ -47,8 +47,10 @@ use auth::{TokenCache, token_from_answer};
 use spool::SpoolWriter;
 use tokio::sync::Semaphore;
 
-/// The longest `Retry-After` honoured as given.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The longest delay a peer's `Retry-After` is honoured for (the client's own retries
+/// and the pipeline's settlement alike): a wrong header must not stall a request or an
+/// item for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Which end of a session a window selects on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -64,7 +64,9 @@ pub fn import(
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
     let tally = match &dest.kind {
-        DestinationKind::Sql(sql) => runtime.block_on(import_sql(dest, sql, &host_name, files))?,
+        DestinationKind::Sql(sql) => {
+            runtime.block_on(import_sql(&config, dest, sql, &host_name, files))?
+        }
         DestinationKind::Files(files_dest) => import_files(files_dest, &host_name, files)?,
     };
     let written = match &dest.kind {
@@ -222,18 +224,38 @@ fn progress_bar(files: &[PathBuf]) -> ProgressBar {
 }
 
 async fn import_sql(
+    config: &Config,
     dest: &Destination,
     sql: &SqlDestination,
     host_name: &str,
     files: &[PathBuf],
 ) -> Result<Tally, CliError> {
     let url = match &sql.connection {
-        SqlConnection::Url(source) => Some(source.resolve().map_err(|e| {
-            CliError::config(format!(
-                "reading the url of destination {:?}: {e}",
-                dest.name
-            ))
-        })?),
+        // Only this destination's url is needed: the file's other secrets (the sites')
+        // may well be unset where the import runs.
+        SqlConnection::Url(_) => {
+            let (mut secrets, errors) = config.resolve_available_secrets();
+            let key = config
+                .destinations
+                .iter()
+                .position(|d| d.name == dest.name)
+                .map(|i| format!("destination[{i}].url"))
+                .unwrap_or_default();
+            match secrets.urls.remove(&dest.name) {
+                Some(url) => Some(url),
+                None => {
+                    let why = errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .find(|e| e.contains(&key))
+                        .unwrap_or_else(|| "it could not be read".to_string());
+                    return Err(CliError::config(format!(
+                        "reading the url of destination {:?}: {why}",
+                        dest.name
+                    )));
+                }
+            }
+        }
         SqlConnection::Path(_) => None,
     };
     let sink = SqlSink::connect(&dest.name, sql, url.as_ref())

@@ -1,7 +1,8 @@
 //! `btic inspect FILE.xml...`: prints the sessions of saved `SupportSession` bodies as
 //! JSON Lines, one `model::Session` per line (the same JSON the files destination writes
 //! for `format = "json"`). Problems go to stderr, one line each; good sessions are
-//! printed whatever happens to the others.
+//! printed whatever happens to the others. A reader that goes away (`| head`) ends it
+//! quietly, with status 0.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -17,11 +18,18 @@ pub fn inspect(files: &[PathBuf]) -> Result<(), CliError> {
     let mut out = BufWriter::new(stdout.lock());
     let mut problems = 0usize;
     for path in files {
-        problems += inspect_file(path, &mut out)
-            .map_err(|e| CliError::failed(format!("writing to stdout: {e}")))?;
+        match inspect_file(path, &mut out) {
+            Ok(n) => problems += n,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(CliError::failed(format!("writing to stdout: {e}"))),
+        }
     }
-    out.flush()
-        .map_err(|e| CliError::failed(format!("writing to stdout: {e}")))?;
+    match out.flush() {
+        // The reader went away (`btic inspect … | head`): it has what it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(CliError::failed(format!("writing to stdout: {e}"))),
+        Ok(()) => {}
+    }
     match problems {
         0 => Ok(()),
         n => Err(CliError::failed(format!(
@@ -47,7 +55,13 @@ fn inspect_file(path: &Path, out: &mut impl Write) -> io::Result<usize> {
         match item {
             Ok(parsed) => {
                 sessions += 1;
-                serde_json::to_writer(&mut *out, &parsed.session).map_err(io::Error::other)?;
+                serde_json::to_writer(&mut *out, &parsed.session).map_err(|e| {
+                    match e.io_error_kind() {
+                        // Keep the kind, so a closed pipe is still one.
+                        Some(kind) => io::Error::new(kind, e),
+                        None => io::Error::other(e),
+                    }
+                })?;
                 out.write_all(b"\n")?;
             }
             Err(e) => {

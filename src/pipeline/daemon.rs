@@ -37,9 +37,9 @@ pub const DRAIN: Duration = Duration::from_secs(8);
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The pipeline file's secrets could not be read.
+    /// The pipeline file's secrets could not be read (each error names its key).
     #[error("{0}")]
-    Secrets(String),
+    Secrets(#[from] crate::config::ConfigErrors),
     /// The state directory could not be prepared.
     #[error("preparing the state directory {path}: {reason}")]
     StateDir {
@@ -90,9 +90,7 @@ struct Running {
 /// for the shutdown (or a disk that refuses a write), drains.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let secrets = config
-        .resolve_secrets()
-        .map_err(|e| RunError::Secrets(e.to_string()))?;
+    let secrets = config.resolve_secrets()?;
     let (queue, spool) = open_state(&config)?;
     let handle = metrics::install();
     let health = Arc::new(Health::new(config.pipeline.stall_after));

@@ -526,15 +526,12 @@ impl DeliverWorker {
         let mut finished = HandOff::new(&lane, Step::Item(ticket.id()));
         finished.finish(&lane, Step::Item(ticket.id()), how);
         let sink2 = sink.clone();
-        let outcome = tokio::task::spawn_blocking(move || write_file(&sink2, item))
-            .await
-            .unwrap_or_else(|e| {
-                Err(FilesError::Io {
-                    action: "writing",
-                    path: Default::default(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            });
+        // What went wrong and whether it may pass: the write's own error, or the writing
+        // thread's end (a panic), which a later attempt may not repeat.
+        let outcome = match tokio::task::spawn_blocking(move || write_file(&sink2, item)).await {
+            Ok(written) => written.map_err(|e| (e.to_string(), e.is_retryable())),
+            Err(e) => Err((format!("the writing thread failed: {e}"), true)),
+        };
         match outcome {
             Ok(()) => match finished.commit(&self.queue, vec![ticket]).await {
                 Ok(_) => {
@@ -550,14 +547,13 @@ impl DeliverWorker {
                     self.destination.name
                 ),
             },
-            Err(e) => {
-                if e.is_retryable() {
+            Err((error, retryable)) => {
+                if retryable {
                     self.reachability
-                        .set(&self.destination.name, Some(e.to_string()));
+                        .set(&self.destination.name, Some(error.clone()));
                 }
-                let reason = format!("{what}: {e}");
-                self.finish_failed(ticket, &reason, e.is_retryable(), &lane)
-                    .await;
+                let reason = format!("{what}: {error}");
+                self.finish_failed(ticket, &reason, retryable, &lane).await;
             }
         }
     }

@@ -18,9 +18,7 @@ use crate::config::RetryPolicy;
 use crate::metrics;
 use crate::queue::{Queue, QueueError, Ticket};
 
-/// The longest delay a peer's `Retry-After` is honoured for: a wrong header must not
-/// stall an item for hours.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+use crate::appliance::MAX_RETRY_AFTER;
 
 /// Whether trying again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
