@@ -304,12 +304,41 @@ pub enum Report {
 }
 
 impl Report {
+    /// Every report kind, in the order btic fetches them. Everything that goes through
+    /// each kind (marks, gauges, status, backfill cursors) walks this list, so a new
+    /// variant is seen everywhere at once.
+    pub const ALL: [Report; 2] = [Report::SupportSession, Report::PresentationSession];
+
     /// The `generate_report` value.
     pub fn as_str(self) -> &'static str {
         match self {
             Report::SupportSession => "SupportSession",
             Report::PresentationSession => "PresentationSession",
         }
+    }
+}
+
+/// A name that is no report kind btic reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownReport(pub String);
+
+impl std::fmt::Display for UnknownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown report kind {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownReport {}
+
+impl std::str::FromStr for Report {
+    type Err = UnknownReport;
+
+    /// The report whose `generate_report` value is `name`.
+    fn from_str(name: &str) -> Result<Report, UnknownReport> {
+        Report::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| UnknownReport(name.to_string()))
     }
 }
 
@@ -437,5 +466,31 @@ impl ReportRoot {
             prefix: None,
             namespaces: vec![(None, uri.to_string())],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant's place in `Report::ALL`. The match is exhaustive: a new variant does
+    /// not compile here until it is placed, and then the test checks `ALL` holds it.
+    fn place(report: Report) -> usize {
+        match report {
+            Report::SupportSession => 0,
+            Report::PresentationSession => 1,
+        }
+    }
+
+    #[test]
+    fn report_all_lists_every_kind_once_and_names_parse_back() {
+        for (i, report) in Report::ALL.into_iter().enumerate() {
+            assert_eq!(place(report), i, "{report:?}");
+            assert_eq!(report.as_str().parse::<Report>(), Ok(report));
+        }
+        assert_eq!(
+            "SupportTeam".parse::<Report>(),
+            Err(UnknownReport("SupportTeam".into()))
+        );
     }
 }

@@ -153,13 +153,10 @@ impl FromStr for FetchRequest {
     fn from_str(text: &str) -> Result<FetchRequest, UnknownRequest> {
         let unknown = || UnknownRequest(text.to_string());
         let mut words = text.split_whitespace();
-        let report = match words.next() {
-            Some(name) if name == Report::SupportSession.as_str() => Report::SupportSession,
-            Some(name) if name == Report::PresentationSession.as_str() => {
-                Report::PresentationSession
-            }
-            _ => return Err(unknown()),
-        };
+        let report: Report = words
+            .next()
+            .and_then(|name| name.parse().ok())
+            .ok_or_else(unknown)?;
         let mut by_from = None;
         let mut duration = None;
         for word in words {

@@ -506,7 +506,7 @@ async fn finish(
     for (key, _) in &done {
         changes.delete_state(key);
     }
-    for report in [Report::SupportSession, Report::PresentationSession] {
+    for report in Report::ALL {
         changes.delete_state(&keys::job_cursor(job, report));
     }
     changes.delete_state(&keys::job_fetched(job));

@@ -229,7 +229,7 @@ impl FetchStage {
     async fn forget_seen(&self) -> Result<(), FetchError> {
         let site = self.site();
         let mut oldest = i64::MAX;
-        for report in [Report::SupportSession, Report::PresentationSession] {
+        for report in Report::ALL {
             if let Some(r) = self.mark(&keys::rechecked(site, report)).await? {
                 oldest = oldest.min(r.timestamp());
             }

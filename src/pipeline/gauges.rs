@@ -148,7 +148,7 @@ impl Gauges {
                     Utc::now() + TimeDelta::milliseconds(skew.map_or(0, |s| s.skew_ms))
                 }
             };
-            for report in [Report::SupportSession, Report::PresentationSession] {
+            for report in Report::ALL {
                 let key = keys::watermark(site, report);
                 let Ok(Some(at)) = self.queue.state_get::<i64>(&key).await else {
                     continue;

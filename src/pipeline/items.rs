@@ -162,11 +162,7 @@ impl FetchedBody {
     /// producer writes it so), which saves the item a field.
     pub fn report(&self) -> Report {
         let name = self.request.split_whitespace().next().unwrap_or_default();
-        if name == Report::PresentationSession.as_str() {
-            Report::PresentationSession
-        } else {
-            Report::SupportSession
-        }
+        name.parse().unwrap_or(Report::SupportSession)
     }
 }
 

@@ -196,7 +196,7 @@ impl Status {
             let skew: Option<SkewRecord> = queue.state_get(&keys::skew(&site.name)).await?;
             let skew_delta = TimeDelta::milliseconds(skew.map_or(0, |s| s.skew_ms));
             let mut watermarks = Vec::new();
-            for report in [Report::SupportSession, Report::PresentationSession] {
+            for report in Report::ALL {
                 let at: Option<i64> = queue
                     .state_get(&keys::watermark(&site.name, report))
                     .await?;
