@@ -8,6 +8,7 @@
 
 mod rig;
 
+use rig::skip;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -244,7 +245,7 @@ async fn the_disk_budget_keeps_a_small_file_system_from_filling_while_the_destin
     let fs = match Tmpfs::mount(&dir.path().join("fs"), 64) {
         Ok(fs) => fs,
         Err(why) => {
-            println!("test {TEST} ... ignored, SKIPPED: {why}");
+            skip::missing(TEST, &why.to_string());
             return;
         }
     };
@@ -317,7 +318,7 @@ async fn a_full_disk_without_a_budget_stops_the_daemon_and_a_bigger_one_resumes_
     let fs = match Tmpfs::mount(&dir.path().join("fs"), 24) {
         Ok(fs) => fs,
         Err(why) => {
-            println!("test {TEST} ... ignored, SKIPPED: {why}");
+            skip::missing(TEST, &why.to_string());
             return;
         }
     };

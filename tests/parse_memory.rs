@@ -8,6 +8,8 @@
 //! build: run it with `cargo test --release --test parse_memory`).
 //! This file holds a single test so that no other test shares the process's memory.
 
+mod skip;
+
 use std::io::BufReader;
 
 use btic::parse::SessionReader;
@@ -25,7 +27,10 @@ fn peak_rss() -> Option<u64> {
 #[test]
 fn a_large_body_streams_through_the_parser_in_bounded_memory() {
     let Some(before) = peak_rss() else {
-        println!("SKIPPED: /proc/self/status has no VmHWM on this system");
+        skip::missing(
+            "a_large_body_streams_through_the_parser_in_bounded_memory",
+            "/proc/self/status has no VmHWM on this system",
+        );
         return;
     };
     let big = std::env::var_os("BTIC_BIG").is_some_and(|v| v == "1");

@@ -15,6 +15,7 @@
 mod powercut;
 mod rig;
 
+use rig::skip;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,11 +33,7 @@ fn skipped(test: &str) -> bool {
     match PowerCut::available() {
         Ok(()) => false,
         Err(why) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: FUSE is needed under CI: {why}"
-            );
-            eprintln!("SKIPPED {test}: {why}");
+            skip::missing(test, &why);
             true
         }
     }

@@ -1,5 +1,7 @@
 //! `btic simulate` and `btic check` (online) as real processes.
 
+mod skip;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -158,7 +160,10 @@ fn check_fails_when_the_account_lacks_the_backup_permission() {
 #[test]
 fn curl_fetches_a_session_report_with_the_written_ca_after_getting_a_token() {
     if Command::new("curl").arg("--version").output().is_err() {
-        println!("SKIPPED: curl is not installed");
+        skip::missing(
+            "curl_fetches_a_session_report_with_the_written_ca_after_getting_a_token",
+            "curl is not installed",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

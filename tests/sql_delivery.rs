@@ -1,6 +1,7 @@
 //! SQL delivery against real databases: PostgreSQL at 127.0.0.1:5432 (a fresh database
 //! per test, dropped after) and SQLite files in temporary directories.
 
+mod skip;
 mod sql_support;
 
 use std::time::Duration;

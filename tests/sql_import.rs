@@ -1,6 +1,7 @@
 //! `btic import` and the SQL part of `btic check` as real processes, against real
 //! SQLite files and PostgreSQL databases.
 
+mod skip;
 mod sql_support;
 
 use std::path::{Path, PathBuf};

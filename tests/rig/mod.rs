@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../skip/mod.rs"]
+pub mod skip;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -226,7 +229,7 @@ impl Pg {
     /// A new database, or `None` (with a SKIPPED line) when PostgreSQL is not there.
     pub async fn create(test: &str) -> Option<Pg> {
         let Some(admin) = admin_client().await else {
-            println!("SKIPPED: {test}: PostgreSQL is not reachable at 127.0.0.1:5432");
+            skip::missing(test, "PostgreSQL is not reachable at 127.0.0.1:5432");
             return None;
         };
         let name = format!(

@@ -68,7 +68,10 @@ pub async fn postgres(test: &str) -> Option<Target> {
             client
         }
         Err(e) => {
-            println!("SKIPPED: PostgreSQL not reachable at 127.0.0.1:5432 ({e})");
+            crate::skip::missing(
+                test,
+                &format!("PostgreSQL is not reachable at 127.0.0.1:5432 ({e})"),
+            );
             return None;
         }
     };
