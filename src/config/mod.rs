@@ -10,6 +10,7 @@
 mod locate;
 mod raw;
 pub mod secret;
+mod secrets;
 pub mod units;
 mod validate;
 
@@ -740,7 +741,7 @@ impl Config {
 
     /// Reads every secret the file references; the errors name the key, never a value.
     pub fn resolve_secrets(&self) -> Result<ResolvedSecrets, ConfigErrors> {
-        match validate::resolve_secrets(self) {
+        match secrets::resolve_secrets(self) {
             (secrets, errors) if errors.is_empty() => Ok(secrets),
             (_, errors) => Err(ConfigErrors(errors)),
         }
@@ -748,7 +749,7 @@ impl Config {
 
     /// Reads the secrets that can be read, and says which cannot.
     pub fn resolve_available_secrets(&self) -> (ResolvedSecrets, Vec<ConfigError>) {
-        validate::resolve_secrets(self)
+        secrets::resolve_secrets(self)
     }
 
     /// The site with this name.
