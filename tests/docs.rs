@@ -1,5 +1,6 @@
 //! The README is held to the code's own lists: every metric `metrics.rs` declares is
-//! documented, and every data kind a transfer or `--data` takes is named.
+//! documented, every data kind a transfer or `--data` takes is named, and the table of
+//! keys gives the defaults `config::defaults` holds.
 
 use btic::config::DataKind;
 
@@ -54,5 +55,57 @@ fn a_name_the_readme_lacks_is_reported() {
             ["btic_a", "btic_b", "btic_c"]
         ),
         ["btic_c"]
+    );
+}
+
+/// README's table of keys: each row's first key (the first name in backticks of the
+/// first cell) with its default cell.
+fn readme_defaults(readme: &str) -> Vec<(String, String)> {
+    readme
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let key = cells.first()?.split('`').nth(1)?;
+            Some((key.to_string(), cells.get(1)?.to_string()))
+        })
+        .collect()
+}
+
+/// Where README's default for a key differs from the code's, or is missing.
+fn wrong_defaults(readme: &str, documented: &[(&str, String)]) -> Vec<String> {
+    let table = readme_defaults(readme);
+    documented
+        .iter()
+        .filter_map(
+            |(key, default)| match table.iter().find(|(k, _)| k == key) {
+                None => Some(format!("{key}: not in the table")),
+                Some((_, cell)) if cell != default => {
+                    Some(format!("{key}: README says {cell}, the code {default}"))
+                }
+                Some(_) => None,
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn the_readme_table_of_keys_gives_the_code_defaults() {
+    let documented = btic::config::defaults::documented();
+    let wrong = wrong_defaults(&readme(), &documented);
+    assert!(wrong.is_empty(), "README.md's table of keys: {wrong:#?}");
+}
+
+#[test]
+fn a_wrong_or_missing_default_is_reported() {
+    let readme = "| `a.b` | `15m` | x |\n| `c`, `d` | 10 | y |\n";
+    let documented = [
+        ("a.b", "`15m`".to_string()),
+        ("c", "11".to_string()),
+        ("e", "1".to_string()),
+    ];
+    assert_eq!(
+        wrong_defaults(readme, &documented),
+        ["c: README says 10, the code 11", "e: not in the table"]
     );
 }

@@ -7,6 +7,7 @@
 //! (`schedule[1].transfer[0].destination`). Secrets are only references until
 //! `Config::resolve_secrets` reads them; connectivity is `btic check`'s business.
 
+pub mod defaults;
 mod locate;
 mod raw;
 pub mod secret;
@@ -95,13 +96,6 @@ pub struct PipelineConfig {
     /// 0 turns the floor off.
     pub min_free_bytes: u64,
 }
-
-/// The default `site.requests_per_hour`: two thirds of the 15,000 the vendor allows
-/// an API account, so its other clients keep a third.
-pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 10_000;
-
-/// The default `pipeline.min_free_bytes`: 1 GiB.
-pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 
 /// `[pipeline].retry`: exponential backoff between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,7 +232,7 @@ impl Destination {
     /// The `type` key's value.
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
-            DestinationKind::Files(_) => "files",
+            DestinationKind::Files(_) => FilesDestination::TYPE_NAME,
             DestinationKind::Sql(sql) => sql.dialect.type_name(),
         }
     }
@@ -293,6 +287,11 @@ pub struct FilesDestination {
     pub retention_count: Option<u32>,
     /// Session data as the appliance's XML or as `inspect` JSON.
     pub format: SessionFormat,
+}
+
+impl FilesDestination {
+    /// The `type` key's value.
+    pub const TYPE_NAME: &'static str = "files";
 }
 
 /// `on_conflict`, the Integration Client's "File Name Conflict Handling".
@@ -432,7 +431,7 @@ pub enum SqlDialect {
 
 impl SqlDialect {
     /// The `type` key's value.
-    pub fn type_name(self) -> &'static str {
+    pub const fn type_name(self) -> &'static str {
         match self {
             SqlDialect::SqlServer => "sqlserver",
             SqlDialect::Postgres => "postgres",

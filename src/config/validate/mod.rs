@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::defaults;
 use super::locate::{Locator, Position};
 use super::raw::{RawConfig, RawLog, RawSecret};
 use super::secret::{Secret, SecretSource};
@@ -118,7 +119,7 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
         p.error("state_dir", "must not be empty");
     }
     let start_from = match raw.start_from.as_deref() {
-        None => StartFrom::Ago(Duration::from_secs(7 * DAY)),
+        None => StartFrom::Ago(defaults::START_FROM),
         Some(text) => match parse_duration(text) {
             Ok(d) => StartFrom::Ago(d),
             Err(_) => match parse_date(text) {
@@ -128,7 +129,7 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
                         "start_from",
                         format!("\"{text}\" is neither a duration (\"7d\") nor a date (YYYY-MM-DD or RFC 3339)"),
                     );
-                    StartFrom::Ago(Duration::from_secs(7 * DAY))
+                    StartFrom::Ago(defaults::START_FROM)
                 }
             },
         },
@@ -138,13 +139,13 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
         .metrics
         .as_ref()
         .and_then(|m| m.listen.clone())
-        .unwrap_or_else(|| "127.0.0.1:9464".into());
+        .unwrap_or_else(|| defaults::METRICS_LISTEN.to_string());
     let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
         p.error(
             "metrics.listen",
             format!("\"{listen_text}\" is not an address like 127.0.0.1:9464"),
         );
-        SocketAddr::from(([127, 0, 0, 1], 9464))
+        defaults::METRICS_LISTEN
     });
 
     let pipeline = build_pipeline(&raw, p);
@@ -256,17 +257,17 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
     let overlap = p.duration(
         "pipeline.overlap",
         text(|r| r.overlap.as_ref()),
-        Duration::from_secs(15 * 60),
+        defaults::OVERLAP,
     );
     let settle_lag = p.duration(
         "pipeline.settle_lag",
         text(|r| r.settle_lag.as_ref()),
-        Duration::from_secs(120),
+        defaults::SETTLE_LAG,
     );
     let max_window = p.duration(
         "pipeline.max_window",
         text(|r| r.max_window.as_ref()),
-        Duration::from_secs(DAY),
+        defaults::MAX_WINDOW,
     );
     if max_window < Duration::from_secs(1) {
         p.error("pipeline.max_window", "must be at least 1s");
@@ -274,41 +275,43 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
     let in_progress_max_age = p.duration(
         "pipeline.in_progress_max_age",
         text(|r| r.in_progress_max_age.as_ref()),
-        Duration::from_secs(DAY),
+        defaults::IN_PROGRESS_MAX_AGE,
     );
     let stall_after = p.duration(
         "pipeline.stall_after",
         text(|r| r.stall_after.as_ref()),
-        Duration::from_secs(15 * 60),
+        defaults::STALL_AFTER,
     );
     if stall_after < Duration::from_secs(10) {
         p.error("pipeline.stall_after", "must be at least 10s");
     }
-    let max_body_bytes = rp.and_then(|r| r.max_body_bytes).unwrap_or(64 << 20);
+    let max_body_bytes = rp
+        .and_then(|r| r.max_body_bytes)
+        .unwrap_or(defaults::MAX_BODY_BYTES);
     if max_body_bytes < 4096 {
         p.error("pipeline.max_body_bytes", "must be at least 4096");
     }
     let rr = rp.and_then(|r| r.retry.as_ref());
     let max_attempts = match rr.and_then(|r| r.max_attempts) {
-        None => 10,
+        None => defaults::RETRY_MAX_ATTEMPTS,
         Some(n) if (1..=1000).contains(&n) => n as u32,
         Some(n) => {
             p.error(
                 "pipeline.retry.max_attempts",
                 format!("{n} is out of range; use 1 to 1000"),
             );
-            10
+            defaults::RETRY_MAX_ATTEMPTS
         }
     };
     let initial = p.duration(
         "pipeline.retry.initial",
         rr.and_then(|r| r.initial.as_deref()),
-        Duration::from_secs(1),
+        defaults::RETRY_INITIAL,
     );
     let max_interval = p.duration(
         "pipeline.retry.max_interval",
         rr.and_then(|r| r.max_interval.as_deref()),
-        Duration::from_secs(300),
+        defaults::RETRY_MAX_INTERVAL,
     );
     if max_interval < initial {
         p.error(
@@ -338,7 +341,7 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
         max_state_bytes,
         min_free_bytes: rp
             .and_then(|r| r.min_free_bytes)
-            .unwrap_or(super::DEFAULT_MIN_FREE_BYTES),
+            .unwrap_or(defaults::MIN_FREE_BYTES),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Problems, is_loopback, port_of, secret_source};
+use crate::config::defaults;
 use crate::config::raw::{RawNotify, RawSecret};
 use crate::config::secret::{Secret, SecretSource};
 use crate::config::{
@@ -52,7 +53,7 @@ pub(super) fn build_notifier(n: &RawNotify, key: &str, p: &mut Problems) -> Opti
     let min_interval = p.duration(
         &format!("{key}.min_interval"),
         n.min_interval.as_deref(),
-        Duration::from_secs(15 * 60),
+        defaults::NOTIFY_MIN_INTERVAL,
     );
     if min_interval < Duration::from_secs(1) {
         p.error(format!("{key}.min_interval"), "must be at least 1s");
@@ -60,7 +61,7 @@ pub(super) fn build_notifier(n: &RawNotify, key: &str, p: &mut Problems) -> Opti
     let failing_after = p.duration(
         &format!("{key}.failing_after"),
         n.failing_after.as_deref(),
-        Duration::from_secs(15 * 60),
+        defaults::NOTIFY_FAILING_AFTER,
     );
     let events = match &n.events {
         None => EventClass::ALL.to_vec(),

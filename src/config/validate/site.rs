@@ -1,12 +1,11 @@
 //! `[[site]]`: the appliance, its API account, its request budget and its proxy.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::{Problems, port_of, secret_source};
 use crate::config::Site;
 use crate::config::raw::RawSite;
-use crate::config::{DEFAULT_REQUESTS_PER_HOUR, Proxy};
+use crate::config::{Proxy, defaults};
 
 pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
     let host = s.host.trim();
@@ -48,7 +47,9 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
             "plain HTTP sends the client secret and session data unencrypted; use it for test rigs only",
         );
     }
-    let requests_per_second = s.requests_per_second.unwrap_or(10.0);
+    let requests_per_second = s
+        .requests_per_second
+        .unwrap_or(defaults::REQUESTS_PER_SECOND);
     if !(requests_per_second > 0.0 && requests_per_second <= 1000.0) {
         p.error(
             format!("{key}.requests_per_second"),
@@ -62,7 +63,7 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
         );
     }
     let requests_per_hour = match s.requests_per_hour {
-        None => DEFAULT_REQUESTS_PER_HOUR,
+        None => defaults::REQUESTS_PER_HOUR,
         Some(n) if (1..=1_000_000).contains(&n) => {
             if n > 15_000 {
                 p.warn(
@@ -77,7 +78,7 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
                 format!("{key}.requests_per_hour"),
                 format!("{n} is out of range; use 1 to 1000000 (the vendor allows 15000)"),
             );
-            DEFAULT_REQUESTS_PER_HOUR
+            defaults::REQUESTS_PER_HOUR
         }
     };
     let live_reserve = match s.live_reserve {
@@ -112,20 +113,20 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
         }
     };
     let max_in_flight = match s.max_in_flight {
-        None => 1,
+        None => defaults::MAX_IN_FLIGHT,
         Some(n) if (1..=64).contains(&n) => n as usize,
         Some(n) => {
             p.error(
                 format!("{key}.max_in_flight"),
                 format!("{n} is out of range; use 1 to 64"),
             );
-            1
+            defaults::MAX_IN_FLIGHT
         }
     };
     let timeout = p.duration(
         &format!("{key}.timeout"),
         s.timeout.as_deref(),
-        Duration::from_secs(300),
+        defaults::SITE_TIMEOUT,
     );
     Site {
         name: s.name.clone(),
