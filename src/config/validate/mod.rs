@@ -150,90 +150,47 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
 
     let pipeline = build_pipeline(&raw, p);
 
-    let mut site_names = BTreeSet::new();
-    let sites: Vec<Site> = raw
-        .site
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let key = format!("site[{i}]");
-            if !site_names.insert(s.name.clone()) {
-                p.error(
-                    format!("{key}.name"),
-                    format!("a site named \"{}\" is already defined", s.name),
-                );
-            }
-            build_site(s, &key, p)
-        })
-        .collect();
-
-    let mut dest_names = BTreeSet::new();
-    let destinations: Vec<Destination> = raw
-        .destination
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| {
-            let key = format!("destination[{i}]");
-            if !dest_names.insert(d.name.clone()) {
-                p.error(
-                    format!("{key}.name"),
-                    format!("a destination named \"{}\" is already defined", d.name),
-                );
-            }
-            build_destination(d, &key, p)
-        })
-        .collect();
-
-    let mut schedule_names = BTreeSet::new();
-    let schedules = raw
-        .schedule
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let key = format!("schedule[{i}]");
-            if !schedule_names.insert(s.name.clone()) {
-                p.error(
-                    format!("{key}.name"),
-                    format!("a schedule named \"{}\" is already defined", s.name),
-                );
-            }
-            build_schedule(s, &key, &sites, &raw.destination, &destinations, p)
-        })
-        .collect();
-
-    let mut notify_names = BTreeSet::new();
-    let notifiers = raw
-        .notify
-        .iter()
-        .enumerate()
-        .filter_map(|(i, n)| {
-            let key = format!("notify[{i}]");
-            if !notify_names.insert(n.name.clone()) {
-                p.error(
-                    format!("{key}.name"),
-                    format!("a notifier named \"{}\" is already defined", n.name),
-                );
-            }
-            build_notifier(n, &key, p)
-        })
-        .collect();
+    let sites: Vec<Site> = named_list(
+        ("site", "site"),
+        &raw.site,
+        |s| &s.name,
+        p,
+        |s, key, p| Some(build_site(s, key, p)),
+    );
+    let destinations: Vec<Destination> = named_list(
+        ("destination", "destination"),
+        &raw.destination,
+        |d| &d.name,
+        p,
+        build_destination,
+    );
+    let schedules = named_list(
+        ("schedule", "schedule"),
+        &raw.schedule,
+        |s| &s.name,
+        p,
+        |s, key, p| {
+            Some(build_schedule(
+                s,
+                key,
+                &sites,
+                &raw.destination,
+                &destinations,
+                p,
+            ))
+        },
+    );
+    let notifiers = named_list(
+        ("notify", "notifier"),
+        &raw.notify,
+        |n| &n.name,
+        p,
+        build_notifier,
+    );
     let log = raw
         .log
         .as_ref()
         .map_or_else(LogConfig::default, |l| build_log(l, p));
-
-    for (key, name) in [
-        ("site", &site_names),
-        ("destination", &dest_names),
-        ("schedule", &schedule_names),
-        ("notify", &notify_names),
-    ] {
-        for n in name.iter() {
-            if n.trim().is_empty() {
-                p.error(key, format!("a {key} has an empty name"));
-            }
-        }
-    }
 
     Config {
         source: path.to_path_buf(),
@@ -248,6 +205,37 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
         log,
         warnings: Vec::new(),
     }
+}
+
+/// Builds each entry of a `[[section]]` list, keyed `section[i]`; names must be unique
+/// and not empty.
+fn named_list<R, T>(
+    (section, noun): (&str, &str),
+    raws: &[R],
+    name: impl Fn(&R) -> &String,
+    p: &mut Problems,
+    mut build: impl FnMut(&R, &str, &mut Problems) -> Option<T>,
+) -> Vec<T> {
+    let mut names = BTreeSet::new();
+    let built = raws
+        .iter()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let key = format!("{section}[{i}]");
+            let name = name(raw);
+            if !names.insert(name.clone()) {
+                p.error(
+                    format!("{key}.name"),
+                    format!("a {noun} named \"{name}\" is already defined"),
+                );
+            }
+            build(raw, &key, p)
+        })
+        .collect();
+    if names.iter().any(|n| n.trim().is_empty()) {
+        p.error(section, format!("a {noun} has an empty name"));
+    }
+    built
 }
 
 fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {

@@ -109,68 +109,8 @@ fn build_smtp(n: &RawNotify, key: &str, p: &mut Problems) -> SmtpNotifier {
             SmtpTls::StartTls
         }
     };
-    let default_port = match tls {
-        SmtpTls::StartTls => 587,
-        SmtpTls::Tls => 465,
-        SmtpTls::None => 25,
-    };
-    let host_key = format!("{key}.host");
-    let host = n.host.as_deref().unwrap_or("").trim();
-    let mut port = default_port;
-    if host.is_empty() {
-        p.error(
-            &host_key,
-            "an smtp notifier needs a host (host or host:port)",
-        );
-    } else if host.contains("://") || host.contains('/') {
-        p.error(
-            &host_key,
-            format!("\"{host}\" is not a host name; write host or host:port, no scheme"),
-        );
-    } else if let Some(text) = port_of(host) {
-        match text.parse::<u16>() {
-            Ok(n) if n > 0 => port = n,
-            _ => p.error(&host_key, format!("\"{text}\" is not a valid port")),
-        }
-    }
-    if tls == SmtpTls::None && !host.is_empty() && !is_loopback(host) {
-        p.warn(
-            format!("{key}.tls"),
-            "tls = \"none\" sends mail (and any password) unencrypted over the network; use it for loopback relays and test rigs only",
-        );
-    }
-    let mailbox = |p: &mut Problems, key: String, text: &str| {
-        text.parse::<lettre::message::Mailbox>()
-            .map_err(|_| {
-                p.error(
-                    key,
-                    format!("\"{text}\" is not an e-mail address like btic@example.com or \"btic <btic@example.com>\""),
-                )
-            })
-            .ok()
-    };
-    let from = match n.from.as_deref() {
-        Some(text) => mailbox(p, format!("{key}.from"), text),
-        None => {
-            p.error(
-                format!("{key}.from"),
-                "an smtp notifier needs a from address",
-            );
-            None
-        }
-    };
-    let mut to = Vec::new();
-    match n.to.as_deref() {
-        None | Some([]) => p.error(
-            format!("{key}.to"),
-            "an smtp notifier needs at least one address in to = [...]",
-        ),
-        Some(list) => {
-            for (j, text) in list.iter().enumerate() {
-                to.extend(mailbox(p, format!("{key}.to[{j}]"), text));
-            }
-        }
-    }
+    let (host, port) = smtp_server(n.host.as_deref().unwrap_or("").trim(), tls, key, p);
+    let (from, to) = addresses(n, key, p);
     let password = n
         .password
         .as_ref()
@@ -204,6 +144,84 @@ fn build_smtp(n: &RawNotify, key: &str, p: &mut Problems) -> SmtpNotifier {
         password,
         ca_file: n.ca_file.as_deref().map(PathBuf::from),
     }
+}
+
+/// `host[:port]` of the SMTP server, the port defaulting by `tls`.
+fn smtp_server<'a>(host: &'a str, tls: SmtpTls, key: &str, p: &mut Problems) -> (&'a str, u16) {
+    let default_port = match tls {
+        SmtpTls::StartTls => 587,
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+    };
+    let host_key = format!("{key}.host");
+    let mut port = default_port;
+    if host.is_empty() {
+        p.error(
+            &host_key,
+            "an smtp notifier needs a host (host or host:port)",
+        );
+    } else if host.contains("://") || host.contains('/') {
+        p.error(
+            &host_key,
+            format!("\"{host}\" is not a host name; write host or host:port, no scheme"),
+        );
+    } else if let Some(text) = port_of(host) {
+        match text.parse::<u16>() {
+            Ok(n) if n > 0 => port = n,
+            _ => p.error(&host_key, format!("\"{text}\" is not a valid port")),
+        }
+    }
+    if tls == SmtpTls::None && !host.is_empty() && !is_loopback(host) {
+        p.warn(
+            format!("{key}.tls"),
+            "tls = \"none\" sends mail (and any password) unencrypted over the network; use it for loopback relays and test rigs only",
+        );
+    }
+    (host, port)
+}
+
+/// `from` and `to`: mailboxes, one sender and at least one recipient.
+fn addresses(
+    n: &RawNotify,
+    key: &str,
+    p: &mut Problems,
+) -> (
+    Option<lettre::message::Mailbox>,
+    Vec<lettre::message::Mailbox>,
+) {
+    let mailbox = |p: &mut Problems, key: String, text: &str| {
+        text.parse::<lettre::message::Mailbox>()
+            .map_err(|_| {
+                p.error(
+                    key,
+                    format!("\"{text}\" is not an e-mail address like btic@example.com or \"btic <btic@example.com>\""),
+                )
+            })
+            .ok()
+    };
+    let from = match n.from.as_deref() {
+        Some(text) => mailbox(p, format!("{key}.from"), text),
+        None => {
+            p.error(
+                format!("{key}.from"),
+                "an smtp notifier needs a from address",
+            );
+            None
+        }
+    };
+    let mut to = Vec::new();
+    match n.to.as_deref() {
+        None | Some([]) => p.error(
+            format!("{key}.to"),
+            "an smtp notifier needs at least one address in to = [...]",
+        ),
+        Some(list) => {
+            for (j, text) in list.iter().enumerate() {
+                to.extend(mailbox(p, format!("{key}.to[{j}]"), text));
+            }
+        }
+    }
+    (from, to)
 }
 
 fn build_webhook(n: &RawNotify, key: &str, p: &mut Problems) -> WebhookNotifier {

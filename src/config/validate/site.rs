@@ -9,30 +9,7 @@ use crate::config::{Proxy, defaults};
 
 pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
     let host = s.host.trim();
-    let host_key = format!("{key}.host");
-    if let Some(idx) = host.find("://") {
-        p.error(
-            &host_key,
-            format!(
-                "\"{host}\" has a scheme; write the host name only, like \"{}\" (drop \"{}\")",
-                host[idx + 3..].trim_end_matches('/'),
-                &host[..idx + 3]
-            ),
-        );
-    } else if host.is_empty() {
-        p.error(&host_key, "must not be empty");
-    } else if host.contains('/') {
-        p.error(
-            &host_key,
-            format!("\"{host}\" has a path; write host or host:port only"),
-        );
-    } else if host.chars().any(char::is_whitespace) {
-        p.error(&host_key, format!("\"{host}\" contains white space"));
-    } else if let Some(port) = port_of(host)
-        && port.parse::<u16>().map_or(true, |p| p == 0)
-    {
-        p.error(&host_key, format!("\"{port}\" is not a valid port"));
-    }
+    check_host(host, &format!("{key}.host"), p);
     if s.client_id.trim().is_empty() {
         p.error(format!("{key}.client_id"), "must not be empty");
     }
@@ -47,6 +24,71 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
             "plain HTTP sends the client secret and session data unencrypted; use it for test rigs only",
         );
     }
+    let (requests_per_second, requests_per_hour, live_reserve) = account_limits(s, key, p);
+    let proxy = proxy(s.proxy.as_deref(), &format!("{key}.proxy"), p);
+    let max_in_flight = match s.max_in_flight {
+        None => defaults::MAX_IN_FLIGHT,
+        Some(n) if (1..=64).contains(&n) => n as usize,
+        Some(n) => {
+            p.error(
+                format!("{key}.max_in_flight"),
+                format!("{n} is out of range; use 1 to 64"),
+            );
+            defaults::MAX_IN_FLIGHT
+        }
+    };
+    let timeout = p.duration(
+        &format!("{key}.timeout"),
+        s.timeout.as_deref(),
+        defaults::SITE_TIMEOUT,
+    );
+    Site {
+        name: s.name.clone(),
+        host: host.to_string(),
+        client_id: s.client_id.clone(),
+        client_secret,
+        ca_file: s.ca_file.as_deref().map(PathBuf::from),
+        insecure_http: s.insecure_http,
+        backup_password,
+        requests_per_second,
+        requests_per_hour,
+        live_reserve,
+        proxy,
+        max_in_flight,
+        timeout,
+    }
+}
+
+/// `host`: a name or address with an optional port, no scheme, no path.
+fn check_host(host: &str, host_key: &str, p: &mut Problems) {
+    if let Some(idx) = host.find("://") {
+        p.error(
+            host_key,
+            format!(
+                "\"{host}\" has a scheme; write the host name only, like \"{}\" (drop \"{}\")",
+                host[idx + 3..].trim_end_matches('/'),
+                &host[..idx + 3]
+            ),
+        );
+    } else if host.is_empty() {
+        p.error(host_key, "must not be empty");
+    } else if host.contains('/') {
+        p.error(
+            host_key,
+            format!("\"{host}\" has a path; write host or host:port only"),
+        );
+    } else if host.chars().any(char::is_whitespace) {
+        p.error(host_key, format!("\"{host}\" contains white space"));
+    } else if let Some(port) = port_of(host)
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        p.error(host_key, format!("\"{port}\" is not a valid port"));
+    }
+}
+
+/// `requests_per_second`, `requests_per_hour` and `live_reserve`: the API account's
+/// budget.
+fn account_limits(s: &RawSite, key: &str, p: &mut Problems) -> (f64, u32, u32) {
     let requests_per_second = s
         .requests_per_second
         .unwrap_or(defaults::REQUESTS_PER_SECOND);
@@ -92,13 +134,18 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
             requests_per_hour / 10
         }
     };
-    let proxy = match s.proxy.as_deref().map(str::trim) {
+    (requests_per_second, requests_per_hour, live_reserve)
+}
+
+/// `proxy`: a URL, `"none"`, or absent for the environment's.
+fn proxy(text: Option<&str>, key: &str, p: &mut Problems) -> Proxy {
+    match text.map(str::trim) {
         None => Proxy::Environment,
         Some("none") => Proxy::None,
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             if url.len() <= "https://".len() || url.chars().any(char::is_whitespace) {
                 p.error(
-                    format!("{key}.proxy"),
+                    key,
                     "not a proxy URL; use http://host:port, https://host:port or \"none\"",
                 );
             }
@@ -106,41 +153,10 @@ pub(super) fn build_site(s: &RawSite, key: &str, p: &mut Problems) -> Site {
         }
         Some(other) => {
             p.error(
-                format!("{key}.proxy"),
+                key,
                 format!("\"{}\" is not a proxy; use an http:// or https:// URL, or \"none\" (absent: HTTPS_PROXY and NO_PROXY from the environment)", crate::config::redact_userinfo(other)),
             );
             Proxy::Environment
         }
-    };
-    let max_in_flight = match s.max_in_flight {
-        None => defaults::MAX_IN_FLIGHT,
-        Some(n) if (1..=64).contains(&n) => n as usize,
-        Some(n) => {
-            p.error(
-                format!("{key}.max_in_flight"),
-                format!("{n} is out of range; use 1 to 64"),
-            );
-            defaults::MAX_IN_FLIGHT
-        }
-    };
-    let timeout = p.duration(
-        &format!("{key}.timeout"),
-        s.timeout.as_deref(),
-        defaults::SITE_TIMEOUT,
-    );
-    Site {
-        name: s.name.clone(),
-        host: host.to_string(),
-        client_id: s.client_id.clone(),
-        client_secret,
-        ca_file: s.ca_file.as_deref().map(PathBuf::from),
-        insecure_http: s.insecure_http,
-        backup_password,
-        requests_per_second,
-        requests_per_hour,
-        live_reserve,
-        proxy,
-        max_in_flight,
-        timeout,
     }
 }
