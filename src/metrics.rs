@@ -17,9 +17,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::BoxFuture;
-use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
-};
+use metrics::{Unit, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Report requests to appliances, by `site`, `report`, `outcome`.
@@ -166,111 +164,187 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-fn describe() {
-    describe_counter!(
+/// What a metric is, for its `# TYPE` and `# HELP` lines.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric with its kind, unit and help text.
+const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 29] = [
+    (
         FETCH_REQUESTS,
-        "Report and download requests to appliances."
-    );
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "Report and download requests to appliances.",
+    ),
+    (
         FETCH_DURATION,
-        Unit::Seconds,
-        "Duration of requests to appliances."
-    );
-    describe_counter!(
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Duration of requests to appliances.",
+    ),
+    (
         DOWNLOADED_BYTES,
-        Unit::Bytes,
-        "Bytes downloaded from appliances."
-    );
-    describe_counter!(STAGE_ITEMS_IN, "Items taken into a stage.");
-    describe_counter!(STAGE_ITEMS_OUT, "Items handed on by a stage.");
-    describe_counter!(STAGE_ERRORS, "Failures in a stage.");
-    describe_histogram!(
+        Kind::Counter,
+        Some(Unit::Bytes),
+        "Bytes downloaded from appliances.",
+    ),
+    (
+        STAGE_ITEMS_IN,
+        Kind::Counter,
+        None,
+        "Items taken into a stage.",
+    ),
+    (
+        STAGE_ITEMS_OUT,
+        Kind::Counter,
+        None,
+        "Items handed on by a stage.",
+    ),
+    (STAGE_ERRORS, Kind::Counter, None, "Failures in a stage."),
+    (
         STAGE_DURATION,
-        Unit::Seconds,
-        "Time spent on one item in a stage."
-    );
-    describe_counter!(SESSIONS_PARSED, "Sessions parsed from report bodies.");
-    describe_counter!(
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time spent on one item in a stage.",
+    ),
+    (
+        SESSIONS_PARSED,
+        Kind::Counter,
+        None,
+        "Sessions parsed from report bodies.",
+    ),
+    (
         PARSE_ERRORS,
-        "Report bodies or sessions that failed to parse."
-    );
-    describe_counter!(
+        Kind::Counter,
+        None,
+        "Report bodies or sessions that failed to parse.",
+    ),
+    (
         DELIVERIES,
-        "Items delivered, retried or dead-lettered per destination."
-    );
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "Items delivered, retried or dead-lettered per destination.",
+    ),
+    (
         DELIVERY_DURATION,
-        Unit::Seconds,
-        "Duration of one delivery batch."
-    );
-    describe_counter!(RETRIES, "Retries scheduled after retryable failures.");
-    describe_gauge!(QUEUE_DEPTH, "Items waiting in a queue.");
-    describe_gauge!(
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Duration of one delivery batch.",
+    ),
+    (
+        RETRIES,
+        Kind::Counter,
+        None,
+        "Retries scheduled after retryable failures.",
+    ),
+    (QUEUE_DEPTH, Kind::Gauge, None, "Items waiting in a queue."),
+    (
         QUEUE_OLDEST_AGE,
-        Unit::Seconds,
-        "Age of the oldest item in a queue."
-    );
-    describe_gauge!(DEAD_LETTERS, "Items in the dead letter.");
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Age of the oldest item in a queue.",
+    ),
+    (DEAD_LETTERS, Kind::Gauge, None, "Items in the dead letter."),
+    (
         WATERMARK,
-        Unit::Seconds,
-        "Watermark in appliance time (UNIX seconds)."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Watermark in appliance time (UNIX seconds).",
+    ),
+    (
         WATERMARK_LAG,
-        Unit::Seconds,
-        "Appliance-now minus the watermark."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Appliance-now minus the watermark.",
+    ),
+    (
         CLOCK_SKEW,
-        Unit::Seconds,
-        "Appliance clock minus host clock."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Appliance clock minus host clock.",
+    ),
+    (
         SCHEDULE_LAST_SUCCESS,
-        Unit::Seconds,
-        "Last successful run of a schedule (UNIX seconds)."
-    );
-    describe_gauge!(BUILD_INFO, "Build information; always 1.");
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Last successful run of a schedule (UNIX seconds).",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        None,
+        "Build information; always 1.",
+    ),
+    (
         SITE_LAST_SUCCESS,
-        Unit::Seconds,
-        "Last successful request to a site (UNIX seconds)."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Last successful request to a site (UNIX seconds).",
+    ),
+    (
         STATE_BYTES,
-        Unit::Bytes,
-        "Bytes the state directory takes on disk."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes the state directory takes on disk.",
+    ),
+    (
         STATE_FREE_BYTES,
-        Unit::Bytes,
-        "Free bytes of the state directory's file system."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Free bytes of the state directory's file system.",
+    ),
+    (
         PAUSED,
-        "1 while fetching and downloading are paused for the disk budget, by reason."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        None,
+        "1 while fetching and downloading are paused for the disk budget, by reason.",
+    ),
+    (
         SESSIONS_UNCHANGED,
-        "Sessions fetched again unchanged, not handed on again."
-    );
-    describe_gauge!(
+        Kind::Counter,
+        None,
+        "Sessions fetched again unchanged, not handed on again.",
+    ),
+    (
         API_BUDGET_USED,
-        "Requests sent in the rolling hour to the site's API account."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        None,
+        "Requests sent in the rolling hour to the site's API account.",
+    ),
+    (
         API_BUDGET_REMAINING,
-        "Requests left in the API account's rolling hour (the lower of btic's count and the appliance's X-RateLimit-Remaining)."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        None,
+        "Requests left in the API account's rolling hour (the lower of btic's count and the appliance's X-RateLimit-Remaining).",
+    ),
+    (
         API_BUDGET_PAUSED,
-        "1 while every request of the API account pauses after the appliance refused one."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        None,
+        "1 while every request of the API account pauses after the appliance refused one.",
+    ),
+    (
         API_REFUSED,
-        "Requests the appliance refused because the API account's budget was spent."
-    );
+        Kind::Counter,
+        None,
+        "Requests the appliance refused because the API account's budget was spent.",
+    ),
+];
+
+fn describe() {
+    metrics::with_recorder(|recorder| {
+        for (name, kind, unit, help) in DESCRIPTIONS {
+            match kind {
+                Kind::Counter => recorder.describe_counter(name.into(), unit, help.into()),
+                Kind::Gauge => recorder.describe_gauge(name.into(), unit, help.into()),
+                Kind::Histogram => recorder.describe_histogram(name.into(), unit, help.into()),
+            }
+        }
+    });
 }
 
 /// The request budget of a site's API account, at a scrape.
@@ -521,6 +595,15 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_is_described_once() {
+        let mut described: Vec<&str> = DESCRIPTIONS.iter().map(|d| d.0).collect();
+        let mut all = ALL.to_vec();
+        described.sort_unstable();
+        all.sort_unstable();
+        assert_eq!(described, all);
+    }
 
     #[test]
     fn a_stage_with_pending_work_and_no_progress_is_stalled() {
