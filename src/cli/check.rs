@@ -447,35 +447,7 @@ fn describe_destination(kind: &DestinationKind) -> String {
 fn summary_text(config: &Config, warnings: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: valid", config.source.display());
-    let _ = writeln!(out, "state_dir   {}", config.state_dir.display());
-    let start = match config.start_from {
-        StartFrom::Ago(d) => format!("{} before appliance-now", format_duration(d)),
-        StartFrom::At(t) => t.to_rfc3339(),
-    };
-    let _ = writeln!(out, "start_from  {start}");
-    let _ = writeln!(out, "metrics     http://{}/metrics", config.metrics.listen);
-    let p = &config.pipeline;
-    let _ = writeln!(
-        out,
-        "windows     overlap {}, settle lag {}, at most {}; retry {} times, {} to {}",
-        format_duration(p.overlap),
-        format_duration(p.settle_lag),
-        format_duration(p.max_window),
-        p.retry.max_attempts,
-        format_duration(p.retry.initial),
-        format_duration(p.retry.max_interval)
-    );
-    let size = p.max_state_bytes.map_or("no size budget".to_string(), |b| {
-        format!("at most {}", indicatif::HumanBytes(b))
-    });
-    let floor = match p.min_free_bytes {
-        0 => "no free-space floor".to_string(),
-        b => format!("keep {} free", indicatif::HumanBytes(b)),
-    };
-    let _ = writeln!(
-        out,
-        "disk        state directory {size}, {floor} (fetching pauses past either)"
-    );
+    write_settings(&mut out, config);
     let _ = writeln!(out, "\nsites ({})", config.sites.len());
     for s in &config.sites {
         let _ = writeln!(
@@ -502,33 +474,7 @@ fn summary_text(config: &Config, warnings: &[String]) -> String {
             describe_destination(&d.kind)
         );
     }
-    let _ = writeln!(out, "\nschedules ({})", config.schedules.len());
-    for s in &config.schedules {
-        let at =
-            s.at.map(|t| format!(" at {} UTC", t.format("%H:%M")))
-                .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:<16} every {}{at}",
-            s.name,
-            format_duration(s.every)
-        );
-        for t in &s.transfers {
-            let kinds: Vec<&str> = t.data.iter().map(|k| k.as_str()).collect();
-            let _ = writeln!(
-                out,
-                "    {} -> {}: {}{}",
-                t.site,
-                t.destination,
-                kinds.join(", "),
-                if t.include_in_progress {
-                    " (with sessions in progress)"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
+    write_schedules(&mut out, config);
     if !config.notifiers.is_empty() {
         let _ = writeln!(out, "\nnotifiers ({})", config.notifiers.len());
         for n in &config.notifiers {
@@ -561,6 +507,70 @@ fn summary_text(config: &Config, warnings: &[String]) -> String {
         }
     }
     out
+}
+
+/// The settings of the whole daemon: state, start, metrics, windows, disk.
+fn write_settings(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "state_dir   {}", config.state_dir.display());
+    let start = match config.start_from {
+        StartFrom::Ago(d) => format!("{} before appliance-now", format_duration(d)),
+        StartFrom::At(t) => t.to_rfc3339(),
+    };
+    let _ = writeln!(out, "start_from  {start}");
+    let _ = writeln!(out, "metrics     http://{}/metrics", config.metrics.listen);
+    let p = &config.pipeline;
+    let _ = writeln!(
+        out,
+        "windows     overlap {}, settle lag {}, at most {}; retry {} times, {} to {}",
+        format_duration(p.overlap),
+        format_duration(p.settle_lag),
+        format_duration(p.max_window),
+        p.retry.max_attempts,
+        format_duration(p.retry.initial),
+        format_duration(p.retry.max_interval)
+    );
+    let size = p.max_state_bytes.map_or("no size budget".to_string(), |b| {
+        format!("at most {}", indicatif::HumanBytes(b))
+    });
+    let floor = match p.min_free_bytes {
+        0 => "no free-space floor".to_string(),
+        b => format!("keep {} free", indicatif::HumanBytes(b)),
+    };
+    let _ = writeln!(
+        out,
+        "disk        state directory {size}, {floor} (fetching pauses past either)"
+    );
+}
+
+/// Each schedule with its transfers.
+fn write_schedules(out: &mut String, config: &Config) {
+    let _ = writeln!(out, "\nschedules ({})", config.schedules.len());
+    for s in &config.schedules {
+        let at =
+            s.at.map(|t| format!(" at {} UTC", t.format("%H:%M")))
+                .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<16} every {}{at}",
+            s.name,
+            format_duration(s.every)
+        );
+        for t in &s.transfers {
+            let kinds: Vec<&str> = t.data.iter().map(|k| k.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "    {} -> {}: {}{}",
+                t.site,
+                t.destination,
+                kinds.join(", "),
+                if t.include_in_progress {
+                    " (with sessions in progress)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
 }
 
 fn describe_notifier(n: &Notifier) -> String {

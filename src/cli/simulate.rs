@@ -165,6 +165,52 @@ fn parse_namespace(text: &str) -> Result<Namespace, String> {
 impl SimulateArgs {
     /// The simulator options these arguments describe.
     pub fn options(&self) -> Result<Options, CliError> {
+        self.check()?;
+        Ok(Options {
+            listen: self.listen,
+            http: self.http,
+            seed: self.seed,
+            sessions_per_day: self.sessions_per_day,
+            days: self.days,
+            namespace: self.namespace,
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            token_ttl: Duration::from_secs(self.token_ttl),
+            token_type: self.token_type.clone(),
+            skew_seconds: self.skew,
+            faults: self.faults(),
+            recording_bytes: self.recording_bytes,
+            backup_bytes: self.backup_bytes,
+            backup_password: self.backup_password.clone(),
+            denied_permissions: self.deny.clone(),
+            expired_recording_every: self.expired_recording_every,
+            truth: self.truth,
+            empty_answer: if self.empty_as_element {
+                EmptyAnswer::Element
+            } else {
+                EmptyAnswer::Error
+            },
+            language: self.language,
+            window_faults: WindowFaults {
+                refused: self.refuse_window.clone(),
+                malformed: self.malform_window.clone(),
+            },
+            budget: RateBudget {
+                per_second: self.requests_per_second,
+                per_hour: self.requests_per_hour,
+                hour: Duration::from_secs(self.budget_hour_seconds),
+                retry_after: self.rate_limit_retry_after,
+            },
+            other_client_per_minute: self.other_client_per_minute,
+            denied_status: self.denied_status,
+            api_version: self.api_version.trim().to_string(),
+            late_every: self.late_every,
+            late_seconds: self.late_seconds,
+        })
+    }
+
+    /// The ranges and combinations the options must keep.
+    fn check(&self) -> Result<(), CliError> {
         let rates = [
             ("--fault-5xx", self.fault_5xx),
             ("--fault-429", self.fault_429),
@@ -219,56 +265,20 @@ impl SimulateArgs {
                 "--late-seconds needs --late-every (which sessions are late)",
             ));
         }
-        Ok(Options {
-            listen: self.listen,
-            http: self.http,
-            seed: self.seed,
-            sessions_per_day: self.sessions_per_day,
-            days: self.days,
-            namespace: self.namespace,
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            token_ttl: Duration::from_secs(self.token_ttl),
-            token_type: self.token_type.clone(),
-            skew_seconds: self.skew,
-            faults: Faults {
-                rate_5xx: self.fault_5xx,
-                rate_429: self.fault_429,
-                rate_reset: self.fault_reset,
-                rate_truncate: self.fault_truncate,
-                rate_slow: self.fault_slow,
-                rate_error_body: self.fault_error_body,
-                slow_delay: Duration::from_secs_f64(self.slow_seconds),
-                retry_after_seconds: self.retry_after,
-            },
-            recording_bytes: self.recording_bytes,
-            backup_bytes: self.backup_bytes,
-            backup_password: self.backup_password.clone(),
-            denied_permissions: self.deny.clone(),
-            expired_recording_every: self.expired_recording_every,
-            truth: self.truth,
-            empty_answer: if self.empty_as_element {
-                EmptyAnswer::Element
-            } else {
-                EmptyAnswer::Error
-            },
-            language: self.language,
-            window_faults: WindowFaults {
-                refused: self.refuse_window.clone(),
-                malformed: self.malform_window.clone(),
-            },
-            budget: RateBudget {
-                per_second: self.requests_per_second,
-                per_hour: self.requests_per_hour,
-                hour: Duration::from_secs(self.budget_hour_seconds),
-                retry_after: self.rate_limit_retry_after,
-            },
-            other_client_per_minute: rate,
-            denied_status: self.denied_status,
-            api_version: version.to_string(),
-            late_every: self.late_every,
-            late_seconds: self.late_seconds,
-        })
+        Ok(())
+    }
+
+    fn faults(&self) -> Faults {
+        Faults {
+            rate_5xx: self.fault_5xx,
+            rate_429: self.fault_429,
+            rate_reset: self.fault_reset,
+            rate_truncate: self.fault_truncate,
+            rate_slow: self.fault_slow,
+            rate_error_body: self.fault_error_body,
+            slow_delay: Duration::from_secs_f64(self.slow_seconds),
+            retry_after_seconds: self.retry_after,
+        }
     }
 }
 
