@@ -888,6 +888,19 @@ impl Store {
         visit: &mut dyn FnMut(&Visit<'_>) -> Result<(), String>,
     ) -> Result<(u64, u64, Vec<String>), QueueError> {
         let mut problems = Vec::new();
+        let items_seen = self.verify_items(visit, &mut problems)?;
+        let dead_seen = self.verify_dead(visit, &mut problems)?;
+        self.verify_state(&mut problems)?;
+        Ok((items_seen, dead_seen, problems))
+    }
+
+    /// The queued items: each decodes, its index entry points back at it, each index
+    /// entry points at an item, and each queue's count is what it holds.
+    fn verify_items(
+        &self,
+        visit: &mut dyn FnMut(&Visit<'_>) -> Result<(), String>,
+        problems: &mut Vec<String>,
+    ) -> Result<u64, QueueError> {
         let mut counted: BTreeMap<String, u64> = BTreeMap::new();
         let mut items_seen = 0;
         for entry in self.items.iter() {
@@ -960,6 +973,15 @@ impl Store {
                 place(&queue)
             ));
         }
+        Ok(items_seen)
+    }
+
+    /// The dead letters: each decodes.
+    fn verify_dead(
+        &self,
+        visit: &mut dyn FnMut(&Visit<'_>) -> Result<(), String>,
+        problems: &mut Vec<String>,
+    ) -> Result<u64, QueueError> {
         let mut dead_seen = 0;
         for entry in self.dead.iter() {
             let (key, value) = entry.map_err(storage("reading the dead letter"))?;
@@ -983,6 +1005,11 @@ impl Store {
                 Err(error) => problems.push(error.to_string()),
             }
         }
+        Ok(dead_seen)
+    }
+
+    /// The state records: each has a format version this build reads.
+    fn verify_state(&self, problems: &mut Vec<String>) -> Result<(), QueueError> {
         for entry in self.state.iter() {
             let (key, value) = entry.map_err(storage("reading state"))?;
             if !value
@@ -996,7 +1023,7 @@ impl Store {
                 ));
             }
         }
-        Ok((items_seen, dead_seen, problems))
+        Ok(())
     }
 }
 
