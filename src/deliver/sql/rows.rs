@@ -134,87 +134,95 @@ pub struct SessionRows {
     pub custom_attributes: Vec<Row>,
 }
 
+/// The `session` row.
+fn session_row(host_name: &str, s: &Session) -> Row {
+    let row = vec![
+        Value::from(s.lsid.as_str()),
+        Value::from(s.session_type.as_str()),
+        s.start_time.into(),
+        s.end_time.into(),
+        s.duration.clone().into(),
+        s.file_transfer_count.into(),
+        Value::from(host_name),
+        s.external_key.clone().into(),
+        s.public_site.as_ref().and_then(|p| p.id.as_ref()).into(),
+        s.public_site.as_ref().map(|p| p.name.clone()).into(),
+        s.lseq.into(),
+        s.jump_group.as_ref().and_then(|j| j.id.as_ref()).into(),
+        s.jump_group.as_ref().map(|j| j.name.clone()).into(),
+        s.jump_group.as_ref().and_then(|j| j.kind.as_ref()).into(),
+        s.file_move_count.into(),
+        s.file_delete_count.into(),
+        s.chat_view_url.clone().into(),
+        s.chat_download_url.clone().into(),
+        s.recording_view_url.clone().into(),
+        s.recording_download_url.clone().into(),
+        recordings_json(&s.command_shell_recordings),
+        recordings_json(&s.show_my_screen_recordings),
+    ];
+    debug_assert_eq!(row.len(), SESSION.columns.len());
+    row
+}
+
+/// A `representative` row.
+fn representative_row(s: &Session, r: &Representative) -> Row {
+    vec![
+        r.gsnumber.as_ref().into(),
+        r.id.as_ref().into(),
+        r.username.as_ref().into(),
+        // The guide's display_name is the private display name; older
+        // appliances write only `display_name`.
+        r.display_name
+            .as_ref()
+            .or(r.private_display_name.as_ref())
+            .into(),
+        r.public_display_name.as_ref().into(),
+        r.display_number.as_ref().into(),
+        r.public_ip.as_ref().into(),
+        r.private_ip.as_ref().into(),
+        r.session_owner.into(),
+        r.primary.or_else(|| is_primary_rep(s, r)).into(),
+        r.seconds_involved.into(),
+        r.hostname.as_ref().into(),
+        r.os.as_ref().into(),
+        r.private_display_name.as_ref().into(),
+        r.invited.into(),
+    ]
+}
+
+/// A `customer` row.
+fn customer_row(s: &Session, c: &Customer) -> Row {
+    vec![
+        c.gsnumber.as_ref().into(),
+        c.issue.as_ref().into(),
+        c.details.as_ref().into(),
+        c.name
+            .clone()
+            .or_else(|| primary_customer_name(s, c))
+            .into(),
+        c.company.as_ref().into(),
+        c.company_code.as_ref().into(),
+        c.public_ip.as_ref().into(),
+        c.private_ip.as_ref().into(),
+        c.rpat.into(),
+        c.hostname.as_ref().into(),
+        c.os.as_ref().into(),
+        c.username.as_ref().into(),
+        c.primary.or_else(|| is_primary_customer(s, c)).into(),
+    ]
+}
+
 impl SessionRows {
     /// Maps a session seen on the site `host_name`. `system_information` rows are made
     /// only when `store_system_information` is true.
     pub fn new(host_name: &str, s: &Session, store_system_information: bool) -> Self {
-        let session = vec![
-            Value::from(s.lsid.as_str()),
-            Value::from(s.session_type.as_str()),
-            s.start_time.into(),
-            s.end_time.into(),
-            s.duration.clone().into(),
-            s.file_transfer_count.into(),
-            Value::from(host_name),
-            s.external_key.clone().into(),
-            s.public_site.as_ref().and_then(|p| p.id.as_ref()).into(),
-            s.public_site.as_ref().map(|p| p.name.clone()).into(),
-            s.lseq.into(),
-            s.jump_group.as_ref().and_then(|j| j.id.as_ref()).into(),
-            s.jump_group.as_ref().map(|j| j.name.clone()).into(),
-            s.jump_group.as_ref().and_then(|j| j.kind.as_ref()).into(),
-            s.file_move_count.into(),
-            s.file_delete_count.into(),
-            s.chat_view_url.clone().into(),
-            s.chat_download_url.clone().into(),
-            s.recording_view_url.clone().into(),
-            s.recording_download_url.clone().into(),
-            recordings_json(&s.command_shell_recordings),
-            recordings_json(&s.show_my_screen_recordings),
-        ];
-        debug_assert_eq!(session.len(), SESSION.columns.len());
+        let session = session_row(host_name, s);
         let representatives = s
             .representatives
             .iter()
-            .map(|r| {
-                vec![
-                    r.gsnumber.as_ref().into(),
-                    r.id.as_ref().into(),
-                    r.username.as_ref().into(),
-                    // The guide's display_name is the private display name; older
-                    // appliances write only `display_name`.
-                    r.display_name
-                        .as_ref()
-                        .or(r.private_display_name.as_ref())
-                        .into(),
-                    r.public_display_name.as_ref().into(),
-                    r.display_number.as_ref().into(),
-                    r.public_ip.as_ref().into(),
-                    r.private_ip.as_ref().into(),
-                    r.session_owner.into(),
-                    r.primary.or_else(|| is_primary_rep(s, r)).into(),
-                    r.seconds_involved.into(),
-                    r.hostname.as_ref().into(),
-                    r.os.as_ref().into(),
-                    r.private_display_name.as_ref().into(),
-                    r.invited.into(),
-                ]
-            })
+            .map(|r| representative_row(s, r))
             .collect();
-        let customers = s
-            .customers
-            .iter()
-            .map(|c| {
-                vec![
-                    c.gsnumber.as_ref().into(),
-                    c.issue.as_ref().into(),
-                    c.details.as_ref().into(),
-                    c.name
-                        .clone()
-                        .or_else(|| primary_customer_name(s, c))
-                        .into(),
-                    c.company.as_ref().into(),
-                    c.company_code.as_ref().into(),
-                    c.public_ip.as_ref().into(),
-                    c.private_ip.as_ref().into(),
-                    c.rpat.into(),
-                    c.hostname.as_ref().into(),
-                    c.os.as_ref().into(),
-                    c.username.as_ref().into(),
-                    c.primary.or_else(|| is_primary_customer(s, c)).into(),
-                ]
-            })
-            .collect();
+        let customers = s.customers.iter().map(|c| customer_row(s, c)).collect();
         let teams = s
             .teams
             .iter()
