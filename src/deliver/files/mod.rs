@@ -551,25 +551,10 @@ impl FilesSink {
         // Pre-checks: most redeliveries end here without writing anything.
         let listing = is_backup && self.retention_count.is_some();
         let mut checked = HashSet::new();
-        match self.on_conflict {
-            OnConflict::Skip => {
-                if exists(&target)? {
-                    return Ok(delivered(target, Outcome::Skipped));
-                }
-            }
-            OnConflict::Overwrite => {
-                if fingerprint.matches(&target)? {
-                    return Ok(delivered(target, Outcome::AlreadyPresent));
-                }
-            }
-            OnConflict::AppendNumber => {
-                for candidate in candidates(&target, listing)? {
-                    if fingerprint.matches(&candidate)? {
-                        return Ok(delivered(candidate, Outcome::AlreadyPresent));
-                    }
-                    checked.insert(candidate);
-                }
-            }
+        if let Some((path, outcome)) =
+            self.already_there(&target, &fingerprint, listing, &mut checked)?
+        {
+            return Ok(delivered(path, outcome));
         }
 
         let temp = self.stage(content)?;
@@ -581,25 +566,83 @@ impl FilesSink {
             hook(temp.path());
         }
 
-        let (path, outcome) = match self.on_conflict {
+        let (path, outcome) = self.place(temp.path(), &target, rel, &fingerprint, &checked)?;
+        if matches!(outcome, Outcome::Skipped | Outcome::AlreadyPresent) {
+            // A concurrent writer of the same item got there first.
+            return Ok(delivered(path, outcome));
+        }
+        sync_dir(&dir).map_err(|e| FilesError::io("syncing directory", &dir, e))?;
+        drop(temp);
+
+        let mut result = delivered(path, outcome);
+        if is_backup && let Some(keep) = self.retention_count {
+            result.retired = retire_old_backups(&target, &result.path, keep)?;
+        }
+        Ok(result)
+    }
+
+    /// The pre-checks of `deliver`: where the content already is, or the name to leave
+    /// alone, without writing anything. Candidates compared on the way are `checked`.
+    fn already_there(
+        &self,
+        target: &Path,
+        fingerprint: &Fingerprint,
+        listing: bool,
+        checked: &mut HashSet<PathBuf>,
+    ) -> Result<Option<(PathBuf, Outcome)>, FilesError> {
+        match self.on_conflict {
+            OnConflict::Skip => {
+                if exists(target)? {
+                    return Ok(Some((target.to_path_buf(), Outcome::Skipped)));
+                }
+            }
             OnConflict::Overwrite => {
-                let replaced = exists(&target)?;
-                fs::rename(temp.path(), &target)
-                    .map_err(|e| FilesError::io("renaming into", &target, e))?;
+                if fingerprint.matches(target)? {
+                    return Ok(Some((target.to_path_buf(), Outcome::AlreadyPresent)));
+                }
+            }
+            OnConflict::AppendNumber => {
+                for candidate in candidates(target, listing)? {
+                    if fingerprint.matches(&candidate)? {
+                        return Ok(Some((candidate, Outcome::AlreadyPresent)));
+                    }
+                    checked.insert(candidate);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives the staged file `temp` its name by `on_conflict`: `Written` or `Replaced`
+    /// when it was placed; `Skipped` or `AlreadyPresent` when a concurrent writer of the
+    /// same item got there first.
+    fn place(
+        &self,
+        temp: &Path,
+        target: &Path,
+        rel: &Path,
+        fingerprint: &Fingerprint,
+        checked: &HashSet<PathBuf>,
+    ) -> Result<(PathBuf, Outcome), FilesError> {
+        let dir = target.parent().unwrap_or(&self.root);
+        let placed = match self.on_conflict {
+            OnConflict::Overwrite => {
+                let replaced = exists(target)?;
+                fs::rename(temp, target).map_err(|e| FilesError::io("renaming into", target, e))?;
                 let outcome = if replaced {
                     Outcome::Replaced
                 } else {
                     Outcome::Written
                 };
-                (target.clone(), outcome)
+                (target.to_path_buf(), outcome)
             }
             OnConflict::Skip => {
-                if !place_no_clobber(temp.path(), &target)
-                    .map_err(|e| FilesError::io("naming", &target, e))?
+                if !place_no_clobber(temp, target)
+                    .map_err(|e| FilesError::io("naming", target, e))?
                 {
-                    return Ok(delivered(target, Outcome::Skipped));
+                    return Ok((target.to_path_buf(), Outcome::Skipped));
                 }
-                (target.clone(), Outcome::Written)
+                (target.to_path_buf(), Outcome::Written)
             }
             OnConflict::AppendNumber => {
                 let name = target
@@ -610,18 +653,18 @@ impl FilesSink {
                 let mut number = 0u32;
                 loop {
                     let candidate = if number == 0 {
-                        target.clone()
+                        target.to_path_buf()
                     } else {
                         dir.join(numbered(&name, number))
                     };
-                    if place_no_clobber(temp.path(), &candidate)
+                    if place_no_clobber(temp, &candidate)
                         .map_err(|e| FilesError::io("naming", &candidate, e))?
                     {
                         break (candidate, Outcome::Written);
                     }
                     // Taken, possibly just now by a concurrent writer of the same item.
                     if !checked.contains(&candidate) && fingerprint.matches(&candidate)? {
-                        return Ok(delivered(candidate, Outcome::AlreadyPresent));
+                        return Ok((candidate, Outcome::AlreadyPresent));
                     }
                     number = number
                         .checked_add(1)
@@ -632,14 +675,7 @@ impl FilesSink {
                 }
             }
         };
-        sync_dir(&dir).map_err(|e| FilesError::io("syncing directory", &dir, e))?;
-        drop(temp);
-
-        let mut result = delivered(path, outcome);
-        if is_backup && let Some(keep) = self.retention_count {
-            result.retired = retire_old_backups(&target, &result.path, keep)?;
-        }
-        Ok(result)
+        Ok(placed)
     }
 
     /// Creates the directories of `rel` below the root, each made durable in its parent.
