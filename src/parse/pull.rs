@@ -524,31 +524,7 @@ impl<R: BufRead> Pull<R> {
             if self.depth == 1 {
                 self.root = Some(root_of(&element));
             }
-            self.attrs.clear();
-            self.attr_text.clear();
-            // Duplicate names are not looked for: the first one wins, harmlessly.
-            let mut attributes = element.attributes();
-            attributes.with_checks(false);
-            for attribute in attributes {
-                let attribute = attribute.map_err(|e| Fault {
-                    offset: start,
-                    reason: format!("reading attributes: {e}"),
-                })?;
-                if attribute.value.contains('&') {
-                    // Refuse undefined entities here, as in text.
-                    quick_xml::escape::unescape(&attribute.value).map_err(|e| Fault {
-                        offset: start,
-                        reason: format!(
-                            "reading attributes: {e} (no DTD is read, no entity expanded)"
-                        ),
-                    })?;
-                }
-                let k = self.attr_text.len();
-                self.attr_text.push_str(attribute.key.local_name().as_ref());
-                let v = self.attr_text.len();
-                self.attr_text.push_str(&attribute.value);
-                self.attrs.push((k..v, v..self.attr_text.len()));
-            }
+            read_attributes(&element, start, &mut self.attrs, &mut self.attr_text)?;
             return Ok(Tok::Open(name));
         }
     }
@@ -636,6 +612,39 @@ impl<R: BufRead> Pull<R> {
             }
         }
     }
+}
+
+/// Records the attributes of `element` as ranges of `attr_text`: (name, value).
+fn read_attributes(
+    element: &BytesStart<'_>,
+    start: u64,
+    attrs: &mut Vec<(Range<usize>, Range<usize>)>,
+    attr_text: &mut String,
+) -> Result<(), Fault> {
+    attrs.clear();
+    attr_text.clear();
+    // Duplicate names are not looked for: the first one wins, harmlessly.
+    let mut attributes = element.attributes();
+    attributes.with_checks(false);
+    for attribute in attributes {
+        let attribute = attribute.map_err(|e| Fault {
+            offset: start,
+            reason: format!("reading attributes: {e}"),
+        })?;
+        if attribute.value.contains('&') {
+            // Refuse undefined entities here, as in text.
+            quick_xml::escape::unescape(&attribute.value).map_err(|e| Fault {
+                offset: start,
+                reason: format!("reading attributes: {e} (no DTD is read, no entity expanded)"),
+            })?;
+        }
+        let k = attr_text.len();
+        attr_text.push_str(attribute.key.local_name().as_ref());
+        let v = attr_text.len();
+        attr_text.push_str(&attribute.value);
+        attrs.push((k..v, v..attr_text.len()));
+    }
+    Ok(())
 }
 
 /// The prefix and namespace declarations of a root element's start tag (declarations

@@ -227,13 +227,7 @@ fn read_session<R: BufRead>(
             }
             Name::CustomAttributes => p.children(|p, name| {
                 if name == Name::CustomAttribute {
-                    let display_name = p.attr_owned("display_name").unwrap_or_default();
-                    let code_name = p.attr_owned("code_name").unwrap_or_default();
-                    s.custom_attributes.push(CustomAttribute {
-                        display_name,
-                        code_name,
-                        value: p.leaf()?,
-                    });
+                    s.custom_attributes.push(custom_attribute(p)?);
                 }
                 Ok(())
             })?,
@@ -278,16 +272,7 @@ fn read_session<R: BufRead>(
             })?,
             Name::TeamList => p.children(|p, name| {
                 if name == Name::Team {
-                    let id = p.attr_owned("id");
-                    let primary = match p.attr("primary").or(p.attr("is_primary")) {
-                        Some(v) => problems.flag("team@primary", &v),
-                        None => None,
-                    };
-                    s.teams.push(Team {
-                        id,
-                        primary,
-                        name: p.leaf()?,
-                    });
+                    s.teams.push(team(p, problems)?);
                 }
                 Ok(())
             })?,
@@ -300,6 +285,31 @@ fn read_session<R: BufRead>(
             _ => {}
         }
         Ok(())
+    })
+}
+
+/// A `custom_attribute` element.
+fn custom_attribute<R: BufRead>(p: &mut Pull<R>) -> Result<CustomAttribute, Fault> {
+    let display_name = p.attr_owned("display_name").unwrap_or_default();
+    let code_name = p.attr_owned("code_name").unwrap_or_default();
+    Ok(CustomAttribute {
+        display_name,
+        code_name,
+        value: p.leaf()?,
+    })
+}
+
+/// A `team` element of `team_list`.
+fn team<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Team, Fault> {
+    let id = p.attr_owned("id");
+    let primary = match p.attr("primary").or(p.attr("is_primary")) {
+        Some(v) => problems.flag("team@primary", &v),
+        None => None,
+    };
+    Ok(Team {
+        id,
+        primary,
+        name: p.leaf()?,
     })
 }
 
