@@ -19,8 +19,8 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::model::{
-    ApiInfo, Customer, Event, Party, RecordingLink, Representative, Session, SessionSummary,
-    SystemInfoCategory,
+    ApiInfo, CustomAttribute, Customer, Event, Party, RecordingLink, Representative, Session,
+    SessionSummary, SystemInfoCategory,
 };
 use crate::simulator::sessions::is_xml_unsafe;
 
@@ -127,72 +127,8 @@ pub fn write_session(w: &mut impl Write, s: &Session) -> io::Result<()> {
         )?;
     }
     x.leaf(4, "external_key", &[], s.external_key.as_deref())?;
-    x.indent(4)?;
-    x.raw("<custom_attributes>")?;
-    for a in &s.custom_attributes {
-        x.raw("\n")?;
-        x.leaf_inline(
-            8,
-            "custom_attribute",
-            &[
-                ("display_name", Some(&a.display_name)),
-                ("code_name", Some(&a.code_name)),
-            ],
-            &a.value,
-        )?;
-    }
-    if !s.custom_attributes.is_empty() {
-        x.raw("\n    ")?;
-    }
-    x.raw("</custom_attributes>\n")?;
-    x.leaf(4, "session_chat_view_url", &[], s.chat_view_url.as_deref())?;
-    x.leaf(
-        4,
-        "session_chat_download_url",
-        &[],
-        s.chat_download_url.as_deref(),
-    )?;
-    x.leaf(
-        4,
-        "session_recording_view_url",
-        &[],
-        s.recording_view_url.as_deref(),
-    )?;
-    x.leaf(
-        4,
-        "session_recording_download_url",
-        &[],
-        s.recording_download_url.as_deref(),
-    )?;
-    x.recordings(
-        "command_shell_recordings",
-        "command_shell_recording",
-        &s.command_shell_recordings,
-    )?;
-    x.recordings(
-        "show_my_screen_recordings",
-        "show_my_screen_recording",
-        &s.show_my_screen_recordings,
-    )?;
-    let count = |v: Option<u32>| v.map(|n| n.to_string());
-    x.leaf(
-        4,
-        "file_transfer_count",
-        &[],
-        count(s.file_transfer_count).as_deref(),
-    )?;
-    x.leaf(
-        4,
-        "file_move_count",
-        &[],
-        count(s.file_move_count).as_deref(),
-    )?;
-    x.leaf(
-        4,
-        "file_delete_count",
-        &[],
-        count(s.file_delete_count).as_deref(),
-    )?;
+    x.custom_attributes(&s.custom_attributes)?;
+    x.links_and_counts(s)?;
     if let Some(p) = &s.primary_customer {
         x.party(4, "primary_customer", p)?;
     }
@@ -541,6 +477,82 @@ impl<W: Write> Xml<'_, W> {
             ],
             Some(&p.name),
         )
+    }
+
+    /// `<custom_attributes>`, empty or with one `<custom_attribute>` a line.
+    fn custom_attributes(&mut self, attributes: &[CustomAttribute]) -> io::Result<()> {
+        self.indent(4)?;
+        self.raw("<custom_attributes>")?;
+        for a in attributes {
+            self.raw("\n")?;
+            self.leaf_inline(
+                8,
+                "custom_attribute",
+                &[
+                    ("display_name", Some(&a.display_name)),
+                    ("code_name", Some(&a.code_name)),
+                ],
+                &a.value,
+            )?;
+        }
+        if !attributes.is_empty() {
+            self.raw("\n    ")?;
+        }
+        self.raw("</custom_attributes>\n")?;
+        Ok(())
+    }
+
+    /// The chat and recording links, the recordings, and the file counts.
+    fn links_and_counts(&mut self, s: &Session) -> io::Result<()> {
+        self.leaf(4, "session_chat_view_url", &[], s.chat_view_url.as_deref())?;
+        self.leaf(
+            4,
+            "session_chat_download_url",
+            &[],
+            s.chat_download_url.as_deref(),
+        )?;
+        self.leaf(
+            4,
+            "session_recording_view_url",
+            &[],
+            s.recording_view_url.as_deref(),
+        )?;
+        self.leaf(
+            4,
+            "session_recording_download_url",
+            &[],
+            s.recording_download_url.as_deref(),
+        )?;
+        self.recordings(
+            "command_shell_recordings",
+            "command_shell_recording",
+            &s.command_shell_recordings,
+        )?;
+        self.recordings(
+            "show_my_screen_recordings",
+            "show_my_screen_recording",
+            &s.show_my_screen_recordings,
+        )?;
+        let count = |v: Option<u32>| v.map(|n| n.to_string());
+        self.leaf(
+            4,
+            "file_transfer_count",
+            &[],
+            count(s.file_transfer_count).as_deref(),
+        )?;
+        self.leaf(
+            4,
+            "file_move_count",
+            &[],
+            count(s.file_move_count).as_deref(),
+        )?;
+        self.leaf(
+            4,
+            "file_delete_count",
+            &[],
+            count(s.file_delete_count).as_deref(),
+        )?;
+        Ok(())
     }
 
     fn recordings(&mut self, list: &str, item: &str, links: &[RecordingLink]) -> io::Result<()> {

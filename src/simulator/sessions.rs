@@ -222,6 +222,19 @@ const EVENT_TYPES_MISC: &[&str] = &[
     "Directory Created",
 ];
 
+/// The counts of file events the appliance writes beside the events.
+fn count_file_events(s: &mut Session) {
+    let count = |matches: fn(&str) -> bool| {
+        s.events.iter().filter(|e| matches(&e.event_type)).count() as u32
+    };
+    let transfers = count(|t| t.starts_with("File Upload") || t == "File Download");
+    let moves = count(|t| t == "File Moved");
+    let deletes = count(|t| t == "File Deleted");
+    s.file_transfer_count = Some(transfers);
+    s.file_move_count = Some(moves);
+    s.file_delete_count = Some(deletes);
+}
+
 struct Generator {
     rng: SplitMix64,
     lsid: String,
@@ -229,7 +242,6 @@ struct Generator {
 
 impl Generator {
     fn session(&mut self, index: u64, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Session {
-        let host = "support.example.com";
         let closed = end.is_some();
         let recorded = self.rng.chance(40);
         let jump = self.rng.chance(25);
@@ -256,20 +268,66 @@ impl Generator {
             ..Session::default()
         };
         if jump {
-            s.jump_group = Some(if self.rng.chance(50) {
-                JumpGroup {
-                    id: Some(self.rng.range(1, 40).to_string()),
-                    kind: Some("shared".into()),
-                    name: "Servers & Network".into(),
-                }
-            } else {
-                JumpGroup {
-                    id: Some(self.rng.range(1, 40).to_string()),
-                    kind: Some("personal".into()),
-                    name: self.rng.pick(REP_NAMES).to_string(),
-                }
+            s.jump_group = Some(self.jump_group());
+        }
+        s.custom_attributes = self.custom_attributes();
+        self.links(&mut s, closed, recorded);
+
+        let customer = self.customer();
+        let reps: Vec<Representative> = (0..self.rng.range(1, 3))
+            .map(|i| self.representative(i == 0))
+            .collect();
+        s.primary_customer = Some(Party {
+            kind: None,
+            gsnumber: customer.gsnumber.clone(),
+            id: None,
+            name: customer.name.clone().unwrap_or_default(),
+        });
+        s.primary_rep = Some(Party {
+            kind: None,
+            gsnumber: reps[0].gsnumber.clone(),
+            id: reps[0].id.clone(),
+            name: reps[0].display_name.clone().unwrap_or_default(),
+        });
+        for i in 0..self.rng.below(3) {
+            s.teams.push(Team {
+                id: Some(self.rng.range(1, 20).to_string()),
+                name: TEAMS[i as usize].into(),
+                primary: Some(i == 0),
             });
         }
+
+        let span = end
+            .map(|e| (e - start).num_seconds())
+            .unwrap_or(1800)
+            .max(1);
+        s.events = self.events(start, span, closed, &customer, &reps);
+        count_file_events(&mut s);
+        s.customers = vec![customer];
+        s.representatives = reps;
+        s
+    }
+
+    /// A jump group, shared or personal.
+    fn jump_group(&mut self) -> JumpGroup {
+        if self.rng.chance(50) {
+            JumpGroup {
+                id: Some(self.rng.range(1, 40).to_string()),
+                kind: Some("shared".into()),
+                name: "Servers & Network".into(),
+            }
+        } else {
+            JumpGroup {
+                id: Some(self.rng.range(1, 40).to_string()),
+                kind: Some("personal".into()),
+                name: self.rng.pick(REP_NAMES).to_string(),
+            }
+        }
+    }
+
+    /// Up to three custom attributes.
+    fn custom_attributes(&mut self) -> Vec<CustomAttribute> {
+        let mut attributes = Vec::new();
         for i in 0..self.rng.below(4) {
             let (display, code) = [
                 ("Ticket Number", "ticket_number"),
@@ -283,12 +341,18 @@ impl Generator {
                 2 => "High & urgent".into(),
                 _ => "Ünïcödé ✓".into(),
             };
-            s.custom_attributes.push(CustomAttribute {
+            attributes.push(CustomAttribute {
                 display_name: display.into(),
                 code_name: code.into(),
                 value,
             });
         }
+        attributes
+    }
+
+    /// The chat and recording links; recordings only once the session has ended.
+    fn links(&mut self, s: &mut Session, closed: bool, recorded: bool) {
+        let host = "support.example.com";
         let token = format!("{:040x}", self.rng.next_u64() as u128 * 31);
         let link = |kind: &str, view: bool| {
             format!(
@@ -332,57 +396,6 @@ impl Generator {
             s.command_shell_recordings.clear();
             s.show_my_screen_recordings.clear();
         }
-
-        let customer = self.customer();
-        let reps: Vec<Representative> = (0..self.rng.range(1, 3))
-            .map(|i| self.representative(i == 0))
-            .collect();
-        s.primary_customer = Some(Party {
-            kind: None,
-            gsnumber: customer.gsnumber.clone(),
-            id: None,
-            name: customer.name.clone().unwrap_or_default(),
-        });
-        s.primary_rep = Some(Party {
-            kind: None,
-            gsnumber: reps[0].gsnumber.clone(),
-            id: reps[0].id.clone(),
-            name: reps[0].display_name.clone().unwrap_or_default(),
-        });
-        for i in 0..self.rng.below(3) {
-            s.teams.push(Team {
-                id: Some(self.rng.range(1, 20).to_string()),
-                name: TEAMS[i as usize].into(),
-                primary: Some(i == 0),
-            });
-        }
-
-        let span = end
-            .map(|e| (e - start).num_seconds())
-            .unwrap_or(1800)
-            .max(1);
-        s.events = self.events(start, span, closed, &customer, &reps);
-        let transfers = s
-            .events
-            .iter()
-            .filter(|e| e.event_type.starts_with("File Upload") || e.event_type == "File Download")
-            .count() as u32;
-        s.file_transfer_count = Some(transfers);
-        s.file_move_count = Some(
-            s.events
-                .iter()
-                .filter(|e| e.event_type == "File Moved")
-                .count() as u32,
-        );
-        s.file_delete_count = Some(
-            s.events
-                .iter()
-                .filter(|e| e.event_type == "File Deleted")
-                .count() as u32,
-        );
-        s.customers = vec![customer];
-        s.representatives = reps;
-        s
     }
 
     fn ip(&mut self) -> String {
@@ -549,101 +562,7 @@ impl Generator {
             } else {
                 (Self::party_customer(customer), Self::party_rep(&rep))
             };
-            match self.rng.below(12) {
-                0..=2 => {
-                    e.event_type = "Chat Message".into();
-                    e.performed_by = Some(by);
-                    e.destination = Some(to);
-                    self.chat_body(&mut e);
-                }
-                3 => {
-                    e.event_type = "Session Note Added".into();
-                    e.performed_by = Some(by);
-                    e.body = Some(self.rng.pick(NOTES).to_string());
-                }
-                4 => {
-                    e.event_type = if self.rng.chance(80) {
-                        "File Upload"
-                    } else {
-                        "File Upload Failed"
-                    }
-                    .into();
-                    e.performed_by = Some(by);
-                    e.destination = Some(to);
-                    e.filename = Some(self.rng.pick(FILES).to_string());
-                    e.filesize = Some(self.rng.below(50_000_000).to_string());
-                }
-                5 => {
-                    e.event_type = "File Download".into();
-                    e.performed_by = Some(by);
-                    e.filename = Some(self.rng.pick(FILES).to_string());
-                    e.filesize = self.maybe(70, |g| g.rng.below(5_000_000).to_string());
-                }
-                6 => {
-                    e.event_type = "Files Shared".into();
-                    e.performed_by = Some(by);
-                    for _ in 0..self.rng.range(1, 4) {
-                        e.files.push(TransferredFile {
-                            name: self.rng.pick(FILES).to_string(),
-                            size: self.maybe(80, |g| g.rng.below(1_000_000).to_string()),
-                        });
-                    }
-                }
-                7 => {
-                    e.event_type = self.rng.pick(&["File Deleted", "File Moved"]).to_string();
-                    e.performed_by = Some(by);
-                    e.data.push(DataValue {
-                        name: "path".into(),
-                        value: self.rng.pick(FILES).to_string(),
-                    });
-                    if e.event_type == "File Moved" {
-                        e.data.push(DataValue {
-                            name: "new_path".into(),
-                            value: "D:\\Archive\\moved & kept.txt".into(),
-                        });
-                    }
-                }
-                8 => {
-                    e.event_type = "Conference Owner Changed".into();
-                    e.destination = Some(Self::system());
-                    e.data.push(DataValue {
-                        name: "owner".into(),
-                        value: "Pre-start Conference".into(),
-                    });
-                }
-                9 => {
-                    e.event_type = "System Information Retrieved".into();
-                    e.performed_by = Some(Self::party_rep(&rep));
-                    e.system_information = self.system_information();
-                }
-                10 => {
-                    e.event_type = "Command Shell Session Started".into();
-                    e.performed_by = Some(Self::party_rep(&rep));
-                    e.data.push(DataValue {
-                        name: "instance".into(),
-                        value: self.rng.below(3).to_string(),
-                    });
-                }
-                _ => {
-                    e.event_type = self.rng.pick(EVENT_TYPES_MISC).to_string();
-                    if self.rng.chance(50) {
-                        e.performed_by = Some(by);
-                    }
-                    if self.rng.chance(40) {
-                        e.data.push(DataValue {
-                            name: "state".into(),
-                            value: self
-                                .rng
-                                .pick(&["active", "idle", "1", "Unknown"])
-                                .to_string(),
-                        });
-                        e.data.push(DataValue {
-                            name: "window title".into(),
-                            value: "Inbox – Outlook \"Work\" & <more>".into(),
-                        });
-                    }
-                }
-            }
+            self.event_body(&mut e, &rep, by, to);
             events.push(e);
         }
         if closed {
@@ -654,6 +573,105 @@ impl Generator {
             });
         }
         events
+    }
+
+    /// One event between the session start and end: its type and what that type carries.
+    fn event_body(&mut self, e: &mut Event, rep: &Representative, by: Party, to: Party) {
+        match self.rng.below(12) {
+            0..=2 => {
+                e.event_type = "Chat Message".into();
+                e.performed_by = Some(by);
+                e.destination = Some(to);
+                self.chat_body(e);
+            }
+            3 => {
+                e.event_type = "Session Note Added".into();
+                e.performed_by = Some(by);
+                e.body = Some(self.rng.pick(NOTES).to_string());
+            }
+            4 => {
+                e.event_type = if self.rng.chance(80) {
+                    "File Upload"
+                } else {
+                    "File Upload Failed"
+                }
+                .into();
+                e.performed_by = Some(by);
+                e.destination = Some(to);
+                e.filename = Some(self.rng.pick(FILES).to_string());
+                e.filesize = Some(self.rng.below(50_000_000).to_string());
+            }
+            5 => {
+                e.event_type = "File Download".into();
+                e.performed_by = Some(by);
+                e.filename = Some(self.rng.pick(FILES).to_string());
+                e.filesize = self.maybe(70, |g| g.rng.below(5_000_000).to_string());
+            }
+            6 => {
+                e.event_type = "Files Shared".into();
+                e.performed_by = Some(by);
+                for _ in 0..self.rng.range(1, 4) {
+                    e.files.push(TransferredFile {
+                        name: self.rng.pick(FILES).to_string(),
+                        size: self.maybe(80, |g| g.rng.below(1_000_000).to_string()),
+                    });
+                }
+            }
+            7 => {
+                e.event_type = self.rng.pick(&["File Deleted", "File Moved"]).to_string();
+                e.performed_by = Some(by);
+                e.data.push(DataValue {
+                    name: "path".into(),
+                    value: self.rng.pick(FILES).to_string(),
+                });
+                if e.event_type == "File Moved" {
+                    e.data.push(DataValue {
+                        name: "new_path".into(),
+                        value: "D:\\Archive\\moved & kept.txt".into(),
+                    });
+                }
+            }
+            8 => {
+                e.event_type = "Conference Owner Changed".into();
+                e.destination = Some(Self::system());
+                e.data.push(DataValue {
+                    name: "owner".into(),
+                    value: "Pre-start Conference".into(),
+                });
+            }
+            9 => {
+                e.event_type = "System Information Retrieved".into();
+                e.performed_by = Some(Self::party_rep(rep));
+                e.system_information = self.system_information();
+            }
+            10 => {
+                e.event_type = "Command Shell Session Started".into();
+                e.performed_by = Some(Self::party_rep(rep));
+                e.data.push(DataValue {
+                    name: "instance".into(),
+                    value: self.rng.below(3).to_string(),
+                });
+            }
+            _ => {
+                e.event_type = self.rng.pick(EVENT_TYPES_MISC).to_string();
+                if self.rng.chance(50) {
+                    e.performed_by = Some(by);
+                }
+                if self.rng.chance(40) {
+                    e.data.push(DataValue {
+                        name: "state".into(),
+                        value: self
+                            .rng
+                            .pick(&["active", "idle", "1", "Unknown"])
+                            .to_string(),
+                    });
+                    e.data.push(DataValue {
+                        name: "window title".into(),
+                        value: "Inbox – Outlook \"Work\" & <more>".into(),
+                    });
+                }
+            }
+        }
     }
 
     fn chat_body(&mut self, e: &mut Event) {
