@@ -13,7 +13,8 @@
 //! - only `parse` reads XML with quick-xml (the simulator writes its own);
 //! - only `queue/storage.rs` calls sled (`queue/error.rs` may name sled's error type);
 //! - a metric's name is spelled only in `metrics.rs`;
-//! - every file opens with a `//!` comment saying what it is.
+//! - every file opens with a `//!` comment saying what it is;
+//! - no function is longer than [`MAX_FUNCTION_LINES`] lines (tests included).
 //!
 //! Code under `#[cfg(test)]` (an inline `mod tests { … }`, or a file such a one-line
 //! `#[cfg(test)] mod tests;` brings in) is not held to the import rules: tests may use
@@ -421,6 +422,15 @@ fn check(files: &BTreeMap<String, String>) -> Vec<Violation> {
             }
         }
     }
+    for (file, text) in files {
+        for (line, name, length) in long_functions(text) {
+            broken(
+                file,
+                line,
+                format!("no function over {MAX_FUNCTION_LINES} lines, but {name} has {length}"),
+            );
+        }
+    }
     for cycle in cycles(&modules) {
         broken(
             &format!("{}.rs", cycle[0]),
@@ -437,6 +447,107 @@ fn check(files: &BTreeMap<String, String>) -> Vec<Violation> {
                 cycle.join(" ⇄ ")
             ),
         );
+    }
+    found
+}
+
+/// The longest a function may be, from its `fn` line to its closing brace.
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// The name of the function a line starts, if it starts one.
+fn fn_name(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    if let Some(after) = rest.strip_prefix("pub") {
+        rest = after.trim_start();
+        if rest.starts_with('(') {
+            rest = rest[rest.find(')')? + 1..].trim_start();
+        }
+    }
+    for qualifier in ["const ", "async ", "unsafe "] {
+        rest = rest.strip_prefix(qualifier).unwrap_or(rest).trim_start();
+    }
+    let name = rest.strip_prefix("fn ")?;
+    let end = name
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(name.len());
+    (end > 0).then(|| &name[..end])
+}
+
+/// A line's braces and semicolons outside strings, character literals and comments.
+fn structure_of(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' => {
+                // '{' and '\u{7b}' are characters; 'a alone is a lifetime.
+                let mut ahead = chars.clone();
+                match (ahead.next(), ahead.next()) {
+                    (Some('\\'), _) => {
+                        for c in chars.by_ref() {
+                            if c == '\'' {
+                                break;
+                            }
+                        }
+                    }
+                    (Some(_), Some('\'')) => {
+                        chars.next();
+                        chars.next();
+                    }
+                    _ => {}
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => break,
+            '{' | '}' | ';' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The functions longer than [`MAX_FUNCTION_LINES`]: (line, name, length).
+fn long_functions(text: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some(name) = fn_name(line) else {
+            continue;
+        };
+        let mut depth = 0i64;
+        let mut opened = false;
+        for (offset, line) in lines[start..].iter().enumerate() {
+            let structure = structure_of(line);
+            if !opened && structure.starts_with(';') {
+                break; // a declaration without a body
+            }
+            for c in structure.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth <= 0 {
+                if offset + 1 > MAX_FUNCTION_LINES {
+                    found.push((start + 1, name.to_string(), offset + 1));
+                }
+                break;
+            }
+        }
     }
     found
 }
@@ -644,6 +755,19 @@ fn each_rule_catches_a_file_that_breaks_it() {
             "model.rs",
             "pub struct Session;\n",
             "every file opens with a //! comment",
+        ),
+        (
+            "config/mod.rs",
+            &format!("//! C.\nfn long() {{\n{}}}\n", "    step();\n".repeat(100)),
+            "no function over 100 lines, but long has 102",
+        ),
+        (
+            "config/mod.rs",
+            &format!(
+                "//! C.\n#[cfg(test)]\nmod tests {{\n    pub(crate) async fn long_test() {{\n        let s = \"}}\";\n        let c = '{{';\n{}    }}\n}}\n",
+                "        step();\n".repeat(98)
+            ),
+            "no function over 100 lines, but long_test has 102",
         ),
         // Code after a one-line test module declaration is held to the rules.
         (
