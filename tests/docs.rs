@@ -1,6 +1,7 @@
 //! The README is held to the code's own lists: every metric `metrics.rs` declares is
 //! documented, every data kind a transfer or `--data` takes is named, and the table of
-//! keys gives the defaults `config::defaults` holds.
+//! keys gives the defaults `config::defaults` holds; every repository path README.md and
+//! ARCHITECTURE.md name exists.
 
 use btic::config::DataKind;
 
@@ -107,5 +108,43 @@ fn a_wrong_or_missing_default_is_reported() {
     assert_eq!(
         wrong_defaults(readme, &documented),
         ["c: README says 10, the code 11", "e: not in the table"]
+    );
+}
+
+/// The repository paths a document names in backticks (`src/…`, `tests/…`, `deploy/…`,
+/// `benches/…`, `pipelines/…`).
+fn named_paths(text: &str) -> Vec<&str> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| {
+            ["src/", "tests/", "deploy/", "benches/", "pipelines/"]
+                .iter()
+                .any(|root| t.starts_with(root))
+        })
+        .filter(|t| !t.contains(' '))
+        .collect()
+}
+
+#[test]
+fn every_path_the_documents_name_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for document in ["README.md", "ARCHITECTURE.md"] {
+        let text = std::fs::read_to_string(root.join(document)).unwrap();
+        let paths = named_paths(&text);
+        assert!(paths.len() >= 5, "{document}: paths not found: {paths:?}");
+        let missing: Vec<&str> = paths
+            .into_iter()
+            .filter(|p| !root.join(p).exists())
+            .collect();
+        assert!(missing.is_empty(), "{document} names what does not exist: {missing:?}");
+    }
+}
+
+#[test]
+fn a_named_path_is_found() {
+    assert_eq!(
+        named_paths("see `src/keys.rs` and `tests/` but not `btic run` or `src/x y`"),
+        ["src/keys.rs", "tests/"]
     );
 }

@@ -24,7 +24,7 @@ pub(super) fn build_schedule(
     let every = every(&s.every, &format!("{key}.every"), p);
     let at = s.at.as_deref().and_then(|text| {
         let at_key = format!("{key}.at");
-        if every.as_secs() % DAY != 0 {
+        if !every.as_secs().is_multiple_of(DAY) {
             p.error(
                 &at_key,
                 format!(
