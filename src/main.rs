@@ -98,7 +98,19 @@ enum Command {
         yes: bool,
     },
     /// Run the simulator and the demo pipeline into ./btic-demo/ (embedded defaults).
-    Demo,
+    Demo {
+        /// The address of the metrics, health and admin listener (default 127.0.0.1:9464);
+        /// 0.0.0.0:9464 to reach it from outside a container.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Ask a running daemon's /healthz (exit 0 when healthy, 1 otherwise): a container's
+    /// health check without a shell.
+    Healthcheck {
+        /// The pipeline file whose metrics listener to ask (default 127.0.0.1:9464).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show watermarks, clock skew, queue depths, dead letters and last runs.
     Status {
         /// The pipeline file.
@@ -204,7 +216,7 @@ fn main() -> ExitCode {
     // The commands that run the pipeline for long get glibc tuned for a small RSS.
     let pipeline = matches!(
         args.command,
-        Command::Run { .. } | Command::Demo | Command::Backfill { .. }
+        Command::Run { .. } | Command::Demo { .. } | Command::Backfill { .. }
     );
     if pipeline {
         cli::limit_malloc_arenas();
@@ -233,7 +245,8 @@ fn main() -> ExitCode {
         } => cli::check(&config, offline, json),
         Command::Inspect { files } => cli::inspect(&files),
         Command::Run { config } => cli::run(&config),
-        Command::Demo => cli::demo(),
+        Command::Demo { listen } => cli::demo(listen),
+        Command::Healthcheck { config } => cli::healthcheck(config.as_deref()),
         Command::Backfill {
             config,
             site,

@@ -137,7 +137,10 @@ fn every_path_the_documents_name_exists() {
             .into_iter()
             .filter(|p| !root.join(p).exists())
             .collect();
-        assert!(missing.is_empty(), "{document} names what does not exist: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{document} names what does not exist: {missing:?}"
+        );
     }
 }
 

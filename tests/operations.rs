@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rig::{Daemon, Pg, Relay, Sim, Tmpfs, eventually, free_port, pipeline, scrape, sqlite_lsids};
+use rig::{
+    Daemon, Pg, Relay, Sim, Tmpfs, btic, eventually, free_port, pipeline, scrape, sqlite_lsids,
+};
 
 /// The series of `metric` in a scrape, by their label text.
 fn series<'a>(scrape: &'a BTreeMap<String, f64>, metric: &str) -> BTreeMap<&'a str, f64> {
@@ -70,7 +72,30 @@ async fn a_drained_queue_reads_zero_and_the_lag_grows_while_the_appliance_is_awa
         "[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"lite\"\ndata = [\"sessions\"]\n",
     );
     let log = dir.path().join("run.log");
+    // `btic healthcheck` asks the pipeline file's listener: nobody answers yet.
+    let healthcheck = || {
+        btic()
+            .args(["healthcheck", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let before = healthcheck();
+    assert_eq!(before.status.code(), Some(1), "{before:?}");
+    assert!(
+        String::from_utf8_lossy(&before.stderr).contains(&format!("127.0.0.1:{port}/healthz")),
+        "{before:?}"
+    );
     let daemon = Daemon::start(&config, &log);
+    let healthy = eventually(Duration::from_secs(30), async || {
+        healthcheck().status.success()
+    })
+    .await;
+    assert!(
+        healthy,
+        "btic healthcheck never passed: {:?}",
+        healthcheck()
+    );
 
     // While the first windows are in hand, some queue holds items.
     let mut busy = BTreeMap::new();

@@ -1,6 +1,7 @@
 //! `btic run` and `btic demo`: the daemon, and the daemon fed by the simulator on
 //! embedded defaults.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
@@ -84,10 +85,14 @@ pub fn run(path: &Path) -> Result<(), CliError> {
     })
 }
 
-/// `btic demo`: the simulator on 127.0.0.1:18443 and the demo pipeline into `./btic-demo/`.
-pub fn demo() -> Result<(), CliError> {
-    let config = Config::from_toml(Path::new("pipelines/demo.toml (built in)"), DEMO_PIPELINE)
+/// `btic demo [--listen ADDR]`: the simulator on 127.0.0.1:18443 and the demo pipeline
+/// into `./btic-demo/`, its metrics listener on `listen` when given.
+pub fn demo(listen: Option<SocketAddr>) -> Result<(), CliError> {
+    let mut config = Config::from_toml(Path::new("pipelines/demo.toml (built in)"), DEMO_PIPELINE)
         .map_err(|e| CliError::failed(format!("the built-in demo pipeline: {e}")))?;
+    if let Some(listen) = listen {
+        config.metrics.listen = listen;
+    }
     let ca_path = config
         .sites
         .first()
