@@ -174,6 +174,21 @@ enum DeadLetterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete dead letters for good: one, or all (of `--destination` when given).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Discard {
+        /// The dead letter's id.
+        id: Option<u64>,
+        /// Every dead letter (of `--destination` when given).
+        #[arg(long)]
+        all: bool,
+        /// Only dead letters of this destination.
+        #[arg(long)]
+        destination: Option<String>,
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// One dead letter with its payload, as JSON.
     Show {
         /// The dead letter's id.
@@ -278,6 +293,12 @@ fn main() -> ExitCode {
         Command::DeadLetter { command } => match command {
             DeadLetterCommand::List { config, json } => cli::dead_letter_list(&config, json),
             DeadLetterCommand::Show { id, config } => cli::dead_letter_show(&config, id),
+            DeadLetterCommand::Discard {
+                id,
+                all: _,
+                destination,
+                config,
+            } => cli::dead_letter_discard(&config, id, destination),
         },
         Command::Notify {
             command: NotifyCommand::Test { config, name },

@@ -798,6 +798,57 @@ async fn a_session_refused_inside_a_bundle_goes_alone_to_the_dead_letter_and_the
         refused.iter().all(|l| lsids.contains(&l.as_str())),
         "refused {refused:?}, dead {lsids:?}"
     );
+
+    // `btic dead-letter discard`: one by id through the running daemon's admin API, then
+    // the rest of the destination's straight from the state directory; an id that is
+    // gone is an error.
+    let discard = |args: &[&str]| {
+        rig::btic()
+            .args(["dead-letter", "discard", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ids = || -> Vec<String> {
+        rig::dead_letters(&config)
+            .iter()
+            .map(|d| d["id"].to_string())
+            .collect()
+    };
+    let daemon = Daemon::start(&config, &dir.path().join("run-again.log"));
+    let answering = eventually(Duration::from_secs(30), async || {
+        rig::btic()
+            .args(["healthcheck", "--config"])
+            .arg(&config)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .await;
+    assert!(answering, "the daemon did not answer again");
+    let first = ids()[0].clone();
+    let one = discard(&[&first]);
+    assert!(one.status.success(), "{one:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&one.stdout).trim(),
+        "discarded 1 dead letter"
+    );
+    assert!(!ids().contains(&first));
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let again = discard(&[&first]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    let left = ids().len();
+    let rest = discard(&["--all", "--destination", "pg"]);
+    assert!(rest.status.success(), "{rest:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&rest.stdout).trim(),
+        format!(
+            "discarded {left} dead letter{}",
+            if left == 1 { "" } else { "s" }
+        )
+    );
+    assert!(ids().is_empty());
     pg.drop_now().await;
 }
 

@@ -22,7 +22,7 @@ pub use import::import;
 pub use inspect::inspect;
 pub use notify::notify_test;
 pub use simulate::{SimulateArgs, simulate};
-pub use state::{dead_letter_list, dead_letter_show, replay, status};
+pub use state::{dead_letter_discard, dead_letter_list, dead_letter_show, replay, status};
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

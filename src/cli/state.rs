@@ -75,6 +75,33 @@ pub fn replay(path: &Path, id: Option<u64>, destination: Option<String>) -> Resu
     })
 }
 
+/// `btic dead-letter discard (ID | --all) [--destination D]`.
+pub fn dead_letter_discard(
+    path: &Path,
+    id: Option<u64>,
+    destination: Option<String>,
+) -> Result<(), CliError> {
+    with_admin(path, async |admin, config| {
+        if let Some(d) = &destination
+            && config.destination(d).is_none()
+        {
+            return Err(CliError::config(format!("no destination named {d:?}")));
+        }
+        let n = admin
+            .discard(&ReplayRequest { id, destination })
+            .await
+            .map_err(failed)?;
+        if id.is_some() && n == 0 {
+            return Err(CliError::failed(format!(
+                "dead letter {} is not one of the given destination's",
+                id.unwrap_or_default()
+            )));
+        }
+        println!("discarded {n} dead letter{}", if n == 1 { "" } else { "s" });
+        Ok(())
+    })
+}
+
 /// `btic dead-letter list`.
 pub fn dead_letter_list(path: &Path, json: bool) -> Result<(), CliError> {
     with_admin(path, async |admin, _| {

@@ -21,7 +21,7 @@ use super::status::Status;
 use crate::config::Config;
 use crate::queue::{DeadLetter, DeadLetterFilter, DeadLetterItem, ItemId, Queue, QueueError};
 
-/// What `btic replay` asks for.
+/// What `btic replay` and `btic dead-letter discard` ask for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayRequest {
     /// One dead letter, or all (within `destination`) when `None`.
@@ -199,6 +199,27 @@ pub async fn replay(queue: &Queue, request: &ReplayRequest) -> Result<u64, Queue
     queue.replay(filter(request)).await
 }
 
+/// Deletes dead letters for good; with both an id and a destination, the id must belong
+/// to it. An id that is no dead letter is [`QueueError::DeadLetterNotFound`]. Spool files
+/// only a discarded letter named are removed by the daemon's next start.
+pub async fn discard(queue: &Queue, request: &ReplayRequest) -> Result<u64, QueueError> {
+    if let Some(id) = request.id {
+        let item = queue.dead_letter_show(ItemId(id)).await?;
+        if let Some(d) = &request.destination
+            && item.letter.queue != super::items::deliver_queue(d)
+        {
+            return Ok(0);
+        }
+    }
+    let discarded = queue.purge(filter(request)).await?;
+    tracing::warn!(
+        id = request.id,
+        destination = request.destination.as_deref(),
+        "{discarded} dead letter(s) discarded"
+    );
+    Ok(discarded)
+}
+
 #[derive(Clone)]
 struct AdminState {
     queue: Queue,
@@ -213,6 +234,7 @@ pub fn router(queue: Queue, config: Arc<Config>, backfills: Arc<Backfills>) -> R
         .route("/admin/dead-letters", get(list_handler))
         .route("/admin/dead-letters/{id}", get(show_handler))
         .route("/admin/replay", post(replay_handler))
+        .route("/admin/discard", post(discard_handler))
         .route("/admin/backfill", post(backfill_start_handler))
         .route("/admin/backfill/{id}", get(backfill_progress_handler))
         .with_state(AdminState {
@@ -281,6 +303,17 @@ async fn replay_handler(
 ) -> Response {
     match replay(&s.queue, &request).await {
         Ok(n) => axum::Json(json!({ "replayed": n })).into_response(),
+        Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn discard_handler(
+    State(s): State<AdminState>,
+    axum::Json(request): axum::Json<ReplayRequest>,
+) -> Response {
+    match discard(&s.queue, &request).await {
+        Ok(n) => axum::Json(json!({ "discarded": n })).into_response(),
         Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
         Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -413,6 +446,17 @@ impl Admin {
             Admin::Daemon(addr, client) => {
                 let v = Self::post(addr, client, "/admin/replay", request).await?;
                 Ok(v["replayed"].as_u64().unwrap_or(0))
+            }
+        }
+    }
+
+    /// Deletes dead letters for good; returns how many.
+    pub async fn discard(&self, request: &ReplayRequest) -> Result<u64, AdminError> {
+        match self {
+            Admin::Direct(queue, _) => Ok(discard(queue, request).await?),
+            Admin::Daemon(addr, client) => {
+                let v = Self::post(addr, client, "/admin/discard", request).await?;
+                Ok(v["discarded"].as_u64().unwrap_or(0))
             }
         }
     }
