@@ -52,27 +52,16 @@ pub fn status(path: &Path, json: bool) -> Result<(), CliError> {
     })
 }
 
+/// What `replay` and `dead-letter discard` do to the dead letters they select.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Replay,
+    Discard,
+}
+
 /// `btic replay (--id ID | --all) [--destination D]`.
 pub fn replay(path: &Path, id: Option<u64>, destination: Option<String>) -> Result<(), CliError> {
-    with_admin(path, async |admin, config| {
-        if let Some(d) = &destination
-            && config.destination(d).is_none()
-        {
-            return Err(CliError::config(format!("no destination named {d:?}")));
-        }
-        let n = admin
-            .replay(&ReplayRequest { id, destination })
-            .await
-            .map_err(failed)?;
-        if id.is_some() && n == 0 {
-            return Err(CliError::failed(format!(
-                "dead letter {} is not one of the given destination's",
-                id.unwrap_or_default()
-            )));
-        }
-        println!("replayed {n} item{}", if n == 1 { "" } else { "s" });
-        Ok(())
-    })
+    act_on_dead_letters(path, id, destination, Action::Replay)
 }
 
 /// `btic dead-letter discard (ID | --all) [--destination D]`.
@@ -81,23 +70,38 @@ pub fn dead_letter_discard(
     id: Option<u64>,
     destination: Option<String>,
 ) -> Result<(), CliError> {
+    act_on_dead_letters(path, id, destination, Action::Discard)
+}
+
+/// Replays or discards one dead letter, or all (of `destination` when given).
+fn act_on_dead_letters(
+    path: &Path,
+    id: Option<u64>,
+    destination: Option<String>,
+    action: Action,
+) -> Result<(), CliError> {
     with_admin(path, async |admin, config| {
         if let Some(d) = &destination
             && config.destination(d).is_none()
         {
             return Err(CliError::config(format!("no destination named {d:?}")));
         }
-        let n = admin
-            .discard(&ReplayRequest { id, destination })
-            .await
-            .map_err(failed)?;
-        if id.is_some() && n == 0 {
+        let request = ReplayRequest { id, destination };
+        let n = match action {
+            Action::Replay => admin.replay(&request).await,
+            Action::Discard => admin.discard(&request).await,
+        }
+        .map_err(failed)?;
+        if let (Some(id), 0) = (id, n) {
             return Err(CliError::failed(format!(
-                "dead letter {} is not one of the given destination's",
-                id.unwrap_or_default()
+                "dead letter {id} is not one of the given destination's"
             )));
         }
-        println!("discarded {n} dead letter{}", if n == 1 { "" } else { "s" });
+        let s = if n == 1 { "" } else { "s" };
+        match action {
+            Action::Replay => println!("replayed {n} item{s}"),
+            Action::Discard => println!("discarded {n} dead letter{s}"),
+        }
         Ok(())
     })
 }

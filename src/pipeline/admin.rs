@@ -301,19 +301,20 @@ async fn replay_handler(
     State(s): State<AdminState>,
     axum::Json(request): axum::Json<ReplayRequest>,
 ) -> Response {
-    match replay(&s.queue, &request).await {
-        Ok(n) => axum::Json(json!({ "replayed": n })).into_response(),
-        Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
-        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    counted("replayed", replay(&s.queue, &request).await)
 }
 
 async fn discard_handler(
     State(s): State<AdminState>,
     axum::Json(request): axum::Json<ReplayRequest>,
 ) -> Response {
-    match discard(&s.queue, &request).await {
-        Ok(n) => axum::Json(json!({ "discarded": n })).into_response(),
+    counted("discarded", discard(&s.queue, &request).await)
+}
+
+/// `{"<what>": n}`, or the error: 404 for a dead letter that does not exist.
+fn counted(what: &str, outcome: Result<u64, QueueError>) -> Response {
+    match outcome {
+        Ok(n) => axum::Json(json!({ what: n })).into_response(),
         Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
         Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
     }
