@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use btic::cli;
 
@@ -148,6 +148,13 @@ enum Command {
     },
     /// Run the appliance simulator (tests, demos, benchmarks) until interrupted.
     Simulate(Box<cli::SimulateArgs>),
+    /// Write the manual pages (btic(1) and one per subcommand, roff) into a directory,
+    /// from these very definitions; the Debian package ships them.
+    #[command(hide = true)]
+    Manpages {
+        /// The directory (it must exist).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +231,16 @@ fn init_logging(format: LogFormat, file: Option<btic::log_file::DailyFile>) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// `btic manpages DIR`: btic.1 and btic-<subcommand>.1 in `dir`.
+fn manpages(dir: &std::path::Path) -> Result<(), cli::CliError> {
+    clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
+        cli::CliError::failed(format!(
+            "writing the manual pages to {}: {e}",
+            dir.display()
+        ))
+    })
 }
 
 fn main() -> ExitCode {
@@ -304,6 +321,7 @@ fn main() -> ExitCode {
             command: NotifyCommand::Test { config, name },
         } => cli::notify_test(&config, name.as_deref()),
         Command::Simulate(args) => cli::simulate(&args),
+        Command::Manpages { dir } => manpages(&dir),
         Command::Import {
             config,
             destination,
