@@ -120,6 +120,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the sessions passing the running daemon's parse and deliver stages, live,
+    /// as JSON Lines.
+    Tap {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this site's sessions.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only this stage's events.
+        #[arg(long, value_enum)]
+        stage: Option<TapStageArg>,
+    },
     /// Move dead letters back to their queues.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Replay {
@@ -155,6 +168,13 @@ enum Command {
         /// The directory (it must exist).
         dir: PathBuf,
     },
+}
+
+/// `btic tap --stage`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TapStageArg {
+    Parse,
+    Deliver,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,33 +263,9 @@ fn manpages(dir: &std::path::Path) -> Result<(), cli::CliError> {
     })
 }
 
-fn main() -> ExitCode {
-    let args = Cli::parse();
-    // The commands that run the pipeline for long get glibc tuned for a small RSS.
-    let pipeline = matches!(
-        args.command,
-        Command::Run { .. } | Command::Demo { .. } | Command::Backfill { .. }
-    );
-    if pipeline {
-        cli::limit_malloc_arenas();
-    }
-    // Only the daemon logs to the pipeline file's `[log] file`: the other commands are run
-    // by a person (or a unit's pre-start check) who reads stderr.
-    let log_file = match &args.command {
-        Command::Run { config } => match cli::open_log_file(config) {
-            Ok(file) => file,
-            Err(e) => {
-                eprintln!("btic: {}", e.message);
-                return ExitCode::from(e.code);
-            }
-        },
-        _ => None,
-    };
-    init_logging(args.log_format, log_file);
-    if pipeline {
-        cli::trim_freed_memory();
-    }
-    let outcome = match args.command {
+/// Runs the command.
+fn dispatch(command: Command) -> Result<(), cli::CliError> {
+    match command {
         Command::Check {
             config,
             offline,
@@ -301,6 +297,18 @@ fn main() -> ExitCode {
             },
         ),
         Command::Status { config, json } => cli::status(&config, json),
+        Command::Tap {
+            config,
+            site,
+            stage,
+        } => {
+            use btic::pipeline::{admin::TapFilter, tap::TapStage};
+            let stage = stage.map(|s| match s {
+                TapStageArg::Parse => TapStage::Parse,
+                TapStageArg::Deliver => TapStage::Deliver,
+            });
+            cli::tap(&config, &TapFilter { site, stage })
+        }
         Command::Replay {
             config,
             destination,
@@ -328,7 +336,36 @@ fn main() -> ExitCode {
             site,
             files,
         } => cli::import(&config, &destination, site.as_deref(), &files),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    // The commands that run the pipeline for long get glibc tuned for a small RSS.
+    let pipeline = matches!(
+        args.command,
+        Command::Run { .. } | Command::Demo { .. } | Command::Backfill { .. }
+    );
+    if pipeline {
+        cli::limit_malloc_arenas();
+    }
+    // Only the daemon logs to the pipeline file's `[log] file`: the other commands are run
+    // by a person (or a unit's pre-start check) who reads stderr.
+    let log_file = match &args.command {
+        Command::Run { config } => match cli::open_log_file(config) {
+            Ok(file) => file,
+            Err(e) => {
+                eprintln!("btic: {}", e.message);
+                return ExitCode::from(e.code);
+            }
+        },
+        _ => None,
     };
+    init_logging(args.log_format, log_file);
+    if pipeline {
+        cli::trim_freed_memory();
+    }
+    let outcome = dispatch(args.command);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

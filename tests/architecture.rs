@@ -35,6 +35,7 @@ const FLOORS: [(&str, &[&str]); 4] = [
             "routes",
             "schedule",
             "settle",
+            "tap",
             "worker",
         ],
     ),

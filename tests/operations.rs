@@ -156,6 +156,66 @@ async fn a_drained_queue_reads_zero_and_the_lag_grows_while_the_appliance_is_awa
         "no last-success timestamp"
     );
 
+    // `btic tap` shows sessions passing parse and deliver: a backfill of the day sends
+    // them through again while it listens.
+    let (events, tap) = tap_events(&config);
+    let to = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    let from = to - chrono::TimeDelta::days(2);
+    let backfill = btic()
+        .args([
+            "backfill",
+            "--site",
+            "sim",
+            "--destination",
+            "lite",
+            "--yes",
+            "--config",
+        ])
+        .arg(&config)
+        .args(["--from", &from.to_rfc3339(), "--to", &to.to_rfc3339()])
+        .output()
+        .unwrap();
+    assert!(backfill.status.success(), "{backfill:?}");
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let passed = |seen: &[serde_json::Value], stage: &str| {
+        seen.iter()
+            .filter(|e| {
+                e["stage"] == stage && e["lsid"].as_str().is_some_and(|l| truth.contains_key(l))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while passed(&seen, "parse") < truth.len() || passed(&seen, "deliver") < truth.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(line) => seen.push(serde_json::from_str(&line).expect("a JSON line")),
+            Err(_) => break,
+        }
+    }
+    drop(tap);
+    println!(
+        "tap: {} events, the first: {}",
+        seen.len(),
+        seen.first().map(ToString::to_string).unwrap_or_default()
+    );
+    assert!(
+        passed(&seen, "parse") >= truth.len(),
+        "parse events: {seen:?}"
+    );
+    assert!(
+        passed(&seen, "deliver") >= truth.len(),
+        "deliver events: {seen:?}"
+    );
+    let delivered = seen.iter().find(|e| e["stage"] == "deliver").unwrap();
+    assert_eq!(delivered["destination"], "lite");
+    assert_eq!(delivered["outcome"], "delivered");
+    let parsed = seen.iter().find(|e| e["stage"] == "parse").unwrap();
+    assert_eq!(parsed["destinations"], serde_json::json!(["lite"]));
+    assert!(
+        parsed["bytes"].as_u64().is_some_and(|b| b > 100),
+        "{parsed}"
+    );
+
     // The appliance goes away: the lag keeps growing with the clock, the last success
     // stays where it was.
     drop(sim);
@@ -171,8 +231,65 @@ async fn a_drained_queue_reads_zero_and_the_lag_grows_while_the_appliance_is_awa
     );
     assert_eq!(last_success(&during), last_success(&before));
 
-    let (code, _) = daemon.terminate();
+    // A tap still listening does not hold the daemon's stop up, and ends with it.
+    let (_, mut tap) = tap_events(&config);
+    let (code, took) = daemon.terminate();
     assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(15),
+        "the daemon took {took:?} to stop"
+    );
+    let ended = (0..500).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        tap.0.try_wait().unwrap()
+    });
+    assert!(
+        ended.is_some_and(|s| s.success()),
+        "btic tap did not end with the daemon: {ended:?}"
+    );
+}
+
+/// A running `btic tap --config`, killed when dropped.
+struct Tap(std::process::Child);
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `btic tap` on the daemon of `config` and returns its lines as they come, once
+/// it says it is tapping.
+fn tap_events(config: &Path) -> (std::sync::mpsc::Receiver<String>, Tap) {
+    use std::io::BufRead;
+    let mut child = btic()
+        .args(["tap", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    assert!(
+        said.starts_with("tapping http://127.0.0.1:"),
+        "btic tap said {said:?}"
+    );
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, Tap(child))
 }
 
 /// A simulator holding far more than a 64 MiB state file system can take, a PostgreSQL

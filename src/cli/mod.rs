@@ -12,6 +12,7 @@ mod notify;
 mod simulate;
 mod state;
 mod status_text;
+mod tap;
 
 pub use arenas::{limit_malloc_arenas, trim_freed_memory};
 pub use backfill::{BackfillArgs, backfill};
@@ -23,6 +24,7 @@ pub use inspect::inspect;
 pub use notify::notify_test;
 pub use simulate::{SimulateArgs, simulate};
 pub use state::{dead_letter_discard, dead_letter_list, dead_letter_show, replay, status};
+pub use tap::tap;
 
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]

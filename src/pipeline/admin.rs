@@ -8,16 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 use super::backfill::{BackfillRequest, Backfills, Progress};
 use super::items::{DeliverItem, DownloadTask, FetchTask, FetchedBody, Rejected};
 use super::status::Status;
+use super::tap::{self, TapEvent, TapStage};
 use crate::config::Config;
 use crate::queue::{DeadLetter, DeadLetterFilter, DeadLetterItem, ItemId, Queue, QueueError};
 
@@ -225,22 +228,31 @@ struct AdminState {
     queue: Queue,
     config: Arc<Config>,
     backfills: Arc<Backfills>,
+    /// Cancelled when the listener stops: endless answers (the tap) end then.
+    stop: CancellationToken,
 }
 
 /// The admin routes, to be merged into the metrics router.
-pub fn router(queue: Queue, config: Arc<Config>, backfills: Arc<Backfills>) -> Router {
+pub fn router(
+    queue: Queue,
+    config: Arc<Config>,
+    backfills: Arc<Backfills>,
+    stop: CancellationToken,
+) -> Router {
     Router::new()
         .route("/admin/status", get(status_handler))
         .route("/admin/dead-letters", get(list_handler))
         .route("/admin/dead-letters/{id}", get(show_handler))
         .route("/admin/replay", post(replay_handler))
         .route("/admin/discard", post(discard_handler))
+        .route("/admin/tap", get(tap_handler))
         .route("/admin/backfill", post(backfill_start_handler))
         .route("/admin/backfill/{id}", get(backfill_progress_handler))
         .with_state(AdminState {
             queue,
             config,
             backfills,
+            stop,
         })
 }
 
@@ -302,6 +314,53 @@ async fn replay_handler(
     axum::Json(request): axum::Json<ReplayRequest>,
 ) -> Response {
     counted("replayed", replay(&s.queue, &request).await)
+}
+
+/// Which of the tap's events `GET /admin/tap` streams.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TapFilter {
+    /// Only this `[[site]]`'s.
+    pub site: Option<String>,
+    /// Only this stage's.
+    pub stage: Option<TapStage>,
+}
+
+impl TapFilter {
+    fn passes(&self, event: &TapEvent) -> bool {
+        self.site.as_ref().is_none_or(|s| *s == event.site)
+            && self.stage.is_none_or(|s| s == event.stage)
+    }
+}
+
+/// `GET /admin/tap[?site=S][&stage=parse|deliver]`: the tap's events from now on, as JSON
+/// Lines, until the daemon stops; a reader that fell behind gets `{"missed": n}`.
+async fn tap_handler(State(s): State<AdminState>, Query(filter): Query<TapFilter>) -> Response {
+    let events = tap::subscribe();
+    let lines = futures::stream::unfold(
+        (events, filter, s.stop),
+        |(mut events, filter, stop)| async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    event = events.recv() => event,
+                };
+                let line = match event {
+                    Ok(event) if filter.passes(&event) => serde_json::to_string(&event)
+                        .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string()),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => json!({ "missed": n }).to_string(),
+                    Err(RecvError::Closed) => return None,
+                };
+                let chunk = Ok::<_, std::convert::Infallible>(format!("{line}\n"));
+                return Some((chunk, (events, filter, stop)));
+            }
+        },
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 async fn discard_handler(
@@ -488,5 +547,23 @@ impl Admin {
             queue.close().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tap_filter_passes_its_site_and_stage_only() {
+        let event = TapEvent::session_delivered("main", "a", "pg", None);
+        let filter = |site: Option<&str>, stage| TapFilter {
+            site: site.map(str::to_string),
+            stage,
+        };
+        assert!(filter(None, None).passes(&event));
+        assert!(filter(Some("main"), Some(TapStage::Deliver)).passes(&event));
+        assert!(!filter(Some("other"), None).passes(&event));
+        assert!(!filter(None, Some(TapStage::Parse)).passes(&event));
     }
 }

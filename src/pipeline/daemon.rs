@@ -263,19 +263,20 @@ fn serve(
             gauges.publish().await;
         })
     });
+    let server_stop = CancellationToken::new();
     let mut router = metrics::router(handle, shared.health.clone(), Some(refresh));
     if shared.config.metrics.listen.ip().is_loopback() {
         router = router.merge(admin::router(
             shared.queue.clone(),
             shared.config.clone(),
             backfills,
+            server_stop.clone(),
         ));
     } else {
         tracing::warn!(
             "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
         );
     }
-    let server_stop = CancellationToken::new();
     let stop = server_stop.clone();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router)

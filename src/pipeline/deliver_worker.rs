@@ -15,6 +15,7 @@ use super::handoff::{Finished, HandOff, Step};
 use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::reachability::Reachability;
 use super::settle::{Failed, Retry, Settled, settle};
+use super::tap::{self, TapEvent};
 use super::worker::{self, Progress, Worker};
 use crate::config::{Destination, DestinationKind, RetryPolicy, Secret, SqlDestination};
 use crate::deliver::files::{FilesError, FilesSink};
@@ -28,6 +29,8 @@ use crate::queue::{Claimed, Packed, Queue, Ticket};
 /// of them have to go on alone).
 struct SqlClaim {
     ticket: Ticket,
+    /// The `[[site]]` its sessions came from.
+    site: String,
     lane: Lane,
     lsids: Vec<String>,
     bundle: Option<Bundle>,
@@ -271,6 +274,7 @@ impl DeliverWorker {
             // Nothing is created: the batch's items only finish, each in its own lane.
             let mut finished = HandOff::finishing();
             let mut tally = Tally::default();
+            let mut tapped = Vec::new();
             for claim in claims {
                 let outcomes: Vec<_> = results.by_ref().take(claim.lsids.len()).collect();
                 let count = claim.lsids.len();
@@ -280,6 +284,11 @@ impl DeliverWorker {
                         None => Finished::Session,
                     };
                     finished.finish(&claim.lane, Step::Item(claim.ticket.id()), how);
+                    if tap::listening() {
+                        tapped.extend(claim.lsids.iter().map(|lsid| {
+                            TapEvent::session_delivered(&claim.site, lsid, name, None)
+                        }));
+                    }
                     done.push(claim.ticket);
                     tally.ok += count as u64;
                     continue;
@@ -292,9 +301,10 @@ impl DeliverWorker {
             }
             if !done.is_empty() {
                 self.reachability.set(name, None);
-                if let Err(e) = finished.commit(&self.queue, done).await {
+                match finished.commit(&self.queue, done).await {
+                    Ok(_) => tap::publish(tapped),
                     // Not recorded as delivered: the sessions come again, harmlessly.
-                    tracing::error!("deliver/{name}: recording a delivered batch: {e}");
+                    Err(e) => tracing::error!("deliver/{name}: recording a delivered batch: {e}"),
                 }
             }
             metrics::delivered(name, "ok", tally.ok, started.elapsed());
@@ -333,14 +343,19 @@ impl DeliverWorker {
                 },
             };
             let lane = item.lane();
-            let (host, sessions, bundle) = match item {
-                DeliverItem::Session { host, session, .. } => (host, vec![*session], None),
+            let (site, host, sessions, bundle) = match item {
+                DeliverItem::Session {
+                    site,
+                    host,
+                    session,
+                    ..
+                } => (site, host, vec![*session], None),
                 DeliverItem::Sessions {
                     site,
                     host,
                     sessions,
                     lane,
-                } => (host, sessions, Some((site, lane))),
+                } => (site.clone(), host, sessions, Some((site, lane))),
                 other => {
                     let reason =
                         format!("{} cannot go to SQL destination {name:?}", other.describe());
@@ -363,6 +378,7 @@ impl DeliverWorker {
             });
             claims.push(SqlClaim {
                 ticket,
+                site,
                 lane,
                 lsids,
                 bundle,
@@ -385,10 +401,16 @@ impl DeliverWorker {
         let name = &self.destination.name;
         let SqlClaim {
             ticket,
+            site,
             lane,
             lsids,
             bundle,
         } = claim;
+        // Each session's own outcome; the item's settlement follows.
+        tap::publish(lsids.iter().zip(outcomes).map(|(lsid, outcome)| {
+            let error = outcome.as_ref().err().map(ToString::to_string);
+            TapEvent::session_delivered(&site, lsid, name, error)
+        }));
         let count = lsids.len();
         let errors: Vec<(usize, &SqlError)> = outcomes
             .iter()
@@ -525,6 +547,16 @@ impl DeliverWorker {
         };
         let mut finished = HandOff::new(&lane, Step::Item(ticket.id()));
         finished.finish(&lane, Step::Item(ticket.id()), how);
+        let tapped = tap::listening().then(|| item.clone());
+        let tap_outcome = |error: Option<&str>| {
+            if let Some(item) = &tapped {
+                tap::publish(TapEvent::item_delivered(
+                    item,
+                    &self.destination.name,
+                    error,
+                ));
+            }
+        };
         let sink2 = sink.clone();
         // What went wrong and whether it may pass: the write's own error, or the writing
         // thread's end (a panic), which a later attempt may not repeat.
@@ -541,6 +573,7 @@ impl DeliverWorker {
                     }
                     metrics::delivered(&self.destination.name, "ok", 1, started.elapsed());
                     metrics::stage_progress("deliver", 1, 1, started.elapsed());
+                    tap_outcome(None);
                 }
                 Err(e) => tracing::error!(
                     "deliver/{}: recording a delivery: {e}",
@@ -552,6 +585,7 @@ impl DeliverWorker {
                     self.reachability
                         .set(&self.destination.name, Some(error.clone()));
                 }
+                tap_outcome(Some(&error));
                 let reason = format!("{what}: {error}");
                 self.finish_failed(ticket, &reason, retryable, &lane).await;
             }

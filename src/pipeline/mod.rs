@@ -5,7 +5,8 @@
 //! 1. **vocabulary** — what the stages share: the items that travel (`items`), how a step
 //!    hands work on (`handoff`) and settles a failure (`settle`), where data goes
 //!    (`routes`), when schedules are due (`schedule`), the disk budget's gate (`budget`),
-//!    whether destinations answer (`reachability`) and the one worker loop (`worker`);
+//!    whether destinations answer (`reachability`), the one worker loop (`worker`) and
+//!    the live view of sessions passing the stages (`tap`);
 //! 2. **stages** — one worker per stage, each knowing only the vocabulary:
 //!    `fetch_worker`, `parse_worker`, `download_worker`, `deliver_worker`;
 //! 3. **assembly** — what starts and drives the stages: `stages` (starting the workers),
@@ -23,6 +24,7 @@ pub mod reachability;
 pub mod routes;
 pub mod schedule;
 pub mod settle;
+pub mod tap;
 pub mod worker;
 
 // 2. stages

@@ -26,6 +26,7 @@ use super::items::{
     BUNDLE_SESSIONS, DeliverItem, DownloadTask, FETCHED, FetchTask, FetchedBody, Lane, REJECTED,
     Rejected, borrowed, deliver_queue, download_queue, fetch_queue, request_metadata,
 };
+use super::tap::{self, TapEvent};
 use super::worker::{self, Progress, Worker};
 use crate::config::Config;
 use crate::fetch::Selection;
@@ -148,6 +149,8 @@ struct BodyCounts {
     created: u64,
     /// Items created by this run of it.
     pushed: u64,
+    /// The tap's events of the chunk in hand, published once it is handed on.
+    tapped: Vec<TapEvent>,
 }
 
 /// Parses one fetched body and hands its records on in chunks, then settles the body:
@@ -196,6 +199,7 @@ async fn parse_one(
                 counts.created = step.created();
                 step.put_state(&key, &counts.handed_on)?;
                 step.commit(queue, Vec::new()).await?;
+                tap::publish(std::mem::take(&mut counts.tapped));
             }
             Chunk::Root(r) => root = r,
             Chunk::Fatal(reason) => fatal = Some(reason),
@@ -242,6 +246,14 @@ async fn hand_on(
         match outcome {
             Ok(Parsed::Session(s)) => {
                 counts.parsed += 1;
+                if tap::listening() {
+                    let to = match s.session.is_closed() {
+                        true => &item.routes.sessions,
+                        false => &item.routes.in_progress,
+                    };
+                    let event = TapEvent::parsed(&item.site, &s.session, s.raw.len(), to);
+                    counts.tapped.push(event);
+                }
                 route(step, &mut bundles, item, s, root, shapes)?
             }
             Ok(Parsed::Presentation(p)) => {
