@@ -19,16 +19,7 @@ pub fn healthcheck(config: Option<&Path>) -> Result<(), CliError> {
         None => defaults::METRICS_LISTEN,
     };
     let url = format!("http://{}/healthz", reachable(listen));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|e| CliError::failed(format!("{url}: {e}")))?;
+    super::ask_daemon(&url, Some(TIMEOUT), async |client| {
         let response = client
             .get(&url)
             .send()

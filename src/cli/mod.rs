@@ -26,6 +26,27 @@ pub use simulate::{SimulateArgs, simulate};
 pub use state::{dead_letter_discard, dead_letter_list, dead_letter_show, replay, status};
 pub use tap::tap;
 
+/// Runs `ask` with an HTTP client for this machine's daemon (never through a proxy; at
+/// most `timeout` a request when given) on a single-threaded runtime.
+fn ask_daemon<T>(
+    url: &str,
+    timeout: Option<std::time::Duration>,
+    ask: impl AsyncFnOnce(reqwest::Client) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
+    let mut client = reqwest::Client::builder().no_proxy();
+    if let Some(timeout) = timeout {
+        client = client.timeout(timeout);
+    }
+    let client = client
+        .build()
+        .map_err(|e| CliError::failed(format!("{url}: {e}")))?;
+    runtime.block_on(ask(client))
+}
+
 /// A command's failure: a one-line reason and the process exit code.
 #[derive(Debug)]
 pub struct CliError {

@@ -25,15 +25,7 @@ pub fn tap(path: &Path, filter: &TapFilter) -> Result<(), CliError> {
         return Err(CliError::config(format!("no site named {site:?}")));
     }
     let url = format!("http://{listen}/admin/tap");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| CliError::failed(format!("{url}: {e}")))?;
+    super::ask_daemon(&url, None, async |client| {
         let response = client
             .get(&url)
             .query(filter)
