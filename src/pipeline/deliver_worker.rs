@@ -547,15 +547,10 @@ impl DeliverWorker {
         };
         let mut finished = HandOff::new(&lane, Step::Item(ticket.id()));
         finished.finish(&lane, Step::Item(ticket.id()), how);
-        let tapped = tap::listening().then(|| item.clone());
-        let tap_outcome = |error: Option<&str>| {
-            if let Some(item) = &tapped {
-                tap::publish(TapEvent::item_delivered(
-                    item,
-                    &self.destination.name,
-                    error,
-                ));
-            }
+        // The tap's events, built before the item goes to the writing thread.
+        let tapped = match tap::listening() {
+            true => TapEvent::item_delivered(&item, &self.destination.name),
+            false => Vec::new(),
         };
         let sink2 = sink.clone();
         // What went wrong and whether it may pass: the write's own error, or the writing
@@ -573,7 +568,7 @@ impl DeliverWorker {
                     }
                     metrics::delivered(&self.destination.name, "ok", 1, started.elapsed());
                     metrics::stage_progress("deliver", 1, 1, started.elapsed());
-                    tap_outcome(None);
+                    tap::publish(tapped);
                 }
                 Err(e) => tracing::error!(
                     "deliver/{}: recording a delivery: {e}",
@@ -585,7 +580,7 @@ impl DeliverWorker {
                     self.reachability
                         .set(&self.destination.name, Some(error.clone()));
                 }
-                tap_outcome(Some(&error));
+                tap::publish(tapped.into_iter().map(|e| e.failed(&error)));
                 let reason = format!("{what}: {error}");
                 self.finish_failed(ticket, &reason, retryable, &lane).await;
             }

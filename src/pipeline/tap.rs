@@ -107,10 +107,16 @@ impl TapEvent {
         }
     }
 
-    /// A files destination's item written (or, with `error`, failed): one event per
-    /// session it holds, or one for the item.
-    pub fn item_delivered(item: &DeliverItem, destination: &str, error: Option<&str>) -> Vec<Self> {
-        let error = error.map(str::to_string);
+    /// The same event, for a delivery that failed with `error`.
+    pub fn failed(mut self, error: &str) -> Self {
+        self.outcome = Some("failed".into());
+        self.error = Some(error.to_string());
+        self
+    }
+
+    /// A files destination's item written: one event per session it holds, or one for
+    /// the item.
+    pub fn item_delivered(item: &DeliverItem, destination: &str) -> Vec<Self> {
         let (site, lsids): (&str, Vec<&str>) = match item {
             DeliverItem::Session { site, session, .. } => (site, vec![session.lsid.as_str()]),
             DeliverItem::Sessions { site, sessions, .. } => {
@@ -119,7 +125,7 @@ impl TapEvent {
             DeliverItem::Recording { site, .. }
             | DeliverItem::Backup { site, .. }
             | DeliverItem::Presentation { site, .. } => {
-                let mut event = TapEvent::session_delivered(site, "", destination, error);
+                let mut event = TapEvent::session_delivered(site, "", destination, None);
                 event.lsid = None;
                 event.item = item.describe();
                 return vec![event];
@@ -127,7 +133,7 @@ impl TapEvent {
         };
         lsids
             .into_iter()
-            .map(|lsid| TapEvent::session_delivered(site, lsid, destination, error.clone()))
+            .map(|lsid| TapEvent::session_delivered(site, lsid, destination, None))
             .collect()
     }
 }
@@ -179,7 +185,10 @@ mod tests {
             sessions: vec![session("a"), session("b")],
             lane: Lane::Live,
         };
-        let events = TapEvent::item_delivered(&bundle, "pg", Some("refused"));
+        let events: Vec<TapEvent> = TapEvent::item_delivered(&bundle, "pg")
+            .into_iter()
+            .map(|e| e.failed("refused"))
+            .collect();
         let lsids: Vec<_> = events.iter().map(|e| e.lsid.as_deref()).collect();
         assert_eq!(lsids, [Some("a"), Some("b")]);
         assert!(events.iter().all(|e| e.outcome.as_deref() == Some("failed")
