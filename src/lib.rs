@@ -5,6 +5,7 @@
 pub mod appliance;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod durable;
 pub mod fetch;

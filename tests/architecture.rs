@@ -59,7 +59,7 @@ const FLOORS: [(&str, &[&str]); 4] = [
             "status",
         ],
     ),
-    ("process", &["admin", "daemon"]),
+    ("process", &["access", "admin", "daemon"]),
 ];
 
 /// The floor whose files may not import each other.

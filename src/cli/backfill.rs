@@ -21,9 +21,7 @@ use crate::pipeline::admin::Admin;
 use crate::pipeline::backfill::{self, BackfillRequest, Progress, Summary};
 use crate::pipeline::budget::DiskBudget;
 use crate::pipeline::daemon::spool_dir;
-use crate::pipeline::items::Routes;
 use crate::pipeline::reachability::Reachability;
-use crate::pipeline::routes;
 use crate::pipeline::stages::{self, Scope, Stages};
 
 /// The arguments of `btic backfill`.
@@ -51,9 +49,6 @@ const ASK_ABOVE_HOURS: f64 = 1.0;
 
 /// Checks `args` against `config` and builds the request.
 pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, CliError> {
-    if config.site(&args.site).is_none() {
-        return Err(CliError::config(format!("no site named {:?}", args.site)));
-    }
     let (from, to) = match (&args.from, &args.to, args.lsids.is_empty()) {
         (Some(f), Some(t), true) => {
             let from = parse_date(f).map_err(|e| CliError::config(format!("--from: {e}")))?;
@@ -88,52 +83,14 @@ pub fn request(config: &Config, args: &BackfillArgs) -> Result<BackfillRequest, 
             }
         }
     }
-    let presentations_wanted = kinds.iter().any(|k| {
-        matches!(
-            k,
-            DataKind::Presentations | DataKind::PresentationRecordings
-        )
-    });
-    if presentations_wanted && !args.lsids.is_empty() {
-        return Err(CliError::config(
-            "presentations are backfilled by range (--from, --to), not by --lsid",
-        ));
-    }
-    let destinations = if args.destinations.is_empty() {
-        let mut all = Vec::new();
-        for t in config.schedules.iter().flat_map(|s| &s.transfers) {
-            if t.site == args.site && !all.contains(&t.destination) {
-                all.push(t.destination.clone());
-            }
-        }
-        all
-    } else {
-        for d in &args.destinations {
-            if config.destination(d).is_none() {
-                return Err(CliError::config(format!("no destination named {d:?}")));
-            }
-        }
-        args.destinations.clone()
-    };
-    let named = !args.destinations.is_empty();
-    let (routes, presentations) = routes::backfill(config, &destinations, &kinds, named)
-        .map_err(|e| CliError::config(e.to_string()))?;
-    let nothing = |r: &Routes| r.sessions.is_empty() && r.recordings.is_empty();
-    if nothing(&routes) && nothing(&presentations) {
-        return Err(CliError::config(format!(
-            "nothing to backfill: no destination takes {} from site {:?} (name one with --destination)",
-            args.data.as_deref().unwrap_or("sessions"),
-            args.site
-        )));
-    }
-    Ok(BackfillRequest {
+    let ask = backfill::Ask {
         site: args.site.clone(),
-        from,
-        to,
+        range: from.zip(to),
         lsids: args.lsids.clone(),
-        routes,
-        presentations,
-    })
+        destinations: args.destinations.clone(),
+        kinds,
+    };
+    BackfillRequest::from_ask(config, &ask).map_err(|e| CliError::config(e.to_string()))
 }
 
 /// `btic backfill`.

@@ -79,7 +79,7 @@ pub fn run(path: &Path) -> Result<(), CliError> {
     }
     runtime()?.block_on(async {
         let shutdown = shutdown_on_signals();
-        daemon::run(config, shutdown)
+        daemon::run(config, shutdown, Some(crate::console::router))
             .await
             .map_err(|e| CliError::failed(e.to_string()))
     })
@@ -93,6 +93,15 @@ pub fn demo(listen: Option<SocketAddr>) -> Result<(), CliError> {
     if let Some(listen) = listen {
         config.metrics.listen = listen;
     }
+    // Another host may reach a wildcard or outside listener: the console then needs a
+    // token, made up for this run and printed below.
+    let token = (!crate::pipeline::access::is_loopback(config.metrics.listen.ip())).then(|| {
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        config.console.token = Some(crate::config::SecretSource::Plain(
+            crate::config::Secret::new(token.clone()),
+        ));
+        token
+    });
     let ca_path = config
         .sites
         .first()
@@ -127,11 +136,18 @@ pub fn demo(listen: Option<SocketAddr>) -> Result<(), CliError> {
             "  metrics              http://{}/metrics",
             config.metrics.listen
         );
+        let console = crate::pipeline::access::local_address(config.metrics.listen);
+        match &token {
+            Some(token) => println!(
+                "  console              http://{console}/  (from other hosts: token {token})"
+            ),
+            None => println!("  console              http://{console}/"),
+        }
         println!(
             "  status               btic status --config pipelines/demo.toml  (in another terminal)"
         );
         println!("  stop                 Ctrl-C");
-        let outcome = daemon::run(config, shutdown).await;
+        let outcome = daemon::run(config, shutdown, Some(crate::console::router)).await;
         simulator.shutdown().await;
         outcome.map_err(|e| CliError::failed(e.to_string()))
     })

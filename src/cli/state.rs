@@ -86,7 +86,11 @@ fn act_on_dead_letters(
         {
             return Err(CliError::config(format!("no destination named {d:?}")));
         }
-        let request = ReplayRequest { id, destination };
+        let request = ReplayRequest {
+            id,
+            destination,
+            queue: None,
+        };
         let n = match action {
             Action::Replay => admin.replay(&request).await,
             Action::Discard => admin.discard(&request).await,

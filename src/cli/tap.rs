@@ -13,12 +13,7 @@ use crate::pipeline::admin::TapFilter;
 /// (exit 0), the reader goes away, or Ctrl-C.
 pub fn tap(path: &Path, filter: &TapFilter) -> Result<(), CliError> {
     let config = super::daemon::load(path)?;
-    let listen = config.metrics.listen;
-    if !listen.ip().is_loopback() {
-        return Err(CliError::failed(format!(
-            "the tap is part of the admin API, which answers only on a loopback listener; metrics.listen is {listen}"
-        )));
-    }
+    let listen = crate::pipeline::access::local_address(config.metrics.listen);
     if let Some(site) = &filter.site
         && config.sites.iter().all(|s| s.name != *site)
     {

@@ -13,6 +13,8 @@ const DAY: u64 = 86_400;
 pub const START_FROM: Duration = Duration::from_secs(7 * DAY);
 /// `metrics.listen`: loopback, so the admin API answers this host only.
 pub const METRICS_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464));
+/// `console.enabled`: the console is served (to loopback peers unless a token is set).
+pub const CONSOLE_ENABLED: bool = true;
 /// `pipeline.overlap`: late writers' time.
 pub const OVERLAP: Duration = Duration::from_secs(15 * MINUTE);
 /// `pipeline.settle_lag`: a window ends this much before appliance-now.
@@ -56,6 +58,7 @@ pub fn documented() -> Vec<(&'static str, String)> {
     vec![
         ("start_from", duration(START_FROM)),
         ("metrics.listen", format!("`{METRICS_LISTEN}`")),
+        ("console.enabled", CONSOLE_ENABLED.to_string()),
         ("pipeline.overlap", duration(OVERLAP)),
         ("pipeline.settle_lag", duration(SETTLE_LAG)),
         ("pipeline.max_window", duration(MAX_WINDOW)),

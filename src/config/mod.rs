@@ -37,6 +37,8 @@ pub struct Config {
     pub start_from: StartFrom,
     /// The metrics, health and admin listener.
     pub metrics: MetricsConfig,
+    /// The operator's console on that listener (`[console]`).
+    pub console: ConsoleConfig,
     /// Windowing and retry settings shared by all transfers.
     pub pipeline: PipelineConfig,
     /// The appliances to read from.
@@ -67,6 +69,16 @@ pub enum StartFrom {
 pub struct MetricsConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz` and the admin API. Default `127.0.0.1:9464`.
     pub listen: SocketAddr,
+}
+
+/// `[console]`: the operator's console at `/` on the metrics listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Whether the console is served. Default true.
+    pub enabled: bool,
+    /// With a token, peers other than loopback may use the console and the admin API
+    /// when they present it; without one, only loopback peers may. Default none.
+    pub token: Option<SecretSource>,
 }
 
 /// `[pipeline]`.
@@ -773,6 +785,8 @@ pub struct ResolvedSecrets {
     pub urls: std::collections::BTreeMap<String, Secret>,
     /// The secrets of each notifier, by name.
     pub notifiers: std::collections::BTreeMap<String, NotifierSecrets>,
+    /// `console.token`, when set.
+    pub console_token: Option<Secret>,
 }
 
 /// A notifier's secrets, read.

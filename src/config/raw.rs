@@ -12,6 +12,7 @@ pub(crate) struct RawConfig {
     pub state_dir: String,
     pub start_from: Option<String>,
     pub metrics: Option<RawMetrics>,
+    pub console: Option<RawConsole>,
     pub pipeline: Option<RawPipeline>,
     #[serde(default)]
     pub site: Vec<RawSite>,
@@ -28,6 +29,13 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMetrics {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConsole {
+    pub enabled: Option<bool>,
+    pub token: Option<RawSecret>,
 }
 
 #[derive(Debug, Deserialize)]

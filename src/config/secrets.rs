@@ -65,5 +65,8 @@ pub(super) fn resolve_secrets(config: &Config) -> (ResolvedSecrets, Vec<ConfigEr
         }
         out.notifiers.insert(n.name.clone(), read);
     }
+    if let Some(token) = &config.console.token {
+        out.console_token = resolve("console.token".to_string(), token);
+    }
     (out, errors)
 }

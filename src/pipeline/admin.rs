@@ -17,11 +17,13 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::access::Access;
 use super::backfill::{BackfillRequest, Backfills, Progress};
 use super::items::{DeliverItem, DownloadTask, FetchTask, FetchedBody, Rejected};
 use super::status::Status;
 use super::tap::{self, TapEvent, TapStage};
-use crate::config::Config;
+use crate::config::{Config, ResolvedSecrets};
+use crate::metrics::Health;
 use crate::queue::{DeadLetter, DeadLetterFilter, DeadLetterItem, ItemId, Queue, QueueError};
 
 /// What `btic replay` and `btic dead-letter discard` ask for.
@@ -31,6 +33,10 @@ pub struct ReplayRequest {
     pub id: Option<u64>,
     /// Only dead letters of this destination.
     pub destination: Option<String>,
+    /// Only dead letters of this queue (`fetch/<site>`, `rejected`, ...), when no
+    /// destination is given.
+    #[serde(default)]
+    pub queue: Option<String>,
 }
 
 /// A failed admin operation.
@@ -184,10 +190,11 @@ pub fn item_json(item: &DeadLetterItem) -> Value {
 }
 
 fn filter(request: &ReplayRequest) -> DeadLetterFilter {
-    match (request.id, &request.destination) {
-        (Some(id), _) => DeadLetterFilter::Id(ItemId(id)),
-        (None, Some(d)) => DeadLetterFilter::Queue(super::items::deliver_queue(d)),
-        (None, None) => DeadLetterFilter::All,
+    match (request.id, &request.destination, &request.queue) {
+        (Some(id), _, _) => DeadLetterFilter::Id(ItemId(id)),
+        (None, Some(d), _) => DeadLetterFilter::Queue(super::items::deliver_queue(d)),
+        (None, None, Some(q)) => DeadLetterFilter::Queue(q.clone()),
+        (None, None, None) => DeadLetterFilter::All,
     }
 }
 
@@ -223,22 +230,27 @@ pub async fn discard(queue: &Queue, request: &ReplayRequest) -> Result<u64, Queu
     Ok(discarded)
 }
 
-#[derive(Clone)]
-struct AdminState {
-    queue: Queue,
-    config: Arc<Config>,
-    backfills: Arc<Backfills>,
+/// What the admin API, and the console mounted beside it, work with.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The queue database.
+    pub queue: Queue,
+    /// The pipeline file the daemon runs.
+    pub config: Arc<Config>,
+    /// Its secrets, read at the start.
+    pub secrets: Arc<ResolvedSecrets>,
+    /// The backfill jobs.
+    pub backfills: Arc<Backfills>,
+    /// Who may use the listener.
+    pub access: Arc<Access>,
+    /// The daemon's health and readiness.
+    pub health: Arc<Health>,
     /// Cancelled when the listener stops: endless answers (the tap) end then.
-    stop: CancellationToken,
+    pub stop: CancellationToken,
 }
 
 /// The admin routes, to be merged into the metrics router.
-pub fn router(
-    queue: Queue,
-    config: Arc<Config>,
-    backfills: Arc<Backfills>,
-    stop: CancellationToken,
-) -> Router {
+pub fn router(context: Context) -> Router {
     Router::new()
         .route("/admin/status", get(status_handler))
         .route("/admin/dead-letters", get(list_handler))
@@ -248,18 +260,13 @@ pub fn router(
         .route("/admin/tap", get(tap_handler))
         .route("/admin/backfill", post(backfill_start_handler))
         .route("/admin/backfill/{id}", get(backfill_progress_handler))
-        .with_state(AdminState {
-            queue,
-            config,
-            backfills,
-            stop,
-        })
+        .with_state(context)
 }
 
 /// `POST /admin/backfill` with a `BackfillRequest`: starts (or joins) the job and
 /// answers `{"job": id}`.
 async fn backfill_start_handler(
-    State(s): State<AdminState>,
+    State(s): State<Context>,
     axum::Json(request): axum::Json<BackfillRequest>,
 ) -> Response {
     match s.backfills.start(request) {
@@ -269,10 +276,7 @@ async fn backfill_start_handler(
 }
 
 /// `GET /admin/backfill/{id}`: the job's `Progress`.
-async fn backfill_progress_handler(
-    State(s): State<AdminState>,
-    Path(id): Path<String>,
-) -> Response {
+async fn backfill_progress_handler(State(s): State<Context>, Path(id): Path<String>) -> Response {
     match s.backfills.progress(&id).await {
         Ok(p) => axum::Json(p).into_response(),
         Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
@@ -283,7 +287,7 @@ fn failure(e: impl std::fmt::Display, code: StatusCode) -> Response {
     (code, e.to_string()).into_response()
 }
 
-async fn status_handler(State(s): State<AdminState>) -> Response {
+async fn status_handler(State(s): State<Context>) -> Response {
     // The budgets as the clients count them now, not as last written.
     if let Err(e) = super::accounts::record_all(&s.queue, &s.backfills.fetchers).await {
         return failure(e, StatusCode::INTERNAL_SERVER_ERROR);
@@ -294,14 +298,14 @@ async fn status_handler(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn list_handler(State(s): State<AdminState>) -> Response {
+async fn list_handler(State(s): State<Context>) -> Response {
     match s.queue.dead_letters(DeadLetterFilter::All).await {
         Ok(list) => axum::Json(list.iter().map(letter_json).collect::<Vec<_>>()).into_response(),
         Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 
-async fn show_handler(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
+async fn show_handler(State(s): State<Context>, Path(id): Path<u64>) -> Response {
     match s.queue.dead_letter_show(ItemId(id)).await {
         Ok(item) => axum::Json(item_json(&item)).into_response(),
         Err(e @ QueueError::DeadLetterNotFound { .. }) => failure(e, StatusCode::NOT_FOUND),
@@ -310,7 +314,7 @@ async fn show_handler(State(s): State<AdminState>, Path(id): Path<u64>) -> Respo
 }
 
 async fn replay_handler(
-    State(s): State<AdminState>,
+    State(s): State<Context>,
     axum::Json(request): axum::Json<ReplayRequest>,
 ) -> Response {
     counted("replayed", replay(&s.queue, &request).await)
@@ -326,7 +330,8 @@ pub struct TapFilter {
 }
 
 impl TapFilter {
-    fn passes(&self, event: &TapEvent) -> bool {
+    /// Whether `event` is of the site and stage asked for.
+    pub fn passes(&self, event: &TapEvent) -> bool {
         self.site.as_ref().is_none_or(|s| *s == event.site)
             && self.stage.is_none_or(|s| s == event.stage)
     }
@@ -334,7 +339,7 @@ impl TapFilter {
 
 /// `GET /admin/tap[?site=S][&stage=parse|deliver]`: the tap's events from now on, as JSON
 /// Lines, until the daemon stops; a reader that fell behind gets `{"missed": n}`.
-async fn tap_handler(State(s): State<AdminState>, Query(filter): Query<TapFilter>) -> Response {
+async fn tap_handler(State(s): State<Context>, Query(filter): Query<TapFilter>) -> Response {
     let events = tap::subscribe();
     let lines = futures::stream::unfold(
         (events, filter, s.stop),
@@ -364,7 +369,7 @@ async fn tap_handler(State(s): State<AdminState>, Query(filter): Query<TapFilter
 }
 
 async fn discard_handler(
-    State(s): State<AdminState>,
+    State(s): State<Context>,
     axum::Json(request): axum::Json<ReplayRequest>,
 ) -> Response {
     counted("discarded", discard(&s.queue, &request).await)
@@ -391,8 +396,9 @@ pub enum Admin {
 impl Admin {
     /// Asks the daemon first; opens the state directory if none answers.
     pub async fn connect(config: Arc<Config>) -> Result<Admin, AdminError> {
-        let addr = config.metrics.listen;
+        let addr = super::access::local_address(config.metrics.listen);
         let client = reqwest::Client::builder()
+            .no_proxy()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -400,7 +406,7 @@ impl Admin {
                 addr,
                 reason: e.to_string(),
             })?;
-        if addr.ip().is_loopback() {
+        if super::access::is_loopback(addr.ip()) {
             let probe = client
                 .get(format!("http://{addr}/admin/status"))
                 .send()

@@ -49,7 +49,7 @@ use super::fetch_worker::{FetchError, FetchStage, FetchSummary};
 use super::handoff::Finished;
 use super::items::{Lane, Routes};
 use crate::appliance::WindowBy;
-use crate::config::PipelineConfig;
+use crate::config::{Config, DataKind, PipelineConfig};
 use crate::fetch::plan::{Sizing, Window};
 use crate::keys;
 use crate::model::Report;
@@ -94,6 +94,126 @@ impl BackfillRequest {
         let mut hash = Sha256::new();
         hash.update(serde_json::to_vec(self).unwrap_or_default());
         hex::encode(&hash.finalize()[..8])
+    }
+}
+
+/// What an operator asks a backfill for (`btic backfill`'s arguments, the console's
+/// API tester), before it is checked against the pipeline file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// The `[[site]]`.
+    pub site: String,
+    /// `[from, to)` of the sessions' end times (UNIX seconds), or none for LSIDs.
+    pub range: Option<(i64, i64)>,
+    /// LSIDs instead of a range.
+    pub lsids: Vec<String>,
+    /// Destinations; none: every destination a transfer names for the site.
+    pub destinations: Vec<String>,
+    /// Data kinds: sessions, recordings, presentations, presentation recordings.
+    pub kinds: Vec<DataKind>,
+}
+
+/// Why an [`Ask`] cannot be a backfill.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// It names something the pipeline file does not have.
+    #[error(transparent)]
+    Unknown(#[from] UnknownName),
+    /// Neither a range nor LSIDs, or both, or an empty range.
+    #[error("give a range (--from before --to) or --lsid, not both")]
+    Shape,
+    /// A kind that is not backfilled.
+    #[error(
+        "{0} cannot be backfilled (sessions, recordings, presentations, presentation_recordings)"
+    )]
+    Kind(&'static str),
+    /// Presentations asked for by LSID.
+    #[error("presentations are backfilled by range (--from, --to), not by --lsid")]
+    PresentationsByLsid,
+    /// A named destination cannot take a kind asked for.
+    #[error("{0}")]
+    CannotTake(String),
+    /// No destination takes anything asked for.
+    #[error(
+        "nothing to backfill: no destination takes {kinds} from site {site:?} (name one with --destination)"
+    )]
+    Nothing {
+        /// The kinds asked for.
+        kinds: String,
+        /// The site.
+        site: String,
+    },
+}
+
+impl BackfillRequest {
+    /// Checks `ask` against `config` and makes the request.
+    pub fn from_ask(config: &Config, ask: &Ask) -> Result<BackfillRequest, AskError> {
+        if config.site(&ask.site).is_none() {
+            return Err(UnknownName::Site(ask.site.clone()).into());
+        }
+        match (ask.range, ask.lsids.is_empty()) {
+            (Some((from, to)), true) if from < to => {}
+            (None, false) => {}
+            _ => return Err(AskError::Shape),
+        }
+        if let Some(kind) = ask.kinds.iter().find(|k| {
+            !matches!(
+                k,
+                DataKind::Sessions
+                    | DataKind::Recordings
+                    | DataKind::Presentations
+                    | DataKind::PresentationRecordings
+            )
+        }) {
+            return Err(AskError::Kind(kind.as_str()));
+        }
+        let presentations_wanted = ask.kinds.iter().any(|k| {
+            matches!(
+                k,
+                DataKind::Presentations | DataKind::PresentationRecordings
+            )
+        });
+        if presentations_wanted && !ask.lsids.is_empty() {
+            return Err(AskError::PresentationsByLsid);
+        }
+        let destinations = if ask.destinations.is_empty() {
+            let mut all = Vec::new();
+            for t in config.schedules.iter().flat_map(|s| &s.transfers) {
+                if t.site == ask.site && !all.contains(&t.destination) {
+                    all.push(t.destination.clone());
+                }
+            }
+            all
+        } else {
+            if let Some(d) = ask
+                .destinations
+                .iter()
+                .find(|d| config.destination(d).is_none())
+            {
+                return Err(UnknownName::Destination(d.clone()).into());
+            }
+            ask.destinations.clone()
+        };
+        let named = !ask.destinations.is_empty();
+        let (routes, presentations) =
+            super::routes::backfill(config, &destinations, &ask.kinds, named)
+                .map_err(|e| AskError::CannotTake(e.to_string()))?;
+        let nothing = |r: &Routes| r.sessions.is_empty() && r.recordings.is_empty();
+        if nothing(&routes) && nothing(&presentations) {
+            let kinds: Vec<&str> = ask.kinds.iter().map(|k| k.as_str()).collect();
+            return Err(AskError::Nothing {
+                kinds: kinds.join(","),
+                site: ask.site.clone(),
+            });
+        }
+        Ok(BackfillRequest {
+            site: ask.site.clone(),
+            from: ask.range.map(|(from, _)| from),
+            to: ask.range.map(|(_, to)| to),
+            lsids: ask.lsids.clone(),
+            routes,
+            presentations,
+        })
     }
 }
 
@@ -142,6 +262,9 @@ pub struct Progress {
     pub summary: Option<Summary>,
     /// Why the job stopped, if it failed.
     pub error: Option<String>,
+    /// Whether an operator cancelled it (its summary then counts what got through).
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 /// Why a backfill failed.
@@ -528,6 +651,8 @@ pub struct Backfills {
     pub stop: CancellationToken,
     /// Jobs started by this process: `None` while running or finished, else the error.
     pub jobs: std::sync::Mutex<BTreeMap<String, JobRun>>,
+    /// What cancels each job this process started.
+    pub cancels: std::sync::Mutex<BTreeMap<String, CancellationToken>>,
 }
 
 /// A backfill request names something the pipeline file does not have.
@@ -550,6 +675,8 @@ pub enum JobRun {
     Ended,
     /// Its task failed with this reason.
     Failed(String),
+    /// An operator cancelled it.
+    Cancelled,
 }
 
 impl Backfills {
@@ -576,6 +703,11 @@ impl Backfills {
             }
             jobs.insert(job.clone(), JobRun::Running);
         }
+        let cancel = self.stop.child_token();
+        self.cancels
+            .lock()
+            .expect("backfill cancels lock")
+            .insert(job.clone(), cancel.clone());
         let me = self.clone();
         let id = job.clone();
         tokio::spawn(async move {
@@ -584,7 +716,7 @@ impl Backfills {
                 &fetcher,
                 &me.config.pipeline,
                 &request,
-                &me.stop,
+                &cancel,
                 |_| {},
             )
             .await;
@@ -592,6 +724,20 @@ impl Backfills {
                 Ok(s) => {
                     tracing::info!(job = %id, sessions = s.sessions_delivered, dead_lettered = s.dead_lettered, "backfill finished");
                     JobRun::Ended
+                }
+                Err(BackfillError::Stopped) if !me.stop.is_cancelled() => {
+                    // Cancelled: it asks for nothing more, and its record is closed
+                    // with what got through, so a restart does not resume it. What it
+                    // queued still travels.
+                    match finish(&me.queue, &id, &request, 0).await {
+                        Ok(s) => {
+                            tracing::warn!(job = %id, sessions = s.sessions_delivered, "backfill cancelled")
+                        }
+                        Err(e) => {
+                            tracing::error!(job = %id, "closing the cancelled backfill's record: {e}")
+                        }
+                    }
+                    JobRun::Cancelled
                 }
                 Err(e) => {
                     tracing::warn!(job = %id, "backfill stopped: {e}");
@@ -660,10 +806,26 @@ impl Backfills {
     /// Where `job` stands, with the error if its task failed here.
     pub async fn progress(&self, job: &str) -> Result<Progress, QueueError> {
         let mut p = progress(&self.queue, job).await?;
-        if let Some(JobRun::Failed(e)) = self.jobs.lock().expect("backfill jobs lock").get(job) {
-            p.error = Some(e.clone());
+        match self.jobs.lock().expect("backfill jobs lock").get(job) {
+            Some(JobRun::Failed(e)) => p.error = Some(e.clone()),
+            Some(JobRun::Cancelled) => p.cancelled = true,
+            _ => {}
         }
         Ok(p)
+    }
+
+    /// Cancels `job` if this process runs it: it fetches nothing more; what it queued
+    /// already is still delivered. Returns whether it was running.
+    pub fn cancel(&self, job: &str) -> bool {
+        let running =
+            self.jobs.lock().expect("backfill jobs lock").get(job) == Some(&JobRun::Running);
+        if let Some(token) = self.cancels.lock().expect("backfill cancels lock").get(job)
+            && running
+        {
+            token.cancel();
+            return true;
+        }
+        false
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{self, Access};
 use super::accounts;
 use super::admin::{self, queue_dir};
 use super::backfill::Backfills;
@@ -86,9 +87,18 @@ struct Running {
     server_stop: CancellationToken,
 }
 
+/// What mounts the operator's console beside the admin API (the console lives above
+/// `pipeline`, so the caller hands it in).
+pub type Console = fn(admin::Context) -> axum::Router;
+
 /// Runs the daemon until `shutdown` fires: opens the state, starts everything, waits
-/// for the shutdown (or a disk that refuses a write), drains.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+/// for the shutdown (or a disk that refuses a write), drains. `console` is served at
+/// `/` unless `[console] enabled = false`.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    console: Option<Console>,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let secrets = config.resolve_secrets()?;
     let (queue, spool) = open_state(&config)?;
@@ -109,7 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         budget: DiskBudget::of(&config),
     };
     let stop = CancellationToken::new();
-    let running = start(&shared, &spool, listener, handle, &stop).await?;
+    let running = start(&shared, &spool, (listener, handle, console), &stop).await?;
 
     health.set_ready(true);
     tracing::info!(
@@ -189,8 +199,7 @@ fn open_state(config: &Config) -> Result<(Queue, PathBuf), RunError> {
 async fn start(
     shared: &stages::Shared,
     spool: &Path,
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
+    (listener, handle, console): (tokio::net::TcpListener, PrometheusHandle, Option<Console>),
     stop: &CancellationToken,
 ) -> Result<Running, RunError> {
     let (config, queue, health) = (&shared.config, &shared.queue, &shared.health);
@@ -204,6 +213,7 @@ async fn start(
         fetchers: fetchers.clone(),
         stop: stop.clone(),
         jobs: Default::default(),
+        cancels: Default::default(),
     });
     // The requests of the last hour, as recorded before a restart, still count.
     if let Err(e) = accounts::restore(queue, &fetchers).await {
@@ -219,7 +229,12 @@ async fn start(
     }
     // The gauges are computed at every scrape (and every 5 s for health).
     let gauges = Arc::new(Gauges::new(queue.clone(), config, fetchers.clone()));
-    let (server, server_stop) = serve(shared, listener, handle, gauges.clone(), backfills);
+    let (server, server_stop) = serve(
+        shared,
+        (listener, handle, console),
+        gauges.clone(),
+        backfills,
+    );
     tasks.spawn(update_gauges(
         gauges,
         health.clone(),
@@ -248,12 +263,11 @@ async fn start(
     })
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` and, on loopback, the admin API, until the
-/// returned token is cancelled.
+/// Serves `/metrics`, `/healthz`, `/readyz`, the admin API and the console (the last two
+/// to the peers `access` admits) until the returned token is cancelled.
 fn serve(
     shared: &stages::Shared,
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
+    (listener, handle, console): (tokio::net::TcpListener, PrometheusHandle, Option<Console>),
     gauges: Arc<Gauges>,
     backfills: Arc<Backfills>,
 ) -> (tokio::task::JoinHandle<()>, CancellationToken) {
@@ -264,22 +278,33 @@ fn serve(
         })
     });
     let server_stop = CancellationToken::new();
-    let mut router = metrics::router(handle, shared.health.clone(), Some(refresh));
-    if shared.config.metrics.listen.ip().is_loopback() {
-        router = router.merge(admin::router(
-            shared.queue.clone(),
-            shared.config.clone(),
-            backfills,
-            server_stop.clone(),
-        ));
-    } else {
+    let config = &shared.config;
+    let access = Arc::new(Access::new(shared.secrets.console_token.clone()));
+    let context = admin::Context {
+        queue: shared.queue.clone(),
+        config: config.clone(),
+        secrets: shared.secrets.clone(),
+        backfills,
+        access: access.clone(),
+        health: shared.health.clone(),
+        stop: server_stop.clone(),
+    };
+    let mut router = metrics::router(handle, shared.health.clone(), Some(refresh))
+        .merge(admin::router(context.clone()));
+    if let Some(mount) = console.filter(|_| config.console.enabled) {
+        router = router.merge(mount(context));
+    }
+    if !access::is_loopback(config.metrics.listen.ip()) && !access.has_token() {
         tracing::warn!(
-            "the metrics listener is not on loopback, so the admin API is off; status, replay and dead-letter need the daemon stopped"
+            listen = %config.metrics.listen,
+            "the console and the admin API answer this host (loopback) only: set [console] token to admit other hosts; /metrics, /healthz and /readyz answer everyone"
         );
     }
+    let router = router.layer(axum::middleware::from_fn_with_state(access, access::guard));
     let stop = server_stop.clone();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, service)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
     });

@@ -11,7 +11,8 @@
 //!    `fetch_worker`, `parse_worker`, `download_worker`, `deliver_worker`;
 //! 3. **assembly** — what starts and drives the stages: `stages` (starting the workers),
 //!    `scheduler`, `backfill`, `accounts` (the API budgets), `gauges`, `status`;
-//! 4. **process** — `daemon` (`btic run`) and `admin` (its HTTP API).
+//! 4. **process** — `daemon` (`btic run`), `admin` (its HTTP API) and `access` (who may
+//!    use the listener).
 //!
 //! The state keys every floor reads and writes are in `crate::keys`, below `pipeline`
 //! and `notify` both.
@@ -42,5 +43,6 @@ pub mod stages;
 pub mod status;
 
 // 4. process
+pub mod access;
 pub mod admin;
 pub mod daemon;

@@ -22,8 +22,8 @@ use super::raw::{RawConfig, RawLog, RawSecret};
 use super::secret::{Secret, SecretSource};
 use super::units::{parse_date, parse_duration};
 use super::{
-    Config, ConfigError, ConfigErrors, Destination, LogConfig, MetricsConfig, PipelineConfig,
-    RetryPolicy, Site, StartFrom, host_without_port,
+    Config, ConfigError, ConfigErrors, ConsoleConfig, Destination, LogConfig, MetricsConfig,
+    PipelineConfig, RetryPolicy, Site, StartFrom, host_without_port,
 };
 use destination::build_destination;
 use notify::build_notifier;
@@ -148,6 +148,7 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
         defaults::METRICS_LISTEN
     });
 
+    let console = build_console(&raw, p);
     let pipeline = build_pipeline(&raw, p);
 
     let sites: Vec<Site> = named_list(
@@ -197,6 +198,7 @@ fn build(raw: RawConfig, path: &Path, p: &mut Problems) -> Config {
         state_dir: PathBuf::from(&raw.state_dir),
         start_from,
         metrics: MetricsConfig { listen },
+        console,
         pipeline,
         sites,
         destinations,
@@ -330,6 +332,18 @@ fn build_pipeline(raw: &RawConfig, p: &mut Problems) -> PipelineConfig {
         min_free_bytes: rp
             .and_then(|r| r.min_free_bytes)
             .unwrap_or(defaults::MIN_FREE_BYTES),
+    }
+}
+
+fn build_console(raw: &RawConfig, p: &mut Problems) -> ConsoleConfig {
+    let console = raw.console.as_ref();
+    ConsoleConfig {
+        enabled: console
+            .and_then(|c| c.enabled)
+            .unwrap_or(defaults::CONSOLE_ENABLED),
+        token: console
+            .and_then(|c| c.token.as_ref())
+            .map(|t| secret_source(t, "console.token", p, true)),
     }
 }
 
