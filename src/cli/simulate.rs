@@ -194,6 +194,7 @@ impl SimulateArgs {
             window_faults: WindowFaults {
                 refused: self.refuse_window.clone(),
                 malformed: self.malform_window.clone(),
+                message: None,
             },
             budget: RateBudget {
                 per_second: self.requests_per_second,

@@ -130,6 +130,8 @@ pub struct WindowFaults {
     /// Answered with the report cut off inside a session and closed as if complete, a
     /// body that is not well-formed XML.
     pub malformed: Vec<i64>,
+    /// The refusal's text, when not the usual one (a test of how it is shown).
+    pub message: Option<String>,
 }
 
 /// How the simulator answers a report window without sessions.

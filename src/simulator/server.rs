@@ -224,15 +224,22 @@ impl State {
         *self.window_faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
-    /// Whether a window `[from, to)` is refused (`.0`) or answered malformed (`.1`).
-    fn window_fault(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> (bool, bool) {
+    /// Whether a window `[from, to)` is refused (`.0`, with the refusal's text) or
+    /// answered malformed (`.1`).
+    fn window_fault(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> (Option<String>, bool) {
         let faults = self.window_faults.lock().unwrap_or_else(|e| e.into_inner());
         let hit = |times: &[i64]| {
             times
                 .iter()
                 .any(|t| (from.timestamp()..to.timestamp()).contains(t))
         };
-        (hit(&faults.refused), hit(&faults.malformed))
+        let refused = hit(&faults.refused).then(|| {
+            faults
+                .message
+                .clone()
+                .unwrap_or_else(|| REFUSAL.to_string())
+        });
+        (refused, hit(&faults.malformed))
     }
 
     pub(crate) fn revoke_tokens(&self) {
@@ -453,7 +460,8 @@ async fn like_the_appliance(response: Response) -> Response {
 
 /// `POST /_sim/refusals` with `{"windows": [UNIX, ...], "malformed": [UNIX, ...]}`: the
 /// appliance times whose windows are refused, or answered malformed, from now on (a
-/// missing list is empty). Test rigs only (`--truth`).
+/// missing list is empty); `"message"` replaces the refusal's text. Test rigs only
+/// (`--truth`).
 async fn refusals(
     AxumState(state): AxumState<Arc<State>>,
     axum::Json(body): axum::Json<serde_json::Value>,
@@ -478,7 +486,12 @@ async fn refusals(
         )
             .into_response();
     };
-    state.set_window_faults(WindowFaults { refused, malformed });
+    let message = body["message"].as_str().map(str::to_string);
+    state.set_window_faults(WindowFaults {
+        refused,
+        malformed,
+        message,
+    });
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -920,10 +933,10 @@ fn report_answer(
     };
     let (refused, malformed) = match &selected {
         Selected::Window { from, to, .. } => state.window_fault(*from, *to),
-        Selected::Lsids(_) => (false, false),
+        Selected::Lsids(_) => (None, false),
     };
-    if refused {
-        return error(REFUSAL);
+    if let Some(refusal) = refused {
+        return error(&refusal);
     }
     if selected.slots().is_empty() && state.options.empty_answer == super::EmptyAnswer::Error {
         let text = no_data_text(report, state.options.language);

@@ -113,10 +113,22 @@ impl Sim {
     /// and answer those that contain one of `malformed` with a broken body (appliance
     /// time, UNIX seconds), from now on; `&[], &[]` does neither.
     pub async fn window_faults(&self, refused: &[i64], malformed: &[i64]) {
+        self.refusals(serde_json::json!({ "windows": refused, "malformed": malformed }))
+            .await;
+    }
+
+    /// Makes the simulator refuse every report window that contains one of `refused`
+    /// with `message` as the appliance's text.
+    pub async fn refuse_with(&self, refused: &[i64], message: &str) {
+        self.refusals(serde_json::json!({ "windows": refused, "message": message }))
+            .await;
+    }
+
+    async fn refusals(&self, body: serde_json::Value) {
         let response = self
             .client
             .post(format!("https://{}/_sim/refusals", self.host))
-            .json(&serde_json::json!({ "windows": refused, "malformed": malformed }))
+            .json(&body)
             .send()
             .await
             .unwrap();
