@@ -4,15 +4,13 @@
 //! saved under `target/console-screenshots/`.
 
 mod rig;
-#[path = "skip/mod.rs"]
-mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use rig::{Daemon, Sim, eventually, free_port, pipeline, sqlite_lsids};
+use rig::{Daemon, Sim, eventually, free_port, pipeline, skip, sqlite_lsids};
 use serde_json::json;
 
 /// What the appliance says when it refuses the window: markup a page must show as text.
@@ -298,7 +296,8 @@ async fn the_console_shows_the_daemon_and_its_actions_work_in_a_real_browser() {
         .await
         .unwrap();
     let notice = browser
-        .wait_for_find(Locator::Css("p.notice"))
+        .wait()
+        .for_element(Locator::Css("p.notice"))
         .await
         .unwrap();
     assert!(notice.text().await.unwrap().contains("replayed"));
@@ -349,7 +348,8 @@ async fn api_tester(rig: &Rig, browser: &Client) {
         .await
         .unwrap();
     let moving = browser
-        .wait_for_find(Locator::Css("progress"))
+        .wait()
+        .for_element(Locator::Css("progress"))
         .await
         .unwrap();
     assert!(moving.attr("value").await.unwrap().is_some());
