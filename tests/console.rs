@@ -125,6 +125,18 @@ async fn refused_time(sim: &Sim) -> i64 {
         .expect("a session six hours ago")
 }
 
+/// A SQLite destination `lite` (`btic.sqlite` in `dir`) and the transfer of the
+/// simulator's sessions into it.
+fn sqlite(dir: &Path) -> (String, &'static str) {
+    let destination = format!(
+        "[[destination]]\nname = \"lite\"\ntype = \"sqlite\"\npath = \"{}\"\n",
+        dir.join("btic.sqlite").display()
+    );
+    let transfer =
+        "[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"lite\"\ndata = [\"sessions\"]\n";
+    (destination, transfer)
+}
+
 struct Rig {
     _dir: tempfile::TempDir,
     sim: Sim,
@@ -144,11 +156,7 @@ impl Rig {
         let refused_at = refused_time(&sim).await;
         sim.refuse_with(&[refused_at], HOSTILE).await;
         let db = dir.path().join("btic.sqlite");
-        let destination = format!(
-            "[[destination]]\nname = \"lite\"\ntype = \"sqlite\"\npath = \"{}\"\n",
-            db.display()
-        );
-        let transfer = "[[schedule.transfer]]\nsite = \"sim\"\ndestination = \"lite\"\ndata = [\"sessions\"]\n";
+        let (destination, transfer) = sqlite(dir.path());
         let port = free_port();
         let config = pipeline(dir.path(), &sim, port, &destination, transfer);
         let text = std::fs::read_to_string(&config).unwrap();
@@ -404,4 +412,204 @@ async fn tap(rig: &Rig, browser: &Client, http: &reqwest::Client) {
     .await;
     assert!(passing, "{}", text(browser).await);
     screenshot(browser, "tap").await;
+}
+
+/// A network namespace joined to this one by a veth pair: a peer on another address,
+/// as another host on the network would be. Removed when dropped.
+struct Peer {
+    namespace: String,
+    host_ip: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
+    }
+}
+
+impl Peer {
+    /// `None` (the test skipped) without `ip`, `curl` or the right to make namespaces.
+    fn make(test: &str) -> Option<Peer> {
+        for tool in ["ip", "curl"] {
+            if Command::new(tool).arg("-V").output().is_err() {
+                skip::missing(test, &format!("{tool} is not installed"));
+                return None;
+            }
+        }
+        let n = std::process::id() % 100_000;
+        let (outside, inside) = (format!("btic{n}h"), format!("btic{n}p"));
+        let octet = n % 250 + 1;
+        let host_ip = format!("10.231.{octet}.1");
+        let peer = Peer {
+            namespace: format!("btic-peer-{n}"),
+            host_ip: host_ip.clone(),
+        };
+        let ns = peer.namespace.as_str();
+        let steps: [&[&str]; 7] = [
+            &["netns", "add", ns],
+            &[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ],
+            &["link", "set", &inside, "netns", ns],
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &outside],
+            &["link", "set", &outside, "up"],
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.231.{octet}.2/30"),
+                "dev",
+                &inside,
+            ],
+            &["-n", ns, "link", "set", &inside, "up"],
+        ];
+        for step in steps {
+            let out = Command::new("ip").args(step).output().unwrap();
+            if !out.status.success() {
+                let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                skip::missing(test, &format!("ip {}: {why}", step.join(" ")));
+                return None;
+            }
+        }
+        Some(peer)
+    }
+
+    /// `curl` from the peer: the status code and the body.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.namespace,
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+            ])
+            .args(["-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+/// From another address, with the listener on `0.0.0.0`: without a token the console
+/// and every action are refused while `/metrics` answers; with a token, a request
+/// without it gets 401 and one with it (bearer, or the login form's cookie) is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_needs_the_console_token_and_metrics_stay_open() {
+    let test = "another_host_needs_the_console_token_and_metrics_stay_open";
+    let Some(peer) = Peer::make(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(dir.path(), &["--days", "1", "--sessions-per-day", "50"]);
+    let port = free_port();
+    let (destination, transfer) = sqlite(dir.path());
+    let config = pipeline(dir.path(), &sim, port, &destination, transfer);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let wildcard = text.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}"));
+    std::fs::write(&config, &wildcard).unwrap();
+    let url = |path: &str| format!("http://{}:{port}{path}", peer.host_ip);
+    let log = dir.path().join("run.log");
+    let ready = async || {
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let up = eventually(Duration::from_secs(30), async || {
+            reqwest::get(&ready)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(up, "the daemon did not become ready; log:\n{said}");
+    };
+
+    // No token: loopback-only, said once at the start.
+    let daemon = Daemon::start(&config, &log);
+    ready().await;
+    assert_eq!(peer.curl(&[&url("/metrics")]).0, 200);
+    assert_eq!(peer.curl(&[&url("/healthz")]).0, 200);
+    for path in [
+        "/",
+        "/dead-letters",
+        "/tap",
+        "/admin/status",
+        "/admin/dead-letters",
+    ] {
+        let (code, body) = peer.curl(&[&url(path)]);
+        assert_eq!(code, 403, "{path}: {body}");
+    }
+    let (code, _) = peer.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"id\":null,\"destination\":null}",
+        &url("/admin/replay"),
+    ]);
+    assert_eq!(code, 403);
+    let (code, _) = peer.curl(&["-d", "token=x", &url("/login")]);
+    assert_eq!(code, 401, "no token configured: no login either");
+    // This host is still served.
+    let local = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        said.matches("answer this host (loopback) only").count(),
+        1,
+        "{said}"
+    );
+
+    // A token: 401 without it, served with it.
+    let token = "console-token-for-the-test";
+    std::fs::write(
+        &config,
+        format!("{wildcard}\n[console]\ntoken = {{ env = \"BTIC_CONSOLE_TOKEN\" }}\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(&config, &log, &[("BTIC_CONSOLE_TOKEN", token)]);
+    ready().await;
+    assert_eq!(peer.curl(&[&url("/metrics")]).0, 200);
+    let (code, body) = peer.curl(&[&url("/")]);
+    assert_eq!(code, 401);
+    assert!(!body.contains(token));
+    assert_eq!(peer.curl(&[&url("/admin/status")]).0, 401);
+    let bearer = format!("Authorization: Bearer {token}");
+    assert_eq!(peer.curl(&["-H", &bearer, &url("/")]).0, 200);
+    assert_eq!(peer.curl(&["-H", &bearer, &url("/admin/status")]).0, 200);
+    assert_eq!(
+        peer.curl(&["-H", "Authorization: Bearer wrong", &url("/")])
+            .0,
+        401
+    );
+    // The login form: a wrong token is refused, the right one sets the cookie.
+    assert_eq!(peer.curl(&["-d", "token=wrong", &url("/login")]).0, 401);
+    let jar = dir.path().join("cookies");
+    let jar = jar.to_str().unwrap();
+    let (code, _) = peer.curl(&["-c", jar, "-d", &format!("token={token}"), &url("/login")]);
+    assert_eq!(code, 303);
+    let cookie = std::fs::read_to_string(jar).unwrap();
+    assert!(
+        cookie.contains("#HttpOnly_") && cookie.contains("btic_console"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(token), "the cookie is not the token");
+    let (code, page) = peer.curl(&["-b", jar, &url("/")]);
+    assert_eq!(code, 200);
+    assert!(page.contains("Overview") && !page.contains(token));
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!said.contains(token), "the token is never logged");
 }
