@@ -6,6 +6,7 @@
 //! - `parse`, `deliver` and `fetch` import neither `pipeline` nor `queue` nor each other;
 //!   `parse` and `deliver` do not import `appliance` either;
 //! - `simulator` does not import `pipeline`;
+//! - only `cli` imports `console` (the operator's console sits on top, beside it);
 //! - no two top-level modules import each other, even through others;
 //! - `pipeline/` is built in floors (vocabulary, stages, assembly, process, listed in
 //!   [`FLOORS`]): a file imports only its own floor or below, stage workers do not import
@@ -277,6 +278,9 @@ fn forbidden_import(module: &str, target: &str) -> Option<&'static str> {
         }
         "parse" | "deliver" if target == "appliance" => Some("does not import appliance"),
         "simulator" if target == "pipeline" => Some("does not import pipeline"),
+        _ if target == "console" && !["cli", "console"].contains(&module) => {
+            Some("does not import console (only cli does)")
+        }
         _ => None,
     }
 }
@@ -701,6 +705,11 @@ fn each_rule_catches_a_file_that_breaks_it() {
             "simulator/server.rs",
             "//! S.\nuse crate::pipeline::items::Lane;\n",
             "simulator does not import pipeline",
+        ),
+        (
+            "notify/mod.rs",
+            "//! N.\nuse crate::console::router;\n",
+            "notify does not import console (only cli does)",
         ),
         (
             "notify/hub.rs",
