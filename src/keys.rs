@@ -14,6 +14,7 @@
 //! | `open/<site>/<lsid>`                    | i64 (start)   | parse: a session seen in progress            |
 //! | `parse/<item id>`                       | u64           | parse: records of a body handed on so far    |
 //! | `schedule/<name>`                       | `ScheduleRun` | the scheduler, after each run                |
+//! | `history/<started ms>/<name>`           | `RunRecord`   | the scheduler and backfill jobs, per run (the last `history::KEEP`) |
 //! | `backfill/<job>`                        | `JobRecord`   | a backfill job, at start and with its summary |
 //! | `backfill/<job>/next`, `.../next-presentations` | i64   | fetch: the job's cursor, with each window    |
 //! | `backfill/<job>/fetched`                | bool          | the job, once every window is fetched        |
@@ -145,6 +146,49 @@ pub struct ScheduleRun {
 pub fn schedule(name: &str) -> String {
     format!("schedule/{name}")
 }
+
+/// What ran: a schedule or a backfill job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A `[[schedule]]`'s run.
+    Schedule,
+    /// A backfill job, from its start (or resumption) to its end.
+    Backfill,
+}
+
+/// One run, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// A schedule's run or a backfill job.
+    pub kind: RunKind,
+    /// The schedule's name, or the job's id.
+    pub name: String,
+    /// When it started (UNIX milliseconds, host clock).
+    pub started_ms: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Report windows asked for (after splitting).
+    pub windows: u64,
+    /// Report bodies fetched.
+    pub bodies: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Sessions delivered (backfill jobs; a schedule's bodies are parsed after its run).
+    pub sessions: Option<u64>,
+    /// Requests or items that went to the dead letter.
+    pub dead_lettered: u64,
+    /// `ok`, `cancelled`, or what went wrong.
+    pub outcome: String,
+}
+
+/// Where the history keeps a run: ordered by its start.
+pub fn history(started_ms: i64, name: &str) -> String {
+    format!("{HISTORY}{:016}/{name}", started_ms.max(0))
+}
+
+/// The prefix of every run the history keeps.
+pub const HISTORY: &str = "history/";
 
 /// A backfill job's record.
 pub fn job(job: &str) -> String {

@@ -11,6 +11,7 @@ pub mod durable;
 pub mod fetch;
 pub mod keys;
 pub mod log_file;
+pub mod log_ring;
 pub mod metrics;
 pub mod model;
 pub mod notify;

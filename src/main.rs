@@ -120,6 +120,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the last runs of each schedule and backfill job, newest first.
+    History {
+        /// The pipeline file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the sessions passing the running daemon's parse and deliver stages, live,
     /// as JSON Lines.
     Tap {
@@ -226,7 +235,8 @@ enum DeadLetterCommand {
     },
 }
 
-/// Logs to stderr (in colour only on a terminal), or to `[log] file` for `btic run`.
+/// Logs to stderr (in colour only on a terminal), or to `[log] file` for `btic run`, and
+/// keeps the last lines in memory for the console.
 fn init_logging(format: LogFormat, file: Option<btic::log_file::DailyFile>) {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -247,9 +257,13 @@ fn init_logging(format: LogFormat, file: Option<btic::log_file::DailyFile>) {
                 .with_ansi(colour)
         }
     };
+    // The console's Log page reads the last lines from memory.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let ring = btic::log_ring::RingLayer;
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(ring).init(),
+        LogFormat::Json => builder.json().finish().with(ring).init(),
     }
 }
 
@@ -297,6 +311,7 @@ fn dispatch(command: Command) -> Result<(), cli::CliError> {
             },
         ),
         Command::Status { config, json } => cli::status(&config, json),
+        Command::History { config, json } => cli::history(&config, json),
         Command::Tap {
             config,
             site,

@@ -54,7 +54,9 @@ const FLOORS: [(&str, &[&str]); 4] = [
         &[
             "accounts",
             "backfill",
+            "checks",
             "gauges",
+            "history",
             "scheduler",
             "stages",
             "status",

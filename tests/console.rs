@@ -17,6 +17,9 @@ use serde_json::json;
 const HOSTILE: &str =
     "<script>document.title='pwned'</script><b id=\"injected\">bold</b> cannot report";
 
+/// The second site's secret, which the appliance refuses.
+const WRONG_SECRET: &str = "wrong-secret-value-4711";
+
 /// A `chromedriver` on a free loopback port, stopped when dropped.
 struct Driver {
     child: Child,
@@ -157,6 +160,13 @@ impl Rig {
         sim.refuse_with(&[refused_at], HOSTILE).await;
         let db = dir.path().join("btic.sqlite");
         let (destination, transfer) = sqlite(dir.path());
+        // A second account on the same appliance, with a secret it refuses: Checks shows
+        // it failed, without the secret.
+        let destination = format!(
+            "[[site]]\nname = \"wrong\"\nhost = \"{}\"\nclient_id = \"demo\"\nclient_secret = \"{WRONG_SECRET}\"\nca_file = \"{}\"\n\n{destination}",
+            sim.host,
+            sim.ca.display()
+        );
         let port = free_port();
         let config = pipeline(dir.path(), &sim, port, &destination, transfer);
         let text = std::fs::read_to_string(&config).unwrap();
@@ -319,6 +329,7 @@ async fn the_console_shows_the_daemon_and_its_actions_work_in_a_real_browser() {
 
     api_tester(&rig, &browser).await;
     tap(&rig, &browser, &http).await;
+    checks_history_and_log(&rig, &browser).await;
 
     browser.close().await.unwrap();
     let (code, _) = rig.daemon.unwrap().terminate();
@@ -612,4 +623,59 @@ async fn another_host_needs_the_console_token_and_metrics_stay_open() {
     assert_eq!(code, Some(0));
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(!said.contains(token), "the token is never logged");
+}
+
+/// Checks shows the refused secret as failed without showing it; the history lists the
+/// schedule's runs and the backfill job; the log page shows the daemon's lines.
+async fn checks_history_and_log(rig: &Rig, browser: &Client) {
+    browser.goto(&format!("{}/checks", rig.base)).await.unwrap();
+    browser
+        .find(Locator::XPath("//button[contains(., 'Run the checks')]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .for_element(Locator::XPath("//h2[contains(., 'Results')]"))
+        .await
+        .unwrap();
+    let rows = browser.find_all(Locator::Css("tbody tr")).await.unwrap();
+    let mut seen = Vec::new();
+    for row in rows {
+        seen.push(row.text().await.unwrap());
+    }
+    assert!(
+        seen.iter().any(|r| r.starts_with("site sim ok")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.starts_with("site wrong FAILED")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.starts_with("destination lite ok")),
+        "{seen:?}"
+    );
+    let source = browser.source().await.unwrap();
+    assert!(!source.contains(WRONG_SECRET) && !source.contains("demo-secret"));
+    screenshot(browser, "checks").await;
+
+    browser
+        .goto(&format!("{}/history", rig.base))
+        .await
+        .unwrap();
+    let history = text(browser).await;
+    assert!(history.contains("schedule often"), "{history}");
+    assert!(history.contains("backfill "), "{history}");
+    screenshot(browser, "history").await;
+
+    browser
+        .goto(&format!("{}/log?level=info", rig.base))
+        .await
+        .unwrap();
+    let log = text(browser).await;
+    assert!(log.contains("btic is running"), "{log}");
+    screenshot(browser, "log").await;
 }

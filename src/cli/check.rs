@@ -11,6 +11,7 @@ use crate::config::{
     Config, DestinationKind, EventClass, Notifier, NotifierKind, SecretSource, SessionFormat,
     SqlConnection, StartFrom, secret::redact_connection_string,
 };
+use crate::pipeline::checks::{self, SiteProbe};
 
 /// Runs `btic check`. Without `offline`, also contacts every site and destination.
 pub fn check(path: &Path, offline: bool, json: bool) -> Result<(), CliError> {
@@ -106,12 +107,7 @@ fn check_notifiers(
     let redactor = Redactor::new(secrets);
     let mut failed = 0;
     for n in &config.notifiers {
-        let outcome = super::notify::transport(n, secrets, &redactor).and_then(|t| {
-            match runtime.block_on(t.greet()) {
-                Some(greeted) => greeted.map(Some).map_err(|e| e.to_string()),
-                None => Ok(None),
-            }
-        });
+        let outcome = runtime.block_on(checks::greet_notifier(n, secrets, &redactor));
         if let Some(json) = json.as_deref_mut() {
             json.push(match &outcome {
                 Ok(Some(line)) => json!({"notifier": n.name, "ok": true, "detail": line}),
@@ -146,29 +142,11 @@ fn check_destinations(
     secrets: &crate::config::ResolvedSecrets,
     mut json: Option<&mut Vec<serde_json::Value>>,
 ) -> Result<usize, CliError> {
-    use crate::deliver::files::FilesSink;
-    use crate::deliver::sql::SqlSink;
-
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::failed(format!("starting the runtime: {e}")))?;
     let mut failed = 0;
     for d in &config.destinations {
-        let outcome = match &d.kind {
-            DestinationKind::Sql(sql) => runtime.block_on(async {
-                let sink = SqlSink::connect(&d.name, sql, secrets.urls.get(&d.name))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let report = sink.check().await.map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "{}, schema version {}, probe row written and rolled back",
-                    report.server, report.schema_version
-                ))
-            }),
-            DestinationKind::Files(files) => FilesSink::open(files)
-                .and_then(|sink| sink.probe())
-                .map(|()| format!("{} is writable", files.directory.display()))
-                .map_err(|e| e.to_string()),
-        };
+        let outcome = runtime.block_on(checks::destination(d, secrets));
         if let Some(json) = json.as_deref_mut() {
             json.push(match &outcome {
                 Ok(line) => json!({"destination": d.name, "ok": true, "detail": line}),
@@ -214,14 +192,10 @@ fn check_sites(
         let Some(secret) = secrets.client_secrets.get(&site.name) else {
             continue;
         };
-        let needed = permissions_needed(config, site);
-        match probe_site(&runtime, site, secret, &spool) {
+        let needed = checks::permissions_needed(config, site);
+        match runtime.block_on(checks::probe_site(site, secret, &spool)) {
             Ok(probe) => {
-                let missing: Vec<&str> = needed
-                    .iter()
-                    .copied()
-                    .filter(|p| !crate::appliance::has_permission(&probe.info, p))
-                    .collect();
+                let missing = checks::missing_permissions(&probe, &needed);
                 match json.as_deref_mut() {
                     Some(json) => json.push(site_json(site, &probe, &missing)),
                     None => print_site(site, &probe, &needed),
@@ -248,67 +222,6 @@ fn check_sites(
     }
     let _ = std::fs::remove_dir_all(&spool);
     failed
-}
-
-/// The permissions the transfers of `site` need.
-fn permissions_needed(config: &Config, site: &crate::config::Site) -> Vec<&'static str> {
-    use crate::config::DataKind;
-    let kinds: Vec<DataKind> = config
-        .schedules
-        .iter()
-        .flat_map(|s| &s.transfers)
-        .filter(|t| t.site == site.name)
-        .flat_map(|t| t.data.iter().copied())
-        .collect();
-    let mut needed = vec!["perm_reporting_support"];
-    if kinds.iter().any(|k| {
-        matches!(
-            k,
-            DataKind::Presentations | DataKind::PresentationRecordings
-        )
-    }) {
-        needed.push("perm_reporting_presentation");
-    }
-    if kinds.contains(&DataKind::Backups) {
-        needed.push("perm_backup");
-    }
-    needed
-}
-
-/// What a site answered a check: its API information, the clock skew and the budget as
-/// its client saw it.
-struct SiteProbe {
-    info: crate::model::ApiInfo,
-    skew_seconds: Option<f64>,
-    budget: crate::appliance::BudgetSnapshot,
-    proxy: String,
-}
-
-/// Asks `site` for a token and its API information, quickly (two attempts, short
-/// waits).
-fn probe_site(
-    runtime: &tokio::runtime::Runtime,
-    site: &crate::config::Site,
-    secret: &crate::config::Secret,
-    spool: &std::path::Path,
-) -> Result<SiteProbe, crate::appliance::ApplianceError> {
-    use crate::appliance::{ApplianceClient, ClientOptions};
-    let options = ClientOptions {
-        retry: crate::config::RetryPolicy {
-            max_attempts: 2,
-            initial: std::time::Duration::from_millis(500),
-            max_interval: std::time::Duration::from_secs(2),
-        },
-        ..ClientOptions::default()
-    };
-    let client = ApplianceClient::with_options(site, secret.clone(), None, spool, options)?;
-    let info = runtime.block_on(client.api_info())?;
-    Ok(SiteProbe {
-        info,
-        skew_seconds: client.skew().map(|s| s.num_milliseconds() as f64 / 1000.0),
-        budget: client.budget().snapshot(),
-        proxy: effective_proxy(&site.proxy),
-    })
 }
 
 /// A site's check for `--json`.
@@ -378,31 +291,6 @@ fn print_site(site: &crate::config::Site, probe: &SiteProbe, needed: &[&str]) {
             "    warning: requests_per_hour {} is more than the appliance's limit {limit}",
             site.requests_per_hour
         );
-    }
-}
-
-/// How a site's requests reach it, for people (a proxy's credentials hidden).
-fn effective_proxy(proxy: &crate::config::Proxy) -> String {
-    use crate::config::{Proxy, redact_userinfo};
-    match proxy {
-        Proxy::Environment => {
-            let set = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-                .iter()
-                .find_map(|name| {
-                    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
-                    Some(format!("{} (from {name})", redact_userinfo(value.trim())))
-                });
-            let no_proxy = ["NO_PROXY", "no_proxy"]
-                .iter()
-                .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
-                .map(|v| format!(", NO_PROXY={v}"))
-                .unwrap_or_default();
-            match set {
-                Some(url) => format!("{url}{no_proxy}"),
-                None => "direct (no HTTPS_PROXY or ALL_PROXY in the environment)".to_string(),
-            }
-        }
-        other => other.describe(),
     }
 }
 

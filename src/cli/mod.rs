@@ -23,7 +23,7 @@ pub use import::import;
 pub use inspect::inspect;
 pub use notify::notify_test;
 pub use simulate::{SimulateArgs, simulate};
-pub use state::{dead_letter_discard, dead_letter_list, dead_letter_show, replay, status};
+pub use state::{dead_letter_discard, dead_letter_list, dead_letter_show, history, replay, status};
 pub use tap::tap;
 
 /// Runs `ask` with an HTTP client for this machine's daemon (never through a proxy; at

@@ -52,6 +52,19 @@ pub fn status(path: &Path, json: bool) -> Result<(), CliError> {
     })
 }
 
+/// `btic history [--json]`: the last runs of schedules and backfill jobs, newest first.
+pub fn history(path: &Path, json: bool) -> Result<(), CliError> {
+    with_admin(path, async |admin, _| {
+        let runs = admin.history().await.map_err(failed)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&runs).map_err(failed)?);
+        } else {
+            print!("{}", super::status_text::history(&runs));
+        }
+        Ok(())
+    })
+}
+
 /// What `replay` and `dead-letter discard` do to the dead letters they select.
 #[derive(Debug, Clone, Copy)]
 enum Action {

@@ -1,4 +1,4 @@
-//! `btic status` for people: the `Status` the pipeline gathers, as text, one section per
+//! `btic status` (and `btic history`) for people: the `Status` the pipeline gathers, as text, one section per
 //! part (sites, queues, dead letters, the state directory, schedules). `--json` prints
 //! the same `Status` as it is.
 
@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use indicatif::HumanBytes;
 
+use crate::keys::{RunKind, RunRecord};
 use crate::pipeline::status::{BudgetStatus, DiskStatus, ScheduleStatus, SiteStatus, Status};
 
 /// The whole status, as `btic status` prints it.
@@ -161,4 +162,36 @@ fn render_schedules(schedules: &[ScheduleStatus], out: &mut String) {
             s.outcome
         );
     }
+}
+
+/// `btic history` for people: one line per run, newest first.
+pub fn history(runs: &[RunRecord]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        out.push_str("no runs recorded yet\n");
+        return out;
+    }
+    for run in runs {
+        let kind = match run.kind {
+            RunKind::Schedule => "schedule",
+            RunKind::Backfill => "backfill",
+        };
+        let started = chrono::DateTime::from_timestamp_millis(run.started_ms)
+            .map_or_else(|| run.started_ms.to_string(), |t| t.to_rfc3339());
+        let sessions = run
+            .sessions
+            .map_or(String::new(), |n| format!(", {n} sessions delivered"));
+        let _ = writeln!(
+            out,
+            "{started}  {kind} {}: {:.1} s, {} windows, {} bodies ({}){sessions}, {} dead-lettered: {}",
+            run.name,
+            run.duration_ms as f64 / 1000.0,
+            run.windows,
+            run.bodies,
+            HumanBytes(run.bytes),
+            run.dead_lettered,
+            run.outcome
+        );
+    }
+    out
 }

@@ -808,6 +808,7 @@ impl ResolvedSecrets {
             .values()
             .chain(self.backup_passwords.values())
             .chain(self.urls.values())
+            .chain(self.console_token.iter())
             .collect();
         for n in self.notifiers.values() {
             all.extend(n.password.iter().chain(n.url.iter()));

@@ -16,13 +16,19 @@ pub(super) enum Nav {
     DeadLetters,
     Tester,
     Tap,
+    Checks,
+    History,
+    Log,
 }
 
-const PAGES: [(Nav, &str, &str); 4] = [
+const PAGES: [(Nav, &str, &str); 7] = [
     (Nav::Overview, "/", "Overview"),
     (Nav::DeadLetters, "/dead-letters", "Dead letters"),
     (Nav::Tester, "/tester", "API tester"),
     (Nav::Tap, "/tap", "Tap"),
+    (Nav::Checks, "/checks", "Checks"),
+    (Nav::History, "/history", "History"),
+    (Nav::Log, "/log", "Log"),
 ];
 
 /// A whole page: `title`, the navigation with `current` marked, and `body`. `head` goes

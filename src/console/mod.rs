@@ -9,11 +9,15 @@
 //! below `cli` imports it; `btic run` hands [`router`] to the daemon.
 //!
 //! Pages: the overview (`overview`), dead letters (`dead_letters`), the API tester
-//! (`tester`), the tap (`tap`) and the login form for peers other than loopback
-//! (`login`); `layout` is the frame they share.
+//! (`tester`), the tap (`tap`), the checks and the notifiers' Send test (`checks`), the
+//! history of runs (`history`), the log's last lines (`log`), and the login form for peers other than loopback (`login`); `layout` is the frame they
+//! share.
 
+mod checks;
 mod dead_letters;
+mod history;
 mod layout;
+mod log;
 mod login;
 mod overview;
 mod tap;
@@ -41,6 +45,11 @@ pub fn router(context: Context) -> Router {
         .route("/tester/{job}/cancel", post(tester::cancel))
         .route("/tap", get(tap::page))
         .route("/tap/live", get(tap::live))
+        .route("/checks", get(checks::page).post(checks::run))
+        .route("/checks/send-test", post(checks::send_test))
+        .route("/history", get(history::page))
+        .route("/log", get(log::page))
+        .route("/log/live", get(log::live))
         .route("/login", get(login::form).post(login::submit))
         .route("/console.css", get(stylesheet))
         .route("/console.js", get(script))

@@ -23,6 +23,7 @@ use super::items::{DeliverItem, DownloadTask, FetchTask, FetchedBody, Rejected};
 use super::status::Status;
 use super::tap::{self, TapEvent, TapStage};
 use crate::config::{Config, ResolvedSecrets};
+use crate::keys::RunRecord;
 use crate::metrics::Health;
 use crate::queue::{DeadLetter, DeadLetterFilter, DeadLetterItem, ItemId, Queue, QueueError};
 
@@ -253,6 +254,7 @@ pub struct Context {
 pub fn router(context: Context) -> Router {
     Router::new()
         .route("/admin/status", get(status_handler))
+        .route("/admin/history", get(history_handler))
         .route("/admin/dead-letters", get(list_handler))
         .route("/admin/dead-letters/{id}", get(show_handler))
         .route("/admin/replay", post(replay_handler))
@@ -294,6 +296,13 @@ async fn status_handler(State(s): State<Context>) -> Response {
     }
     match Status::gather(&s.config, &s.queue, true).await {
         Ok(status) => axum::Json(status).into_response(),
+        Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn history_handler(State(s): State<Context>) -> Response {
+    match super::history::list(&s.queue).await {
+        Ok(runs) => axum::Json(runs).into_response(),
         Err(e) => failure(e, StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
@@ -474,6 +483,17 @@ impl Admin {
             Admin::Direct(queue, config) => Ok(Status::gather(config, queue, false).await?),
             Admin::Daemon(addr, client) => {
                 serde_json::from_value(Self::get(addr, client, "/admin/status").await?)
+                    .map_err(|e| AdminError::Daemon(e.to_string()))
+            }
+        }
+    }
+
+    /// The last runs of schedules and backfill jobs, newest first.
+    pub async fn history(&self) -> Result<Vec<RunRecord>, AdminError> {
+        match self {
+            Admin::Direct(queue, _) => Ok(super::history::list(queue).await?),
+            Admin::Daemon(addr, client) => {
+                serde_json::from_value(Self::get(addr, client, "/admin/history").await?)
                     .map_err(|e| AdminError::Daemon(e.to_string()))
             }
         }

@@ -51,7 +51,7 @@ use super::items::{Lane, Routes};
 use crate::appliance::WindowBy;
 use crate::config::{Config, DataKind, PipelineConfig};
 use crate::fetch::plan::{Sizing, Window};
-use crate::keys;
+use crate::keys::{self, RunKind, RunRecord};
 use crate::model::Report;
 use crate::queue::{Changes, Queue, QueueError};
 /// LSIDs per report request.
@@ -711,6 +711,7 @@ impl Backfills {
         let me = self.clone();
         let id = job.clone();
         tokio::spawn(async move {
+            let started = chrono::Utc::now();
             let outcome = run(
                 &me.queue,
                 &fetcher,
@@ -744,6 +745,7 @@ impl Backfills {
                     JobRun::Failed(e.to_string())
                 }
             };
+            me.remember(&id, started, &state).await;
             me.jobs
                 .lock()
                 .expect("backfill jobs lock")
@@ -812,6 +814,38 @@ impl Backfills {
             _ => {}
         }
         Ok(p)
+    }
+
+    /// Adds a job's run in this process to the history, with its summary when it has
+    /// one.
+    async fn remember(&self, job: &str, started: chrono::DateTime<chrono::Utc>, state: &JobRun) {
+        let summary = match progress(&self.queue, job).await {
+            Ok(p) => p.summary.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(job, "reading the backfill's summary for the history: {e}");
+                Summary::default()
+            }
+        };
+        let run = RunRecord {
+            kind: RunKind::Backfill,
+            name: job.to_string(),
+            started_ms: started.timestamp_millis(),
+            duration_ms: (chrono::Utc::now() - started).num_milliseconds().max(0) as u64,
+            // One report request (a window, or a list of LSIDs) per body.
+            windows: summary.bodies,
+            bodies: summary.bodies,
+            bytes: summary.bytes,
+            sessions: Some(summary.sessions_delivered),
+            dead_lettered: summary.dead_lettered,
+            outcome: match state {
+                JobRun::Running | JobRun::Ended => "ok".to_string(),
+                JobRun::Cancelled => "cancelled".to_string(),
+                JobRun::Failed(e) => e.clone(),
+            },
+        };
+        if let Err(e) = super::history::record(&self.queue, &run).await {
+            tracing::error!(job, "recording the backfill in the history: {e}");
+        }
     }
 
     /// Cancels `job` if this process runs it: it fetches nothing more; what it queued

@@ -10,7 +10,8 @@
 //! 2. **stages** — one worker per stage, each knowing only the vocabulary:
 //!    `fetch_worker`, `parse_worker`, `download_worker`, `deliver_worker`;
 //! 3. **assembly** — what starts and drives the stages: `stages` (starting the workers),
-//!    `scheduler`, `backfill`, `accounts` (the API budgets), `gauges`, `status`;
+//!    `scheduler`, `backfill`, `accounts` (the API budgets), `gauges`, `status`, `checks`
+//!    (what `btic check` and the console's Checks page test), `history` (the last runs);
 //! 4. **process** — `daemon` (`btic run`), `admin` (its HTTP API) and `access` (who may
 //!    use the listener).
 //!
@@ -37,7 +38,9 @@ pub mod parse_worker;
 // 3. assembly
 pub mod accounts;
 pub mod backfill;
+pub mod checks;
 pub mod gauges;
+pub mod history;
 pub mod scheduler;
 pub mod stages;
 pub mod status;

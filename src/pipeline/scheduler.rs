@@ -13,14 +13,14 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::fetch_worker::{FetchError, FetchStage};
+use super::fetch_worker::{FetchError, FetchStage, FetchSummary};
+use super::history;
 use super::items::{DownloadTask, download_queue};
 use super::reachability::Reachability;
 use super::routes;
 use super::schedule::is_due;
 use crate::config::{Config, DataKind, Schedule};
-use crate::keys;
-use crate::keys::ScheduleRun;
+use crate::keys::{self, RunKind, RunRecord, ScheduleRun};
 use crate::metrics;
 use crate::model::Report;
 use crate::queue::Queue;
@@ -98,11 +98,15 @@ impl Scheduler {
                 if !self.due(schedule, &run) {
                     continue;
                 }
-                let started = Utc::now().timestamp();
+                let started_at = Utc::now();
+                let started = started_at.timestamp();
+                let mut fetched = FetchSummary::default();
                 let outcome = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    o = self.run_schedule(schedule) => o,
+                    o = self.run_schedule(schedule, &mut fetched) => o,
                 };
+                self.remember(schedule, started_at, &fetched, &outcome)
+                    .await;
                 let mut next = run.clone();
                 next.last_attempt = Some(started);
                 match outcome {
@@ -141,6 +145,36 @@ impl Scheduler {
         }
     }
 
+    /// Adds the run to the history.
+    async fn remember(
+        &self,
+        schedule: &Schedule,
+        started: chrono::DateTime<Utc>,
+        fetched: &FetchSummary,
+        outcome: &Result<(), RunIncomplete>,
+    ) {
+        let run = RunRecord {
+            kind: RunKind::Schedule,
+            name: schedule.name.clone(),
+            started_ms: started.timestamp_millis(),
+            duration_ms: (Utc::now() - started).num_milliseconds().max(0) as u64,
+            windows: fetched.windows,
+            bodies: fetched.bodies,
+            bytes: fetched.bytes,
+            sessions: None,
+            dead_lettered: fetched.refused,
+            outcome: outcome
+                .as_ref()
+                .map_or_else(ToString::to_string, |()| "ok".to_string()),
+        };
+        if let Err(e) = history::record(&self.queue, &run).await {
+            tracing::error!(
+                "scheduler: recording the run of {:?} in the history: {e}",
+                schedule.name
+            );
+        }
+    }
+
     fn due(&self, schedule: &Schedule, run: &ScheduleRun) -> bool {
         let now = Utc::now();
         let last_success = run
@@ -164,7 +198,12 @@ impl Scheduler {
         }
     }
 
-    async fn run_schedule(&self, schedule: &Schedule) -> Result<(), RunIncomplete> {
+    /// Runs `schedule` once, adding what its sites' fetches did to `fetched`.
+    async fn run_schedule(
+        &self,
+        schedule: &Schedule,
+        fetched: &mut FetchSummary,
+    ) -> Result<(), RunIncomplete> {
         let mut problems = Vec::new();
         let mut reports = BTreeSet::new();
         let mut backups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -196,13 +235,19 @@ impl Scheduler {
             };
             let routes = routes::live(&self.config, site, report);
             match fetcher.fetch_live(report, &routes).await {
-                Ok(summary) => tracing::debug!(
-                    site,
-                    bodies = summary.bodies,
-                    bytes = summary.bytes,
-                    windows = summary.windows,
-                    "fetched"
-                ),
+                Ok(summary) => {
+                    tracing::debug!(
+                        site,
+                        bodies = summary.bodies,
+                        bytes = summary.bytes,
+                        windows = summary.windows,
+                        "fetched"
+                    );
+                    fetched.bodies += summary.bodies;
+                    fetched.bytes += summary.bytes;
+                    fetched.windows += summary.windows;
+                    fetched.refused += summary.refused;
+                }
                 Err(e) => problems.push(Problem::Fetch(e)),
             }
             if routes.track_open
