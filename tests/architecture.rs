@@ -30,6 +30,7 @@ const FLOORS: [(&str, &[&str]); 4] = [
         "vocabulary",
         &[
             "budget",
+            "counts",
             "handoff",
             "items",
             "reachability",
@@ -60,6 +61,7 @@ const FLOORS: [(&str, &[&str]); 4] = [
             "scheduler",
             "stages",
             "status",
+            "trends",
         ],
     ),
     ("process", &["access", "admin", "daemon"]),

@@ -176,7 +176,8 @@ impl Rig {
         )
         .unwrap();
         let log = dir.path().join("run.log");
-        let daemon = Daemon::start(&config, &log);
+        // Chart samples every 2 s, so the charts have lines within the test.
+        let daemon = Daemon::start_with(&config, &log, &[("BTIC_TREND_SECONDS", "2")]);
         let rig = Rig {
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
@@ -330,6 +331,29 @@ async fn the_console_shows_the_daemon_and_its_actions_work_in_a_real_browser() {
     api_tester(&rig, &browser).await;
     tap(&rig, &browser, &http).await;
     checks_history_and_log(&rig, &browser).await;
+
+    // By now the charts have samples: four drawings with lines, the site among them.
+    browser.goto(&format!("{}/", rig.base)).await.unwrap();
+    let charts = browser.find_all(Locator::Css("figure svg")).await.unwrap();
+    assert_eq!(charts.len(), 4);
+    let lines = browser
+        .find_all(Locator::Css("figure svg polyline"))
+        .await
+        .unwrap();
+    assert!(lines.len() >= 4, "{} lines", lines.len());
+    let captions = browser
+        .find(Locator::Css("div.charts"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        captions.contains("lite") && captions.contains("sim"),
+        "{captions}"
+    );
+    browser.set_window_size(1280, 1300).await.unwrap();
+    screenshot(&browser, "overview-charts").await;
 
     browser.close().await.unwrap();
     let (code, _) = rig.daemon.unwrap().terminate();

@@ -13,6 +13,7 @@
 //! history of runs (`history`), the log's last lines (`log`), and the login form for peers other than loopback (`login`); `layout` is the frame they
 //! share.
 
+mod charts;
 mod checks;
 mod dead_letters;
 mod history;

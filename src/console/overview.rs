@@ -66,6 +66,7 @@ async fn sections(context: &Context) -> Result<Markup, String> {
         (schedules(context, &status))
         (queues(&status))
         (disk(&status))
+        (super::charts::overview(&context.trends))
     })
 }
 
@@ -151,6 +152,9 @@ fn queues(status: &Status) -> Markup {
         }
     }
     names.sort_unstable();
+    if names.is_empty() {
+        return html! { h2 { "Queues and dead letters" } p { "Nothing waiting, no dead letters." } };
+    }
     html! {
         h2 { "Queues and dead letters" }
         div.scroll { table {

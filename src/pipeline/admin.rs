@@ -246,6 +246,8 @@ pub struct Context {
     pub access: Arc<Access>,
     /// The daemon's health and readiness.
     pub health: Arc<Health>,
+    /// The last hours, sampled.
+    pub trends: Arc<super::trends::Trends>,
     /// Cancelled when the listener stops: endless answers (the tap) end then.
     pub stop: CancellationToken,
 }

@@ -26,6 +26,7 @@ use super::items::{DeliverItem, FETCHED, FetchedBody, deliver_queue};
 use super::reachability::Reachability;
 use super::scheduler::Scheduler;
 use super::stages::{self, Scope, Stages};
+use super::trends::Trends;
 use crate::config::Config;
 use crate::config::EventClass;
 use crate::metrics::{self, Health};
@@ -229,11 +230,17 @@ async fn start(
     }
     // The gauges are computed at every scrape (and every 5 s for health).
     let gauges = Arc::new(Gauges::new(queue.clone(), config, fetchers.clone()));
+    let trends = Arc::new(Trends::default());
+    tasks.spawn(
+        trends
+            .clone()
+            .run(queue.clone(), config.clone(), stop.clone()),
+    );
     let (server, server_stop) = serve(
         shared,
         (listener, handle, console),
         gauges.clone(),
-        backfills,
+        (backfills, trends),
     );
     tasks.spawn(update_gauges(
         gauges,
@@ -269,7 +276,7 @@ fn serve(
     shared: &stages::Shared,
     (listener, handle, console): (tokio::net::TcpListener, PrometheusHandle, Option<Console>),
     gauges: Arc<Gauges>,
-    backfills: Arc<Backfills>,
+    (backfills, trends): (Arc<Backfills>, Arc<Trends>),
 ) -> (tokio::task::JoinHandle<()>, CancellationToken) {
     let refresh: metrics::Refresh = Arc::new(move || {
         let gauges = gauges.clone();
@@ -287,6 +294,7 @@ fn serve(
         backfills,
         access: access.clone(),
         health: shared.health.clone(),
+        trends,
         stop: server_stop.clone(),
     };
     let mut router = metrics::router(handle, shared.health.clone(), Some(refresh))

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::counts;
 use super::handoff::{Finished, HandOff, Step};
 use super::items::{BUNDLE_SESSIONS, DeliverItem, Lane, deliver_queue};
 use super::reachability::Reachability;
@@ -308,6 +309,7 @@ impl DeliverWorker {
                 }
             }
             metrics::delivered(name, "ok", tally.ok, started.elapsed());
+            counts::delivered(name, tally.ok);
             let total = tally.ok + tally.failed;
             metrics::stage_progress("deliver", total, tally.ok, started.elapsed());
         }
@@ -567,6 +569,7 @@ impl DeliverWorker {
                         crate::durable::discard(&spool).await;
                     }
                     metrics::delivered(&self.destination.name, "ok", 1, started.elapsed());
+                    counts::delivered(&self.destination.name, 1);
                     metrics::stage_progress("deliver", 1, 1, started.elapsed());
                     tap::publish(tapped);
                 }

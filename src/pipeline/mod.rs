@@ -5,13 +5,15 @@
 //! 1. **vocabulary** — what the stages share: the items that travel (`items`), how a step
 //!    hands work on (`handoff`) and settles a failure (`settle`), where data goes
 //!    (`routes`), when schedules are due (`schedule`), the disk budget's gate (`budget`),
+//!    what has been delivered so far (`counts`),
 //!    whether destinations answer (`reachability`), the one worker loop (`worker`) and
 //!    the live view of sessions passing the stages (`tap`);
 //! 2. **stages** — one worker per stage, each knowing only the vocabulary:
 //!    `fetch_worker`, `parse_worker`, `download_worker`, `deliver_worker`;
 //! 3. **assembly** — what starts and drives the stages: `stages` (starting the workers),
 //!    `scheduler`, `backfill`, `accounts` (the API budgets), `gauges`, `status`, `checks`
-//!    (what `btic check` and the console's Checks page test), `history` (the last runs);
+//!    (what `btic check` and the console's Checks page test), `history` (the last runs),
+//!    `trends` (the last hours, sampled for the console's charts);
 //! 4. **process** — `daemon` (`btic run`), `admin` (its HTTP API) and `access` (who may
 //!    use the listener).
 //!
@@ -20,6 +22,7 @@
 
 // 1. vocabulary
 pub mod budget;
+pub mod counts;
 pub mod handoff;
 pub mod items;
 pub mod reachability;
@@ -44,6 +47,7 @@ pub mod history;
 pub mod scheduler;
 pub mod stages;
 pub mod status;
+pub mod trends;
 
 // 4. process
 pub mod access;
