@@ -316,6 +316,7 @@ async fn the_console_shows_the_daemon_and_its_actions_work_in_a_real_browser() {
         .unwrap();
     let notice = browser
         .wait()
+        .at_most(Duration::from_secs(60))
         .for_element(Locator::Css("p.notice"))
         .await
         .unwrap();
@@ -390,11 +391,15 @@ async fn api_tester(rig: &Rig, browser: &Client) {
         .click()
         .await
         .unwrap();
-    let moving = browser
+    let waited = browser
         .wait()
+        .at_most(Duration::from_secs(60))
         .for_element(Locator::Css("progress"))
-        .await
-        .unwrap();
+        .await;
+    let moving = match waited {
+        Ok(bar) => bar,
+        Err(e) => panic!("{e}: no progress bar on\n{}", text(browser).await),
+    };
     assert!(moving.attr("value").await.unwrap().is_some());
     screenshot(browser, "api-tester-progress").await;
     let finished = eventually(Duration::from_secs(120), async || {
@@ -647,6 +652,17 @@ async fn another_host_needs_the_console_token_and_metrics_stay_open() {
     assert_eq!(code, Some(0));
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(!said.contains(token), "the token is never logged");
+
+    // `[console] enabled = false`: no console, even here; the admin API stays.
+    std::fs::write(&config, format!("{wildcard}\n[console]\nenabled = false\n")).unwrap();
+    let daemon = Daemon::start(&config, &log);
+    ready().await;
+    let local = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eq!(reqwest::get(local("/")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(local("/dead-letters")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(local("/admin/status")).await.unwrap().status(), 200);
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
 }
 
 /// Checks shows the refused secret as failed without showing it; the history lists the
@@ -662,6 +678,7 @@ async fn checks_history_and_log(rig: &Rig, browser: &Client) {
         .unwrap();
     browser
         .wait()
+        .at_most(Duration::from_secs(90))
         .for_element(Locator::XPath("//h2[contains(., 'Results')]"))
         .await
         .unwrap();

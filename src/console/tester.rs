@@ -200,17 +200,21 @@ pub(super) async fn progress(State(context): State<Context>, Path(job): Path<Str
         Ok(record) => record,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
-    let Some(record) = record else {
+    // A job started a moment ago may not have written its record yet.
+    let known = record.is_some() || context.backfills.started_here(&job);
+    if !known {
         return (StatusCode::NOT_FOUND, format!("no backfill job {job}")).into_response();
-    };
+    }
     let p = match context.backfills.progress(&job).await {
         Ok(p) => p,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
     let done = p.summary.is_some() || p.error.is_some();
     let body = html! {
-        (what(&record.request))
-        (budget(&context, &record.request))
+        @if let Some(record) = &record {
+            (what(&record.request))
+            (budget(&context, &record.request))
+        }
         div data-live-progress=[(!done).then(|| format!("/tester/{job}/live"))] {
             progress max="100" value=(format!("{:.0}", percent(&p))) aria-label="progress" {}
             p data-text role="status" { (describe(&p, None)) }

@@ -848,6 +848,14 @@ impl Backfills {
         }
     }
 
+    /// Whether this process started (or resumed) `job`.
+    pub fn started_here(&self, job: &str) -> bool {
+        self.jobs
+            .lock()
+            .expect("backfill jobs lock")
+            .contains_key(job)
+    }
+
     /// Cancels `job` if this process runs it: it fetches nothing more; what it queued
     /// already is still delivered. Returns whether it was running.
     pub fn cancel(&self, job: &str) -> bool {
