@@ -54,10 +54,8 @@ pub(super) async fn live(State(context): State<Context>) -> Response {
 }
 
 async fn sections(context: &Context) -> Result<Markup, String> {
-    // The budgets as the clients count them now, as `btic status` shows them.
-    crate::pipeline::accounts::record_all(&context.queue, &context.backfills.fetchers)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The budgets as last recorded (the daemon records them every few seconds): a page
+    // sent again every few seconds does not write to the state directory.
     let status = Status::gather(&context.config, &context.queue, true)
         .await
         .map_err(|e| e.to_string())?;
