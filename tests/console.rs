@@ -659,8 +659,14 @@ async fn another_host_needs_the_console_token_and_metrics_stay_open() {
     ready().await;
     let local = |path: &str| format!("http://127.0.0.1:{port}{path}");
     assert_eq!(reqwest::get(local("/")).await.unwrap().status(), 404);
-    assert_eq!(reqwest::get(local("/dead-letters")).await.unwrap().status(), 404);
-    assert_eq!(reqwest::get(local("/admin/status")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(local("/dead-letters")).await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        reqwest::get(local("/admin/status")).await.unwrap().status(),
+        200
+    );
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 }
