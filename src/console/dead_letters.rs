@@ -15,13 +15,18 @@ use super::{Form, action, see_other};
 use crate::pipeline::admin::{self, Context, ReplayRequest};
 use crate::queue::{DeadLetter, DeadLetterFilter, ItemId, QueueError};
 
-/// The list's filters, and the outcome of the action that led here.
+/// Dead letters listed on one page.
+const PER_PAGE: usize = 200;
+
+/// The list's filters, the page, and the outcome of the action that led here.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Filter {
     queue: Option<String>,
     stage: Option<String>,
     destination: Option<String>,
     done: Option<String>,
+    /// The first letter shown (0-based), a multiple of [`PER_PAGE`].
+    from: Option<usize>,
 }
 
 /// A filter's value, unless blank (the form's "any").
@@ -64,13 +69,19 @@ pub(super) async fn list(State(context): State<Context>, Query(filter): Query<Fi
     let mut queues: Vec<&str> = letters.iter().map(|l| l.queue.as_str()).collect();
     queues.sort_unstable();
     queues.dedup();
-    let shown: Vec<&DeadLetter> = letters.iter().filter(|l| filter.passes(l)).collect();
+    let matching: Vec<&DeadLetter> = letters.iter().filter(|l| filter.passes(l)).collect();
+    let from = filter
+        .from
+        .unwrap_or(0)
+        .min(matching.len().saturating_sub(1));
+    let shown: Vec<&DeadLetter> = matching.iter().skip(from).take(PER_PAGE).copied().collect();
     let body = html! {
         @if let Some(done) = &filter.done { p.notice role="status" { (done) } }
         (filters(&filter, &queues))
         @if shown.is_empty() {
-            p { "No dead letters" @if letters.len() > shown.len() { " match these filters" } "." }
+            p { "No dead letters" @if !letters.is_empty() { " match these filters" } "." }
         } @else {
+            (pages(&filter, from, matching.len()))
             form method="post" action="/dead-letters/replay" {
                 (layout::csrf(&context))
                 p {
@@ -104,6 +115,32 @@ pub(super) async fn list(State(context): State<Context>, Query(filter): Query<Fi
         }
     };
     layout::page(&context, "Dead letters", Nav::DeadLetters, html! {}, body).into_response()
+}
+
+/// Which letters this page shows, and links to the pages before and after.
+fn pages(filter: &Filter, from: usize, total: usize) -> Markup {
+    let link = |from: usize| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("queue", &filter.queue),
+            ("stage", &filter.stage),
+            ("destination", &filter.destination),
+        ] {
+            if let Some(v) = blank(value) {
+                query.append_pair(key, v);
+            }
+        }
+        query.append_pair("from", &from.to_string());
+        format!("/dead-letters?{}", query.finish())
+    };
+    let to = (from + PER_PAGE).min(total);
+    html! {
+        p {
+            (from + 1) "–" (to) " of " (total)
+            @if from > 0 { " · " a href=(link(from.saturating_sub(PER_PAGE))) { "previous" } }
+            @if to < total { " · " a href=(link(to)) { "next" } }
+        }
+    }
 }
 
 fn filters(filter: &Filter, queues: &[&str]) -> Markup {
@@ -263,4 +300,38 @@ async fn confirm(context: &Context, requests: &[ReplayRequest]) -> Response {
         body,
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_paged_and_the_links_keep_the_filters() {
+        let filter = Filter {
+            queue: Some("fetch/a b".into()),
+            stage: Some(String::new()),
+            ..Filter::default()
+        };
+        let html = pages(&filter, 200, 1000).into_string();
+        assert!(html.contains("201–400 of 1000"), "{html}");
+        assert!(
+            html.contains("href=\"/dead-letters?queue=fetch%2Fa+b&amp;from=0\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"/dead-letters?queue=fetch%2Fa+b&amp;from=400\""),
+            "{html}"
+        );
+        let last = pages(&filter, 800, 1000).into_string();
+        assert!(
+            last.contains("previous") && !last.contains("next"),
+            "{last}"
+        );
+        let only = pages(&Filter::default(), 0, 5).into_string();
+        assert!(
+            !only.contains("previous") && !only.contains("next"),
+            "{only}"
+        );
+    }
 }
