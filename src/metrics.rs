@@ -436,12 +436,30 @@ pub fn schedule_succeeded(schedule: &str, at_unix: i64) {
     gauge!(SCHEDULE_LAST_SUCCESS, label::SCHEDULE => schedule.to_string()).set(at_unix as f64);
 }
 
+/// When a request to each site last succeeded (UNIX seconds), as the gauge holds it, for
+/// the console (the recorder cannot be read back).
+static SITE_SUCCESSES: std::sync::Mutex<std::collections::BTreeMap<String, i64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// A request to a site succeeded now.
 pub fn site_succeeded(site: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     gauge!(SITE_LAST_SUCCESS, label::SITE => site.to_string()).set(now.as_secs_f64().floor());
+    SITE_SUCCESSES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(site.to_string(), now.as_secs() as i64);
+}
+
+/// When a request to `site` last succeeded in this process (UNIX seconds).
+pub fn site_last_success(site: &str) -> Option<i64> {
+    SITE_SUCCESSES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(site)
+        .copied()
 }
 
 /// The state directory's size on disk and its file system's free space.

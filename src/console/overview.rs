@@ -73,12 +73,16 @@ fn sites(status: &Status) -> Markup {
         h2 { "Sites" }
         div.scroll { table {
             thead { tr {
-                th scope="col" { "Site" } th scope="col" { "Clock skew" }
+                th scope="col" { "Site" } th scope="col" { "Last success" } th scope="col" { "Clock skew" }
                 th scope="col" { "Watermarks (appliance time)" } th scope="col" { "In progress" }
                 th scope="col" { "API budget this hour" }
             } }
             tbody { @for site in &status.sites { tr {
                 th scope="row" { (site.name) }
+                td { @match crate::metrics::site_last_success(&site.name).and_then(|t| DateTime::from_timestamp(t, 0)) {
+                    Some(at) => { (layout::instant(at)) },
+                    None => span.warn { "none since the start" },
+                } }
                 td { @match site.skew_seconds {
                     Some(s) => { (format!("{s:+.1} s")) }
                     None => span.muted { "not measured yet" },
