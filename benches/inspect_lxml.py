@@ -13,29 +13,8 @@ import sys
 
 from lxml import etree
 
-
-def local(tag):
-    return tag.rsplit("}", 1)[-1]
-
-
-def to_dict(element):
-    node = {f"@{local(k)}": v for k, v in element.attrib.items()}
-    for child in element:
-        value = to_dict(child)
-        key = local(child.tag)
-        if key in node:
-            if not isinstance(node[key], list):
-                node[key] = [node[key]]
-            node[key].append(value)
-        else:
-            node[key] = value
-    text = (element.text or "").strip()
-    if text:
-        if node:
-            node["#text"] = text
-        else:
-            return text
-    return node or None
+# The same dict per session as the parse comparison (this directory is on the path).
+from parse_lxml import to_dict
 
 
 def main():

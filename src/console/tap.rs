@@ -6,13 +6,12 @@ use std::convert::Infallible;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use maud::html;
-use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::layout::{self, Nav};
-use crate::pipeline::admin::{Context, TapFilter};
-use crate::pipeline::tap::{self, TapStage};
+use crate::pipeline::admin::{self, Context, TapFilter};
+use crate::pipeline::tap::TapStage;
 
 /// The page's choices as its form sends them (blank: any).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -89,32 +88,11 @@ fn query(filter: &TapFilter) -> String {
     }
 }
 
-/// `text/event-stream`: one `tap` event per session passing, `{"missed": n}` when the
-/// page fell behind; ends with the daemon.
+/// `text/event-stream`: one `tap` event per line of [`admin::tap_lines`]; ends with the
+/// daemon.
 pub(super) async fn live(State(context): State<Context>, Query(choice): Query<Choice>) -> Response {
-    let filter = choice.filter();
-    let events = tap::subscribe();
-    let stream = futures::stream::unfold(
-        (events, filter, context.stop),
-        |(mut events, filter, stop)| async move {
-            loop {
-                let event = tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    event = events.recv() => event,
-                };
-                let data = match event {
-                    Ok(event) if filter.passes(&event) => {
-                        serde_json::to_string(&event).unwrap_or_default()
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => json!({ "missed": n }).to_string(),
-                    Err(RecvError::Closed) => return None,
-                };
-                let sse = Event::default().event("tap").data(data);
-                return Some((Ok::<_, Infallible>(sse), (events, filter, stop)));
-            }
-        },
-    );
+    let stream = admin::tap_lines(choice.filter(), context.stop)
+        .map(|line| Ok::<_, Infallible>(Event::default().event("tap").data(line)));
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()

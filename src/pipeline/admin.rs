@@ -348,12 +348,16 @@ impl TapFilter {
     }
 }
 
-/// `GET /admin/tap[?site=S][&stage=parse|deliver]`: the tap's events from now on, as JSON
-/// Lines, until the daemon stops; a reader that fell behind gets `{"missed": n}`.
-async fn tap_handler(State(s): State<Context>, Query(filter): Query<TapFilter>) -> Response {
+/// The tap's events that pass `filter`, from now on, each as one JSON text, until
+/// `stop`; a reader that fell behind gets `{"missed": n}`. `GET /admin/tap` and the
+/// console's tap page both stream these.
+pub fn tap_lines(
+    filter: TapFilter,
+    stop: CancellationToken,
+) -> impl futures::Stream<Item = String> + Send + 'static {
     let events = tap::subscribe();
-    let lines = futures::stream::unfold(
-        (events, filter, s.stop),
+    futures::stream::unfold(
+        (events, filter, stop),
         |(mut events, filter, stop)| async move {
             loop {
                 let event = tokio::select! {
@@ -367,11 +371,17 @@ async fn tap_handler(State(s): State<Context>, Query(filter): Query<TapFilter>) 
                     Err(RecvError::Lagged(n)) => json!({ "missed": n }).to_string(),
                     Err(RecvError::Closed) => return None,
                 };
-                let chunk = Ok::<_, std::convert::Infallible>(format!("{line}\n"));
-                return Some((chunk, (events, filter, stop)));
+                return Some((line, (events, filter, stop)));
             }
         },
-    );
+    )
+}
+
+/// `GET /admin/tap[?site=S][&stage=parse|deliver]`: [`tap_lines`] as JSON Lines.
+async fn tap_handler(State(s): State<Context>, Query(filter): Query<TapFilter>) -> Response {
+    use futures::StreamExt as _;
+    let lines = tap_lines(filter, s.stop)
+        .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
     (
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(lines),
