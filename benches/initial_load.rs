@@ -6,6 +6,13 @@
 //! later runs (a million sessions are several GiB). PostgreSQL is skipped, saying so,
 //! when `psql` cannot create a database at 127.0.0.1:5432.
 //!
+//! PostgreSQL's anchor is its own loader on the same rows: the first import's tables
+//! are written out as CSV, then `psql \copy` loads them into a fresh database with
+//! btic's schema (its keys and indexes) and, for reference, into plain tables (same
+//! columns, no keys, no indexes). `BTIC_BENCH_ROUNDS` rounds (default 3) alternate the
+//! import and both loads, each into a fresh database; the medians and their ratios are
+//! printed.
+//!
 //! Run: `cargo bench --bench initial_load` (`BTIC_BENCH_SESSIONS=100000` for a shorter
 //! one). Figures are in `benches/README.md`.
 
@@ -14,8 +21,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use btic::deliver::sql::schema::{Dialect, TABLES, schema_v1};
 use btic::simulator::render::{Namespace, SessionListReader};
 use btic::simulator::sessions::{Sessions, epoch};
+
+fn rounds() -> usize {
+    std::env::var("BTIC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
 
 fn sessions_wanted() -> u64 {
     std::env::var("BTIC_BENCH_SESSIONS")
@@ -60,6 +76,77 @@ fn psql(db: &str, script: &str) -> bool {
         ])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `script` with `psql -f` in `db`, stopping at the first error.
+fn psql_script(db: &str, dir: &Path, name: &str, script: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-q"])
+        .args(["-v", "ON_ERROR_STOP=1", "-d", db, "-f"])
+        .arg(&path)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new empty database `db`.
+fn fresh_database(db: &str) {
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    assert!(
+        psql("postgres", &format!("CREATE DATABASE {db}")),
+        "creating {db}"
+    );
+}
+
+/// Writes every btic table of `db` as CSV into `dir`.
+fn export_csv(db: &str, dir: &Path) {
+    let script: String = TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "\\copy (SELECT * FROM \"{0}\") TO '{1}' CSV\n",
+                t.name,
+                dir.join(format!("{}.csv", t.name)).display()
+            )
+        })
+        .collect();
+    psql_script(db, dir, "export.sql", &script);
+}
+
+/// `psql \copy` of the CSV files in `dir` into a fresh database `db`: into tables with
+/// btic's schema (`keyed`) or into plain tables of the same columns. Only the loading
+/// script is timed.
+fn copy_load(db: &str, dir: &Path, keyed: bool) -> Duration {
+    fresh_database(db);
+    let mut ddl = schema_v1(Dialect::Postgres).join(";\n") + ";\n";
+    let mut load = String::new();
+    for t in TABLES {
+        let target = if keyed {
+            format!("\"{}\"", t.name)
+        } else {
+            ddl.push_str(&format!("CREATE TABLE plain_{0} (LIKE \"{0}\");\n", t.name));
+            format!("plain_{}", t.name)
+        };
+        load.push_str(&format!(
+            "\\copy {target} FROM '{}' CSV\n",
+            dir.join(format!("{}.csv", t.name)).display()
+        ));
+    }
+    psql_script(db, dir, "schema.sql", &ddl);
+    let started = Instant::now();
+    psql_script(db, dir, "load.sql", &load);
+    let took = started.elapsed();
+    psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    took
 }
 
 fn pipeline(dir: &Path, destination: &str) -> PathBuf {
@@ -119,6 +206,61 @@ fn report(target: &str, n: u64, (rows, elapsed, peak): (u64, Duration, u64)) {
     );
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Rounds of `btic import`, `\copy` into btic's schema and `\copy` into plain tables,
+/// alternating; prints each and the medians' ratios.
+fn postgres(n: u64, body: &Path, db: &str) {
+    let csv = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap();
+    let (mut ours, mut keyed, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    let mut total_rows = 0;
+    for round in 0..rounds() {
+        if round > 0 {
+            fresh_database(db);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        let config = pipeline(dir.path(), &format!("type = \"postgres\"\nurl = \"{url}\""));
+        let run = import(&config, body);
+        report("PostgreSQL", n, run);
+        let (rows, took, _) = run;
+        total_rows = rows;
+        ours.push(rows as f64 / took.as_secs_f64());
+        if round == 0 {
+            export_csv(db, csv.path());
+        }
+        psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+        let rate = |took: Duration| total_rows as f64 / took.as_secs_f64();
+        let took = copy_load(&format!("{db}_keyed"), csv.path(), true);
+        println!(
+            "psql \\copy into btic's schema: {:.1} s, {:.0} rows/s",
+            took.as_secs_f64(),
+            rate(took)
+        );
+        keyed.push(rate(took));
+        let took = copy_load(&format!("{db}_plain"), csv.path(), false);
+        println!(
+            "psql \\copy into plain tables: {:.1} s, {:.0} rows/s",
+            took.as_secs_f64(),
+            rate(took)
+        );
+        plain.push(rate(took));
+    }
+    let rounds = ours.len();
+    let (ours, keyed, plain) = (median(ours), median(keyed), median(plain));
+    println!(
+        "summary (medians of {rounds} rounds, {total_rows} rows): btic import {ours:.0} rows/s, psql \\copy into btic's schema {keyed:.0}, into plain tables {plain:.0}"
+    );
+    println!(
+        "summary: ratio btic / \\copy into btic's schema {:.2} (goal >= 1.0), / \\copy into plain tables {:.2}",
+        ours / keyed,
+        ours / plain
+    );
+}
+
 fn main() {
     let n = sessions_wanted();
     let started = Instant::now();
@@ -131,11 +273,7 @@ fn main() {
     );
     let db = format!("btic_initial_load_{}", std::process::id());
     if psql("postgres", &format!("CREATE DATABASE {db}")) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-        let config = pipeline(dir.path(), &format!("type = \"postgres\"\nurl = \"{url}\""));
-        report("PostgreSQL", n, import(&config, &body));
-        psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+        postgres(n, &body, &db);
     } else {
         println!(
             "initial load into PostgreSQL: skipped, psql cannot create a database at 127.0.0.1:5432"

@@ -6,7 +6,8 @@
 //! raw sled anchor (its flush-only figure is printed too, for what the fsync costs).
 //!
 //! `cargo bench --bench queue` runs the criterion groups and then prints a one-line
-//! summary per figure and the ratio of durable hand-offs to raw sled operations.
+//! summary per figure and the ratio of durable hand-offs to raw sled operations, and to
+//! bare sled transactions of a hand-off's shape (the design's own floor).
 
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,47 @@ fn raw_sled_with(count: u64, fsync: bool) -> Duration {
     started.elapsed()
 }
 
+/// Times `count` sled transactions of the shape a hand-off commits — over four trees,
+/// removing an item, inserting the next, updating two counters — each followed by
+/// sled's flush and an fsync of its log: what the queue's own design costs before any
+/// of its code runs (claims, encoding, thread hand-offs, the group commit).
+fn raw_sled_transactions(count: u64) -> Duration {
+    use sled::Transactional;
+    use sled::transaction::ConflictableTransactionError;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = sled::Config::new()
+        .path(dir.path().join("raw"))
+        .flush_every_ms(None)
+        .open()
+        .expect("open sled");
+    let log = std::fs::File::open(dir.path().join("raw/db")).expect("sled's log file");
+    let trees: Vec<sled::Tree> = ["items", "dead", "state", "meta"]
+        .iter()
+        .map(|name| db.open_tree(name).expect("tree"))
+        .collect();
+    let (items, dead, state, meta) = (&trees[0], &trees[1], &trees[2], &trees[3]);
+    for i in 0..count {
+        items.insert(i.to_be_bytes(), payload(i)).expect("fill");
+    }
+    db.flush().expect("flush");
+    let started = Instant::now();
+    for i in 0..count {
+        let (from, to) = (i.to_be_bytes(), (count + i).to_be_bytes());
+        (items, dead, state, meta)
+            .transaction(|(items, _, _, meta)| {
+                let item = items.remove(&from)?.unwrap_or_default();
+                items.insert(&to, item)?;
+                meta.insert(b"depth/in", &from)?;
+                meta.insert(b"depth/out", &to)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .expect("transaction");
+        db.flush().expect("flush");
+        log.sync_all().expect("fsync");
+    }
+    started.elapsed()
+}
+
 /// Times `count` durable pushes of 2 KiB items spread over `producers` tasks.
 fn concurrent_pushes(runtime: &Runtime, producers: usize, count: u64) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -153,10 +195,12 @@ fn summary() {
         rates[rates.len() / 2]
     };
     let (mut hand_offs, mut raws, mut flush_only) = (Vec::new(), Vec::new(), Vec::new());
+    let mut transactions = Vec::new();
     for _ in 0..rounds {
         hand_offs.push(rate(durable_hand_offs(&runtime, count)));
         raws.push(rate(raw_sled(count)));
         flush_only.push(rate(raw_sled_with(count, false)));
+        transactions.push(rate(raw_sled_transactions(count)));
     }
     let (hand_off, raw) = (median(hand_offs), median(raws));
     println!("summary: durable hand-offs {hand_off:.0} items/s (median of {rounds} rounds)");
@@ -167,7 +211,16 @@ fn summary() {
         "summary: raw sled insert+remove+flush without the fsync {:.0} items/s (what the fsync costs)",
         median(flush_only)
     );
+    let transaction = median(transactions);
+    println!(
+        "summary: raw sled transaction over four trees (a hand-off's shape)+flush+fsync {transaction:.0} items/s, ratio to raw sled {:.2}",
+        transaction / raw
+    );
     println!("summary: ratio {:.2} (goal >= 0.8)", hand_off / raw);
+    println!(
+        "summary: durable hand-offs / raw sled transactions {:.2} (what the queue's code costs)",
+        hand_off / transaction
+    );
     for producers in PRODUCERS {
         let pushes = median(
             (0..3)

@@ -192,6 +192,28 @@ async fn a_session_with_a_bad_value_is_skipped_and_the_rest_of_the_file_lands() 
     assert_eq!(target.counts().await[0], 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_file_is_reported_and_the_files_after_it_land() {
+    let target = sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline(dir.path(), &target);
+    let missing = dir.path().join("missing.xml");
+    let out = import(&config, &[missing.to_str().unwrap(), FIXTURE, FIXTURE]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("imported 4 sessions (70 rows) into destination \"db\" from 3 files: 0 skipped, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(&format!("error: reading {}", missing.display()))
+            && text(&out.stderr).contains("1 file(s) unreadable"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(target.counts().await[0], 2);
+}
+
 #[test]
 fn importing_into_an_unknown_destination_or_site_is_a_clear_usage_error() {
     // (Importing into a files destination works: tests/deliver_files.rs.)

@@ -279,44 +279,115 @@ async fn import_sql(
         ProgressBar::hidden()
     };
     let mut tally = Tally::default();
-    let mut done_bytes = 0u64;
-    let batch_size = sql.batch_size.max(1);
-    for path in files {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                progress.suspend(|| eprintln!("error: reading {}: {e}", path.display()));
-                tally.bad_files += 1;
-                continue;
+    // Parsing runs on a thread of its own, a batch ahead of delivery, so the parse of
+    // the next batch overlaps the database's work on this one.
+    let (sender, mut batches) = tokio::sync::mpsc::channel(1);
+    let reader = {
+        let files = files.to_vec();
+        let batch_size = sql.batch_size.max(1);
+        std::thread::Builder::new()
+            .name("btic-import-parse".to_owned())
+            .spawn(move || read_batches(&files, batch_size, &sender))
+            .map_err(|e| CliError::failed(format!("starting the parse thread: {e}")))?
+    };
+    let mut outcome = Ok(());
+    while let Some(read) = batches.recv().await {
+        match read {
+            Read::Batch {
+                mut sessions,
+                position,
+            } => {
+                progress.set_position(position);
+                outcome = deliver(&sink, host_name, &mut sessions, &mut tally, &progress).await;
+                if outcome.is_err() {
+                    break;
+                }
             }
-        };
-        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut batch: Vec<Session> = Vec::with_capacity(batch_size);
-        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
-            match item {
-                Ok(parsed) => {
-                    progress.set_position(done_bytes + parsed.offset);
-                    batch.push(parsed.session);
-                    if batch.len() >= batch_size {
-                        deliver(&sink, host_name, &mut batch, &mut tally, &progress).await?;
-                    }
-                }
-                Err(e) if e.is_fatal() => {
-                    progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+            Read::Problem { text, unreadable } => {
+                progress.suspend(|| eprintln!("error: {text}"));
+                if unreadable {
                     tally.bad_files += 1;
-                }
-                Err(e) => {
-                    progress.suspend(|| eprintln!("error: {}: {e}", path.display()));
+                } else {
                     tally.skipped += 1;
                 }
             }
         }
-        deliver(&sink, host_name, &mut batch, &mut tally, &progress).await?;
-        done_bytes += file_len;
-        progress.set_position(done_bytes);
     }
+    // Ends the reader (its next send fails) if delivery gave up early.
+    drop(batches);
+    if reader.join().is_err() {
+        return Err(CliError::failed("the parse thread panicked"));
+    }
+    outcome?;
     progress.finish_and_clear();
     Ok(tally)
+}
+
+/// What the parse thread hands to delivery, in file order.
+enum Read {
+    /// Up to a batch of sessions, and how far into the files they reach (bytes).
+    Batch {
+        sessions: Vec<Session>,
+        position: u64,
+    },
+    /// A session skipped, or a file that could not be read (`unreadable`).
+    Problem { text: String, unreadable: bool },
+}
+
+/// Parses `files` in order and sends their sessions in batches of `batch_size` (a file's
+/// last batch may be smaller); stops early when the receiver is gone.
+fn read_batches(files: &[PathBuf], batch_size: usize, out: &tokio::sync::mpsc::Sender<Read>) {
+    let mut done_bytes = 0u64;
+    let send = |read: Read| out.blocking_send(read).is_ok();
+    for path in files {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                let text = format!("reading {}: {e}", path.display());
+                if !send(Read::Problem {
+                    text,
+                    unreadable: true,
+                }) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut sessions: Vec<Session> = Vec::with_capacity(batch_size);
+        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
+            let read = match item {
+                Ok(parsed) => {
+                    let position = done_bytes + parsed.offset;
+                    sessions.push(parsed.session);
+                    if sessions.len() < batch_size {
+                        continue;
+                    }
+                    let full = std::mem::replace(&mut sessions, Vec::with_capacity(batch_size));
+                    Read::Batch {
+                        sessions: full,
+                        position,
+                    }
+                }
+                Err(e) => Read::Problem {
+                    text: format!("{}: {e}", path.display()),
+                    unreadable: e.is_fatal(),
+                },
+            };
+            if !send(read) {
+                return;
+            }
+        }
+        done_bytes += file_len;
+        if !sessions.is_empty()
+            && !send(Read::Batch {
+                sessions,
+                position: done_bytes,
+            })
+        {
+            return;
+        }
+    }
 }
 
 /// Delivers and empties `batch`, retrying retryable failures a few times; a batch that

@@ -4,6 +4,7 @@
 //! module doc).
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::model::{
@@ -373,25 +374,52 @@ fn pair(name: &str, value: Option<&String>) -> Row {
 
 /// `information` of one category: JSON with the column headers and the rows, each as
 /// name/value objects in document order, so repeated or reordered fields survive.
+/// Written straight from the session's strings (keys in alphabetical order, as a
+/// `serde_json::Value` map would write them): a system information section has
+/// hundreds of fields, and building maps of them first was most of a session's cost.
 fn category_row(c: &SystemInfoCategory) -> Row {
-    let columns: Vec<_> = c
-        .columns
-        .iter()
-        .map(|f| json!({"name": f.name, "text": f.value}))
-        .collect();
-    let rows: Vec<Vec<_>> = c
-        .rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .map(|f| json!({"name": f.name, "value": f.value}))
-                .collect()
-        })
-        .collect();
-    vec![
-        Value::from(c.name.as_str()),
-        Value::Text(json!({"columns": columns, "rows": rows}).to_string()),
-    ]
+    #[derive(Serialize)]
+    struct Header<'a> {
+        name: &'a str,
+        text: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Field<'a> {
+        name: &'a str,
+        value: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Information<'a> {
+        columns: Vec<Header<'a>>,
+        rows: Vec<Vec<Field<'a>>>,
+    }
+    let information = Information {
+        columns: c
+            .columns
+            .iter()
+            .map(|f| Header {
+                name: &f.name,
+                text: &f.value,
+            })
+            .collect(),
+        rows: c
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|f| Field {
+                        name: &f.name,
+                        value: &f.value,
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    let text = match serde_json::to_string(&information) {
+        Ok(text) => text,
+        Err(e) => unreachable!("strings always serialize as JSON: {e}"),
+    };
+    vec![Value::from(c.name.as_str()), Value::Text(text)]
 }
 
 fn recordings_json(links: &[RecordingLink]) -> Value {
@@ -412,6 +440,41 @@ mod tests {
 
     fn text(s: &str) -> Value {
         Value::Text(s.into())
+    }
+
+    #[test]
+    fn a_category_is_the_same_json_as_a_map_of_it_would_write() {
+        let field = |name: &str, value: &str| DataValue {
+            name: name.into(),
+            value: value.into(),
+        };
+        let c = SystemInfoCategory {
+            name: "Drives".into(),
+            columns: vec![field("Name", "Drive \"letter\""), field("Size", "")],
+            rows: vec![
+                vec![field("Name", "C:\\"), field("Size", "100 GB\n\u{7}é")],
+                vec![field("Size", "1"), field("Size", "2")],
+            ],
+        };
+        let columns: Vec<_> = c
+            .columns
+            .iter()
+            .map(|f| json!({"name": f.name, "text": f.value}))
+            .collect();
+        let rows: Vec<Vec<_>> = c
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|f| json!({"name": f.name, "value": f.value}))
+                    .collect()
+            })
+            .collect();
+        let expected = json!({"columns": columns, "rows": rows}).to_string();
+        assert_eq!(
+            category_row(&c),
+            vec![text("Drives"), Value::Text(expected)]
+        );
     }
 
     #[test]
