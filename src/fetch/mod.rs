@@ -74,7 +74,7 @@ impl Fetcher {
             Selection::Window(by, w) => {
                 let window = appliance::Window {
                     by: *by,
-                    from: w.start,
+                    from: w.first_second(),
                     duration: Duration::from_secs(w.duration_secs()),
                 };
                 match request.report {

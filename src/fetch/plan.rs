@@ -30,9 +30,22 @@ pub struct Window {
 }
 
 impl Window {
-    /// Length in whole seconds (at least 1: the API's `duration=0` means "up to now").
+    /// The first whole second the appliance is asked for: `start` rounded up. The API
+    /// takes UNIX seconds and a session's times are whole seconds, so the window holds
+    /// the seconds `s` with `start <= s < end`: from `start` rounded up to `end` rounded
+    /// up. Windows that meet (one's `end` the next one's `start`) are asked for seconds
+    /// that meet too, whatever fractions of a second the marks carry (appliance time is
+    /// the local clock plus a skew measured in milliseconds).
+    pub fn first_second(&self) -> DateTime<Utc> {
+        ceil_second(self.start)
+    }
+
+    /// How many whole seconds from [`first_second`](Self::first_second) on the
+    /// appliance is asked for, at least 1 (the API's `duration=0` means "up to now").
     pub fn duration_secs(&self) -> u64 {
-        (self.end - self.start).num_seconds().max(1) as u64
+        (ceil_second(self.end) - ceil_second(self.start))
+            .num_seconds()
+            .max(1) as u64
     }
 
     /// Two halves, or `None` when the window is too short to split (one second).
@@ -52,6 +65,16 @@ impl Window {
                 end: self.end,
             },
         ))
+    }
+}
+
+/// `t` rounded up to a whole second.
+fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = t - TimeDelta::nanoseconds(i64::from(t.timestamp_subsec_nanos()));
+    if whole == t {
+        t
+    } else {
+        whole + TimeDelta::seconds(1)
     }
 }
 
@@ -296,6 +319,34 @@ mod tests {
                 stretch(99_000, 99_880, Pass::First)
             ]
         );
+    }
+
+    #[test]
+    fn windows_whose_marks_carry_fractions_of_a_second_ask_for_every_second() {
+        let ms = |v: i64| DateTime::from_timestamp_millis(v).unwrap();
+        // [10.7 s, 3610.2 s) holds the sessions that ended at 11 ..= 3610 s.
+        let w = Window {
+            start: ms(10_700),
+            end: ms(3_610_200),
+        };
+        assert_eq!((w.first_second(), w.duration_secs()), (t(11), 3600));
+        // Marks anywhere in a second (appliance time is the clock plus a skew in
+        // milliseconds): windows that meet ask for seconds that meet.
+        let marks = [
+            10_700, 70_300, 70_900, 131_100, 191_100, 250_000, 250_001, 311_999,
+        ];
+        let mut asked = Vec::new();
+        for pair in marks.windows(2) {
+            let w = Window {
+                start: ms(pair[0]),
+                end: ms(pair[1]),
+            };
+            let from = w.first_second().timestamp();
+            asked.extend(from..from + w.duration_secs() as i64);
+        }
+        let wanted: Vec<i64> = (11..312).collect();
+        assert!(wanted.iter().all(|s| asked.contains(s)), "{asked:?}");
+        assert!(asked.iter().all(|s| wanted.contains(s)), "{asked:?}");
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl fmt::Display for FetchRequest {
                     WindowBy::End => "end_time",
                     WindowBy::Start => "start_time",
                 },
-                w.start.timestamp(),
+                w.first_second().timestamp(),
                 w.duration_secs()
             ),
             Selection::Lsids(lsids) => {
