@@ -3,7 +3,6 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 
 use super::QueueError;
 
@@ -217,15 +216,6 @@ pub(crate) fn decode<T: DeserializeOwned>(
     }
 }
 
-thread_local! {
-    /// zstd's contexts, one per thread and kept: making one allocates and clears
-    /// several hundred KiB, which cost more than compressing a queue item.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { RefCell::new(None) };
-}
-
 /// Encodes a caller's value as a payload: a tag byte, then its postcard bytes, either
 /// as they are or, from [`COMPRESS_FROM`] bytes on, as one zstd frame. No version byte:
 /// it travels inside an envelope that has one.
@@ -242,17 +232,7 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(
     if plain.len() - 1 < COMPRESS_FROM {
         return Ok(plain);
     }
-    let frame = COMPRESSOR
-        .with(|compressor| {
-            let mut compressor = compressor.borrow_mut();
-            if compressor.is_none() {
-                *compressor = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-            }
-            match compressor.as_mut() {
-                Some(c) => c.compress(&plain[1..]),
-                None => unreachable!("set just above"),
-            }
-        })
+    let frame = zstd::bulk::compress(&plain[1..], ZSTD_LEVEL)
         .map_err(|e| encode_error(format!("compressing: {e}")))?;
     let mut packed = Vec::with_capacity(frame.len() + 1);
     packed.push(PAYLOAD_ZSTD);
@@ -289,17 +269,7 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(
                     ));
                 }
             };
-            let postcard = DECOMPRESSOR
-                .with(|decompressor| {
-                    let mut decompressor = decompressor.borrow_mut();
-                    if decompressor.is_none() {
-                        *decompressor = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    match decompressor.as_mut() {
-                        Some(d) => d.decompress(frame, size as usize),
-                        None => unreachable!("set just above"),
-                    }
-                })
+            let postcard = zstd::bulk::decompress(frame, size as usize)
                 .map_err(|e| decode_error(format!("decompressing: {e}")))?;
             decode_postcard(&postcard).map_err(decode_error)
         }
