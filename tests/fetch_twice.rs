@@ -231,6 +231,18 @@ async fn a_day_at_twenty_thousand_sessions_a_day_fetches_each_twice_at_most_and_
     }
     assert_eq!(missing, 0, "{missing} of {} sessions missing", wanted.len());
 
+    // The digests of sessions long past the recheck mark are forgotten: what is kept is
+    // about the last overlap and an hour of sessions, not the day.
+    let kept = queue
+        .state_keys(&keys::seen_prefix("sim"))
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        kept < SESSIONS_PER_DAY as usize / 8,
+        "{kept} session digests kept"
+    );
+
     // What it cost: sessions fetched and written per new session.
     let new = rows(&db, "SELECT COUNT(*) FROM session") as f64;
     let fetched = (after.sessions_returned - before.sessions_returned) as f64;

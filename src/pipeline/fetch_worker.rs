@@ -50,6 +50,9 @@ const OPEN_LSIDS_PER_REQUEST: usize = 50;
 /// what was handed on unchanged.
 const SEEN_MARGIN_SECONDS: i64 = 3600;
 
+/// Digests forgotten per queue transaction.
+const FORGET_PER_TRANSACTION: usize = 1000;
+
 /// Why a fetch did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -242,15 +245,19 @@ impl FetchStage {
         let before = oldest - keep.num_seconds();
         let seen: Vec<(String, SeenRecord)> =
             self.queue.state_list(&keys::seen_prefix(site)).await?;
-        let mut step = HandOff::new(&Lane::Live, Step::Request("forget seen".into()));
-        let mut forgotten = 0;
-        for (key, record) in seen {
-            if record.at < before {
-                step.delete_state(&key);
-                forgotten += 1;
+        let old: Vec<String> = seen
+            .into_iter()
+            .filter(|(_, record)| record.at < before)
+            .map(|(key, _)| key)
+            .collect();
+        // In transactions of a bounded size: the first run after a catch-up forgets
+        // every session of the history at once, and one transaction holds all it writes
+        // in memory until it commits.
+        for keys in old.chunks(FORGET_PER_TRANSACTION) {
+            let mut step = HandOff::new(&Lane::Live, Step::Request("forget seen".into()));
+            for key in keys {
+                step.delete_state(key);
             }
-        }
-        if forgotten > 0 {
             step.commit(&self.queue, Vec::new()).await?;
         }
         Ok(())
