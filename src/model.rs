@@ -14,13 +14,19 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// A value of a session as the appliance wrote it: text of up to 24 bytes (most ids,
+/// names, addresses and event types) is kept inline, longer text on the heap. Encoded
+/// exactly as a `String` (serde and postcard see a string), so queued items and the
+/// `inspect` JSON are unchanged.
+pub type Text = compact_str::CompactString;
+
 /// One support session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Session {
     /// The session's unique id (`lsid` attribute), usually 32 hex digits.
-    pub lsid: String,
+    pub lsid: Text,
     /// `session_type`, normally `support`.
-    pub session_type: String,
+    pub session_type: Text,
     /// `lseq`: an incrementing number, neither unique nor strictly increasing.
     pub lseq: Option<i64>,
     /// `start_time`.
@@ -28,23 +34,23 @@ pub struct Session {
     /// `end_time`; `None` while the session is in progress (or closed abnormally).
     pub end_time: Option<DateTime<Utc>>,
     /// `duration` as written (`HH:MM:SS`).
-    pub duration: Option<String>,
+    pub duration: Option<Text>,
     /// `public_site`.
     pub public_site: Option<PublicSite>,
     /// `external_key`.
-    pub external_key: Option<String>,
+    pub external_key: Option<Text>,
     /// `jump_group` (Jump sessions).
     pub jump_group: Option<JumpGroup>,
     /// `custom_attributes`.
     pub custom_attributes: Vec<CustomAttribute>,
     /// `session_chat_view_url`.
-    pub chat_view_url: Option<String>,
+    pub chat_view_url: Option<Text>,
     /// `session_chat_download_url`.
-    pub chat_download_url: Option<String>,
+    pub chat_download_url: Option<Text>,
     /// `session_recording_view_url`; present only if the screen was recorded.
-    pub recording_view_url: Option<String>,
+    pub recording_view_url: Option<Text>,
     /// `session_recording_download_url`; present only if the screen was recorded.
-    pub recording_download_url: Option<String>,
+    pub recording_download_url: Option<Text>,
     /// `command_shell_recordings`: one per shell, instances from 0.
     pub command_shell_recordings: Vec<RecordingLink>,
     /// `show_my_screen_recordings`: one per Show My Screen run, instances from 0.
@@ -85,31 +91,31 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PublicSite {
     /// `id` attribute.
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// The site's name (`Default` unless set).
-    pub name: String,
+    pub name: Text,
 }
 
 /// `jump_group`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct JumpGroup {
     /// `id` attribute: unique per type.
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// `type` attribute: `shared` or `personal`.
-    pub kind: Option<String>,
+    pub kind: Option<Text>,
     /// The group's name.
-    pub name: String,
+    pub name: Text,
 }
 
 /// `custom_attribute`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CustomAttribute {
     /// `display_name` attribute.
-    pub display_name: String,
+    pub display_name: Text,
     /// `code_name` attribute.
-    pub code_name: String,
+    pub code_name: Text,
     /// The value.
-    pub value: String,
+    pub value: Text,
 }
 
 /// A recording the appliance offers for download (`command_shell_recording` and the like).
@@ -118,9 +124,9 @@ pub struct RecordingLink {
     /// `instance` attribute, 0-based.
     pub instance: u32,
     /// `download_url`.
-    pub download_url: Option<String>,
+    pub download_url: Option<Text>,
     /// `view_url`.
-    pub view_url: Option<String>,
+    pub view_url: Option<Text>,
 }
 
 /// Someone named by reference: `primary_customer`, `primary_rep`, an event's
@@ -128,71 +134,71 @@ pub struct RecordingLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Party {
     /// `type` attribute: `system`, `customer` or `representative` (events only).
-    pub kind: Option<String>,
+    pub kind: Option<Text>,
     /// `gsnumber` attribute.
-    pub gsnumber: Option<String>,
+    pub gsnumber: Option<Text>,
     /// `id` attribute (representatives).
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// The name.
-    pub name: String,
+    pub name: Text,
 }
 
 /// `customer` in `customer_list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Customer {
     /// `gsnumber` attribute.
-    pub gsnumber: Option<String>,
+    pub gsnumber: Option<Text>,
     /// `username`.
-    pub username: Option<String>,
+    pub username: Option<Text>,
     /// `public_ip`, possibly with a port (`203.0.113.10:50522`, `[2001:db8::1]:56722`).
-    pub public_ip: Option<String>,
+    pub public_ip: Option<Text>,
     /// `private_ip`.
-    pub private_ip: Option<String>,
+    pub private_ip: Option<Text>,
     /// `hostname`.
-    pub hostname: Option<String>,
+    pub hostname: Option<Text>,
     /// `os`.
-    pub os: Option<String>,
+    pub os: Option<Text>,
     /// `primary_cust` (1 or 0).
     pub primary: Option<bool>,
     /// `rpat` support flag when written (1 or 0).
     pub rpat: Option<bool>,
     /// `info/name`: the name given in the issue submission form.
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// `info/company`.
-    pub company: Option<String>,
+    pub company: Option<Text>,
     /// `info/company_code`.
-    pub company_code: Option<String>,
+    pub company_code: Option<Text>,
     /// `info/issue`.
-    pub issue: Option<String>,
+    pub issue: Option<Text>,
     /// `info/details`: the issue description.
-    pub details: Option<String>,
+    pub details: Option<Text>,
 }
 
 /// `representative` in `rep_list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Representative {
     /// `gsnumber` attribute.
-    pub gsnumber: Option<String>,
+    pub gsnumber: Option<Text>,
     /// `id` attribute: the user id.
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// `username`.
-    pub username: Option<String>,
+    pub username: Option<Text>,
     /// `display_name`.
-    pub display_name: Option<String>,
+    pub display_name: Option<Text>,
     /// `public_display_name`.
-    pub public_display_name: Option<String>,
+    pub public_display_name: Option<Text>,
     /// `private_display_name`.
-    pub private_display_name: Option<String>,
+    pub private_display_name: Option<Text>,
     /// `display_number`.
-    pub display_number: Option<String>,
+    pub display_number: Option<Text>,
     /// `public_ip`.
-    pub public_ip: Option<String>,
+    pub public_ip: Option<Text>,
     /// `private_ip`.
-    pub private_ip: Option<String>,
+    pub private_ip: Option<Text>,
     /// `hostname`.
-    pub hostname: Option<String>,
+    pub hostname: Option<Text>,
     /// `os`.
-    pub os: Option<String>,
+    pub os: Option<Text>,
     /// `session_owner` (1 or 0).
     pub session_owner: Option<bool>,
     /// `primary_rep` (1 or 0).
@@ -207,9 +213,9 @@ pub struct Representative {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Team {
     /// `id` attribute.
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// The team's display name.
-    pub name: String,
+    pub name: Text,
     /// `primary` flag (1 or 0): the last team the session was transferred to.
     pub primary: Option<bool>,
 }
@@ -220,7 +226,7 @@ pub struct Event {
     /// `timestamp` attribute.
     pub timestamp: Option<DateTime<Utc>>,
     /// `event_type` attribute (an open list: Session Start, Chat Message, ...).
-    pub event_type: String,
+    pub event_type: Text,
     /// `performed_by`.
     pub performed_by: Option<Party>,
     /// `destination`.
@@ -228,13 +234,13 @@ pub struct Event {
     /// `data/value` pairs in document order.
     pub data: Vec<DataValue>,
     /// `body`: chat or note text.
-    pub body: Option<String>,
+    pub body: Option<Text>,
     /// `encoded_body`, base64-decoded (present when the text has characters XML cannot carry).
-    pub encoded_body: Option<String>,
+    pub encoded_body: Option<Text>,
     /// `filename`.
-    pub filename: Option<String>,
+    pub filename: Option<Text>,
     /// `filesize`.
-    pub filesize: Option<String>,
+    pub filesize: Option<Text>,
     /// `files/file`.
     pub files: Vec<TransferredFile>,
     /// `system_information/category`.
@@ -245,25 +251,25 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DataValue {
     /// `name` attribute.
-    pub name: String,
+    pub name: Text,
     /// `value` attribute.
-    pub value: String,
+    pub value: Text,
 }
 
 /// `files/file` of an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TransferredFile {
     /// The file's name.
-    pub name: String,
+    pub name: Text,
     /// Its size when given.
-    pub size: Option<String>,
+    pub size: Option<Text>,
 }
 
 /// `system_information/category`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SystemInfoCategory {
     /// `name` attribute (General, Memory, Drives, ...).
-    pub name: String,
+    pub name: Text,
     /// `description/field`: the column headers, as (name attribute, text).
     pub columns: Vec<DataValue>,
     /// `data/row`: each row's fields as (name attribute, trimmed text).
@@ -430,10 +436,10 @@ impl Naming {
     pub fn of(host: &str, session: &Session) -> Naming {
         Naming {
             host: host.to_string(),
-            lsid: session.lsid.clone(),
+            lsid: session.lsid.to_string(),
             lseq: session.lseq,
-            external_key: session.external_key.clone(),
-            session_type: session.session_type.clone(),
+            external_key: session.external_key.as_deref().map(str::to_owned),
+            session_type: session.session_type.to_string(),
         }
     }
 

@@ -391,7 +391,7 @@ async fn windows_select_by_start_with_sessions_in_progress_and_by_end_only_close
     assert!(by_end.iter().all(|s| s.end_time.is_some()), "only closed");
     assert!(by_end.len() > 300, "{}", by_end.len());
     // By LSID: one, then several.
-    let lsids: Vec<String> = by_end.iter().take(3).map(|s| s.lsid.clone()).collect();
+    let lsids: Vec<String> = by_end.iter().take(3).map(|s| s.lsid.to_string()).collect();
     let one = sessions_in(&client.support_sessions_by_lsid(&lsids[..1]).await.unwrap());
     assert_eq!(one.len(), 1);
     assert_eq!(one[0], by_end[0]);
@@ -510,7 +510,7 @@ async fn the_ground_truth_matches_what_the_client_fetches_digest_for_digest() {
     let mut ours: Vec<(String, String)> = sessions_in(&fetched)
         .iter()
         .filter(|s| s.end_time.is_some_and(|t| t.timestamp() < now))
-        .map(|s| (s.lsid.clone(), btic::simulator::catalog::digest(s)))
+        .map(|s| (s.lsid.to_string(), btic::simulator::catalog::digest(s)))
         .collect();
     let http = reqwest::Client::builder()
         .tls_certs_only([

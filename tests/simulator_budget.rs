@@ -100,7 +100,7 @@ fn budget_headers(response: &reqwest::Response) -> (u32, u32) {
 
 fn lsids_in(body: &[u8]) -> Vec<String> {
     SessionReader::new(body)
-        .map(|s| s.unwrap().session.lsid)
+        .map(|s| s.unwrap().session.lsid.into())
         .collect()
 }
 

@@ -105,7 +105,7 @@ async fn a_poisoned_session_fails_alone(target: Target) {
     let err = outcome.sessions[5].as_ref().unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(
-        err.to_string().contains(&batch[5].lsid),
+        err.to_string().contains(batch[5].lsid.as_str()),
         "the error names the session: {err}"
     );
     let mut counts = expected_counts(8, true);
@@ -141,9 +141,9 @@ async fn hostile_values_are_stored_verbatim(target: Target) {
     ];
     let mut batch = sessions(nasty.len(), true);
     for (s, v) in batch.iter_mut().zip(nasty) {
-        s.external_key = Some(v.to_string());
-        s.events[1].body = Some(v.to_string());
-        s.custom_attributes[0].value = v.to_string();
+        s.external_key = Some(v.to_string().into());
+        s.events[1].body = Some(v.to_string().into());
+        s.custom_attributes[0].value = v.to_string().into();
     }
     assert_eq!(sink.deliver(HOST, &batch).await.delivered(), nasty.len());
     let keys = target

@@ -12,7 +12,7 @@ use quick_xml::Reader;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 
-use crate::model::ReportRoot;
+use crate::model::{ReportRoot, Text};
 
 /// Element names the parsers know, by local name; everything else is `Other`. The
 /// variants spell the element names, hence the lint exception.
@@ -445,6 +445,11 @@ impl<R: BufRead> Pull<R> {
         self.attr(local).map(Cow::into_owned)
     }
 
+    /// The value of attribute `local` as a model [`Text`] (short values inline).
+    pub fn attr_text(&self, local: &str) -> Option<Text> {
+        self.attr(local).map(|value| Text::from(&*value))
+    }
+
     /// The next step.
     pub fn next(&mut self) -> Result<Tok, Fault> {
         if self.pending_close {
@@ -561,6 +566,15 @@ impl<R: BufRead> Pull<R> {
 
     /// The text of the element just opened, trimmed; child elements are skipped.
     pub fn leaf(&mut self) -> Result<String, Fault> {
+        self.leaf_as()
+    }
+
+    /// [`Pull::leaf`] as a model [`Text`]: a value of up to 24 bytes is not allocated.
+    pub fn text(&mut self) -> Result<Text, Fault> {
+        self.leaf_as()
+    }
+
+    fn leaf_as<T: for<'a> From<&'a str>>(&mut self) -> Result<T, Fault> {
         // Text gathers in a buffer kept between calls; the value is then allocated once,
         // at its trimmed size.
         let mut gathered = std::mem::take(&mut self.spare);
@@ -586,7 +600,7 @@ impl<R: BufRead> Pull<R> {
             }
         };
         let gathered = self.text.take().unwrap_or_default();
-        let value = gathered.trim_matches(is_xml_space).to_string();
+        let value = T::from(gathered.trim_matches(is_xml_space));
         self.spare = gathered;
         outcome.map(|()| value)
     }

@@ -166,8 +166,8 @@ pub fn parse_api_info(r: impl BufRead) -> Result<ApiInfo, ParseError> {
                             {
                                 let value = p.leaf()?;
                                 info.permissions.push(DataValue {
-                                    name: name.trim().to_string(),
-                                    value,
+                                    name: name.trim().into(),
+                                    value: value.into(),
                                 });
                             }
                             Ok(())
@@ -176,7 +176,10 @@ pub fn parse_api_info(r: impl BufRead) -> Result<ApiInfo, ParseError> {
                         Name::Other if p.local_name().starts_with("perm_") => {
                             let name = p.local_name().to_string();
                             let value = p.leaf()?;
-                            info.permissions.push(DataValue { name, value });
+                            info.permissions.push(DataValue {
+                                name: name.into(),
+                                value: value.into(),
+                            });
                         }
                         _ => {}
                     }

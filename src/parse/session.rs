@@ -22,7 +22,7 @@ use base64::Engine;
 
 use crate::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
-    ReportRoot, Representative, Session, SystemInfoCategory, Team, TransferredFile,
+    ReportRoot, Representative, Session, SystemInfoCategory, Team, Text, TransferredFile,
 };
 use crate::parse::pull::{Fault, Name, Pull, Tok};
 use crate::parse::values::Problems;
@@ -45,7 +45,7 @@ pub struct ParsedSession {
 #[derive(Debug)]
 pub struct SessionReader<R> {
     pull: Pull<R>,
-    last_lsid: Option<String>,
+    last_lsid: Option<Text>,
     root: Option<String>,
     done: bool,
 }
@@ -86,18 +86,17 @@ impl<R: BufRead> SessionReader<R> {
 
     fn fatal(&mut self, fault: Fault) -> ParseError {
         self.done = true;
-        malformed(&self.pull, fault, self.last_lsid.clone())
+        malformed(
+            &self.pull,
+            fault,
+            self.last_lsid.as_deref().map(str::to_owned),
+        )
     }
 
     fn session(&mut self) -> Result<ParsedSession, ParseError> {
         let offset = self.pull.event_start();
         let mut session = Session {
-            lsid: self
-                .pull
-                .attr("lsid")
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
+            lsid: self.pull.attr("lsid").unwrap_or_default().trim().into(),
             ..Session::default()
         };
         let mut problems = Problems::default();
@@ -110,7 +109,7 @@ impl<R: BufRead> SessionReader<R> {
         }
         let Some(mut raw) = self.pull.take_recorded_from(offset) else {
             return Err(ParseError::SessionTooLarge {
-                lsid: session.lsid,
+                lsid: session.lsid.into(),
                 offset,
                 limit: self.pull.record_limit(),
             });
@@ -124,7 +123,7 @@ impl<R: BufRead> SessionReader<R> {
         }
         if let Some(problem) = problems.first {
             return Err(ParseError::BadValue {
-                lsid: session.lsid,
+                lsid: session.lsid.into(),
                 offset,
                 element: problem.element,
                 value: problem.value,
@@ -203,26 +202,26 @@ fn read_session<R: BufRead>(
             return Ok(());
         }
         match name {
-            Name::SessionType => s.session_type = p.leaf()?,
-            Name::Lseq => s.lseq = problems.number("lseq", &p.leaf()?),
+            Name::SessionType => s.session_type = p.text()?,
+            Name::Lseq => s.lseq = problems.number("lseq", &p.text()?),
             Name::StartTime => s.start_time = time(p, problems, "start_time")?,
             Name::EndTime => s.end_time = time(p, problems, "end_time")?,
-            Name::Duration => s.duration = Some(p.leaf()?),
+            Name::Duration => s.duration = Some(p.text()?),
             Name::PublicSite => {
-                let id = p.attr_owned("id");
+                let id = p.attr_text("id");
                 s.public_site = Some(PublicSite {
                     id,
-                    name: p.leaf()?,
+                    name: p.text()?,
                 });
             }
-            Name::ExternalKey => s.external_key = Some(p.leaf()?),
+            Name::ExternalKey => s.external_key = Some(p.text()?),
             Name::JumpGroup => {
-                let id = p.attr_owned("id");
-                let kind = p.attr_owned("type");
+                let id = p.attr_text("id");
+                let kind = p.attr_text("type");
                 s.jump_group = Some(JumpGroup {
                     id,
                     kind,
-                    name: p.leaf()?,
+                    name: p.text()?,
                 });
             }
             Name::CustomAttributes => p.children(|p, name| {
@@ -231,10 +230,10 @@ fn read_session<R: BufRead>(
                 }
                 Ok(())
             })?,
-            Name::SessionChatViewUrl => s.chat_view_url = Some(p.leaf()?),
-            Name::SessionChatDownloadUrl => s.chat_download_url = Some(p.leaf()?),
-            Name::SessionRecordingViewUrl => s.recording_view_url = Some(p.leaf()?),
-            Name::SessionRecordingDownloadUrl => s.recording_download_url = Some(p.leaf()?),
+            Name::SessionChatViewUrl => s.chat_view_url = Some(p.text()?),
+            Name::SessionChatDownloadUrl => s.chat_download_url = Some(p.text()?),
+            Name::SessionRecordingViewUrl => s.recording_view_url = Some(p.text()?),
+            Name::SessionRecordingDownloadUrl => s.recording_download_url = Some(p.text()?),
             Name::CommandShellRecordings => recordings(
                 p,
                 problems,
@@ -248,13 +247,13 @@ fn read_session<R: BufRead>(
                 &mut s.show_my_screen_recordings,
             )?,
             Name::FileTransferCount => {
-                s.file_transfer_count = problems.number("file_transfer_count", &p.leaf()?)
+                s.file_transfer_count = problems.number("file_transfer_count", &p.text()?)
             }
             Name::FileMoveCount => {
-                s.file_move_count = problems.number("file_move_count", &p.leaf()?)
+                s.file_move_count = problems.number("file_move_count", &p.text()?)
             }
             Name::FileDeleteCount => {
-                s.file_delete_count = problems.number("file_delete_count", &p.leaf()?)
+                s.file_delete_count = problems.number("file_delete_count", &p.text()?)
             }
             Name::PrimaryCustomer => s.primary_customer = Some(party(p)?),
             Name::PrimaryRep => s.primary_rep = Some(party(p)?),
@@ -290,18 +289,18 @@ fn read_session<R: BufRead>(
 
 /// A `custom_attribute` element.
 fn custom_attribute<R: BufRead>(p: &mut Pull<R>) -> Result<CustomAttribute, Fault> {
-    let display_name = p.attr_owned("display_name").unwrap_or_default();
-    let code_name = p.attr_owned("code_name").unwrap_or_default();
+    let display_name = p.attr_text("display_name").unwrap_or_default();
+    let code_name = p.attr_text("code_name").unwrap_or_default();
     Ok(CustomAttribute {
         display_name,
         code_name,
-        value: p.leaf()?,
+        value: p.text()?,
     })
 }
 
 /// A `team` element of `team_list`.
 fn team<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Team, Fault> {
-    let id = p.attr_owned("id");
+    let id = p.attr_text("id");
     let primary = match p.attr("primary").or(p.attr("is_primary")) {
         Some(v) => problems.flag("team@primary", &v),
         None => None,
@@ -309,7 +308,7 @@ fn team<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Team, Fa
     Ok(Team {
         id,
         primary,
-        name: p.leaf()?,
+        name: p.text()?,
     })
 }
 
@@ -319,21 +318,21 @@ fn time<R: BufRead>(
     problems: &mut Problems,
     element: &str,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, Fault> {
-    let attribute = p.attr_owned("timestamp");
-    let text = p.leaf()?;
+    let attribute = p.attr_text("timestamp");
+    let text = p.text()?;
     Ok(problems.time(element, attribute.as_deref(), Some(&text)))
 }
 
 /// `primary_customer`, `primary_rep`, `performed_by`, `destination`.
 fn party<R: BufRead>(p: &mut Pull<R>) -> Result<Party, Fault> {
-    let kind = p.attr_owned("type");
-    let gsnumber = p.attr_owned("gsnumber");
-    let id = p.attr_owned("id");
+    let kind = p.attr_text("type");
+    let gsnumber = p.attr_text("gsnumber");
+    let id = p.attr_text("id");
     Ok(Party {
         kind,
         gsnumber,
         id,
-        name: p.leaf()?,
+        name: p.text()?,
     })
 }
 
@@ -355,8 +354,8 @@ fn recordings<R: BufRead>(
             };
             p.children(|p, name| {
                 match name {
-                    Name::DownloadUrl => link.download_url = Some(p.leaf()?),
-                    Name::ViewUrl => link.view_url = Some(p.leaf()?),
+                    Name::DownloadUrl => link.download_url = Some(p.text()?),
+                    Name::ViewUrl => link.view_url = Some(p.text()?),
                     _ => {}
                 }
                 Ok(())
@@ -369,25 +368,25 @@ fn recordings<R: BufRead>(
 
 fn customer<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Customer, Fault> {
     let mut c = Customer {
-        gsnumber: p.attr_owned("gsnumber"),
+        gsnumber: p.attr_text("gsnumber"),
         ..Customer::default()
     };
     p.children(|p, name| {
         match name {
-            Name::Username => c.username = Some(p.leaf()?),
-            Name::PublicIp => c.public_ip = Some(p.leaf()?),
-            Name::PrivateIp => c.private_ip = Some(p.leaf()?),
-            Name::Hostname => c.hostname = Some(p.leaf()?),
-            Name::Os => c.os = Some(p.leaf()?),
-            Name::PrimaryCust => c.primary = problems.flag("primary_cust", &p.leaf()?),
-            Name::Rpat => c.rpat = problems.flag("rpat", &p.leaf()?),
+            Name::Username => c.username = Some(p.text()?),
+            Name::PublicIp => c.public_ip = Some(p.text()?),
+            Name::PrivateIp => c.private_ip = Some(p.text()?),
+            Name::Hostname => c.hostname = Some(p.text()?),
+            Name::Os => c.os = Some(p.text()?),
+            Name::PrimaryCust => c.primary = problems.flag("primary_cust", &p.text()?),
+            Name::Rpat => c.rpat = problems.flag("rpat", &p.text()?),
             Name::Info => p.children(|p, name| {
                 match name {
-                    Name::NameElem => c.name = Some(p.leaf()?),
-                    Name::Company => c.company = Some(p.leaf()?),
-                    Name::CompanyCode => c.company_code = Some(p.leaf()?),
-                    Name::Issue => c.issue = Some(p.leaf()?),
-                    Name::Details => c.details = Some(p.leaf()?),
+                    Name::NameElem => c.name = Some(p.text()?),
+                    Name::Company => c.company = Some(p.text()?),
+                    Name::CompanyCode => c.company_code = Some(p.text()?),
+                    Name::Issue => c.issue = Some(p.text()?),
+                    Name::Details => c.details = Some(p.text()?),
                     _ => {}
                 }
                 Ok(())
@@ -404,27 +403,27 @@ fn representative<R: BufRead>(
     problems: &mut Problems,
 ) -> Result<Representative, Fault> {
     let mut r = Representative {
-        gsnumber: p.attr_owned("gsnumber"),
-        id: p.attr_owned("id"),
+        gsnumber: p.attr_text("gsnumber"),
+        id: p.attr_text("id"),
         ..Representative::default()
     };
     p.children(|p, name| {
         match name {
-            Name::Username => r.username = Some(p.leaf()?),
-            Name::DisplayName => r.display_name = Some(p.leaf()?),
-            Name::PublicDisplayName => r.public_display_name = Some(p.leaf()?),
-            Name::PrivateDisplayName => r.private_display_name = Some(p.leaf()?),
-            Name::DisplayNumber => r.display_number = Some(p.leaf()?),
-            Name::PublicIp => r.public_ip = Some(p.leaf()?),
-            Name::PrivateIp => r.private_ip = Some(p.leaf()?),
-            Name::Hostname => r.hostname = Some(p.leaf()?),
-            Name::Os => r.os = Some(p.leaf()?),
-            Name::SessionOwner => r.session_owner = problems.flag("session_owner", &p.leaf()?),
-            Name::PrimaryRep => r.primary = problems.flag("primary_rep", &p.leaf()?),
+            Name::Username => r.username = Some(p.text()?),
+            Name::DisplayName => r.display_name = Some(p.text()?),
+            Name::PublicDisplayName => r.public_display_name = Some(p.text()?),
+            Name::PrivateDisplayName => r.private_display_name = Some(p.text()?),
+            Name::DisplayNumber => r.display_number = Some(p.text()?),
+            Name::PublicIp => r.public_ip = Some(p.text()?),
+            Name::PrivateIp => r.private_ip = Some(p.text()?),
+            Name::Hostname => r.hostname = Some(p.text()?),
+            Name::Os => r.os = Some(p.text()?),
+            Name::SessionOwner => r.session_owner = problems.flag("session_owner", &p.text()?),
+            Name::PrimaryRep => r.primary = problems.flag("primary_rep", &p.text()?),
             Name::SecondsInvolved => {
-                r.seconds_involved = problems.number("seconds_involved", &p.leaf()?)
+                r.seconds_involved = problems.number("seconds_involved", &p.text()?)
             }
-            Name::Invited => r.invited = problems.flag("invited", &p.leaf()?),
+            Name::Invited => r.invited = problems.flag("invited", &p.text()?),
             _ => {}
         }
         Ok(())
@@ -435,7 +434,7 @@ fn representative<R: BufRead>(
 fn event<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Event, Fault> {
     let mut e = Event {
         timestamp: problems.time("event", p.attr("timestamp").as_deref(), None),
-        event_type: p.attr("event_type").unwrap_or_default().to_string(),
+        event_type: p.attr("event_type").unwrap_or_default().as_ref().into(),
         ..Event::default()
     };
     p.children(|p, name| {
@@ -444,30 +443,30 @@ fn event<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Event, 
             Name::Destination => e.destination = Some(party(p)?),
             Name::Data => p.children(|p, name| {
                 if name == Name::Value {
-                    let name = p.attr_owned("name").unwrap_or_default();
-                    let value = match p.attr_owned("value") {
+                    let name = p.attr_text("name").unwrap_or_default();
+                    let value = match p.attr_text("value") {
                         Some(v) => v,
                         // Some writers put the value in the text instead.
-                        None => p.leaf()?,
+                        None => p.text()?,
                     };
                     e.data.push(DataValue { name, value });
                 }
                 Ok(())
             })?,
-            Name::Body => e.body = Some(p.leaf()?),
+            Name::Body => e.body = Some(p.text()?),
             Name::EncodedBody => {
-                let text = p.leaf()?;
+                let text = p.text()?;
                 e.encoded_body = decode_body(&text, problems);
             }
-            Name::Filename => e.filename = Some(p.leaf()?),
-            Name::Filesize => e.filesize = Some(p.leaf()?),
+            Name::Filename => e.filename = Some(p.text()?),
+            Name::Filesize => e.filesize = Some(p.text()?),
             Name::Files => p.children(|p, name| {
                 if name == Name::File {
                     let mut file = TransferredFile::default();
                     p.children(|p, name| {
                         match name {
-                            Name::Filename | Name::NameElem => file.name = p.leaf()?,
-                            Name::Filesize | Name::Size => file.size = Some(p.leaf()?),
+                            Name::Filename | Name::NameElem => file.name = p.text()?,
+                            Name::Filesize | Name::Size => file.size = Some(p.text()?),
                             _ => {}
                         }
                         Ok(())
@@ -490,13 +489,10 @@ fn event<R: BufRead>(p: &mut Pull<R>, problems: &mut Problems) -> Result<Event, 
 }
 
 /// `encoded_body`: base64 (whitespace inside ignored) of UTF-8 text.
-fn decode_body(text: &str, problems: &mut Problems) -> Option<String> {
+fn decode_body(text: &str, problems: &mut Problems) -> Option<Text> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
-        Ok(bytes) => Some(match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }),
+        Ok(bytes) => Some(Text::from_utf8_lossy(&bytes)),
         Err(_) => {
             problems.record("encoded_body", text, "expected base64");
             None
@@ -506,7 +502,7 @@ fn decode_body(text: &str, problems: &mut Problems) -> Option<String> {
 
 fn category<R: BufRead>(p: &mut Pull<R>) -> Result<SystemInfoCategory, Fault> {
     let mut c = SystemInfoCategory {
-        name: p.attr_owned("name").unwrap_or_default(),
+        name: p.attr_text("name").unwrap_or_default(),
         ..SystemInfoCategory::default()
     };
     p.children(|p, name| {
@@ -538,10 +534,10 @@ fn category<R: BufRead>(p: &mut Pull<R>) -> Result<SystemInfoCategory, Fault> {
 }
 
 fn field<R: BufRead>(p: &mut Pull<R>) -> Result<DataValue, Fault> {
-    let name = p.attr_owned("name").unwrap_or_default();
+    let name = p.attr_text("name").unwrap_or_default();
     Ok(DataValue {
         name,
-        value: p.leaf()?,
+        value: p.text()?,
     })
 }
 

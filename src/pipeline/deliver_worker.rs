@@ -367,7 +367,7 @@ impl DeliverWorker {
             };
             let (rows, claims) = by_host.entry(host.clone()).or_default();
             rows.extend(sessions.iter().map(|s| sink.rows(&host, s)));
-            let lsids = sessions.iter().map(|s| s.lsid.clone()).collect();
+            let lsids = sessions.iter().map(|s| s.lsid.to_string()).collect();
             // A bundle taken packed is found again in its packed form; the sessions
             // themselves go now.
             let bundle = bundle.map(|(site, lane)| Bundle {

@@ -375,7 +375,7 @@ async fn changed(
         .map(|r| {
             let (lsid, raw, at, closed) = match r.as_ref().ok()? {
                 Parsed::Session(s) => (
-                    &s.session.lsid,
+                    s.session.lsid.as_str(),
                     &s.raw,
                     s.session
                         .end_time
@@ -383,7 +383,7 @@ async fn changed(
                         .map(|t| t.timestamp()),
                     s.session.is_closed(),
                 ),
-                Parsed::Presentation(p) => (&p.lsid, &p.raw, None, true),
+                Parsed::Presentation(p) => (p.lsid.as_str(), &p.raw, None, true),
             };
             let at = at
                 .or(window_end)

@@ -67,7 +67,7 @@ impl TapEvent {
             stage: TapStage::Parse,
             site: site.to_string(),
             item: "session".into(),
-            lsid: Some(session.lsid.clone()),
+            lsid: Some(session.lsid.to_string()),
             start_time: session.start_time,
             end_time: session.end_time,
             bytes: Some(bytes as u64),

@@ -41,9 +41,13 @@ pub fn listing(sessions: &[Session], ns: Namespace) -> Vec<u8> {
     let rows: Vec<SessionSummary> = sessions
         .iter()
         .map(|s| SessionSummary {
-            lsid: s.lsid.clone(),
+            lsid: s.lsid.to_string(),
             has_recording: has_recording(s),
-            external_key: s.external_key.clone().filter(|k| !k.is_empty()),
+            external_key: s
+                .external_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
         })
         .collect();
     written(|w| render::write_session_summary_list(w, ns, &rows))
@@ -165,7 +169,7 @@ pub fn api_info(
         permissions: permissions
             .iter()
             .map(|(name, granted)| DataValue {
-                name: name.clone(),
+                name: name.as_str().into(),
                 value: match (name.as_str(), granted) {
                     (_, false) => "0",
                     ("perm_command", true) => "full_access",

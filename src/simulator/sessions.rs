@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::model::{
     CustomAttribute, Customer, DataValue, Event, JumpGroup, Party, PublicSite, RecordingLink,
-    Representative, Session, SystemInfoCategory, Team, TransferredFile,
+    Representative, Session, SystemInfoCategory, Team, Text, TransferredFile,
 };
 
 /// The splitmix64 generator (Steele, Lea and Flood, 2014): tiny, fast, and fixed here so
@@ -246,12 +246,12 @@ impl Generator {
         let recorded = self.rng.chance(40);
         let jump = self.rng.chance(25);
         let mut s = Session {
-            lsid: self.lsid.clone(),
+            lsid: self.lsid.clone().into(),
             session_type: "support".into(),
             lseq: Some(1000 + index as i64 - self.rng.below(3) as i64),
             start_time: Some(start),
             end_time: end,
-            duration: end.map(|e| hms((e - start).num_seconds())),
+            duration: end.map(|e| hms((e - start).num_seconds()).into()),
             public_site: Some(PublicSite {
                 id: Some("1".into()),
                 name: if self.rng.chance(80) {
@@ -261,9 +261,9 @@ impl Generator {
                 },
             }),
             external_key: Some(if self.rng.chance(70) {
-                String::new()
+                String::new().into()
             } else {
-                format!("INC{:07}", self.rng.below(10_000_000))
+                format!("INC{:07}", self.rng.below(10_000_000)).into()
             }),
             ..Session::default()
         };
@@ -291,7 +291,7 @@ impl Generator {
         });
         for i in 0..self.rng.below(3) {
             s.teams.push(Team {
-                id: Some(self.rng.range(1, 20).to_string()),
+                id: Some(self.rng.range(1, 20).to_string().into()),
                 name: TEAMS[i as usize].into(),
                 primary: Some(i == 0),
             });
@@ -312,15 +312,15 @@ impl Generator {
     fn jump_group(&mut self) -> JumpGroup {
         if self.rng.chance(50) {
             JumpGroup {
-                id: Some(self.rng.range(1, 40).to_string()),
+                id: Some(self.rng.range(1, 40).to_string().into()),
                 kind: Some("shared".into()),
                 name: "Servers & Network".into(),
             }
         } else {
             JumpGroup {
-                id: Some(self.rng.range(1, 40).to_string()),
+                id: Some(self.rng.range(1, 40).to_string().into()),
                 kind: Some("personal".into()),
-                name: self.rng.pick(REP_NAMES).to_string(),
+                name: self.rng.pick(REP_NAMES).to_string().into(),
             }
         }
     }
@@ -344,7 +344,7 @@ impl Generator {
             attributes.push(CustomAttribute {
                 display_name: display.into(),
                 code_name: code.into(),
-                value,
+                value: value.into(),
             });
         }
         attributes
@@ -362,26 +362,26 @@ impl Generator {
             )
         };
         if closed {
-            s.chat_view_url = Some(link("chat", true));
-            s.chat_download_url = Some(link("chat", false));
+            s.chat_view_url = Some(link("chat", true).into());
+            s.chat_download_url = Some(link("chat", false).into());
         }
         if recorded {
-            s.recording_view_url = Some(link("rec", true));
-            s.recording_download_url = Some(link("rec", false));
+            s.recording_view_url = Some(link("rec", true).into());
+            s.recording_download_url = Some(link("rec", false).into());
         }
         for instance in 0..self.rng.below(4) as u32 {
             s.command_shell_recordings.push(RecordingLink {
                 instance,
-                download_url: Some(format!("{}&instance={instance}", link("shell", false))),
-                view_url: Some(format!("{}&instance={instance}", link("shell", true))),
+                download_url: Some(format!("{}&instance={instance}", link("shell", false)).into()),
+                view_url: Some(format!("{}&instance={instance}", link("shell", true)).into()),
             });
         }
         if self.rng.chance(10) {
             s.show_my_screen_recordings.push(RecordingLink {
                 instance: 0,
-                download_url: Some(link("sms", false)),
+                download_url: Some(link("sms", false).into()),
                 view_url: if self.rng.chance(50) {
-                    Some(link("sms", true))
+                    Some(link("sms", true).into())
                 } else {
                     None
                 },
@@ -421,9 +421,9 @@ impl Generator {
         }
     }
 
-    fn maybe(&mut self, percent: u64, value: impl FnOnce(&mut Self) -> String) -> Option<String> {
+    fn maybe(&mut self, percent: u64, value: impl FnOnce(&mut Self) -> String) -> Option<Text> {
         if self.rng.chance(percent) {
-            Some(value(self))
+            Some(value(self).into())
         } else {
             None
         }
@@ -433,35 +433,35 @@ impl Generator {
         let name = self.rng.pick(CUSTOMER_NAMES).to_string();
         let has_info = self.rng.chance(60);
         Customer {
-            gsnumber: Some(self.rng.range(2, 500).to_string()),
+            gsnumber: Some(self.rng.range(2, 500).to_string().into()),
             username: Some(if name == "Unknown" {
                 "Unknown".into()
             } else {
-                name.to_lowercase().replace(' ', ".")
+                name.to_lowercase().replace(' ', ".").into()
             }),
-            public_ip: Some(self.ip()),
+            public_ip: Some(self.ip().into()),
             private_ip: self.maybe(90, |g| g.ip()),
             hostname: self.maybe(90, |g| g.rng.pick(HOSTS).to_string()),
-            os: Some(self.rng.pick(OSES).to_string()),
+            os: Some(self.rng.pick(OSES).to_string().into()),
             primary: Some(true),
             rpat: if self.rng.chance(20) {
                 Some(false)
             } else {
                 None
             },
-            name: Some(name),
+            name: Some(name.into()),
             company: if has_info {
                 Some("Example Corp & Partners".into())
             } else {
                 None
             },
             company_code: if has_info {
-                Some(format!("EX{:02}", self.rng.below(100)))
+                Some(format!("EX{:02}", self.rng.below(100)).into())
             } else {
                 None
             },
             issue: if has_info {
-                Some(self.rng.range(1, 12).to_string())
+                Some(self.rng.range(1, 12).to_string().into())
             } else {
                 None
             },
@@ -481,17 +481,24 @@ impl Generator {
             self.rng.range(1, 300).to_string()
         };
         Representative {
-            gsnumber: Some(self.rng.range(1, 500).to_string()),
-            id: Some(id),
-            username: Some(format!("rep{}", self.rng.below(1000))),
-            display_name: Some(display.clone()),
-            public_display_name: Some(display.split(' ').next().unwrap_or("Rep").to_string()),
+            gsnumber: Some(self.rng.range(1, 500).to_string().into()),
+            id: Some(id.into()),
+            username: Some(format!("rep{}", self.rng.below(1000)).into()),
+            display_name: Some(display.clone().into()),
+            public_display_name: Some(
+                display
+                    .split(' ')
+                    .next()
+                    .unwrap_or("Rep")
+                    .to_string()
+                    .into(),
+            ),
             private_display_name: self.maybe(70, |_| display.clone()),
             display_number: self.maybe(40, |g| g.rng.range(1, 9).to_string()),
-            public_ip: Some(self.ip()),
-            private_ip: Some(self.ip()),
+            public_ip: Some(self.ip().into()),
+            private_ip: Some(self.ip().into()),
             hostname: self.maybe(60, |g| g.rng.pick(HOSTS).to_string()),
-            os: Some(self.rng.pick(OSES).to_string()),
+            os: Some(self.rng.pick(OSES).to_string().into()),
             session_owner: Some(owner),
             primary: Some(owner),
             seconds_involved: Some(self.rng.below(7200) as i64),
@@ -587,7 +594,7 @@ impl Generator {
             3 => {
                 e.event_type = "Session Note Added".into();
                 e.performed_by = Some(by);
-                e.body = Some(self.rng.pick(NOTES).to_string());
+                e.body = Some(self.rng.pick(NOTES).to_string().into());
             }
             4 => {
                 e.event_type = if self.rng.chance(80) {
@@ -598,13 +605,13 @@ impl Generator {
                 .into();
                 e.performed_by = Some(by);
                 e.destination = Some(to);
-                e.filename = Some(self.rng.pick(FILES).to_string());
-                e.filesize = Some(self.rng.below(50_000_000).to_string());
+                e.filename = Some(self.rng.pick(FILES).to_string().into());
+                e.filesize = Some(self.rng.below(50_000_000).to_string().into());
             }
             5 => {
                 e.event_type = "File Download".into();
                 e.performed_by = Some(by);
-                e.filename = Some(self.rng.pick(FILES).to_string());
+                e.filename = Some(self.rng.pick(FILES).to_string().into());
                 e.filesize = self.maybe(70, |g| g.rng.below(5_000_000).to_string());
             }
             6 => {
@@ -612,17 +619,21 @@ impl Generator {
                 e.performed_by = Some(by);
                 for _ in 0..self.rng.range(1, 4) {
                     e.files.push(TransferredFile {
-                        name: self.rng.pick(FILES).to_string(),
+                        name: self.rng.pick(FILES).to_string().into(),
                         size: self.maybe(80, |g| g.rng.below(1_000_000).to_string()),
                     });
                 }
             }
             7 => {
-                e.event_type = self.rng.pick(&["File Deleted", "File Moved"]).to_string();
+                e.event_type = self
+                    .rng
+                    .pick(&["File Deleted", "File Moved"])
+                    .to_string()
+                    .into();
                 e.performed_by = Some(by);
                 e.data.push(DataValue {
                     name: "path".into(),
-                    value: self.rng.pick(FILES).to_string(),
+                    value: self.rng.pick(FILES).to_string().into(),
                 });
                 if e.event_type == "File Moved" {
                     e.data.push(DataValue {
@@ -649,11 +660,11 @@ impl Generator {
                 e.performed_by = Some(Self::party_rep(rep));
                 e.data.push(DataValue {
                     name: "instance".into(),
-                    value: self.rng.below(3).to_string(),
+                    value: self.rng.below(3).to_string().into(),
                 });
             }
             _ => {
-                e.event_type = self.rng.pick(EVENT_TYPES_MISC).to_string();
+                e.event_type = self.rng.pick(EVENT_TYPES_MISC).to_string().into();
                 if self.rng.chance(50) {
                     e.performed_by = Some(by);
                 }
@@ -663,7 +674,8 @@ impl Generator {
                         value: self
                             .rng
                             .pick(&["active", "idle", "1", "Unknown"])
-                            .to_string(),
+                            .to_string()
+                            .into(),
                     });
                     e.data.push(DataValue {
                         name: "window title".into(),
@@ -681,9 +693,9 @@ impl Generator {
             // without them in `body` and the whole text base64-encoded in `encoded_body`.
             let full = format!("{text}\u{1}\u{7}bell\u{1b}[0m");
             e.body = Some(full.chars().filter(|c| !is_xml_unsafe(*c)).collect());
-            e.encoded_body = Some(full);
+            e.encoded_body = Some(full.into());
         } else {
-            e.body = Some(text);
+            e.body = Some(text.into());
         }
     }
 
@@ -766,8 +778,8 @@ fn category(
         columns: columns
             .iter()
             .map(|(n, v)| DataValue {
-                name: n.to_string(),
-                value: v.to_string(),
+                name: n.to_string().into(),
+                value: v.to_string().into(),
             })
             .collect(),
         rows: rows
@@ -775,8 +787,8 @@ fn category(
             .map(|row| {
                 row.into_iter()
                     .map(|(n, v)| DataValue {
-                        name: n.to_string(),
-                        value: v,
+                        name: n.to_string().into(),
+                        value: v.into(),
                     })
                     .collect()
             })

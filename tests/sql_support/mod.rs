@@ -273,7 +273,7 @@ pub fn session(i: usize, ended: bool) -> Session {
             event_type: "Chat Message".into(),
             performed_by: Some(rep.clone()),
             destination: Some(cust.clone()),
-            body: Some(format!("Hello number {i}")),
+            body: Some(format!("Hello number {i}").into()),
             ..Event::default()
         },
         Event {
@@ -310,7 +310,7 @@ pub fn session(i: usize, ended: bool) -> Session {
         });
     }
     Session {
-        lsid: format!("{i:032x}"),
+        lsid: format!("{i:032x}").into(),
         session_type: "support".into(),
         lseq: Some(4800 + i as i64),
         start_time: Some(at(0)),
@@ -320,7 +320,7 @@ pub fn session(i: usize, ended: bool) -> Session {
             id: Some("1".into()),
             name: "Default".into(),
         }),
-        external_key: Some(format!("INC{i:07}")),
+        external_key: Some(format!("INC{i:07}").into()),
         jump_group: (i % 2 == 1).then(|| JumpGroup {
             id: Some("3".into()),
             kind: Some("shared".into()),

@@ -443,7 +443,7 @@ pub const PROBE_HOST: &str = "btic-check.invalid";
 
 fn probe_rows() -> SessionRows {
     let session = Session {
-        lsid: format!("btic-check-{}", std::process::id()),
+        lsid: format!("btic-check-{}", std::process::id()).into(),
         session_type: "support".into(),
         start_time: Some(chrono::Utc::now()),
         events: vec![crate::model::Event {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::model::{
-    Customer, Event, Party, RecordingLink, Representative, Session, SystemInfoCategory,
+    Customer, Event, Party, RecordingLink, Representative, Session, SystemInfoCategory, Text,
 };
 
 use super::schema::{
@@ -20,8 +20,8 @@ use super::schema::{
 pub enum Value {
     /// SQL NULL.
     Null,
-    /// Text.
-    Text(String),
+    /// Text (a value of up to 24 bytes inline, as in the model).
+    Text(Text),
     /// An integer (stored as 32 or 64 bits per column).
     Int(i64),
     /// A UTC instant.
@@ -30,19 +30,25 @@ pub enum Value {
 
 impl From<Option<String>> for Value {
     fn from(v: Option<String>) -> Self {
+        v.map_or(Value::Null, |s| Value::Text(s.into()))
+    }
+}
+
+impl From<Option<Text>> for Value {
+    fn from(v: Option<Text>) -> Self {
         v.map_or(Value::Null, Value::Text)
     }
 }
 
-impl From<Option<&String>> for Value {
-    fn from(v: Option<&String>) -> Self {
+impl From<Option<&Text>> for Value {
+    fn from(v: Option<&Text>) -> Self {
         v.map_or(Value::Null, |s| Value::Text(s.clone()))
     }
 }
 
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::Text(v.to_string())
+        Value::Text(v.into())
     }
 }
 
@@ -76,7 +82,7 @@ impl From<Option<DateTime<Utc>>> for Value {
 /// names no owner.
 fn is_primary_rep(s: &Session, rep: &Representative) -> Option<bool> {
     let owner = s.primary_rep.as_ref()?;
-    let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+    let same = |a: &Option<Text>, b: &Option<Text>| match (a, b) {
         (Some(a), Some(b)) => Some(a.trim() == b.trim()),
         _ => None,
     };
@@ -98,7 +104,7 @@ fn is_primary_customer(s: &Session, customer: &Customer) -> Option<bool> {
 /// The customer's display name when the appliance wrote no `info/name`: the name the
 /// session gives its primary customer (the guide's `display_name` falls back to the
 /// user logged in on the customer's computer, which is what that element holds then).
-fn primary_customer_name(s: &Session, customer: &Customer) -> Option<String> {
+fn primary_customer_name(s: &Session, customer: &Customer) -> Option<Text> {
     let owner = s.primary_customer.as_ref()?;
     (is_primary_customer(s, customer) == Some(true) && !owner.name.is_empty())
         .then(|| owner.name.clone())
@@ -334,7 +340,7 @@ fn event_rows(e: &Event, store_system_information: bool) -> EventRows {
         .iter()
         .map(|d| pair(&d.name, Some(&d.value)))
         .collect();
-    let mut extra = |name: &str, value: Option<&String>| {
+    let mut extra = |name: &str, value: Option<&Text>| {
         if value.is_some() {
             data.push(pair(name, value));
         }
@@ -368,7 +374,7 @@ fn event_rows(e: &Event, store_system_information: bool) -> EventRows {
     }
 }
 
-fn pair(name: &str, value: Option<&String>) -> Row {
+fn pair(name: &str, value: Option<&Text>) -> Row {
     vec![Value::from(name), value.into()]
 }
 
@@ -419,7 +425,7 @@ fn category_row(c: &SystemInfoCategory) -> Row {
         Ok(text) => text,
         Err(e) => unreachable!("strings always serialize as JSON: {e}"),
     };
-    vec![Value::from(c.name.as_str()), Value::Text(text)]
+    vec![Value::from(c.name.as_str()), Value::Text(text.into())]
 }
 
 fn recordings_json(links: &[RecordingLink]) -> Value {
@@ -430,7 +436,7 @@ fn recordings_json(links: &[RecordingLink]) -> Value {
         .iter()
         .map(|l| json!({"instance": l.instance, "download_url": l.download_url, "view_url": l.view_url}))
         .collect();
-    Value::Text(serde_json::Value::Array(items).to_string())
+    Value::Text(serde_json::Value::Array(items).to_string().into())
 }
 
 #[cfg(test)]
@@ -473,7 +479,7 @@ mod tests {
         let expected = json!({"columns": columns, "rows": rows}).to_string();
         assert_eq!(
             category_row(&c),
-            vec![text("Drives"), Value::Text(expected)]
+            vec![text("Drives"), Value::Text(expected.into())]
         );
     }
 
