@@ -1,6 +1,7 @@
 //! What the end-to-end benchmarks share: `btic simulate` and `btic run` as child
 //! processes of the release build, fresh PostgreSQL databases, the pipeline file, and
-//! readings of a process's memory, the daemon's queue depths and the load average.
+//! readings of a process's memory and CPU time, the daemon's queue depths and the load
+//! average.
 
 #![allow(dead_code)]
 
@@ -36,6 +37,11 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// The simulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts the simulator on a free port with one day of `sessions` sessions.
     pub fn start(dir: &Path, sessions: u64) -> Sim {
         let ca = dir.join("ca.pem");
@@ -362,6 +368,87 @@ pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         rest.trim().trim_end_matches("kB").trim().parse().ok()
     })
+}
+
+/// Clock ticks per second of `/proc`'s CPU times.
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+        .filter(|ticks: &f64| *ticks > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// The name of a process and its user + system CPU ticks and those of its waited-for
+/// children, from `/proc/PID/stat`.
+fn proc_ticks(pid: &str) -> Option<(String, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat[open + 1..close].to_owned();
+    // Fields after the name, from the state (field 3): utime is field 14, cutime 16.
+    let fields: Vec<u64> = stat[close + 1..]
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let own = fields.get(10)? + fields.get(11)?;
+    let children = fields.get(12)? + fields.get(13)?;
+    Some((name, own, children))
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, its threads included.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    proc_ticks(&pid.to_string()).map_or(0.0, |(_, own, _)| own as f64) / ticks_per_second()
+}
+
+/// CPU seconds used so far by every PostgreSQL process, including backends that have
+/// ended (their time is counted in the postmaster's waited-for children).
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| proc_ticks(&pid))
+        .filter(|(name, _, _)| name.starts_with("postgres"))
+        .map(|(_, own, children)| own + children)
+        .sum();
+    ticks as f64 / ticks_per_second()
+}
+
+/// Busy CPU seconds of the whole machine so far (all CPUs, from `/proc/stat`: every
+/// state but idle and iowait).
+pub fn machine_busy_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let busy: u64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy as f64 / ticks_per_second()
+}
+
+/// The number of CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The 1-minute load average.
