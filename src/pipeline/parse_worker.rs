@@ -500,14 +500,33 @@ fn route(
             )?;
         }
     }
-    for destination in destinations.iter().filter(|d| shapes.bundled.contains(*d)) {
-        bundles
-            .entry(destination.clone())
-            .or_default()
-            .push(session.clone());
+    let singles: Vec<&String> = destinations
+        .iter()
+        .filter(|d| !shapes.bundled.contains(*d))
+        .collect();
+    let mut bundled = destinations
+        .iter()
+        .filter(|d| shapes.bundled.contains(*d))
+        .peekable();
+    // The last destination to bundle the session takes it without a copy (a session
+    // holds hundreds of values) unless single items still need it.
+    let mut session = Some(session);
+    while let Some(destination) = bundled.next() {
+        let last = bundled.peek().is_none() && singles.is_empty();
+        let copy = if last {
+            session.take()
+        } else {
+            session.clone()
+        };
+        if let Some(copy) = copy {
+            bundles.entry(destination.clone()).or_default().push(copy);
+        }
     }
+    let Some(session) = session else {
+        return Ok(());
+    };
     let session = Box::new(session);
-    for destination in destinations.iter().filter(|d| !shapes.bundled.contains(*d)) {
+    for destination in singles {
         let (raw, root) = if shapes.raw_xml.contains(destination) {
             (parsed.raw.clone(), root.clone())
         } else {
