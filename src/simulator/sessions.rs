@@ -625,11 +625,7 @@ impl Generator {
                 }
             }
             7 => {
-                e.event_type = self
-                    .rng
-                    .pick(&["File Deleted", "File Moved"])
-                    .to_string()
-                    .into();
+                e.event_type = Text::from(*self.rng.pick(&["File Deleted", "File Moved"]));
                 e.performed_by = Some(by);
                 e.data.push(DataValue {
                     name: "path".into(),
@@ -671,11 +667,7 @@ impl Generator {
                 if self.rng.chance(40) {
                     e.data.push(DataValue {
                         name: "state".into(),
-                        value: self
-                            .rng
-                            .pick(&["active", "idle", "1", "Unknown"])
-                            .to_string()
-                            .into(),
+                        value: Text::from(*self.rng.pick(&["active", "idle", "1", "Unknown"])),
                     });
                     e.data.push(DataValue {
                         name: "window title".into(),
