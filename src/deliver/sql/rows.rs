@@ -28,12 +28,6 @@ pub enum Value {
     Time(DateTime<Utc>),
 }
 
-impl From<Option<String>> for Value {
-    fn from(v: Option<String>) -> Self {
-        v.map_or(Value::Null, |s| Value::Text(s.into()))
-    }
-}
-
 impl From<Option<Text>> for Value {
     fn from(v: Option<Text>) -> Self {
         v.map_or(Value::Null, Value::Text)
