@@ -8,7 +8,7 @@
 //! | `watermark/<site>/SupportSession/started` | i64         | fetch of `start_time` windows (in progress)  |
 //! | `rechecked/<site>/<report>`             | i64 (UNIX s)  | fetch, with each body of a last asking       |
 //! | `window/<site>/<report>`                | u64 (s)       | fetch: the window length learnt, after a run |
-//! | `seen/<site>/<lsid>`                    | `SeenRecord`  | parse: the digest of what was handed on      |
+//! | `digest/<site>/<at>/<lsid>`             | `SeenRecord`  | parse: the digest of what was handed on      |
 //! | `budget/<site>`                         | `BudgetRecord`| the daemon, every few seconds                |
 //! | `skew/<site>`                           | `SkewRecord`  | fetch, at each run                           |
 //! | `open/<site>/<lsid>`                    | i64 (start)   | parse: a session seen in progress            |
@@ -39,8 +39,11 @@ pub fn watermark(site: &str, report: Report) -> String {
 /// The recheck mark of (site, report): every stretch of appliance time before it has
 /// been asked for the last time (`fetch::plan`).
 pub fn rechecked(site: &str, report: Report) -> String {
-    format!("rechecked/{site}/{}", report.as_str())
+    format!("{RECHECKED}{site}/{}", report.as_str())
 }
+
+/// The prefix of every recheck mark.
+pub const RECHECKED: &str = "rechecked/";
 
 /// The report window length (seconds) the live lane of (site, report) has learnt.
 pub fn window_length(site: &str, report: Report) -> String {
@@ -49,12 +52,27 @@ pub fn window_length(site: &str, report: Report) -> String {
 
 /// The prefix of the digests of a site's sessions handed on by the live lane.
 pub fn seen_prefix(site: &str) -> String {
-    format!("seen/{site}/")
+    format!("digest/{site}/")
 }
 
-/// The digest of session `lsid` of `site` as the live lane last handed it on.
-pub fn seen(site: &str, lsid: &str) -> String {
-    format!("{}{lsid}", seen_prefix(site))
+/// The digest of session `lsid` of `site`, which ended (or, in progress, started) at
+/// `at` (UNIX seconds, appliance time). Keyed by time first: a fetch goes forward in
+/// time, so its digests land beside the ones it wrote last (not all over the tree, as
+/// keys by session id did), and the digests to forget are one range at the front.
+pub fn seen(site: &str, at: i64, lsid: &str) -> String {
+    format!("{}{:012}/{lsid}", seen_prefix(site), at.max(0))
+}
+
+/// The key every digest of a session that ended before `at` sorts below, and every
+/// other sorts at or above.
+pub fn seen_before(site: &str, at: i64) -> String {
+    format!("{}{:012}", seen_prefix(site), at.max(0))
+}
+
+/// Where builds before 2026-12-07 kept the digests: `seen/<site>/<lsid>`. They are no
+/// longer read; the fetch stage forgets them.
+pub fn seen_by_lsid_prefix(site: &str) -> String {
+    format!("seen/{site}/")
 }
 
 /// What the live lane last handed on of a session: a fetch that brings the same bytes

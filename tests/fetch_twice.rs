@@ -137,6 +137,15 @@ async fn a_day_at_twenty_thousand_sessions_a_day_fetches_each_twice_at_most_and_
     let config = Arc::new(pipeline_file(dir.path(), &sim));
     let secrets = config.resolve_secrets().unwrap();
     let queue = Queue::open(dir.path().join("state/queue")).unwrap();
+    // Digests as builds before 2026-12-07 kept them (by session id): forgotten.
+    for lsid in ["0001a0b1c2", "ffee0011"] {
+        let key = format!("{}{lsid}", keys::seen_by_lsid_prefix("sim"));
+        let record = keys::SeenRecord {
+            digest: [7; 16],
+            at: 1_700_000_000,
+        };
+        queue.state_put(&key, &record).await.unwrap();
+    }
     let spool = dir.path().join("state/spool");
     std::fs::create_dir_all(&spool).unwrap();
     let shared = Shared {
@@ -242,6 +251,11 @@ async fn a_day_at_twenty_thousand_sessions_a_day_fetches_each_twice_at_most_and_
         kept < SESSIONS_PER_DAY as usize / 8,
         "{kept} session digests kept"
     );
+    let by_lsid = queue
+        .state_keys(&keys::seen_by_lsid_prefix("sim"))
+        .await
+        .unwrap();
+    assert!(by_lsid.is_empty(), "{by_lsid:?} kept");
 
     // What it cost: sessions fetched and written per new session.
     let new = rows(&db, "SELECT COUNT(*) FROM session") as f64;

@@ -37,7 +37,7 @@ use crate::appliance::{ApplianceError, Fetched, WindowBy};
 use crate::config::{PipelineConfig, RetryPolicy, StartFrom};
 use crate::fetch::plan::{Marks, Pass, Sizing, Window, fresh_stretch, plan_stretches};
 use crate::fetch::{FetchRequest, Fetcher, Selection, halves_after, site_level};
-use crate::keys::{self, SeenRecord, SkewRecord};
+use crate::keys::{self, SkewRecord};
 use crate::metrics::{self, Health};
 use crate::model::Report;
 use crate::queue::{Claimed, Queue, QueueError};
@@ -243,24 +243,39 @@ impl FetchStage {
         let keep = TimeDelta::from_std(self.pipeline.overlap).unwrap_or_default()
             + TimeDelta::seconds(SEEN_MARGIN_SECONDS);
         let before = oldest - keep.num_seconds();
-        let seen: Vec<(String, SeenRecord)> =
-            self.queue.state_list(&keys::seen_prefix(site)).await?;
-        let old: Vec<String> = seen
-            .into_iter()
-            .filter(|(_, record)| record.at < before)
-            .map(|(key, _)| key)
-            .collect();
-        // In transactions of a bounded size: the first run after a catch-up forgets
-        // every session of the history at once, and one transaction holds all it writes
-        // in memory until it commits.
-        for keys in old.chunks(FORGET_PER_TRANSACTION) {
+        // Digests are keyed by time: the old ones are a range at the front, read and
+        // deleted a bounded number at a time (the first run after a catch-up forgets
+        // nearly the whole history, and one transaction holds all it writes in memory
+        // until it commits).
+        let bound = keys::seen_before(site, before);
+        self.forget_keys(&keys::seen_prefix(site), Some(&bound))
+            .await?;
+        // The digests of builds that kept them by session id, all at once.
+        self.forget_keys(&keys::seen_by_lsid_prefix(site), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the state keys under `prefix` (those below `below`, if given), a
+    /// transaction of at most `FORGET_PER_TRANSACTION` at a time.
+    async fn forget_keys(&self, prefix: &str, below: Option<&str>) -> Result<(), FetchError> {
+        loop {
+            let keys = self
+                .queue
+                .state_keys_range(prefix, below, FORGET_PER_TRANSACTION)
+                .await?;
+            if keys.is_empty() {
+                return Ok(());
+            }
             let mut step = HandOff::new(&Lane::Live, Step::Request("forget seen".into()));
-            for key in keys {
+            for key in &keys {
                 step.delete_state(key);
             }
             step.commit(&self.queue, Vec::new()).await?;
+            if keys.len() < FORGET_PER_TRANSACTION {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Asks for the sessions selected `by` their end or start in `stretch`, window after
@@ -286,6 +301,11 @@ impl FetchStage {
             self.fetch_window(report, by, window, routes, lane, moves, sizing, summary)
                 .await?;
             cursor = end;
+            if *lane == Lane::Live && moves.iter().any(|k| k.starts_with(keys::RECHECKED)) {
+                // The recheck mark moved: a catch-up of a long history forgets as it
+                // goes rather than holding a digest of every session until it ends.
+                self.forget_seen().await?;
+            }
         }
         Ok(())
     }

@@ -392,7 +392,7 @@ async fn changed(
                 digest: digest(raw, &item.routes, closed),
                 at,
             };
-            Some((keys::seen(&item.site, lsid), record))
+            Some((keys::seen(&item.site, at, lsid), record))
         })
         .collect();
     let keys: Vec<String> = seen.iter().flatten().map(|(k, _)| k.clone()).collect();

@@ -1087,6 +1087,19 @@ impl Queue {
             .collect()
     }
 
+    /// The first `limit` keys (in key order) of the state records under `prefix` that
+    /// sort below `below`, if given; nothing of the records beyond them is read.
+    pub async fn state_keys_range(
+        &self,
+        prefix: &str,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        let (prefix, below) = (prefix.to_owned(), below.map(str::to_owned));
+        self.blocking(move |store| store.state_keys_range(&prefix, below.as_deref(), limit))
+            .await
+    }
+
     /// The keys of every state record that starts with `prefix`, in key order, whatever
     /// their types.
     pub async fn state_keys(&self, prefix: &str) -> Result<Vec<String>, QueueError> {

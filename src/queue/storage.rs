@@ -881,6 +881,24 @@ impl Store {
         Ok(entries)
     }
 
+    /// The first `limit` state keys under `prefix` below `below` (if given), in order.
+    pub(crate) fn state_keys_range(
+        &self,
+        prefix: &str,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut keys = Vec::new();
+        for entry in self.state.scan_prefix(prefix.as_bytes()).keys() {
+            let key = entry.map_err(storage(format!("reading state under {prefix:?}")))?;
+            if keys.len() == limit || below.is_some_and(|b| &*key >= b.as_bytes()) {
+                break;
+            }
+            keys.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(keys)
+    }
+
     /// Walks every stored value, checking structure and decoding, and hands every item
     /// (queued or dead) to `visit`. Returns the problems found.
     pub(crate) fn verify(

@@ -478,6 +478,39 @@ async fn an_item_of_the_wrong_type_goes_to_the_dead_letter_and_does_not_block_th
 }
 
 #[tokio::test]
+async fn state_keys_range_stops_at_its_bound_and_its_limit_and_keeps_to_its_prefix() {
+    let (_dir, queue) = open();
+    for key in [
+        "seen/a/05/x",
+        "seen/a/10/y",
+        "seen/a/30/z",
+        "seen/a/05/w",
+        "seen/b/01/v",
+    ] {
+        queue.state_put(key, &1u8).await.unwrap();
+    }
+    let range = |below: Option<&'static str>, limit| {
+        let queue = queue.clone();
+        async move {
+            queue
+                .state_keys_range("seen/a/", below, limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        range(Some("seen/a/20"), 10).await,
+        ["seen/a/05/w", "seen/a/05/x", "seen/a/10/y"]
+    );
+    assert_eq!(
+        range(Some("seen/a/20"), 2).await,
+        ["seen/a/05/w", "seen/a/05/x"]
+    );
+    assert_eq!(range(None, 10).await.len(), 4);
+    assert!(range(Some("seen/a/"), 10).await.is_empty());
+}
+
+#[tokio::test]
 async fn state_records_round_trip_and_a_wrong_type_is_an_error_naming_the_key() {
     let (_dir, queue) = open();
     queue
