@@ -2,13 +2,16 @@
 //! JSON Lines, one `model::Session` per line (the same JSON the files destination writes
 //! for `format = "json"`). Problems go to stderr, one line each; good sessions are
 //! printed whatever happens to the others. A reader that goes away (`| head`) ends it
-//! quietly, with status 0.
+//! quietly, with status 0. Each file is parsed on a thread of its own while this one
+//! writes the JSON.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use crate::cli::CliError;
+use crate::model::Session;
 use crate::parse::SessionReader;
 
 /// Prints every session of every file; fails (exit 1) if any file or session had a
@@ -39,7 +42,16 @@ pub fn inspect(files: &[PathBuf]) -> Result<(), CliError> {
     }
 }
 
-/// Prints one file's sessions; returns how many problems were reported on stderr.
+/// Sessions (or the problem that stopped one) handed from the parse thread to the
+/// writer at a time: enough to make the hand-over's cost small beside the work.
+const BATCH: usize = 64;
+
+/// Sessions, or the problem that stopped one, in the file's order.
+type Batch = Vec<Result<Session, String>>;
+
+/// Prints one file's sessions; returns how many problems were reported on stderr. The
+/// file is parsed on a thread of its own, a few batches ahead of this one writing the
+/// JSON, so that the two take a core each.
 fn inspect_file(path: &Path, out: &mut impl Write) -> io::Result<usize> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -48,38 +60,104 @@ fn inspect_file(path: &Path, out: &mut impl Write) -> io::Result<usize> {
             return Ok(1);
         }
     };
-    let mut problems = 0;
-    let mut sessions = 0;
-    let mut reader = SessionReader::new(BufReader::with_capacity(256 * 1024, file));
-    for item in reader.by_ref() {
-        match item {
-            Ok(parsed) => {
-                sessions += 1;
-                serde_json::to_writer(&mut *out, &parsed.session).map_err(|e| {
-                    match e.io_error_kind() {
-                        // Keep the kind, so a closed pipe is still one.
-                        Some(kind) => io::Error::new(kind, e),
-                        None => io::Error::other(e),
-                    }
-                })?;
-                out.write_all(b"\n")?;
+    let (sender, batches) = mpsc::sync_channel::<Batch>(4);
+    // Written batches come back to be freed where they were allocated: glibc frees a
+    // chunk of another thread's arena under that arena's lock, which the parse thread's
+    // allocations then wait for.
+    let (give_back, written_back) = mpsc::channel::<Batch>();
+    std::thread::scope(|scope| {
+        let parser = scope.spawn(move || {
+            let mut reader = SessionReader::new(BufReader::with_capacity(256 * 1024, file));
+            let mut batch = Vec::with_capacity(BATCH);
+            for item in reader.by_ref() {
+                batch.push(item.map(|p| p.session).map_err(|e| e.to_string()));
+                if batch.len() == BATCH {
+                    written_back.try_iter().for_each(drop);
+                }
+                if batch.len() == BATCH
+                    && sender
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                {
+                    // The writer stopped (a closed pipe): nothing more is wanted.
+                    return None;
+                }
             }
-            Err(e) => {
-                problems += 1;
-                report(out, path, &e.to_string())?;
+            if !batch.is_empty() && sender.send(batch).is_err() {
+                return None;
+            }
+            Some(reader.root_name().unwrap_or_default().to_owned())
+        });
+        let written = write_sessions(path, batches, &give_back, out);
+        // A parse thread that panicked is a bug to show, not a problem of the file.
+        let root = parser
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        match (written?, root) {
+            (
+                Written {
+                    sessions: 0,
+                    problems: 0,
+                },
+                Some(root),
+            ) => {
+                // Not a problem (an empty report is valid), but say why nothing was
+                // printed.
+                out.flush()?;
+                eprintln!(
+                    "btic: {}: no <session> elements (root element <{root}>)",
+                    path.display()
+                );
+                Ok(0)
+            }
+            (written, _) => Ok(written.problems),
+        }
+    })
+}
+
+/// What the writer did with one file.
+struct Written {
+    sessions: usize,
+    problems: usize,
+}
+
+/// Writes each session as a JSON line and reports each problem, in the file's order.
+fn write_sessions(
+    path: &Path,
+    batches: mpsc::Receiver<Batch>,
+    give_back: &mpsc::Sender<Batch>,
+    out: &mut impl Write,
+) -> io::Result<Written> {
+    let mut written = Written {
+        sessions: 0,
+        problems: 0,
+    };
+    for batch in batches {
+        for item in &batch {
+            match item {
+                Ok(session) => {
+                    written.sessions += 1;
+                    serde_json::to_writer(&mut *out, session).map_err(|e| {
+                        match e.io_error_kind() {
+                            // Keep the kind, so a closed pipe is still one.
+                            Some(kind) => io::Error::new(kind, e),
+                            None => io::Error::other(e),
+                        }
+                    })?;
+                    out.write_all(b"\n")?;
+                }
+                Err(problem) => {
+                    written.problems += 1;
+                    report(out, path, problem)?;
+                }
             }
         }
+        // Once the parse thread has finished it frees nothing more, and this one does.
+        if let Err(mpsc::SendError(batch)) = give_back.send(batch) {
+            drop(batch);
+        }
     }
-    if sessions == 0 && problems == 0 {
-        // Not a problem (an empty report is valid), but say why nothing was printed.
-        let root = reader.root_name().unwrap_or_default();
-        out.flush()?;
-        eprintln!(
-            "btic: {}: no <session> elements (root element <{root}>)",
-            path.display()
-        );
-    }
-    Ok(problems)
+    Ok(written)
 }
 
 /// One problem line on stderr, after what stdout holds so far (so a terminal shows them
