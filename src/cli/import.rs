@@ -355,7 +355,9 @@ fn read_batches(files: &[PathBuf], batch_size: usize, out: &tokio::sync::mpsc::S
         };
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut sessions: Vec<Session> = Vec::with_capacity(batch_size);
-        for item in SessionReader::new(BufReader::with_capacity(1 << 16, file)) {
+        // The SQL rows are made from the typed sessions alone.
+        let reader = SessionReader::new(BufReader::with_capacity(1 << 16, file)).without_raw();
+        for item in reader {
             let read = match item {
                 Ok(parsed) => {
                     let position = done_bytes + parsed.offset;

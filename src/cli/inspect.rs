@@ -67,20 +67,19 @@ fn inspect_file(path: &Path, out: &mut impl Write) -> io::Result<usize> {
     let (give_back, written_back) = mpsc::channel::<Batch>();
     std::thread::scope(|scope| {
         let parser = scope.spawn(move || {
-            let mut reader = SessionReader::new(BufReader::with_capacity(256 * 1024, file));
+            // The raw bytes are not printed.
+            let mut reader =
+                SessionReader::new(BufReader::with_capacity(256 * 1024, file)).without_raw();
             let mut batch = Vec::with_capacity(BATCH);
             for item in reader.by_ref() {
                 batch.push(item.map(|p| p.session).map_err(|e| e.to_string()));
                 if batch.len() == BATCH {
                     written_back.try_iter().for_each(drop);
-                }
-                if batch.len() == BATCH
-                    && sender
-                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                        .is_err()
-                {
-                    // The writer stopped (a closed pipe): nothing more is wanted.
-                    return None;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if sender.send(full).is_err() {
+                        // The writer stopped (a closed pipe): nothing more is wanted.
+                        return None;
+                    }
                 }
             }
             if !batch.is_empty() && sender.send(batch).is_err() {
@@ -152,10 +151,9 @@ fn write_sessions(
                 }
             }
         }
-        // Once the parse thread has finished it frees nothing more, and this one does.
-        if let Err(mpsc::SendError(batch)) = give_back.send(batch) {
-            drop(batch);
-        }
+        // Once the parse thread has finished it frees nothing more, and the batch is
+        // dropped here with the send's error.
+        drop(give_back.send(batch));
     }
     Ok(written)
 }

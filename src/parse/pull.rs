@@ -238,6 +238,15 @@ impl<R> Tee<R> {
         self.overflow = false;
         std::mem::take(&mut self.record)
     }
+
+    /// Forgets the recorded bytes, keeping the buffer; recording starts again at the
+    /// current position.
+    fn forget(&mut self) {
+        self.newlines += count_newlines(&self.record);
+        self.base = self.consumed;
+        self.overflow = false;
+        self.record.clear();
+    }
 }
 
 /// Line feeds in `bytes`, eight bytes at a time: in each word, a byte that equals `\n`
@@ -387,7 +396,15 @@ impl<R: BufRead> Pull<R> {
 
     /// Forgets what was recorded and records from the current position on.
     pub fn mark(&mut self) {
-        self.reader.get_mut().release();
+        self.reader.get_mut().forget();
+    }
+
+    /// The bytes consumed from offset `from` (at or after the last `mark`) on, as
+    /// [`Pull::take_recorded_from`] would give them, without letting go of them.
+    pub fn recorded_from(&self, from: u64) -> Option<&[u8]> {
+        let tee = self.reader.get_ref();
+        let skip = from.saturating_sub(tee.base) as usize;
+        (!tee.overflow).then(|| &tee.record[skip.min(tee.record.len())..])
     }
 
     /// The bytes consumed from offset `from` (at or after the last `mark`) on, unless

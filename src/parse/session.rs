@@ -35,7 +35,8 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 pub struct ParsedSession {
     /// The typed session.
     pub session: Session,
-    /// The exact bytes of its `<session>` element, from `<` to the closing `>`.
+    /// The exact bytes of its `<session>` element, from `<` to the closing `>`; empty
+    /// from a reader made [`SessionReader::without_raw`].
     pub raw: Vec<u8>,
     /// Byte offset of the element from the start of the body.
     pub offset: u64,
@@ -48,6 +49,7 @@ pub struct SessionReader<R> {
     last_lsid: Option<Text>,
     root: Option<String>,
     done: bool,
+    keep_raw: bool,
 }
 
 impl<R: BufRead> SessionReader<R> {
@@ -58,7 +60,17 @@ impl<R: BufRead> SessionReader<R> {
             last_lsid: None,
             root: None,
             done: false,
+            keep_raw: true,
         }
+    }
+
+    /// Leaves each session's raw bytes out (`ParsedSession::raw` and `BadValue`'s are
+    /// empty), for a reader that wants only the typed sessions: the recording buffer is
+    /// then reused rather than handed on with each session. Offsets, lines and the
+    /// session size limit are as with the raw bytes.
+    pub fn without_raw(mut self) -> Self {
+        self.keep_raw = false;
+        self
     }
 
     /// Sets the largest `<session>` element kept (default 64 MiB); a larger one is
@@ -107,7 +119,18 @@ impl<R: BufRead> SessionReader<R> {
         if let Err(fault) = read_session(&mut self.pull, &mut session, &mut problems) {
             return Err(self.fatal(fault));
         }
-        let Some(mut raw) = self.pull.take_recorded_from(offset) else {
+        let recorded = if self.keep_raw {
+            self.pull.take_recorded_from(offset)
+        } else {
+            // Of the bytes, only whether they start with a byte order mark is wanted.
+            let bom = self
+                .pull
+                .recorded_from(offset)
+                .map(|bytes| bytes.starts_with(UTF8_BOM));
+            self.pull.mark();
+            bom.map(|bom| if bom { UTF8_BOM.to_vec() } else { Vec::new() })
+        };
+        let Some(mut raw) = recorded else {
             return Err(ParseError::SessionTooLarge {
                 lsid: session.lsid.into(),
                 offset,
@@ -628,6 +651,81 @@ mod failure_tests {
             text.contains("line 7") && text.contains("after session b"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn without_raw_reads_the_same_sessions_offsets_lines_and_limits() {
+        fn debug_without_raw(items: Vec<Result<ParsedSession, ParseError>>) -> Vec<String> {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Ok(parsed) => format!("{:?} at {}", parsed.session, parsed.offset),
+                    Err(ParseError::BadValue {
+                        lsid,
+                        offset,
+                        element,
+                        value,
+                        expected,
+                        ..
+                    }) => format!("BadValue {lsid} {offset} {element} {value} {expected}"),
+                    Err(e) => format!("{e:?}"),
+                })
+                .collect()
+        }
+        let big = "<event event_type=\"E\"><body>0\n1\n2</body></event>".repeat(200);
+        let bodies = [
+            format!(
+                "{HEAD}{}{}{}<session lsid=\"c\">\n<lseq>3</lseq>\n<oops></session>\n</session_list>\n",
+                one("a", "<lseq>1</lseq>"),
+                one("big", &format!("<session_details>{big}</session_details>")),
+                one(
+                    "b",
+                    "<rep_list>\n<representative><seconds_involved>lots</seconds_involved></representative></rep_list>"
+                ),
+            ),
+            format!("{HEAD}{}\n\n<session lsid=\"b\"><lseq>2", one("a", "")),
+            "\u{feff}<session lsid=\"a\"><lseq>x</lseq></session>".to_string(),
+            "\u{feff}<session lsid=\"a\"><lseq>1</lseq></session>".to_string(),
+        ];
+        for body in &bodies {
+            let with: Vec<_> = SessionReader::new(body.as_bytes())
+                .with_session_limit(4096)
+                .collect();
+            let without: Vec<_> = SessionReader::new(body.as_bytes())
+                .with_session_limit(4096)
+                .without_raw()
+                .collect();
+            for item in &without {
+                match item {
+                    Ok(parsed) => assert!(parsed.raw.is_empty()),
+                    Err(ParseError::BadValue { raw, .. }) => assert!(raw.is_empty()),
+                    Err(ParseError::Malformed { offset, line, .. }) => {
+                        let before = &body.as_bytes()[..*offset as usize];
+                        let newlines = before.iter().filter(|&&b| b == b'\n').count();
+                        assert_eq!(*line, newlines as u64 + 1, "{body}");
+                    }
+                    Err(_) => {}
+                }
+            }
+            assert_eq!(
+                debug_without_raw(with),
+                debug_without_raw(without),
+                "{body}"
+            );
+        }
+        // The first body has each kind of result.
+        let kinds: Vec<_> = SessionReader::new(bodies[0].as_bytes())
+            .with_session_limit(4096)
+            .without_raw()
+            .map(|item| match item {
+                Ok(_) => "ok",
+                Err(ParseError::SessionTooLarge { .. }) => "too large",
+                Err(ParseError::BadValue { .. }) => "bad value",
+                Err(ParseError::Malformed { .. }) => "malformed",
+                Err(_) => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["ok", "too large", "bad value", "malformed"]);
     }
 
     #[test]
