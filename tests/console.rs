@@ -281,7 +281,11 @@ async fn the_console_shows_the_daemon_and_its_actions_work_in_a_real_browser() {
     // The overview: the site, its watermark, the dead letter of its fetch queue.
     browser.goto(&format!("{}/", rig.base)).await.unwrap();
     let overview = text(&browser).await;
-    assert!(overview.contains("sim"), "{overview}");
+    assert!(
+        overview.contains("sim"),
+        "{overview}\nlog:\n{}",
+        rig.log_text()
+    );
     assert!(
         overview.contains("SupportSession: 20"),
         "the watermark: {overview}"

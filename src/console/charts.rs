@@ -138,7 +138,9 @@ fn chart(title: &str, series: &[Series]) -> Markup {
         .clone()
         .fold((i64::MAX, i64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let top = all.map(|p| p.1).fold(0.0, f64::max).max(1.0);
-    let span = (t1 - t0).max(1) as f64;
+    // No points at all (nothing delivered yet, no site with a watermark): an empty
+    // drawing, whose bounds are still the fold's start.
+    let span = if t0 <= t1 { (t1 - t0).max(1) } else { 1 } as f64;
     let x = |t: i64| LEFT + (t - t0) as f64 / span * (WIDTH - LEFT - RIGHT);
     let y = |v: f64| TOP + (1.0 - v / top) * (HEIGHT - TOP - BOTTOM);
     let line = |points: &[(i64, f64)]| {
@@ -215,6 +217,19 @@ mod tests {
             "{svg}"
         );
         assert_eq!(short(12_345.0), "12k");
+        // A chart with nothing to draw yet is an empty drawing, not a failed page.
+        for empty in [vec![], vec![("a".to_string(), vec![])]] {
+            let svg = chart("t", &empty).into_string();
+            assert!(
+                svg.contains("<svg") && !svg.contains("<text x=\"34\""),
+                "{svg}"
+            );
+        }
+        let trends = Trends::new(std::time::Duration::from_secs(60));
+        trends.push(Sample::default());
+        trends.push(Sample::default());
+        let svg = overview(&trends).into_string();
+        assert!(svg.contains("Delivered per minute"), "{svg}");
         assert_eq!(short(3.25), "3.2");
     }
 }
