@@ -533,8 +533,7 @@ impl<R: BufRead> Pull<R> {
             };
             self.depth += 1;
             self.pending_close = empty;
-            let local = element.local_name();
-            let local: &str = local.as_ref();
+            let local = local_part(element.name().0);
             let name = name_of(local.as_bytes());
             if self.lean {
                 return Ok(Tok::Open(name));
@@ -617,7 +616,7 @@ impl<R: BufRead> Pull<R> {
             }
         };
         let gathered = self.text.take().unwrap_or_default();
-        let value = T::from(gathered.trim_matches(is_xml_space));
+        let value = T::from(trim_xml_space(&gathered));
         self.spare = gathered;
         outcome.map(|()| value)
     }
@@ -752,9 +751,29 @@ fn resolve_reference(r: &BytesRef<'_>) -> Result<Resolved, String> {
     }
 }
 
-/// XML's whitespace (space, tab, line feed, carriage return): what the parser trims.
-pub(crate) fn is_xml_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r')
+/// The local part of a qualified element name: after the first `:`, if any (as
+/// `QName::local_name`, with a byte loop instead of a character search, which for
+/// names this short costs more than the comparison itself).
+fn local_part(qualified: &str) -> &str {
+    match qualified.bytes().position(|b| b == b':') {
+        Some(colon) => &qualified[colon + 1..],
+        None => qualified,
+    }
+}
+
+/// `text` without XML's white space (space, tab, line feed, carriage return) at either
+/// end: what the parser trims from values. The four are single ASCII bytes, which never
+/// occur inside a longer UTF-8 sequence, so trimming bytes keeps the cut on character
+/// boundaries without decoding a character at a time.
+fn trim_xml_space(text: &str) -> &str {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |last| last + 1);
+    &text[start..end]
 }
 
 #[cfg(test)]
@@ -770,6 +789,38 @@ mod tests {
                 assert_eq!(count_newlines(&text[start..end]), naive, "{start}..{end}");
             }
         }
+    }
+
+    #[test]
+    fn values_lose_xml_white_space_at_either_end_and_nothing_else() {
+        let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+        let cases = [
+            "",
+            " ",
+            "\t\r\n ",
+            "x",
+            "  x  ",
+            "\n\tinner  space\r\n",
+            // Other Unicode spaces and a vertical tab are not XML white space.
+            "\u{a0}x\u{a0}",
+            " \u{3000}é\u{2003} ",
+            "\u{b}x\u{b}",
+            " 日本 ",
+            "é",
+        ];
+        for case in cases {
+            assert_eq!(trim_xml_space(case), case.trim_matches(space), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn the_local_part_of_a_name_follows_its_first_colon() {
+        assert_eq!(local_part("session"), "session");
+        assert_eq!(local_part("ns:session"), "session");
+        assert_eq!(local_part("a:b:c"), "b:c");
+        assert_eq!(local_part(":x"), "x");
+        assert_eq!(local_part("x:"), "");
+        assert_eq!(local_part("é:ü"), "ü");
     }
 
     fn attr_of(tag: &str, name: &str) -> Option<String> {
