@@ -155,3 +155,52 @@ fn a_reader_that_goes_away_ends_it_quietly() {
         output.status
     );
 }
+
+/// A body of many read chunks prints exactly what the library reads from it: the same
+/// sessions as the same JSON, in order, and for a body cut off in the middle of a chunk
+/// the same error.
+#[test]
+fn a_large_body_is_printed_whole_across_read_chunks() {
+    use btic::simulator::render::{Namespace, session_list_of_size};
+    let body = session_list_of_size(7, Namespace::BeyondTrust, 3 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("whole.xml", &body[..]),
+        ("truncated.xml", &body[..body.len() * 2 / 3 + 1000]),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (mut stdout, mut problems) = (String::new(), Vec::new());
+        for parsed in btic::parse::SessionReader::new(bytes) {
+            match parsed {
+                Ok(p) => stdout += &(serde_json::to_string(&p.session).unwrap() + "\n"),
+                Err(e) => problems.push(format!("btic: {}: {e}\n", path.display())),
+            }
+        }
+        assert!(stdout.lines().count() > 100, "{name}");
+        let expected = match problems.len() {
+            0 => format!("{stdout}--- exit 0 ---\n"),
+            n => format!(
+                "{stdout}--- exit 1 ---\n{}btic: {n} problem(s) while inspecting 1 file(s); the sessions that could be read were printed\n",
+                problems.concat()
+            ),
+        };
+        assert_eq!(inspect(&[path.to_str().unwrap()]), expected, "{name}");
+        assert_eq!(problems.len(), usize::from(name == "truncated.xml"));
+    }
+}
+/// A file that opens but cannot be read (a directory) is that file's problem, reported
+/// with the reason, and the files after it are still printed.
+#[test]
+fn a_file_that_cannot_be_read_is_reported_and_the_rest_printed() {
+    let out = inspect(&["tests/fixtures", "tests/fixtures/xml/namespace_none.xml"]);
+    let (stdout, stderr) = out.split_once("--- exit ").unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{out}");
+    assert!(
+        stderr.starts_with("1 ---\n")
+            && stderr.contains(
+                "tests/fixtures: parsing XML body at byte 0, line 1: I/O error: Is a directory"
+            ),
+        "{stderr}"
+    );
+}

@@ -6,7 +6,7 @@
 //! writes the JSON.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -60,16 +60,24 @@ fn inspect_file(path: &Path, out: &mut impl Write) -> io::Result<usize> {
             return Ok(1);
         }
     };
+    let (filled, chunks) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
+    let (spent, empties) = mpsc::channel::<Vec<u8>>();
     let (sender, batches) = mpsc::sync_channel::<Batch>(4);
     // Written batches come back to be freed where they were allocated: glibc frees a
     // chunk of another thread's arena under that arena's lock, which the parse thread's
     // allocations then wait for.
     let (give_back, written_back) = mpsc::channel::<Batch>();
     std::thread::scope(|scope| {
+        scope.spawn(move || read_chunks(file, &filled, &empties));
         let parser = scope.spawn(move || {
+            let body = Chunks {
+                filled: chunks,
+                spent,
+                current: Vec::new(),
+                pos: 0,
+            };
             // The raw bytes are not printed.
-            let mut reader =
-                SessionReader::new(BufReader::with_capacity(256 * 1024, file)).without_raw();
+            let mut reader = SessionReader::new(body).without_raw();
             let mut batch = Vec::with_capacity(BATCH);
             for item in reader.by_ref() {
                 batch.push(item.map(|p| p.session).map_err(|e| e.to_string()));
@@ -112,6 +120,99 @@ fn inspect_file(path: &Path, out: &mut impl Write) -> io::Result<usize> {
             (written, _) => Ok(written.problems),
         }
     })
+}
+
+/// Bytes of the file read at a time, and how many such chunks the reading thread may be
+/// ahead of the parser.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_AHEAD: usize = 4;
+
+/// Reads `file` in chunks and hands them to the parse thread, reusing the chunks it has
+/// finished with, until the end of the file, an error (handed on as the next chunk), or
+/// the parse thread stopping. The parse thread then neither waits for the disk nor
+/// copies out of the kernel itself.
+fn read_chunks(
+    mut file: File,
+    filled: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    empties: &mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut chunk = empties
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        chunk.clear();
+        match (&mut file).take(CHUNK as u64).read_to_end(&mut chunk) {
+            Ok(0) => return,
+            Ok(_) => {
+                if filled.send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // What was read before the error comes first, as from a plain reader.
+                if !chunk.is_empty() && filled.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                drop(filled.send(Err(e)));
+                return;
+            }
+        }
+    }
+}
+
+/// The file as the reading thread hands it over, chunk by chunk; ends when that thread
+/// has sent its last chunk.
+struct Chunks {
+    filled: mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Chunks read to the end, going back to be filled again.
+    spent: mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl Chunks {
+    /// Takes the next chunk once the current one is read to the end.
+    #[cold]
+    #[inline(never)]
+    fn next_chunk(&mut self) -> io::Result<()> {
+        let next = match self.filled.recv() {
+            Ok(chunk) => chunk?,
+            // The reading thread has sent everything: the end of the file.
+            Err(mpsc::RecvError) => Vec::new(),
+        };
+        let done = std::mem::replace(&mut self.current, next);
+        self.pos = 0;
+        // The reading thread may have finished; then the chunk is simply freed.
+        drop(self.spent.send(done));
+        Ok(())
+    }
+}
+
+impl BufRead for Chunks {
+    // The parser asks for the buffer once or more per event: the common case (bytes
+    // left in the current chunk) has to be as cheap as `BufReader`'s.
+    #[inline]
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.current.len() {
+            self.next_chunk()?;
+        }
+        Ok(&self.current[self.pos..])
+    }
+
+    #[inline]
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.current.len());
+    }
 }
 
 /// What the writer did with one file.
