@@ -160,6 +160,11 @@ fn run_flush<'a>(shared: &'a Shared, mut state: MutexGuard<'a, State>) {
     drop(state);
 
     let outcome = shared.store.flush();
+    // A flush seals sled's log buffer and defers freeing the one it replaced (see
+    // `Queue::blocking`); under load most flushes run here on the flusher thread, whose
+    // bag of 64 deferred frees would otherwise keep up to that many 512 KiB log
+    // segments alive.
+    crossbeam_epoch::pin().flush();
     shared.progress.send_modify(|progress| match outcome {
         Ok(()) => progress.durable = epoch,
         Err(error) => {
