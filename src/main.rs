@@ -362,7 +362,7 @@ fn main() -> ExitCode {
         Command::Run { .. } | Command::Demo { .. } | Command::Backfill { .. }
     );
     if pipeline {
-        cli::limit_malloc_arenas();
+        cli::tune_malloc();
     }
     // Only the daemon logs to the pipeline file's `[log] file`: the other commands are run
     // by a person (or a unit's pre-start check) who reads stderr.

@@ -4,7 +4,8 @@
 //! backlog is delivered exactly once when it is back), and the fail-stop on a full disk
 //! without a budget (one clear error, exit 1, and a bigger disk resumes with nothing
 //! lost). The file-system tests mount a tmpfs and so need root, as CI runs; elsewhere
-//! they report themselves skipped.
+//! they report themselves skipped. And the daemon tunes glibc's malloc for itself,
+//! leaving alone what the operator set.
 
 mod rig;
 
@@ -544,4 +545,75 @@ async fn a_full_disk_without_a_budget_stops_the_daemon_and_a_bigger_one_resumes_
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
     rig.pg.drop_now().await;
+}
+
+/// The environment `btic run` runs with once it answers on its metrics port (it may have
+/// executed itself again by then, keeping its process id), started with `set` and
+/// without the malloc variables otherwise.
+async fn environment_of_the_running_daemon(set: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = btic()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("MALLOC_ARENA_MAX")
+        .env_remove("MALLOC_MMAP_THRESHOLD_")
+        .envs(set.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let answered = eventually(Duration::from_secs(30), async || {
+        !rig::scrape_text(port).await.is_empty()
+    })
+    .await;
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answered, "the daemon never answered on its metrics port");
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (name, value) = entry.split_once('=')?;
+            name.starts_with("MALLOC_")
+                .then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sets_the_malloc_variables_it_needs_and_keeps_the_operators_own() {
+    let ours = BTreeMap::from([
+        ("MALLOC_ARENA_MAX".to_owned(), "2".to_owned()),
+        ("MALLOC_MMAP_THRESHOLD_".to_owned(), "131072".to_owned()),
+    ]);
+    assert_eq!(environment_of_the_running_daemon(&[]).await, ours);
+    let operators = BTreeMap::from([
+        ("MALLOC_ARENA_MAX".to_owned(), "8".to_owned()),
+        ("MALLOC_MMAP_THRESHOLD_".to_owned(), "131072".to_owned()),
+    ]);
+    assert_eq!(
+        environment_of_the_running_daemon(&[("MALLOC_ARENA_MAX", "8")]).await,
+        operators
+    );
+    let both = [
+        ("MALLOC_ARENA_MAX", "4"),
+        ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+    ];
+    assert_eq!(
+        environment_of_the_running_daemon(&both).await,
+        both.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    );
 }

@@ -14,7 +14,7 @@ mod state;
 mod status_text;
 mod tap;
 
-pub use arenas::{limit_malloc_arenas, trim_freed_memory};
+pub use arenas::{trim_freed_memory, tune_malloc};
 pub use backfill::{BackfillArgs, backfill};
 pub use check::check;
 pub use daemon::{demo, open_log_file, run};
