@@ -585,7 +585,8 @@ async fn environment_of_the_running_daemon(set: &[(&str, &str)]) -> BTreeMap<Str
         .filter_map(|entry| {
             let entry = String::from_utf8_lossy(entry);
             let (name, value) = entry.split_once('=')?;
-            name.starts_with("MALLOC_")
+            ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"]
+                .contains(&name)
                 .then(|| (name.to_owned(), value.to_owned()))
         })
         .collect()
