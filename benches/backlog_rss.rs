@@ -11,8 +11,8 @@ mod e2e_support;
 use std::time::{Duration, Instant};
 
 use e2e_support::{
-    Daemon, Pg, Sim, env_number, free_port, load_average, mib, pipeline, queue_depths,
-    sessions_parsed, vm_kib,
+    Daemon, Pg, Sim, env_number, free_port, load_average, mib, open_sessions_and_requests,
+    pipeline, queue_depths, sessions_parsed, vm_kib,
 };
 
 const CLOSED_PORT_URL: &str = "postgres://postgres@127.0.0.1:1/unreachable";
@@ -158,8 +158,9 @@ async fn backlog(size: u64, fill_limit: Duration) -> Option<Outcome> {
         if last_print.elapsed() >= Duration::from_secs(15) || done {
             last_print = Instant::now();
             let depths = queue_depths(metrics_port).await;
+            let (open, requests) = open_sessions_and_requests(metrics_port).await;
             println!(
-                "  drain {:>7.0} {:>8} {:>11} {:>10} {:>10}  ({count} in pg)",
+                "  drain {:>7.0} {:>8} {:>11} {:>10} {:>10}  ({count} in pg, {open} in progress, {requests} requests in the hour)",
                 started.elapsed().as_secs_f64(),
                 depths.get("fetched").copied().unwrap_or(0),
                 depths.get("deliver/pg").copied().unwrap_or(0),

@@ -474,6 +474,23 @@ pub async fn queue_depths(metrics_port: u16) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Sessions in progress the daemon asks for again at each run, and the requests its API
+/// accounts sent in the rolling hour, summed over sites (`/admin/status`; 0 while the
+/// daemon does not answer).
+pub async fn open_sessions_and_requests(metrics_port: u16) -> (u64, u64) {
+    let url = format!("http://127.0.0.1:{metrics_port}/admin/status");
+    let Ok(answer) = reqwest::get(url).await else {
+        return (0, 0);
+    };
+    let status: serde_json::Value = answer.json().await.unwrap_or_default();
+    let sites = status["sites"].as_array().cloned().unwrap_or_default();
+    let sum = |f: &dyn Fn(&serde_json::Value) -> Option<u64>| sites.iter().filter_map(f).sum();
+    (
+        sum(&|s| s["open_sessions"].as_u64()),
+        sum(&|s| s["budget"]["used"].as_u64()),
+    )
+}
+
 /// `btic_sessions_parsed_total` summed over sites (0 while the daemon does not answer).
 pub async fn sessions_parsed(metrics_port: u16) -> u64 {
     let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await else {

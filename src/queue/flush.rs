@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::QueueError;
-use super::storage::Store;
+use super::storage::{Store, release_deferred_frees};
 
 /// What has been made durable so far.
 #[derive(Debug, Clone, Default)]
@@ -160,11 +160,6 @@ fn run_flush<'a>(shared: &'a Shared, mut state: MutexGuard<'a, State>) {
     drop(state);
 
     let outcome = shared.store.flush();
-    // A flush seals sled's log buffer and defers freeing the one it replaced (see
-    // `Queue::blocking`); under load most flushes run here on the flusher thread, whose
-    // bag of 64 deferred frees would otherwise keep up to that many 512 KiB log
-    // segments alive.
-    crossbeam_epoch::pin().flush();
     shared.progress.send_modify(|progress| match outcome {
         Ok(()) => progress.durable = epoch,
         Err(error) => {
@@ -199,5 +194,7 @@ fn serve_pending(shared: &Shared) {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         run_flush(shared, state);
+        // A flush run in place by a writer is released by `Queue::blocking`.
+        release_deferred_frees();
     }
 }

@@ -1250,12 +1250,7 @@ impl Queue {
         let store = self.inner.store.clone();
         let run = move || {
             let result = work(&store);
-            // sled frees the log buffers and tree nodes it replaces through
-            // crossbeam-epoch's deferred frees, which wait in a bag of 64 per thread
-            // before they can be collected; the blocking pool has many threads, each
-            // with its own bag, so a busy queue kept tens of MiB of old 512 KiB log
-            // segments alive. Handing this thread's bag on after every call lets them go.
-            crossbeam_epoch::pin().flush();
+            storage::release_deferred_frees();
             result
         };
         match tokio::task::spawn_blocking(run).await {
