@@ -217,7 +217,7 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let half = |f: fn(&mut Faults)| {
         let mut faults = Faults {
-            slow_delay: Duration::from_millis(1500),
+            slow_delay: Duration::from_millis(3000),
             retry_after_seconds: 1,
             ..Faults::default()
         };
@@ -238,9 +238,11 @@ async fn every_transient_fault_is_retried_until_the_request_succeeds() {
         })
         .await;
         let mut site = site(&sim, dir.path());
-        // Slow answers (1.5 s) must time out and be retried.
-        site.timeout = Duration::from_secs(1);
-        let client = client(&site, dir.path(), fast_retries(14));
+        // Slow answers (3 s) must time out and be retried. The timeout leaves a debug
+        // build under the other tests' load time for the answers that are not slow, and
+        // 30 attempts make 30 slow draws in a row (1 in 10^9) the only way to give up.
+        site.timeout = Duration::from_secs(2);
+        let client = client(&site, dir.path(), fast_retries(30));
         // Fetch a session list first, without faults, to find a recording.
         let fetched = client
             .support_sessions(last_hours(&client, WindowBy::End, 48))
